@@ -1,0 +1,130 @@
+// NCA objective pieces, arranged so that every element and every sum is formed with the same
+// floating-point operations, in the same order, as scikit-learn's
+// NeighborhoodComponentsAnalysis._loss_grad_lbfgs. L-BFGS on the NCA objective is chaotic: a
+// 1e-15 relative change in the gradient becomes a different projection after ~30 iterations,
+// so "matches scikit-learn" requires bit-identical objectives, not merely close ones.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels.hpp"
+
+#ifdef GRADNCA_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace gradnca {
+
+namespace {
+
+// NumPy's pairwise summation (DOUBLE_pairwise_sum): what np.sum(..., axis=-1) computes on a
+// contiguous row. `at(i)` yields element i.
+template <class Get>
+double numpy_pairwise_sum(const Get& at, std::int64_t lo, std::int64_t n) {
+    if (n < 8) {
+        double res = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) res += at(lo + i);
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; ++j) r[j] = at(lo + j);
+        std::int64_t i = 8;
+        for (; i < n - (n % 8); i += 8) {
+            for (int j = 0; j < 8; ++j) r[j] += at(lo + i + j);
+        }
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; ++i) res += at(lo + i);
+        return res;
+    }
+    std::int64_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return numpy_pairwise_sum(at, lo, n2) + numpy_pairwise_sum(at, lo + n2, n - n2);
+}
+
+}  // namespace
+
+double pairwise_sum(const double* x, std::int64_t n) {
+    return numpy_pairwise_sum([x](std::int64_t i) { return x[i]; }, 0, n);
+}
+
+void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const double* sq,
+                        std::int64_t row0) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+        double* w = gram + r * n;
+        const std::int64_t i = row0 + r;
+        const double sqi = sq[i];
+        // euclidean_distances(squared=True): (-2 g + |x_i|^2) + |x_j|^2, clipped at 0; the self
+        // distance becomes +inf, so its logit is -inf and its softmax weight exactly 0.
+        double m = -std::numeric_limits<double>::infinity();
+        for (std::int64_t j = 0; j < n; ++j) {
+            double d = (-2.0 * w[j] + sqi) + sq[j];
+            d = d > 0.0 ? d : 0.0;
+            const double logit = (j == i) ? -std::numeric_limits<double>::infinity() : -d;
+            w[j] = logit;
+            m = logit > m ? logit : m;
+        }
+        for (std::int64_t j = 0; j < n; ++j) w[j] -= m;
+    }
+}
+
+void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
+                 std::int64_t row0, double* p_out) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+        double* w = expw + r * n;
+        const std::int64_t yi = labels[row0 + r];
+        const double s = numpy_pairwise_sum([w](std::int64_t j) { return w[j]; }, 0, n);
+        for (std::int64_t j = 0; j < n; ++j) w[j] /= s;
+        const double p = numpy_pairwise_sum(
+            [w, labels, yi](std::int64_t j) { return labels[j] == yi ? w[j] : 0.0; }, 0, n);
+        for (std::int64_t j = 0; j < n; ++j) {
+            const double pij = w[j];
+            w[j] = (labels[j] == yi ? pij : 0.0) - pij * p;
+        }
+        p_out[r] = p;
+    }
+}
+
+void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum) {
+    // np.sum(axis=0) on a C-ordered array adds whole rows in order; threads split the columns.
+#pragma omp parallel
+    {
+#ifdef GRADNCA_HAVE_OPENMP
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+        const int nt = 1, t = 0;
+#endif
+        const std::int64_t chunk = (n + nt - 1) / nt;
+        const std::int64_t lo = std::min<std::int64_t>(n, chunk * t);
+        const std::int64_t hi = std::min<std::int64_t>(n, lo + chunk);
+        for (std::int64_t r = 0; r < rows; ++r) {
+            const double* row = w + r * n;
+            for (std::int64_t j = lo; j < hi; ++j) colsum[j] += row[j];
+        }
+    }
+}
+
+void nca_symmetrize(double* w, std::int64_t n, double* colsum) {
+    std::fill(colsum, colsum + n, 0.0);
+    column_sums_sequential(w, n, n, colsum);
+    // W + W^T in place, tile by tile so both tiles stay in cache.
+    constexpr std::int64_t T = 64;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (std::int64_t bi = 0; bi < n; bi += T) {
+        for (std::int64_t bj = bi; bj < n; bj += T) {
+            const std::int64_t ie = std::min(bi + T, n), je = std::min(bj + T, n);
+            for (std::int64_t i = bi; i < ie; ++i) {
+                for (std::int64_t j = (bi == bj ? i + 1 : bj); j < je; ++j) {
+                    const double s = w[i * n + j] + w[j * n + i];
+                    w[i * n + j] = s;
+                    w[j * n + i] = s;
+                }
+            }
+        }
+    }
+    for (std::int64_t i = 0; i < n; ++i) w[i * n + i] = -colsum[i];
+}
+
+}  // namespace gradnca

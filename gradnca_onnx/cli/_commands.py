@@ -1,0 +1,2 @@
+"""Import every sub-command module so that it registers on the ``main`` group."""
+# One line per command module; keep sorted.

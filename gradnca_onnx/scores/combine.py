@@ -1,0 +1,68 @@
+"""Combining S_LP and S_FU over a zoo, per target (REFERENCE section 5)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Scenario = Literal["dataset", "cross-domain"]
+
+
+class ConstantTermWarning(UserWarning):
+    """A score term is the same for every model of the zoo, so it cannot rank them."""
+
+
+def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> NDArray[np.float64]:
+    """``(x - min) / (max - min)``, or ``(x - max) / (min - max)`` when ``invert``.
+
+    A constant term (max == min, including a zoo of one model) carries no ranking information:
+    it maps to 1.0 for every model, the neutral element of the product, and a
+    :class:`ConstantTermWarning` says so. The result is never NaN.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError(f"{name}: need at least one model's score")
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x)).tolist()
+        raise ValueError(f"{name} has NaN/inf values at zoo positions {bad}")
+    lo, hi = x.min(), x.max()
+    if hi == lo:
+        warnings.warn(
+            f"{name} is constant over the zoo ({lo:.6g}); it is set to 1 for every model and the "
+            "ranking rests on the other term", ConstantTermWarning, stacklevel=3,
+        )
+        return np.ones_like(x)
+    return (x - hi) / (lo - hi) if invert else (x - lo) / (hi - lo)
+
+
+def combine(lp: ArrayLike, fu: ArrayLike, scenario: Scenario = "dataset") -> NDArray[np.float64]:
+    """The paper's score S for every model of a zoo on one target.
+
+    Parameters
+    ----------
+    lp, fu : array-like of shape (n_models,)
+        S_LP and S_FU of each model.
+    scenario : {"dataset", "cross-domain"}
+        ``"dataset"`` (sources of one architecture): S = mm(S_LP) * mm(S_FU).
+        ``"cross-domain"`` (the paper's model scenario, Eq. 8): both terms inverted,
+        S = inv(S_LP) * inv(S_FU) with inv(x) = (x - max) / (min - max).
+        ``"model"`` is accepted as a synonym of ``"cross-domain"``.
+
+    Returns
+    -------
+    ndarray of shape (n_models,), values in [0, 1]; higher ranks better.
+    """
+    lp_arr = np.asarray(lp, dtype=np.float64).reshape(-1)
+    fu_arr = np.asarray(fu, dtype=np.float64).reshape(-1)
+    if lp_arr.shape != fu_arr.shape:
+        raise ValueError(f"lp and fu must have one value per model; got {lp_arr.size} and {fu_arr.size}")
+    if scenario == "dataset":
+        invert = False
+    elif scenario in ("cross-domain", "model"):
+        invert = True
+    else:
+        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+    return min_max(lp_arr, invert=invert, name="S_LP") * min_max(fu_arr, invert=invert, name="S_FU")

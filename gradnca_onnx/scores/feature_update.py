@@ -1,0 +1,114 @@
+"""S_FU: ratio of triplet-loss gradient norms of the second and first conv layers (REFERENCE 4).
+
+The model-dependent half (back-propagating a cotangent to the two conv weights) runs in the
+engine's ONNX gradient graph; this module owns the model-independent half: the batching rule,
+the triplet loss and its gradient with respect to the features (the cotangent), and the ratio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._validation import check_features
+from ..core import triplet_margin_loss_grad
+
+#: The paper splits the target set into this many full batches (plus a smaller remainder).
+N_FULL_BATCHES = 6
+
+
+def fu_batch_slices(n_samples: int, *, n_full_batches: int = N_FULL_BATCHES) -> list[slice]:
+    """Batches of ``floor(n / 6)`` consecutive samples in dataset order, the remainder included.
+
+    ``n = 1100`` gives six batches of 183 and one of 2.
+    """
+    n = int(n_samples)
+    size = n // n_full_batches
+    if size < 1:
+        raise ValueError(
+            f"S_FU needs at least {n_full_batches} samples (batch size floor(n/{n_full_batches})); "
+            f"got {n}"
+        )
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def triplet_loss_grad(
+    embeddings: ArrayLike, labels: ArrayLike, *, margin: float = 0.05
+) -> tuple[float, NDArray]:
+    """Triplet margin loss of one batch and its gradient with respect to the raw embeddings.
+
+    Same numbers as pytorch-metric-learning's ``TripletMarginLoss(margin)`` (L2-normalised
+    embeddings, every valid triplet, mean over the non-zero losses) back-propagated by torch
+    autograd. A batch without a violating (or without any valid) triplet has loss 0 and a zero
+    gradient.
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (batch, dim)
+    labels : array-like of shape (batch,) or (batch, 1)
+        Any label values; only equality matters.
+    margin : float, default=0.05
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (batch, dim), in the embeddings' dtype (float32 or float64)
+    """
+    X = check_features(embeddings, name="embeddings", min_samples=1)
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({X.shape[0]},) or ({X.shape[0]}, 1) to match the embeddings; "
+            f"got {np.asarray(labels).shape}"
+        )
+    if not np.isfinite(margin):
+        raise ValueError(f"margin must be finite; got {margin}")
+    _, codes = np.unique(y, return_inverse=True)
+    loss, grad, _, _ = triplet_margin_loss_grad(X, codes.reshape(-1), margin=float(margin))
+    return loss, grad.astype(X.dtype, copy=False)
+
+
+def fu_cotangents(
+    features: ArrayLike, labels: ArrayLike, *, margin: float = 0.05
+) -> list[tuple[slice, float, NDArray]]:
+    """Per S_FU batch: its slice, triplet loss and the feature cotangent to back-propagate."""
+    X = check_features(features, min_samples=1)
+    y = np.asarray(labels).reshape(X.shape[0], -1)[:, 0] if np.asarray(labels).size == X.shape[0] \
+        else np.asarray(labels)
+    out = []
+    for sl in fu_batch_slices(X.shape[0]):
+        loss, grad = triplet_loss_grad(X[sl], y[sl], margin=margin)
+        out.append((sl, loss, grad))
+    return out
+
+
+def feature_update_score(grad_norms_w1: ArrayLike, grad_norms_w2: ArrayLike) -> float:
+    """S_FU = mean over batches of ||grad W2|| / mean over batches of ||grad W1||.
+
+    Batches without a violating triplet contribute zeros to both means, as in the paper.
+
+    Raises
+    ------
+    ValueError
+        Mismatched lengths, negative or non-finite norms, or every first-layer norm zero (no
+        batch had a violating triplet, so the ratio is undefined).
+    """
+    w1 = np.asarray(grad_norms_w1, dtype=np.float64).reshape(-1)
+    w2 = np.asarray(grad_norms_w2, dtype=np.float64).reshape(-1)
+    if w1.shape != w2.shape or w1.size == 0:
+        raise ValueError(
+            f"need one first- and one second-layer norm per batch; got {w1.size} and {w2.size}"
+        )
+    if not (np.isfinite(w1).all() and np.isfinite(w2).all()):
+        raise ValueError("gradient norms contain NaN/inf; the gradient graph or its input is broken")
+    if (w1 < 0).any() or (w2 < 0).any():
+        raise ValueError("gradient norms must be non-negative")
+    m1 = w1.mean()
+    if m1 == 0.0:
+        raise ValueError(
+            "every batch has a zero first-layer gradient (no violating triplet in any batch: "
+            "check that each batch holds at least two classes); S_FU is undefined"
+        )
+    return float(w2.mean() / m1)

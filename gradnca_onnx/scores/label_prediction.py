@@ -1,0 +1,85 @@
+"""S_LP: k-NN true-label probability after an NCA projection (REFERENCE section 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._validation import check_features, check_labels
+from ..core import fit_nca, knn_class_proba
+
+
+def label_prediction_probabilities(
+    features: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_components: int = 50,
+    n_neighbors: int = 5,
+    random_state: int | None = 42,
+    max_iter: int = 50,
+    tol: float = 1e-5,
+) -> NDArray[np.float64]:
+    """Per-sample probability of the true label, as the paper's pipeline computes it.
+
+    ``NeighborhoodComponentsAnalysis(n_components, random_state)`` fitted on the features and
+    labels, the same features projected, then ``KNeighborsClassifier(n_neighbors)`` fitted on the
+    projection and queried on the same points (each point is its own first neighbour, so every
+    value is at least ``1 / n_neighbors``).
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Penultimate-layer features of the target images.
+    labels : array-like of shape (n_samples,) or (n_samples, 1)
+        Target class labels, any values (remapped to 0..C-1).
+    n_components : int, default=50
+        Dimension of the NCA projection; must not exceed ``n_features``.
+    n_neighbors : int, default=5
+    random_state : int or None, default=42
+        Seed of the NCA initialisation (used by a randomized PCA solver).
+    max_iter, tol : NCA optimiser settings (scikit-learn's defaults).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    X = check_features(features)
+    y, _ = check_labels(labels, X.shape[0])
+    n, d = X.shape
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"n_components must be a positive integer; got {n_components!r}")
+    if n_components > d:
+        raise ValueError(
+            f"n_components ({n_components}) is larger than the feature dimension D={d}; "
+            f"use n_components <= {d}"
+        )
+    if not isinstance(n_neighbors, (int, np.integer)) or not 1 <= n_neighbors <= n:
+        raise ValueError(f"n_neighbors must be an integer in [1, n_samples={n}]; got {n_neighbors!r}")
+    nca = fit_nca(X, y, n_components=int(n_components), max_iter=max_iter, tol=tol,
+                  random_state=random_state)
+    embedded = np.asarray(X, dtype=np.float64) @ nca.components.T
+    proba = knn_class_proba(embedded, y, n_neighbors=int(n_neighbors), n_classes=int(y.max()) + 1)
+    return proba[np.arange(n), y]
+
+
+def label_prediction_score(
+    features: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_components: int = 50,
+    n_neighbors: int = 5,
+    random_state: int | None = 42,
+) -> float:
+    """S_LP: mean over samples of the k-NN probability of the true label after NCA.
+
+    See :func:`label_prediction_probabilities` for the parameters; raises ``ValueError`` for a
+    single class, NaN/inf features, ``n_components > n_features`` or mismatched lengths.
+    """
+    return float(
+        np.mean(
+            label_prediction_probabilities(
+                features, labels, n_components=n_components, n_neighbors=n_neighbors,
+                random_state=random_state,
+            )
+        )
+    )
