@@ -78,6 +78,7 @@ setup(
         "click>=8.1",
         "rich>=13",
         "pillow>=10",
+        "threadpoolctl>=3.1",
     ],
     extras_require={"torch": TORCH, "plot": PLOT, "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},

@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -61,21 +62,21 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "column_sums_sequential",
-        [](F64 w, F64 colsum) {
+        [](F64 w, F64 colsum, int n_threads) {
             require(w.ndim() == 2 && colsum.ndim() == 1 && colsum.shape(0) == w.shape(1),
                     "colsum must have one entry per column of w");
             const double* wp = w.data();
             double* c = colsum.mutable_data();
             const auto rows = w.shape(0), n = w.shape(1);
             py::gil_scoped_release release;
-            gradnca::column_sums_sequential(wp, rows, n, c);
+            gradnca::column_sums_sequential(wp, rows, n, c, std::max(1, n_threads));
         },
-        py::arg("w").noconvert(), py::arg("colsum").noconvert(),
+        py::arg("w").noconvert(), py::arg("colsum").noconvert(), py::arg("n_threads") = 1,
         "colsum += w.sum(axis=0), rows added in order.");
 
     m.def(
         "nca_symmetrize",
-        [](F64 w) {
+        [](F64 w, int n_threads) {
             require(w.ndim() == 2 && w.shape(0) == w.shape(1), "w must be square");
             const auto n = w.shape(0);
             F64 colsum(n);
@@ -83,11 +84,11 @@ PYBIND11_MODULE(_core, m) {
             double* c = colsum.mutable_data();
             {
                 py::gil_scoped_release release;
-                gradnca::nca_symmetrize(wp, n, c);
+                gradnca::nca_symmetrize(wp, n, c, std::max(1, n_threads));
             }
             return colsum;
         },
-        py::arg("w").noconvert(), "In place W -> W + W^T, diagonal -colsum(W); returns colsum.");
+        py::arg("w").noconvert(), py::arg("n_threads") = 1, "In place W -> W + W^T, diagonal -colsum(W); returns colsum.");
 
     m.def(
         "pairwise_sum",
@@ -106,10 +107,12 @@ PYBIND11_MODULE(_core, m) {
             require(labels.ndim() == 1 && labels.shape(0) == n, "labels must have length n");
             require(k >= 1 && k <= n, "k must be in [1, n]");
             require(n_classes >= 1, "n_classes must be positive");
+            const std::int64_t* y = labels.data();
+            for (py::ssize_t j = 0; j < n; ++j)
+                require(y[j] >= 0 && y[j] < n_classes, "labels must lie in [0, n_classes)");
             F64 proba({rows, static_cast<py::ssize_t>(n_classes)});
             const double* g = gram.data();
             const double* s = sq.data();
-            const std::int64_t* y = labels.data();
             double* out = proba.mutable_data();
             {
                 py::gil_scoped_release release;
@@ -122,7 +125,7 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "pairwise_distances_from_gram",
-        [](F64 gram, F64 u, double exact_below) {
+        [](F64 gram, F64 u, double exact_below, int n_threads) {
             require(u.ndim() == 2, "u must be 2-D");
             const auto b = u.shape(0), dim = u.shape(1);
             require(gram.ndim() == 2 && gram.shape(0) == b && gram.shape(1) == b,
@@ -133,15 +136,17 @@ PYBIND11_MODULE(_core, m) {
             double* d = dist.mutable_data();
             {
                 py::gil_scoped_release release;
-                gradnca::pairwise_distances_from_gram(g, up, b, dim, exact_below, d);
+                gradnca::pairwise_distances_from_gram(g, up, b, dim, exact_below, d,
+                                                      std::max(1, n_threads));
             }
             return dist;
         },
-        py::arg("gram").noconvert(), py::arg("u").noconvert(), py::arg("exact_below"));
+        py::arg("gram").noconvert(), py::arg("u").noconvert(), py::arg("exact_below"),
+        py::arg("n_threads") = 1);
 
     m.def(
         "triplet_all",
-        [](F64 dist, I64 labels, double margin) {
+        [](F64 dist, I64 labels, double margin, int n_threads) {
             require(dist.ndim() == 2 && dist.shape(0) == dist.shape(1), "dist must be square");
             const auto b = dist.shape(0);
             require(labels.ndim() == 1 && labels.shape(0) == b, "labels must have length b");
@@ -152,11 +157,12 @@ PYBIND11_MODULE(_core, m) {
             TripletStats st;
             {
                 py::gil_scoped_release release;
-                st = gradnca::triplet_all(d, b, y, margin, c);
+                st = gradnca::triplet_all(d, b, y, margin, c, std::max(1, n_threads));
             }
             return py::make_tuple(st.loss_sum, st.n_nonzero, st.n_triplets, coef);
         },
         py::arg("dist").noconvert(), py::arg("labels").noconvert(), py::arg("margin"),
+        py::arg("n_threads") = 1,
         "All-triplets margin loss: (loss_sum, n_nonzero, n_triplets, coef).");
 
     m.def("openmp_threads", []() {

@@ -21,16 +21,16 @@ void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const d
 void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
                  std::int64_t row0, double* p_out);
 // colsum[j] += sum_r w[r][j], rows added in order (NumPy's axis-0 sum).
-void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum);
+void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum,
+                            int n_threads);
 // Square W (n x n) -> W + W^T with diagonal -colsum(W); colsum (n) is written.
-void nca_symmetrize(double* w, std::int64_t n, double* colsum);
+void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads);
 
-// Uniform-weight k-NN class probabilities for a block of queries against n reference points,
-// as scikit-learn's brute-force ArgKminClassMode: rank by (-2 q.x_j + ||x_j||^2), ties to the
-// lower reference index.
-//   gram   : (rows x n) block of Q X^T
-//   sq     : (n) squared norms of the reference rows
-//   proba  : (rows x n_classes) output
+// Uniform-weight k-NN class probabilities of a block of queries against n reference points,
+// exactly as scikit-learn's brute-force Euclidean kneighbors (heap order and ties included).
+//   gram  : (rows x n) block of Q X^T, sq : (n) squared norms of the reference rows
+//   proba : (rows x n_classes) output
+// Single-threaded: callers run row slabs concurrently.
 void knn_proba_block(const double* gram, std::int64_t rows, std::int64_t n, const double* sq,
                      const std::int64_t* labels, std::int64_t k, std::int64_t n_classes,
                      double* proba);
@@ -39,7 +39,8 @@ void knn_proba_block(const double* gram, std::int64_t rows, std::int64_t n, cons
 // distance falls below `exact_below` are recomputed from the coordinates so that duplicates get
 // exactly 0 (and hence the zero subgradient torch uses at 0).
 void pairwise_distances_from_gram(const double* gram, const double* u, std::int64_t b,
-                                  std::int64_t dim, double exact_below, double* dist);
+                                  std::int64_t dim, double exact_below, double* dist,
+                                  int n_threads);
 
 struct TripletStats {
     double loss_sum = 0.0;      // sum of the positive per-triplet losses
@@ -51,6 +52,6 @@ struct TripletStats {
 // Writes coef (b x b): coef[a][j] = number of violating triplets in which d(a, j) enters with
 // sign +1 (j positive) minus those with sign -1 (j negative). dL/dD = coef / n_nonzero.
 TripletStats triplet_all(const double* dist, std::int64_t b, const std::int64_t* labels,
-                         double margin, double* coef);
+                         double margin, double* coef, int n_threads);
 
 }  // namespace gradnca

@@ -50,7 +50,6 @@ double pairwise_sum(const double* x, std::int64_t n) {
 
 void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const double* sq,
                         std::int64_t row0) {
-#pragma omp parallel for schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
         double* w = gram + r * n;
         const std::int64_t i = row0 + r;
@@ -71,7 +70,6 @@ void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const d
 
 void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
                  std::int64_t row0, double* p_out) {
-#pragma omp parallel for schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
         double* w = expw + r * n;
         const std::int64_t yi = labels[row0 + r];
@@ -87,9 +85,10 @@ void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int
     }
 }
 
-void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum) {
+void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum,
+                            int n_threads) {
     // np.sum(axis=0) on a C-ordered array adds whole rows in order; threads split the columns.
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
 #ifdef GRADNCA_HAVE_OPENMP
         const int nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -106,12 +105,12 @@ void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, 
     }
 }
 
-void nca_symmetrize(double* w, std::int64_t n, double* colsum) {
+void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads) {
     std::fill(colsum, colsum + n, 0.0);
-    column_sums_sequential(w, n, n, colsum);
+    column_sums_sequential(w, n, n, colsum, n_threads);
     // W + W^T in place, tile by tile so both tiles stay in cache.
     constexpr std::int64_t T = 64;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (std::int64_t bi = 0; bi < n; bi += T) {
         for (std::int64_t bj = bi; bj < n; bj += T) {
             const std::int64_t ie = std::min(bi + T, n), je = std::min(bj + T, n);

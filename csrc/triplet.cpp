@@ -8,8 +8,9 @@
 namespace gradnca {
 
 void pairwise_distances_from_gram(const double* gram, const double* u, std::int64_t b,
-                                  std::int64_t dim, double exact_below, double* dist) {
-#pragma omp parallel for schedule(static)
+                                  std::int64_t dim, double exact_below, double* dist,
+                                  int n_threads) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (std::int64_t i = 0; i < b; ++i) {
         const double gii = gram[i * b + i];
         for (std::int64_t j = 0; j < b; ++j) {
@@ -30,14 +31,16 @@ void pairwise_distances_from_gram(const double* gram, const double* u, std::int6
 }
 
 TripletStats triplet_all(const double* dist, std::int64_t b, const std::int64_t* labels,
-                         double margin, double* coef) {
+                         double margin, double* coef, int n_threads) {
     std::fill(coef, coef + b * b, 0.0);
-    double loss_sum = 0.0;
+    // Per-anchor partial losses, summed in anchor order afterwards, so the total does not
+    // depend on how anchors were spread over threads.
+    std::vector<double> anchor_loss(static_cast<size_t>(b), 0.0);
     std::int64_t n_nonzero = 0, n_triplets = 0;
     // Per anchor: sort its negatives by distance once; for a positive p the violating negatives
     // (d_ap - d_an + margin > 0) are then a prefix, found by binary search. O(b^2 log b) instead
     // of visiting the O(b^3) triplets one by one.
-#pragma omp parallel reduction(+ : loss_sum, n_nonzero, n_triplets)
+#pragma omp parallel reduction(+ : n_nonzero, n_triplets) num_threads(n_threads)
     {
         std::vector<std::int64_t> neg, pos;
         std::vector<double> neg_d, prefix, hits;
@@ -76,7 +79,7 @@ TripletStats triplet_all(const double* dist, std::int64_t b, const std::int64_t*
                 const std::int64_t cnt = end - neg_d.begin();
                 if (cnt == 0) continue;
                 n_nonzero += cnt;
-                loss_sum += static_cast<double>(cnt) * (dap + margin) - prefix[cnt];
+                anchor_loss[a] += static_cast<double>(cnt) * (dap + margin) - prefix[cnt];
                 ca[p] += static_cast<double>(cnt);
                 hits[0] += 1.0;
                 hits[cnt] -= 1.0;
@@ -88,6 +91,8 @@ TripletStats triplet_all(const double* dist, std::int64_t b, const std::int64_t*
             }
         }
     }
+    double loss_sum = 0.0;
+    for (double v : anchor_loss) loss_sum += v;
     TripletStats s;
     s.loss_sum = loss_sum;
     s.n_nonzero = n_nonzero;

@@ -1,2 +1,3 @@
 """Import every sub-command module so that it registers on the ``main`` group."""
 # One line per command module; keep sorted.
+from . import evaluate  # noqa: F401

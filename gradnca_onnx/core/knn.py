@@ -1,4 +1,10 @@
-"""Uniform-weight k-NN class probabilities with scikit-learn's semantics, batched in row blocks."""
+"""Uniform-weight k-NN class probabilities with scikit-learn's semantics, batched in row blocks.
+
+scikit-learn's ``predict_proba`` (Euclidean, brute force, uniform weights) finds neighbours with
+``EuclideanArgKmin``: candidates in index order pushed onto a fixed-size max-heap keyed by
+``-2 q.x + |x|^2``; among exactly tied points the survivors depend on that heap's history. The
+C++ kernel reproduces the heap operation for operation on keys from the same BLAS products.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _core
+from ._parallel import Products
 
 DEFAULT_BLOCK_ROWS = 2048
 
@@ -18,12 +25,17 @@ def knn_class_proba(
     n_classes: int | None = None,
     queries: NDArray | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    products: Products | None = None,
 ) -> NDArray[np.float64]:
     """Class probabilities of ``KNeighborsClassifier(n_neighbors).fit(X, labels).predict_proba``.
 
     Euclidean distance, uniform weights, brute force; the queries default to ``X`` itself, so
     each point counts as its own nearest neighbour (as scikit-learn does when ``X`` is passed
-    again). Ties in distance go to the lower reference index, as in scikit-learn.
+    again). Exactly tied distances (duplicate samples) are resolved as single-threaded
+    scikit-learn resolves them: one heap fed in index order. Multi-threaded scikit-learn merges
+    per-thread heaps, so its choice among exact ties depends on its thread count; and its
+    ``algorithm='auto'`` uses a KD-tree below 16 features, with yet another order among ties.
+    Results without exact ties are identical in every case.
 
     Parameters
     ----------
@@ -37,6 +49,8 @@ def knn_class_proba(
     queries : ndarray of shape (n_queries, n_features), optional
     block_rows : int
         Queries handled at once (memory ``block_rows * n_samples`` doubles).
+    products : Products, optional
+        Thread pool for the Gram blocks and the selection (default: one thread).
 
     Returns
     -------
@@ -50,10 +64,16 @@ def knn_class_proba(
         raise ValueError(f"n_neighbors must be in [1, n_samples={n}]; got {n_neighbors}")
     if n_classes is None:
         n_classes = int(labels.max()) + 1
+    prod = products if products is not None else Products(1)
     sq = np.einsum("ij,ij->i", X, X)
     out = np.empty((Q.shape[0], n_classes))
     for start in range(0, Q.shape[0], block_rows):
         stop = min(start + block_rows, Q.shape[0])
-        gram = np.ascontiguousarray(Q[start:stop] @ X.T)
-        out[start:stop] = _core.knn_proba_block(gram, sq, labels, n_neighbors, n_classes)
+        gram = prod.matmul_rows(Q[start:stop], X.T)
+
+        def select(sl: slice, gram: NDArray[np.float64] = gram, start: int = start) -> None:
+            out[start + sl.start: start + sl.stop] = _core.knn_proba_block(
+                gram[sl], sq, labels, n_neighbors, n_classes)
+
+        prod.map_rows(select, stop - start)
     return out

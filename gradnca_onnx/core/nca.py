@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from .. import _core
+from ._parallel import Products, single_threaded_blas
 
 #: Up to this many samples the objective is formed exactly as scikit-learn forms it (one dense
 #: n x n matrix, bit-identical values); above it, row blocks bound the memory.
@@ -27,27 +28,29 @@ DEFAULT_BLOCK_ROWS = 1024
 
 def nca_loss_grad(
     transformation: NDArray[np.float64],
-    X: NDArray,
+    X: NDArray[np.float64],
     labels: NDArray[np.int64],
     *,
+    products: Products | None = None,
     exact_max_samples: int = EXACT_MAX_SAMPLES,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> tuple[float, NDArray[np.float64]]:
     """NCA objective ``sum_i p_i`` and its gradient with respect to the map.
 
-    For ``n <= exact_max_samples`` the result is bit-identical to scikit-learn's
-    ``_loss_grad_lbfgs`` (same products, same element-wise operations, same summation order),
-    which is what makes the whole L-BFGS trajectory, and so the projection, identical. Larger
-    problems are processed in row blocks with O(block_rows * n) memory; their values then agree
-    with scikit-learn to rounding only.
+    For ``n <= exact_max_samples`` every value is formed by the same floating-point operations
+    as scikit-learn's ``_loss_grad_lbfgs``, so under single-threaded BLAS (as :func:`fit_nca`
+    runs it) the result is bit-identical; larger problems are processed in row blocks with
+    O(block_rows * n) memory and agree with scikit-learn to rounding only.
 
     Parameters
     ----------
     transformation : ndarray of shape (n_components, n_features)
         The linear map A.
-    X : ndarray of shape (n_samples, n_features), float64
+    X : ndarray of shape (n_samples, n_features), float64, C-contiguous
     labels : ndarray of int64, shape (n_samples,)
         Class codes.
+    products : Products, optional
+        Thread pool for the matrix products (default: one thread).
     exact_max_samples, block_rows : int
         Memory/exactness switch and block height of the blocked mode.
 
@@ -57,34 +60,42 @@ def nca_loss_grad(
         ``sum_i p_i`` (to be maximised).
     grad : ndarray of shape (n_components, n_features)
     """
+    prod = products if products is not None else Products(1)
     A = np.asarray(transformation, dtype=np.float64)
-    E = np.dot(X, A.T)
+    E = prod.matmul_rows(X, A.T)
     n = E.shape[0]
     sq = np.einsum("ij,ij->i", E, E)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     p = np.empty(n)
+
+    def rowwise(W: NDArray[np.float64], row0: int) -> None:
+        # Row slabs are independent: logits, NumPy's exp and the weights of each row.
+        def slab(sl: slice) -> None:
+            block = W[sl]
+            _core.nca_shifted_logits(block, sq, row0 + sl.start)
+            np.exp(block, out=block)
+            _core.nca_weights(block, labels, row0 + sl.start, p[row0 + sl.start: row0 + sl.stop])
+
+        prod.map_rows(slab, W.shape[0])
+
     if n <= exact_max_samples:
-        W = E @ E.T  # NumPy uses syrk for E @ E.T, exactly as euclidean_distances does
-        _core.nca_shifted_logits(W, sq, 0)
-        np.exp(W, out=W)
-        _core.nca_weights(W, labels, 0, p)
-        _core.nca_symmetrize(W)
-        grad = 2 * E.T.dot(W).dot(X)
+        W = prod.matmul_rows(E, E.T)  # bit-identical to the syrk scikit-learn's distances use
+        rowwise(W, 0)
+        _core.nca_symmetrize(W)  # memory-bound; one thread is fastest
+        grad = 2 * prod.matmul_cols(prod.matmul_cols(E.T, W), X)
         return float(np.sum(p)), grad
     # Blocked: M E with M = W + W^T - diag(colsum W), accumulated one row block at a time.
     ME = np.zeros_like(E)
     colsum = np.zeros(n)
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        W = np.ascontiguousarray(E[start:stop] @ E.T)
-        _core.nca_shifted_logits(W, sq, start)
-        np.exp(W, out=W)
-        _core.nca_weights(W, labels, start, p[start:stop])
-        ME[start:stop] += W @ E
-        ME += W.T @ E[start:stop]
-        _core.column_sums_sequential(W, colsum)
+        W = prod.matmul_rows(E[start:stop], E.T)
+        rowwise(W, start)
+        ME[start:stop] += prod.matmul_rows(W, E)
+        ME += prod.matmul_rows(np.ascontiguousarray(W.T), E[start:stop])
+        _core.column_sums_sequential(W, colsum, prod.n_threads)
     ME -= colsum[:, None] * E
-    grad = 2 * ME.T.dot(X)
+    grad = 2 * prod.matmul_cols(ME.T, X)
     return float(np.sum(p)), grad
 
 
@@ -137,6 +148,7 @@ def fit_nca(
     max_iter: int = 50,
     tol: float = 1e-5,
     random_state: int | None = 42,
+    n_threads: int | None = None,
     exact_max_samples: int = EXACT_MAX_SAMPLES,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> NCAResult:
@@ -149,8 +161,19 @@ def fit_nca(
         Class codes 0..C-1.
     n_components, init, max_iter, tol, random_state
         As in ``sklearn.neighbors.NeighborhoodComponentsAnalysis``.
+    n_threads : int, optional
+        Threads for the products and kernels (default: ``GRADNCA_NUM_THREADS`` or all CPUs).
+        The result does not depend on it.
     exact_max_samples, block_rows : int
         See :func:`nca_loss_grad`.
+
+    Notes
+    -----
+    BLAS is pinned to one thread for the whole fit (initialisation, objective and the L-BFGS-B
+    updates): multi-threaded BLAS rounds differently for different thread counts, and L-BFGS on
+    this objective amplifies a 1e-15 difference into a different projection within ~30
+    iterations. The result therefore equals scikit-learn's estimator run under
+    ``threadpoolctl.threadpool_limits(1)``, bit for bit, on any machine.
 
     Returns
     -------
@@ -161,34 +184,36 @@ def fit_nca(
             f"n_components ({n_components}) cannot be greater than the number of features "
             f"({X.shape[1]})"
         )
-    A0 = _initial_map(X, labels, n_components, init, random_state)
-    # scikit-learn promotes float32 X inside every product; promoting once is bit-identical.
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    n_features = X.shape[1]
-    evaluations = 0
+    with single_threaded_blas(), Products(n_threads) as products:
+        A0 = _initial_map(X, labels, n_components, init, random_state)
+        # scikit-learn promotes float32 X inside every product; promoting once is bit-identical.
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        n_features = X.shape[1]
+        evaluations = 0
+        iterations = 0
 
-    def objective(flat: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
-        nonlocal evaluations
-        evaluations += 1
-        loss, grad = nca_loss_grad(flat.reshape(-1, n_features), X, labels,
-                                   exact_max_samples=exact_max_samples, block_rows=block_rows)
-        return -loss, -grad.ravel()
+        def objective(flat: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+            nonlocal evaluations
+            evaluations += 1
+            loss, grad = nca_loss_grad(
+                flat.reshape(-1, n_features), X, labels, products=products,
+                exact_max_samples=exact_max_samples, block_rows=block_rows,
+            )
+            return -loss, -grad.ravel()
 
-    iterations = 0
+        def count(_: NDArray[np.float64]) -> None:
+            nonlocal iterations
+            iterations += 1
 
-    def count(_: NDArray[np.float64]) -> None:
-        nonlocal iterations
-        iterations += 1
-
-    result = minimize(
-        objective,
-        np.ravel(A0),
-        method="L-BFGS-B",
-        jac=True,
-        tol=tol,
-        options={"maxiter": max_iter},
-        callback=count,
-    )
+        result = minimize(
+            objective,
+            np.ravel(A0),
+            method="L-BFGS-B",
+            jac=True,
+            tol=tol,
+            options={"maxiter": max_iter},
+            callback=count,
+        )
     return NCAResult(
         components=result.x.reshape(-1, n_features),
         n_iter=iterations,

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _core
+from ._parallel import default_threads
 
 _NORMALIZE_EPS = 1e-12
 # Below this squared distance (between unit vectors) the Gram form has lost most digits; such
@@ -22,7 +23,8 @@ _EXACT_BELOW = 1e-6
 
 
 def triplet_margin_loss_grad(
-    embeddings: NDArray, labels: NDArray[np.int64], *, margin: float = 0.05
+    embeddings: NDArray, labels: NDArray[np.int64], *, margin: float = 0.05,
+    n_threads: int | None = None,
 ) -> tuple[float, NDArray[np.float64], int, int]:
     """Loss, gradient with respect to the raw embeddings, non-zero and total triplet counts.
 
@@ -32,6 +34,8 @@ def triplet_margin_loss_grad(
         Raw (un-normalised) embeddings.
     labels : ndarray of int64, shape (batch,)
     margin : float
+    n_threads : int, optional
+        Threads of the C++ kernels (default: all CPUs); the result does not depend on it.
 
     Returns
     -------
@@ -48,8 +52,9 @@ def triplet_margin_loss_grad(
     denom = np.maximum(norms, _NORMALIZE_EPS)
     U = X / denom[:, None]
     gram = U @ U.T
-    dist = _core.pairwise_distances_from_gram(np.ascontiguousarray(gram), U, _EXACT_BELOW)
-    loss_sum, n_nonzero, n_triplets, coef = _core.triplet_all(dist, labels, float(margin))
+    threads = default_threads() if n_threads is None else max(1, int(n_threads))
+    dist = _core.pairwise_distances_from_gram(np.ascontiguousarray(gram), U, _EXACT_BELOW, threads)
+    loss_sum, n_nonzero, n_triplets, coef = _core.triplet_all(dist, labels, float(margin), threads)
     if n_nonzero == 0:
         return 0.0, np.zeros_like(X), int(n_nonzero), int(n_triplets)
     # dL/dD = coef / n_nonzero; D_ab = |u_a - u_b| has gradient (u_a - u_b) / D_ab (0 at D = 0).

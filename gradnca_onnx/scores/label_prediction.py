@@ -7,6 +7,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_features, check_labels
 from ..core import fit_nca, knn_class_proba
+from ..core._parallel import Products, single_threaded_blas
 
 
 def label_prediction_probabilities(
@@ -18,6 +19,7 @@ def label_prediction_probabilities(
     random_state: int | None = 42,
     max_iter: int = 50,
     tol: float = 1e-5,
+    n_threads: int | None = None,
 ) -> NDArray[np.float64]:
     """Per-sample probability of the true label, as the paper's pipeline computes it.
 
@@ -38,6 +40,10 @@ def label_prediction_probabilities(
     random_state : int or None, default=42
         Seed of the NCA initialisation (used by a randomized PCA solver).
     max_iter, tol : NCA optimiser settings (scikit-learn's defaults).
+    n_threads : int, optional
+        Threads (default ``GRADNCA_NUM_THREADS`` or all CPUs). The result does not depend on it:
+        it is bit-identical to the scikit-learn pipeline run under single-threaded BLAS
+        (``threadpoolctl.threadpool_limits(1)``) on any machine.
 
     Returns
     -------
@@ -56,9 +62,11 @@ def label_prediction_probabilities(
     if not isinstance(n_neighbors, (int, np.integer)) or not 1 <= n_neighbors <= n:
         raise ValueError(f"n_neighbors must be an integer in [1, n_samples={n}]; got {n_neighbors!r}")
     nca = fit_nca(X, y, n_components=int(n_components), max_iter=max_iter, tol=tol,
-                  random_state=random_state)
-    embedded = np.asarray(X, dtype=np.float64) @ nca.components.T
-    proba = knn_class_proba(embedded, y, n_neighbors=int(n_neighbors), n_classes=int(y.max()) + 1)
+                  random_state=random_state, n_threads=n_threads)
+    with single_threaded_blas(), Products(n_threads) as products:
+        embedded = products.matmul_rows(np.ascontiguousarray(X, dtype=np.float64), nca.components.T)
+        proba = knn_class_proba(embedded, y, n_neighbors=int(n_neighbors),
+                                n_classes=int(y.max()) + 1, products=products)
     return proba[np.arange(n), y]
 
 
@@ -69,6 +77,7 @@ def label_prediction_score(
     n_components: int = 50,
     n_neighbors: int = 5,
     random_state: int | None = 42,
+    n_threads: int | None = None,
 ) -> float:
     """S_LP: mean over samples of the k-NN probability of the true label after NCA.
 
@@ -79,7 +88,7 @@ def label_prediction_score(
         np.mean(
             label_prediction_probabilities(
                 features, labels, n_components=n_components, n_neighbors=n_neighbors,
-                random_state=random_state,
+                random_state=random_state, n_threads=n_threads,
             )
         )
     )

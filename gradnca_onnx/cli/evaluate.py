@@ -1,0 +1,151 @@
+"""``gradnca-onnx evaluate`` and ``gradnca-onnx benchmark``: judge metrics against ground truth."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TypeVar
+
+import click
+
+from ..evaluation import benchmark as bench
+from ..evaluation.report import Evaluation, evaluate
+from ..evaluation.table import SourceTargetTable, read_table
+from . import main
+from ._errors import fail, user_errors
+
+T = TypeVar("T")
+
+_BENCHMARKS = {"paper-dataset": "dataset", "paper-model": "model"}
+_MODEL_NOTE = (
+    "Model scenario: PARC, NCTI, LEEP and NLEEP are reported as 1 - score and GradNCA uses the "
+    "inverted normalisation (paper Eq. 8). The paper prints average ranks 3.91 (SFDA) and 4.73 "
+    "(NLEEP), which do not follow from its own per-target ranks; the row above is computed from "
+    "the taus (see the README, Evaluation)."
+)
+
+
+def _common_options(func: Callable[..., T]) -> Callable[..., T]:
+    options = [
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                     show_default=True, help="Plain-text table like the paper's, or JSON."),
+        click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+                     help="Also write the scatter grid, critical-difference diagram and tau heat "
+                          "map (PNG and PDF) into this directory."),
+        click.option("--alpha", type=float, default=0.05, show_default=True,
+                     help="Significance level of the Nemenyi critical difference."),
+        click.option("--paper-cd", is_flag=True,
+                     help="Use the paper's q lookup for the critical difference (q for k + 1 "
+                          "methods, its off-by-one) instead of the correct q for k."),
+        click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=0,
+                     show_default=True,
+                     help="Bootstrap resamples of the sources for tau confidence intervals "
+                          "(JSON key tau_ci); 0 = none."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _parse_score_specs(specs: Sequence[str]) -> dict[str, SourceTargetTable]:
+    tables: dict[str, SourceTargetTable] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            # A bare path is named after its file.
+            name, path = Path(spec).stem, spec
+        name, path = name.strip(), path.strip()
+        if not name or not path:
+            raise ValueError(f"--scores expects NAME=SCORES.csv; got {spec!r}")
+        if name in tables:
+            raise ValueError(f"--scores: method name {name!r} is given twice; give each a unique name")
+        tables[name] = read_table(path, name=f"scores {name!r} ({path})")
+    return tables
+
+
+def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, scenario: str,
+         fmt: str, plot_dir: str | None, alpha: float, paper_cd: bool, n_bootstrap: int,
+         seed: int, note: str | None = None) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result: Evaluation = evaluate(truth, scores, scenario=scenario, alpha=alpha,
+                                      cd_lookup="paper" if paper_cd else "correct",
+                                      n_bootstrap=n_bootstrap, seed=seed if n_bootstrap else None)
+    for w in caught:
+        # Only our data warnings (missing pairs, constant terms) concern the user's input.
+        if issubclass(w.category, UserWarning):
+            click.echo(f"Warning: {' '.join(str(w.message).split())}", err=True)
+    if fmt == "json":
+        click.echo(result.to_json())
+    else:
+        click.echo(result.format_table())
+        if note:
+            click.echo(note)
+    if plot_dir is not None:
+        from ..evaluation.plots import plot_evaluation
+
+        try:
+            paths = plot_evaluation(result, plot_dir)
+        except ImportError as exc:
+            fail(str(exc))
+        click.echo(f"Wrote {len(paths)} figure files to {plot_dir}", err=True)
+
+
+@main.command("evaluate")
+@click.option("--truth", "truth_path", default=None, metavar="AUCS.csv",
+              help="Ground truth, sources x targets CSV (the released AUCs_*.csv layout works as is).")
+@click.option("--benchmark", "benchmark_name", type=click.Choice(sorted(_BENCHMARKS)), default=None,
+              help="Use the paper's released ground truth and rank your scores among its seven methods.")
+@click.option("--scores", "score_specs", multiple=True, metavar="NAME=SCORES.csv",
+              help="A metric's scores, sources x targets CSV, higher = better; repeat per metric.")
+@click.option("--scenario", type=click.Choice(["dataset", "model"]), default=None,
+              help="dataset (default) or model; implied by --benchmark.")
+@_common_options
+@user_errors
+def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_specs: tuple[str, ...],
+                     scenario: str | None, fmt: str, plot_dir: str | None, alpha: float,
+                     paper_cd: bool, n_bootstrap: int, seed: int) -> None:
+    """Weighted Kendall tau of each metric per target, ranks, Friedman test and Nemenyi CD.
+
+    Each target's own source row (a source named like the target) is left out of its ranking.
+    """
+    if (truth_path is None) == (benchmark_name is None):
+        raise ValueError("give exactly one of --truth AUCS.csv or --benchmark paper-dataset|paper-model")
+    user_scores = _parse_score_specs(score_specs)
+    if benchmark_name is not None:
+        implied = _BENCHMARKS[benchmark_name]
+        if scenario is not None and scenario != implied:
+            raise ValueError(f"--benchmark {benchmark_name} is the {implied} scenario; drop "
+                             f"--scenario {scenario} or choose the other benchmark")
+        scenario = implied
+        truth, scores = bench.paper_benchmark(implied)
+        clash = sorted(set(user_scores) & set(scores))
+        if clash:
+            raise ValueError(f"--scores name(s) {clash} are taken by the benchmark's methods; "
+                             "rename yours (e.g. mine=SCORES.csv)")
+        scores = {**scores, **user_scores}
+    else:
+        if not user_scores:
+            raise ValueError("give at least one --scores NAME=SCORES.csv to evaluate against --truth")
+        truth = read_table(truth_path, name=f"truth ({truth_path})")  # type: ignore[arg-type]
+        scores = user_scores
+    _run(truth, scores, scenario=scenario or "dataset", fmt=fmt, plot_dir=plot_dir, alpha=alpha,
+         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed)
+
+
+@main.command("benchmark")
+@click.argument("name", type=click.Choice(["paper"]))
+@click.option("--scenario", type=click.Choice(["dataset", "model"]), default="dataset",
+              show_default=True,
+              help="dataset: the paper's Table 2 (15 sources, ResNet18); model: its Table 3 "
+                   "(9 ImageNet architectures).")
+@_common_options
+@user_errors
+def benchmark_command(name: str, scenario: str, fmt: str, plot_dir: str | None, alpha: float,
+                      paper_cd: bool, n_bootstrap: int, seed: int) -> None:
+    """Evaluate the seven methods of the paper on its released MedMNIST transfer results."""
+    truth, scores = bench.paper_benchmark(scenario)  # type: ignore[arg-type]
+    _run(truth, scores, scenario=scenario, fmt=fmt, plot_dir=plot_dir, alpha=alpha,
+         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed,
+         note=_MODEL_NOTE if scenario == "model" else None)

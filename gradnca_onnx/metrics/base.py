@@ -1,0 +1,273 @@
+"""Registry of the baseline metrics, per-model computation from one feature pass, zoo step.
+
+The engine calls :func:`compute_metrics` once per model with that model's features, the target
+labels and, when the model has a classification head, its logits; after the last model it
+calls :func:`zoo_scores` per metric, which applies the zoo-level step (NCTI's min-max over
+models) and is the identity for every other metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._common import prepare
+from .gbc import gbc
+from .hscore import hscore
+from .leep import leep
+from .logme import logme
+from .nce import nce
+from .ncti import ncti_terms, ncti_zoo
+from .nleep import nleep
+from .parc import parc
+from .sfda import sfda
+from .transrate import transrate
+
+Status = Literal["ok", "skipped"]
+
+#: The note a logits-based metric carries for a model without a classification head.
+NO_LOGITS_NOTE = "skipped: model has no logits"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the engine needs to know about one baseline metric.
+
+    Attributes
+    ----------
+    name : registry key (``rank --metrics`` spelling).
+    title : human-readable name with its source.
+    higher_is_better : direction of the score.
+    needs_logits : computed from the source classifier's logits instead of the features.
+    compute : ``compute(features_or_logits, labels, **options)``, per model.
+    options : per-model keyword options ``compute`` accepts.
+    zoo_step : ``zoo_step(per_model_terms (n_models, k), exclude=..., **zoo_options)`` for a
+        metric whose score needs every model of the zoo (NCTI), else None.
+    zoo_options : keyword options of ``zoo_step``.
+    """
+
+    name: str
+    title: str
+    higher_is_better: bool
+    needs_logits: bool
+    compute: Callable[..., Any]
+    options: tuple[str, ...] = ()
+    zoo_step: Callable[..., NDArray[np.float64]] | None = None
+    zoo_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric on one model.
+
+    ``value`` is the score (NaN when skipped, and for NCTI before the zoo step); ``terms`` holds
+    the per-model terms of a metric with a zoo step (NCTI: seli, ncc, vc); ``note`` says why a
+    result is skipped or degenerate.
+    """
+
+    name: str
+    value: float
+    status: Status = "ok"
+    note: str = ""
+    terms: Mapping[str, float] | None = field(default=None)
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == "skipped"
+
+
+def _ncti_per_model(features: ArrayLike, labels: ArrayLike, **options: Any) -> dict[str, float]:
+    return ncti_terms(features, labels, **options)._asdict()
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("logme", "LogME (You et al. 2021)", True, False, logme),
+        Metric("leep", "LEEP (Nguyen et al. 2020)", True, True, leep),
+        Metric("nleep", "NLEEP (Li et al. 2021)", True, False, nleep,
+               ("log", "random_state", "variance", "components_per_class", "pca_random_state")),
+        Metric("parc", "PARC (Bolya et al. 2021)", True, False, parc,
+               ("subsample", "max_samples", "random_state", "n_dims")),
+        Metric("sfda", "SFDA (Shao et al. 2022)", True, False, sfda, ("saturated",)),
+        Metric("ncti", "NCTI (Wang et al. 2023)", True, False, _ncti_per_model,
+               ("n_components", "random_state"), zoo_step=ncti_zoo, zoo_options=("vc_sign",)),
+        Metric("gbc", "GBC (Pandy et al. 2022)", True, False, gbc,
+               ("gaussian_type", "n_components", "random_state")),
+        Metric("hscore", "H-score with Ledoit-Wolf shrinkage (Ibrahim et al. 2022)", True, False,
+               hscore, ("shrinkage",)),
+        Metric("nce", "NCE (Tran et al. 2019)", True, True, nce),
+        Metric("transrate", "TransRate (Huang et al. 2022)", True, False, transrate, ("eps",)),
+    )
+}
+
+#: The quirks of the released code, each behind a named option. ``as_released`` reproduces
+#: REFERENCE section 6 number by number; ``default`` is the corrected behaviour.
+QUIRKS: tuple[dict[str, Any], ...] = (
+    {"metric": "nleep", "option": "log", "as_released": False, "default": True,
+     "quirk": "mean probability without the log of Li et al.'s definition"},
+    {"metric": "nleep", "option": "random_state", "as_released": None, "default": 42,
+     "quirk": "Gaussian mixture unseeded, so the score changes from run to run"},
+    {"metric": "parc", "option": "subsample", "as_released": "ignored", "default": "applied",
+     "quirk": "above 15,000 samples a stratified subsample is drawn and then not used"},
+    {"metric": "sfda", "option": "saturated", "as_released": "as_released", "default": "nan",
+     "quirk": "on binary targets (N <= D) every probability is 1.0: score 1.0 for every model"},
+    {"metric": "ncti", "option": "vc_sign", "as_released": "+", "default": "-",
+     "quirk": "S_vc added, where the NCTI paper subtracts it"},
+)
+
+
+def faithful_options() -> dict[str, dict[str, Any]]:
+    """Per-metric options that reproduce the released code (REFERENCE section 6)."""
+    out: dict[str, dict[str, Any]] = {}
+    for q in QUIRKS:
+        out.setdefault(q["metric"], {})[q["option"]] = q["as_released"]
+    return out
+
+
+def resolve_names(names: str | Iterable[str]) -> list[str]:
+    """``"all"``, ``"logme,leep"`` or an iterable of names -> list of known names, in order."""
+    if isinstance(names, str):
+        items = [part.strip().lower() for part in names.split(",") if part.strip()]
+    else:
+        items = [str(part).strip().lower() for part in names]
+    if not items:
+        raise ValueError("no metric names given")
+    out: list[str] = []
+    for item in items:
+        expanded = list(METRICS) if item == "all" else [item]
+        for name in expanded:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)} or 'all'")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _merged_options(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None,
+                    faithful: bool) -> dict[str, dict[str, Any]]:
+    base = faithful_options() if faithful else {}
+    merged: dict[str, dict[str, Any]] = {name: dict(base.get(name, {})) for name in METRICS}
+    for name, opts in (options or {}).items():
+        if name not in METRICS:
+            raise ValueError(f"options given for unknown metric {name!r}")
+        metric = METRICS[name]
+        allowed = metric.options + metric.zoo_options
+        for key, value in opts.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"{name} has no option {key!r}; its options are {', '.join(allowed) or 'none'}"
+                )
+            merged[name][key] = value
+    return merged
+
+
+def compute_metrics(
+    names: str | Iterable[str],
+    features: ArrayLike,
+    labels: ArrayLike,
+    logits: ArrayLike | None = None,
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    faithful: bool = False,
+) -> dict[str, MetricResult]:
+    """Compute baseline metrics for one model from its features (and logits).
+
+    Parameters
+    ----------
+    names : "all", a comma-separated string, or an iterable of registry names
+    features : array-like of shape (n_samples, n_features)
+        The model's penultimate features of the target images.
+    labels : array-like of shape (n_samples,) or (n_samples, 1)
+    logits : array-like of shape (n_samples, n_source_classes), optional
+        The model's final-layer output. ``None`` for a headless model: every metric that needs
+        logits (LEEP, NCE) returns a ``"skipped"`` result whose note is
+        ``"skipped: model has no logits"``, and the others are computed as usual.
+    options : mapping of metric name -> mapping of option -> value, optional
+        Per-metric options (see each function; :data:`QUIRKS` lists the quirk switches).
+        Zoo-level options (NCTI's ``vc_sign``) are accepted here too and ignored until
+        :func:`zoo_scores`.
+    faithful : bool, default=False
+        Start from the released code's options (:func:`faithful_options`); ``options``
+        still override them.
+
+    Returns
+    -------
+    dict of name -> MetricResult, in the order of ``names``.
+    """
+    selected = resolve_names(names)
+    merged = _merged_options(selected, options, faithful)
+    X, y, _ = prepare(features, labels)
+    if logits is not None and np.asarray(logits).shape[:1] != (X.shape[0],):
+        raise ValueError(
+            f"logits have {np.asarray(logits).shape[:1]} rows but there are {X.shape[0]} samples"
+        )
+    results: dict[str, MetricResult] = {}
+    for name in selected:
+        metric = METRICS[name]
+        kwargs = {k: v for k, v in merged[name].items() if k in metric.options}
+        if metric.needs_logits:
+            if logits is None:
+                results[name] = MetricResult(
+                    name, math.nan, "skipped",
+                    f"{NO_LOGITS_NOTE}; {metric.title} needs the source classifier's output",
+                )
+                continue
+            value = metric.compute(logits, y, **kwargs)
+        else:
+            value = metric.compute(X, y, **kwargs)
+        if isinstance(value, Mapping):
+            results[name] = MetricResult(
+                name, math.nan, "ok", "per-model terms; the score needs zoo_scores over all models",
+                dict(value),
+            )
+        else:
+            results[name] = MetricResult(name, float(value))
+    return results
+
+
+def zoo_scores(
+    name: str,
+    results: Sequence[MetricResult],
+    *,
+    exclude: ArrayLike | None = None,
+    options: Mapping[str, Any] | None = None,
+    faithful: bool = False,
+) -> NDArray[np.float64]:
+    """Scores of one metric for every model of a zoo (one target), zoo step applied.
+
+    Parameters
+    ----------
+    name : registry name
+    results : one :class:`MetricResult` of that metric per model, in zoo order
+    exclude : bool mask or indices of models left out of a zoo-level normalisation (the model
+        pre-trained on the target itself); their score is NaN. Ignored for metrics without a
+        zoo step.
+    options : zoo-level options of the metric (NCTI: ``vc_sign``)
+    faithful : start from the released code's zoo options (NCTI ``vc_sign="+"``)
+
+    Returns
+    -------
+    ndarray of shape (n_models,)
+        NaN for skipped results.
+    """
+    metric = METRICS[resolve_names([name])[0]]
+    for r in results:
+        if r.name != metric.name:
+            raise ValueError(f"zoo_scores({metric.name!r}) got a result of {r.name!r}")
+    merged = _merged_options([metric.name], {metric.name: dict(options or {})}, faithful)
+    if metric.zoo_step is None:
+        return np.array([r.value for r in results], dtype=np.float64)
+    kwargs = {k: v for k, v in merged[metric.name].items() if k in metric.zoo_options}
+    if not results:
+        return np.empty(0)
+    if any(r.terms is None for r in results):
+        raise ValueError(f"{metric.name}: every model needs its per-model terms for the zoo step")
+    keys = list(results[0].terms)  # type: ignore[arg-type]
+    table = np.array([[r.terms[k] for k in keys] for r in results], dtype=np.float64)  # type: ignore[index]
+    return metric.zoo_step(table, exclude=exclude, **kwargs)

@@ -1,0 +1,103 @@
+"""Shared fixtures: real medical images from ../shared/data, turned into test features."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MEDICAL = SHARED / "data" / "medical"
+
+
+def _rgb28(images: np.ndarray) -> np.ndarray:
+    if images.ndim == 3:  # grey -> 3 channels, as PIL convert("RGB") does
+        images = np.repeat(images[..., None], 3, axis=-1)
+    return images
+
+
+@functools.lru_cache(maxsize=None)
+def _npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@functools.lru_cache(maxsize=None)
+def _mri28() -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    root = MEDICAL / "brain-tumor-mri-nickparvar-224" / "Testing"
+    images, labels = [], []
+    for label, cls in enumerate(sorted(p.name for p in root.iterdir() if p.is_dir())):
+        for f in sorted((root / cls).iterdir()):
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB").resize((28, 28), Image.BILINEAR)))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+def real_images(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` real 28x28 RGB uint8 images and labels.
+
+    kind="binary": PneumoniaMNIST (normal / pneumonia).
+    kind="pool11": 11 classes pooled from real datasets: RetinaMNIST grades 0-4, BreastMNIST
+    (2), PneumoniaMNIST (2) and two brain-MRI classes (glioma, meningioma).
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "binary":
+        d = _npz(str(MEDICAL / "pneumoniamnist-modified" / "aksufatih-snn-medmnist" / "pneumoniamnist.npz"))
+        x, y = _rgb28(d["train_images"]), d["train_labels"][:, 0].astype(np.int64)
+    elif kind == "pool11":
+        r = _npz(str(MEDICAL / "retinamnist" / "retinamnist.npz"))
+        b = _npz(str(MEDICAL / "breastmnist" / "breastmnist.npz"))
+        p = _npz(str(MEDICAL / "pneumoniamnist-modified" / "aksufatih-snn-medmnist" / "pneumoniamnist.npz"))
+        mx, my = _mri28()
+        keep = my < 2
+        parts = [
+            (np.concatenate([r["train_images"], r["val_images"]]),
+             np.concatenate([r["train_labels"], r["val_labels"]])[:, 0]),
+            (_rgb28(b["train_images"]), b["train_labels"][:, 0] + 5),
+            (_rgb28(p["train_images"][::4]), p["train_labels"][::4, 0] + 7),
+            (mx[keep], my[keep] + 9),
+        ]
+        x = np.concatenate([a for a, _ in parts])
+        y = np.concatenate([c for _, c in parts]).astype(np.int64)
+    else:
+        raise ValueError(kind)
+    # Five of every class first, so that small draws still hold every class; the rest at random.
+    first = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in np.unique(y)])
+    rest = rng.choice(np.setdiff1d(np.arange(len(y)), first), size=n - len(first), replace=False)
+    idx = rng.permutation(np.concatenate([first, rest]))
+    return x[idx], y[idx]
+
+
+def pixel_features(images: np.ndarray, side: int = 8) -> np.ndarray:
+    """Grey pixels area-averaged to side x side (D = side^2), scaled to [0, 1]."""
+    grey = images.astype(np.float64).mean(axis=-1) / 255.0
+    k = grey.shape[1] // side
+    grey = grey[:, : side * k, : side * k]
+    return grey.reshape(len(grey), side, k, side, k).mean(axis=(2, 4)).reshape(len(grey), -1)
+
+
+def cnn_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Penultimate features (D = 512) of a randomly initialised torchvision resnet18."""
+    torch = pytest.importorskip("torch")
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    model.fc = torch.nn.Identity()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - 0.5) / 0.5
+    with torch.no_grad():
+        return model(x).double().numpy()
+
+
+@pytest.fixture(scope="session")
+def medical_dir() -> Path:
+    if not MEDICAL.is_dir():
+        pytest.fail(f"the shared data directory {MEDICAL} is missing")
+    return MEDICAL
