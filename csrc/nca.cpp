@@ -44,11 +44,19 @@ double numpy_pairwise_sum(const Get& at, std::int64_t lo, std::int64_t n) {
 
 }  // namespace
 
+// AVX2 clones of the row kernels, chosen at load time. Only plain IEEE add/mul/div/compare are
+// vectorised (no FMA contraction, no reassociation), so every clone gives identical bits.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define GRADNCA_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GRADNCA_CLONES
+#endif
+
 double pairwise_sum(const double* x, std::int64_t n) {
     return numpy_pairwise_sum([x](std::int64_t i) { return x[i]; }, 0, n);
 }
 
-void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const double* sq,
+GRADNCA_CLONES void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const double* sq,
                         std::int64_t row0) {
     for (std::int64_t r = 0; r < rows; ++r) {
         double* w = gram + r * n;
@@ -68,7 +76,7 @@ void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const d
     }
 }
 
-void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
+GRADNCA_CLONES void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
                  std::int64_t row0, double* p_out) {
     for (std::int64_t r = 0; r < rows; ++r) {
         double* w = expw + r * n;
