@@ -1,0 +1,20 @@
+"""The scoring engine: onnxruntime over a zoo's graphs, the core for the math, no torch.
+
+Data flow per model: target images -> preprocessing from the model's manifest -> features (and
+logits) -> per S_FU batch the triplet cotangent from the core -> the gradient graph -> conv
+weight gradient norms -> S_LP, S_FU (and the baseline metrics) -> zoo-level combination.
+"""
+
+from .cache import FeatureCache, default_cache_dir
+from .runtime import RuntimeConfig
+from .scoring import ModelResult, ZooRanking, rank_zoo, score_model
+
+__all__ = [
+    "FeatureCache",
+    "ModelResult",
+    "RuntimeConfig",
+    "ZooRanking",
+    "default_cache_dir",
+    "rank_zoo",
+    "score_model",
+]

@@ -1,0 +1,255 @@
+"""Scoring a zoo on one target: per-model passes, S_LP, S_FU, and the zoo-level ranking."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import __version__
+from ..data.dataset import TargetData
+from ..data.preprocess import DEFAULT_FILTER, preprocess
+from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
+from ..scores.feature_update import triplet_loss_grad
+from ..zoo import Manifest, list_zoo, run_grads, verify_files
+from .cache import FeatureCache, cache_key
+from .runtime import RuntimeConfig
+
+#: progress(model, stage, done, total); stages: "features", "gradients", "scores".
+Progress = Callable[[str, str, int, int], None]
+
+#: S_LP settings of the paper (REFERENCE section 3); part of every cache key.
+LP_SETTINGS = {"n_components": 50, "n_neighbors": 5, "random_state": 42}
+
+
+@dataclass
+class ModelResult:
+    """What the engine found for one model of the zoo."""
+
+    name: str
+    path: Path
+    lp: float | None = None
+    fu: float | None = None
+    score: float | None = None
+    rank: int | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    cached: bool = False
+    seconds: float = 0.0
+    architecture: str = ""
+    pretrained_on: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.name, "rank": self.rank, "score": self.score, "lp": self.lp,
+            "fu": self.fu, "metrics": dict(self.metrics), "architecture": self.architecture,
+            "pretrained_on": self.pretrained_on, "cached": self.cached,
+            "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
+        }
+
+
+@dataclass
+class ZooRanking:
+    """The ranked zoo for one target (best first; models that failed last, unranked)."""
+
+    target: str
+    split: str
+    n_samples: int
+    n_classes: int
+    scenario: str
+    models: list[ModelResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "gradnca-onnx/rank/1", "package_version": __version__,
+            "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
+                       "n_classes": self.n_classes},
+            "scenario": self.scenario,
+            "models": [m.to_dict() for m in self.models],
+        }
+
+
+def check_scoring_target(target: TargetData) -> None:
+    """Refuse targets the score is undefined on, with one clear message."""
+    where = target.source or target.name
+    if target.labels.ndim != 1:
+        raise ValueError(f"{where}: multi-label targets are not supported (S_LP needs one class "
+                         "per image)")
+    counts = np.bincount(target.labels, minlength=target.n_classes)
+    present = np.flatnonzero(counts)
+    if present.size < 2:
+        raise ValueError(f"{where} ({target.split}): only one class ({present.tolist()}) is "
+                         "present; transferability needs at least two")
+    lonely = [int(c) for c in present if counts[c] < 2]
+    if lonely:
+        names = ", ".join(f"{target.class_names[c]!r}" for c in lonely)
+        raise ValueError(f"{where} ({target.split}): class {names} has a single image, too few to "
+                         "form a triplet (anchor and positive); add images or drop the class")
+    if len(target) < 6:
+        raise ValueError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
+
+
+def _prepare(target: TargetData, manifest: Manifest, resize: bool) -> tuple[NDArray, dict, list[str]]:
+    spec = manifest.input
+    size = (spec.height, spec.width)
+    notes = []
+    if target.image_size != size:
+        if not resize:
+            raise ValueError(
+                f"{manifest.name} takes {spec.height}x{spec.width} images but the target's are "
+                f"{target.image_size[0]}x{target.image_size[1]}; allow resizing or export the "
+                "model at the target's size")
+        notes.append(f"images resized {target.image_size[0]}x{target.image_size[1]} -> "
+                     f"{spec.height}x{spec.width} ({DEFAULT_FILTER})")
+    settings = {"channels": spec.channels, "size": list(size), "mean": list(spec.mean),
+                "std": list(spec.std), "filter": DEFAULT_FILTER}
+    x = preprocess(target.images, mean=spec.mean, std=spec.std,
+                   size=size if target.image_size != size else None, channels=spec.channels)
+    return x, settings, notes
+
+
+def _features(session: Any, x: NDArray[np.float32], batch: int, has_logits: bool,
+              tick: Callable[[int], None]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    outputs = ["features", "logits"] if has_logits else ["features"]
+    feats, logits = [], []
+    for start in range(0, len(x), batch):
+        out = session.run(outputs, {"images": x[start:start + batch]})
+        feats.append(out[0])
+        if has_logits:
+            logits.append(out[1])
+        tick(min(start + batch, len(x)))
+    return np.concatenate(feats), (np.concatenate(logits) if has_logits else None)
+
+
+def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
+                 runtime: RuntimeConfig, cache: FeatureCache, resize: bool = True,
+                 progress: Progress | None = None) -> tuple[dict[str, NDArray], bool, list[str]]:
+    """Features, logits, per-batch gradient norms and S_LP of one model (cached).
+
+    Returns the arrays, whether they came from the cache, and notes for the user.
+    """
+    tick = (lambda stage, total: (lambda done: progress(manifest.name, stage, done, total))) \
+        if progress else (lambda stage, total: (lambda done: None))
+    x, settings, notes = _prepare(target, manifest, resize)
+    lp_settings = dict(LP_SETTINGS)
+    if manifest.feature_dim < lp_settings["n_components"]:
+        lp_settings["n_components"] = manifest.feature_dim
+        notes.append(f"NCA projection capped at the feature dimension D={manifest.feature_dim} "
+                     f"(the paper uses {LP_SETTINGS['n_components']})")
+    key = cache_key({
+        "model": {k: v.sha256 for k, v in sorted(manifest.files.items())},
+        "data": target.sha256, "preprocessing": settings, "lp": lp_settings,
+        "ort": manifest.ort_optimization,
+    })
+    hit = cache.load(key)
+    if hit is not None:
+        return hit, True, notes
+    labels = target.labels
+    feats_sess = runtime.open(model_dir, manifest, "features")
+    feats, logits = _features(feats_sess, x, runtime.features_batch, manifest.num_classes is not None,
+                              tick("features", len(x)))
+    del feats_sess
+    grads_sess = None
+    slices = fu_batch_slices(len(x))
+    n1, n2 = np.zeros(len(slices)), np.zeros(len(slices))
+    step = tick("gradients", len(slices))
+    for i, sl in enumerate(slices):
+        _, cot = triplet_loss_grad(feats[sl], labels[sl])
+        if cot.any():  # the gradient is linear in the cotangent: a zero one needs no pass
+            grads_sess = grads_sess or runtime.open(model_dir, manifest, "grads")
+            _, g1, g2 = run_grads(grads_sess, x[sl], cot)
+            n1[i], n2[i] = np.linalg.norm(g1), np.linalg.norm(g2)
+        step(i + 1)
+    lp = label_prediction_score(feats, labels, **lp_settings)
+    arrays = {"features": feats, "grad_norms_w1": n1, "grad_norms_w2": n2, "lp": np.float64(lp)}
+    if logits is not None:
+        arrays["logits"] = logits
+    cache.save(key, arrays)
+    return arrays, False, notes
+
+
+def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
+                runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
+                resize: bool = True, progress: Progress | None = None) -> ModelResult:
+    """S_LP and S_FU of one exported model on a target (errors are raised, not recorded)."""
+    t0 = time.perf_counter()
+    path = Path(model_dir)
+    arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
+                                         cache=cache or FeatureCache(None), resize=resize,
+                                         progress=progress)
+    fu = feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
+    return ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu, notes=notes,
+                       cached=cached, seconds=time.perf_counter() - t0,
+                       architecture=manifest.architecture, pretrained_on=manifest.pretrained_on)
+
+
+def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",
+             runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
+             resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
+             progress: Progress | None = None) -> ZooRanking:
+    """Score every model of a zoo on ``target`` and rank them.
+
+    A model that cannot be scored (unreadable manifest, files failing their sha256, a graph
+    onnxruntime cannot run) is reported with its error and ranked after the others; the rest
+    are still scored. Raises ``ValueError`` when the target cannot be scored at all or the zoo
+    holds no model.
+    """
+    if scenario not in ("dataset", "cross-domain", "model"):
+        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+    check_scoring_target(target)
+    entries = list_zoo(zoo_dir)
+    if models:
+        wanted = set(models)
+        missing = wanted - {e.path.name for e in entries}
+        if missing:
+            raise ValueError(f"zoo {zoo_dir} has no model named {sorted(missing)}")
+        entries = [e for e in entries if e.path.name in wanted]
+    if not entries:
+        raise ValueError(f"zoo directory {zoo_dir} holds no model (no sub-directory with a "
+                         "manifest.json); export one with 'gradnca-onnx export'")
+    results: list[ModelResult] = []
+    for entry in entries:
+        if not entry.ok:
+            results.append(ModelResult(name=entry.path.name, path=entry.path, error=entry.error))
+            continue
+        manifest = entry.manifest
+        assert manifest is not None
+        try:
+            if verify:
+                verify_files(entry.path, manifest.files)
+            results.append(score_model(entry.path, manifest, target, runtime=runtime, cache=cache,
+                                       resize=resize, progress=progress))
+        except ValueError as exc:
+            results.append(ModelResult(name=manifest.name, path=entry.path, error=str(exc),
+                                       architecture=manifest.architecture,
+                                       pretrained_on=manifest.pretrained_on))
+    good = [r for r in results if r.ok]
+    if good:
+        import warnings
+
+        from ..scores import ConstantTermWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConstantTermWarning)
+            scores = combine([r.lp for r in good], [r.fu for r in good], scenario=scenario)
+        for w in caught:
+            for r in good:
+                r.notes.append(str(w.message))
+        for r, s in zip(good, scores):
+            r.score = float(s)
+        # Rank 1 = best; ties share the better rank, broken by name for a stable order.
+        order = sorted(good, key=lambda r: (-r.score, r.name))
+        for i, r in enumerate(order):
+            r.rank = 1 + sum(1 for o in order[:i] if o.score > r.score) if i else 1
+        results = order + [r for r in results if not r.ok]
+    return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
+                      n_classes=target.n_classes, scenario=scenario, models=results)
