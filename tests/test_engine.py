@@ -229,3 +229,13 @@ def test_cli_bad_input_one_line_exit_2(zoo, tmp_path, case, match) -> None:
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:") and match in lines[0], res.output
+
+
+def test_demo_ranks_the_bundled_zoo(tmp_path) -> None:
+    res = CliRunner().invoke(main, ["rank", "--demo", "--format", "json", "--quiet",
+                                    "--cache", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["target"]["name"] == "breastmnist" and len(data["models"]) == 6
+    assert all(m["error"] is None and m["rank"] for m in data["models"])
+    assert data["models"][0]["rank"] == 1
