@@ -239,3 +239,27 @@ def test_demo_ranks_the_bundled_zoo(tmp_path) -> None:
     assert data["target"]["name"] == "breastmnist" and len(data["models"]) == 6
     assert all(m["error"] is None and m["rank"] for m in data["models"])
     assert data["models"][0]["rank"] == 1
+
+
+def test_baseline_metrics_from_the_same_pass(zoo, tmp_path) -> None:
+    import onnxruntime as ort
+
+    from gradnca_onnx.metrics import logme
+    from gradnca_onnx.zoo import load_manifest
+
+    root, _ = zoo
+    target = load_target(BREAST, "fold1")
+    ranking = rank_zoo(root, target, cache=FeatureCache(tmp_path / "c"),
+                       metrics=["logme", "leep", "ncti"])
+    assert ranking.metrics == ["logme", "leep", "ncti"]
+    m = ranking.models[0]
+    sess = ort.InferenceSession(str(root / m.name / "features.onnx"))
+    spec = load_manifest(root / m.name).input
+    x = preprocess(target.images, mean=spec.mean, std=spec.std, channels=3)
+    feats = sess.run(["features"], {"images": x})[0]
+    assert m.metrics["logme"] == pytest.approx(logme(feats, target.labels), rel=1e-6)
+    assert all(r.metrics["leep"] is not None and r.metrics["leep"] <= 0 for r in ranking.models)
+    ncti = sorted(r.metrics["ncti"] for r in ranking.models)
+    assert ncti[0] is not None and ncti[-1] > ncti[0]  # normalised over the zoo
+    data = ranking.to_dict()
+    assert data["metrics"]["logme"]["higher_is_better"] is True

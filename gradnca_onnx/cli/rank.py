@@ -21,9 +21,10 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def render_table(ranking) -> str:
-    rows = [("rank", "model", "S", "S_LP", "S_FU", "pre-trained on", "")]
+    rows = [("rank", "model", "S", "S_LP", "S_FU", *ranking.metrics, "pre-trained on", "")]
     for m in ranking.models:
         rows.append((str(m.rank) if m.rank else "-", m.name, _fmt(m.score), _fmt(m.lp), _fmt(m.fu),
+                     *(_fmt(m.metrics.get(k)) for k in ranking.metrics),
                      m.pretrained_on or "", "cached" if m.cached else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"Target {ranking.target} ({ranking.split}, n={ranking.n_samples}, "
@@ -43,10 +44,12 @@ def render_table(ranking) -> str:
 def render_csv(ranking) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "model", "score", "lp", "fu", "architecture", "pretrained_on", "error"])
+    w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
+                "pretrained_on", "error"])
+    num = lambda v: "" if v is None else repr(v)  # noqa: E731
     for m in ranking.models:
-        w.writerow([m.rank or "", m.name, "" if m.score is None else repr(m.score),
-                    "" if m.lp is None else repr(m.lp), "" if m.fu is None else repr(m.fu),
+        w.writerow([m.rank or "", m.name, num(m.score), num(m.lp), num(m.fu),
+                    *(num(m.metrics.get(k)) for k in ranking.metrics),
                     m.architecture, m.pretrained_on, m.error or ""])
     return buf.getvalue()
 
@@ -83,6 +86,23 @@ def _progress(enabled: bool) -> Iterator:
             state["bar"].stop()
 
 
+_OWN = ("gradnca", "lp", "fu")
+
+
+def _baselines(spec: str | None) -> list[str] | None:
+    """The baseline names of a --metrics value (the paper's own three are always reported)."""
+    if not spec:
+        return None
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    if "all" in names:
+        return ["all"] if len(names) == 1 else _fail_all()
+    return [n for n in names if n not in _OWN] or None
+
+
+def _fail_all() -> list[str]:
+    raise ValueError("--metrics all cannot be combined with other names")
+
+
 @main.command("rank")
 @click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Zoo directory (one sub-directory per exported model).")
@@ -100,6 +120,13 @@ def _progress(enabled: bool) -> Iterator:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result to this file (atomically) instead of standard output.")
 @click.option("--models", default=None, help="Comma-separated subset of the zoo's model names.")
+@click.option("--metrics", default=None,
+              help="Baseline metrics from the same pass, comma-separated or 'all': gradnca, lp, "
+                   "fu (always shown), logme, leep, nleep, parc, sfda, ncti, gbc, hscore, nce, "
+                   "transrate. Metrics needing logits are skipped, with a note, for headless "
+                   "models.")
+@click.option("--faithful", is_flag=True,
+              help="Baseline metrics with the released code's quirks (README, Baseline metrics).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Feature cache directory (default: $GRADNCA_CACHE or "
                                  "~/.cache/gradnca-onnx).")
@@ -115,8 +142,8 @@ def _progress(enabled: bool) -> Iterator:
               help="Rank the bundled demo zoo on the bundled BreastMNIST target (offline).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def rank_command(zoo_dir, target_path, split, scenario, fmt, out, models, cache_dir, no_cache,
-                 device, threads, no_resize, demo, quiet) -> None:
+def rank_command(zoo_dir, target_path, split, scenario, fmt, out, models, metrics, faithful,
+                 cache_dir, no_cache, device, threads, no_resize, demo, quiet) -> None:
     """Rank the models of a zoo by their transferability to a target dataset."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
@@ -139,7 +166,7 @@ def rank_command(zoo_dir, target_path, split, scenario, fmt, out, models, cache_
                            runtime=RuntimeConfig(device=device, threads=threads), cache=cache,
                            resize=not no_resize,
                            models=[m.strip() for m in models.split(",")] if models else None,
-                           progress=progress)
+                           metrics=_baselines(metrics), faithful=faithful, progress=progress)
     if fmt == "json":
         text = json.dumps(ranking.to_dict(), indent=2) + "\n"
     elif fmt == "csv":

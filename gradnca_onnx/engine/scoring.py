@@ -67,13 +67,19 @@ class ZooRanking:
     n_classes: int
     scenario: str
     models: list[ModelResult]
+    metrics: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..metrics import METRICS
+
         return {
             "schema": "gradnca-onnx/rank/1", "package_version": __version__,
             "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
                        "n_classes": self.n_classes},
             "scenario": self.scenario,
+            "metrics": {name: {"title": METRICS[name].title,
+                               "higher_is_better": METRICS[name].higher_is_better}
+                        for name in self.metrics},
             "models": [m.to_dict() for m in self.models],
         }
 
@@ -177,24 +183,33 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     return arrays, False, notes
 
 
-def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
-                runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
-                resize: bool = True, progress: Progress | None = None) -> ModelResult:
-    """S_LP and S_FU of one exported model on a target (errors are raised, not recorded)."""
+def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
+           runtime: RuntimeConfig | None, cache: FeatureCache | None, resize: bool,
+           progress: Progress | None) -> tuple[ModelResult, dict[str, NDArray]]:
     t0 = time.perf_counter()
     path = Path(model_dir)
     arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
                                          cache=cache or FeatureCache(None), resize=resize,
                                          progress=progress)
     fu = feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
-    return ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu, notes=notes,
-                       cached=cached, seconds=time.perf_counter() - t0,
-                       architecture=manifest.architecture, pretrained_on=manifest.pretrained_on)
+    result = ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu,
+                         notes=notes, cached=cached, seconds=time.perf_counter() - t0,
+                         architecture=manifest.architecture, pretrained_on=manifest.pretrained_on)
+    return result, arrays
+
+
+def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
+                runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
+                resize: bool = True, progress: Progress | None = None) -> ModelResult:
+    """S_LP and S_FU of one exported model on a target (errors are raised, not recorded)."""
+    return _score(model_dir, manifest, target, runtime=runtime, cache=cache, resize=resize,
+                  progress=progress)[0]
 
 
 def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",
              runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
              resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
+             metrics: str | Sequence[str] | None = None, faithful: bool = False,
              progress: Progress | None = None) -> ZooRanking:
     """Score every model of a zoo on ``target`` and rank them.
 
@@ -202,7 +217,15 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
     onnxruntime cannot run) is reported with its error and ranked after the others; the rest
     are still scored. Raises ``ValueError`` when the target cannot be scored at all or the zoo
     holds no model.
+
+    ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
+    computed from the same features and logits; ``faithful`` switches them to the released
+    code's quirks. The ranking itself is always by the paper's score S.
     """
+    from ..metrics import compute_metrics, resolve_names, zoo_scores
+
+    metric_names = resolve_names(metrics) if metrics else []
+    per_model_metrics: dict[str, dict] = {}
     if scenario not in ("dataset", "cross-domain", "model"):
         raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
     check_scoring_target(target)
@@ -226,8 +249,13 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
         try:
             if verify:
                 verify_files(entry.path, manifest.files)
-            results.append(score_model(entry.path, manifest, target, runtime=runtime, cache=cache,
-                                       resize=resize, progress=progress))
+            result, arrays = _score(entry.path, manifest, target, runtime=runtime, cache=cache,
+                                    resize=resize, progress=progress)
+            if metric_names:
+                per_model_metrics[manifest.name] = compute_metrics(
+                    metric_names, arrays["features"], target.labels, arrays.get("logits"),
+                    faithful=faithful, errors="record")
+            results.append(result)
         except ValueError as exc:
             results.append(ModelResult(name=manifest.name, path=entry.path, error=str(exc),
                                        architecture=manifest.architecture,
@@ -246,10 +274,20 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
                 r.notes.append(str(w.message))
         for r, s in zip(good, scores):
             r.score = float(s)
+        for name in metric_names:
+            have = [r for r in good if r.name in per_model_metrics]
+            values = zoo_scores(name, [per_model_metrics[r.name][name] for r in have],
+                                faithful=faithful)
+            for r, v in zip(have, values):
+                res = per_model_metrics[r.name][name]
+                r.metrics[name] = None if not np.isfinite(v) else float(v)
+                if res.note and (res.status != "ok" or not np.isfinite(v)):
+                    r.notes.append(f"{name}: {res.note}")
         # Rank 1 = best; ties share the better rank, broken by name for a stable order.
         order = sorted(good, key=lambda r: (-r.score, r.name))
         for i, r in enumerate(order):
             r.rank = 1 + sum(1 for o in order[:i] if o.score > r.score) if i else 1
         results = order + [r for r in results if not r.ok]
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
-                      n_classes=target.n_classes, scenario=scenario, models=results)
+                      n_classes=target.n_classes, scenario=scenario, models=results,
+                      metrics=metric_names)

@@ -47,7 +47,7 @@ def softmax_rows(z: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def class_sums(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int) -> NDArray[np.float64]:
-    """Per-class sums of the rows of ``X`` (C, D), one pass with ``np.add.at``-free BLAS."""
+    """Per-class sums of the rows of ``X`` (C, D), as one one-hot product (BLAS, not a loop)."""
     onehot = np.zeros((X.shape[0], n_classes))
     onehot[np.arange(X.shape[0]), y] = 1.0
     return onehot.T @ X

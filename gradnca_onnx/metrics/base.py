@@ -9,6 +9,7 @@ models) and is the identity for every other metric.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._common import prepare
+from ._common import DegenerateScoreWarning, prepare
 from .gbc import gbc
 from .hscore import hscore
 from .leep import leep
@@ -28,7 +29,7 @@ from .parc import parc
 from .sfda import sfda
 from .transrate import transrate
 
-Status = Literal["ok", "skipped"]
+Status = Literal["ok", "skipped", "error"]
 
 #: The note a logits-based metric carries for a model without a classification head.
 NO_LOGITS_NOTE = "skipped: model has no logits"
@@ -65,9 +66,9 @@ class Metric:
 class MetricResult:
     """One metric on one model.
 
-    ``value`` is the score (NaN when skipped, and for NCTI before the zoo step); ``terms`` holds
-    the per-model terms of a metric with a zoo step (NCTI: seli, ncc, vc); ``note`` says why a
-    result is skipped or degenerate.
+    ``value`` is the score (NaN when skipped or failed, and for NCTI before the zoo step);
+    ``terms`` holds the per-model terms of a metric with a zoo step (NCTI: seli, ncc, vc);
+    ``note`` says why a result is skipped, failed or degenerate (NaN).
     """
 
     name: str
@@ -149,7 +150,7 @@ def resolve_names(names: str | Iterable[str]) -> list[str]:
     return out
 
 
-def _merged_options(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None,
+def _merged_options(options: Mapping[str, Mapping[str, Any]] | None,
                     faithful: bool) -> dict[str, dict[str, Any]]:
     base = faithful_options() if faithful else {}
     merged: dict[str, dict[str, Any]] = {name: dict(base.get(name, {})) for name in METRICS}
@@ -175,6 +176,7 @@ def compute_metrics(
     *,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     faithful: bool = False,
+    errors: Literal["raise", "record"] = "raise",
 ) -> dict[str, MetricResult]:
     """Compute baseline metrics for one model from its features (and logits).
 
@@ -195,13 +197,19 @@ def compute_metrics(
     faithful : bool, default=False
         Start from the released code's options (:func:`faithful_options`); ``options``
         still override them.
+    errors : {"raise", "record"}, default="raise"
+        ``"record"`` turns a ``ValueError`` of one metric (e.g. NLEEP on fewer samples than
+        mixture components) into an ``"error"`` result with the message as its note, so the
+        other metrics of the model are still returned.
 
     Returns
     -------
     dict of name -> MetricResult, in the order of ``names``.
     """
+    if errors not in ("raise", "record"):
+        raise ValueError(f"errors must be 'raise' or 'record'; got {errors!r}")
     selected = resolve_names(names)
-    merged = _merged_options(selected, options, faithful)
+    merged = _merged_options(options, faithful)
     X, y, _ = prepare(features, labels)
     if logits is not None and np.asarray(logits).shape[:1] != (X.shape[0],):
         raise ValueError(
@@ -211,23 +219,38 @@ def compute_metrics(
     for name in selected:
         metric = METRICS[name]
         kwargs = {k: v for k, v in merged[name].items() if k in metric.options}
-        if metric.needs_logits:
-            if logits is None:
-                results[name] = MetricResult(
-                    name, math.nan, "skipped",
-                    f"{NO_LOGITS_NOTE}; {metric.title} needs the source classifier's output",
-                )
-                continue
-            value = metric.compute(logits, y, **kwargs)
-        else:
-            value = metric.compute(X, y, **kwargs)
-        if isinstance(value, Mapping):
+        if metric.needs_logits and logits is None:
             results[name] = MetricResult(
-                name, math.nan, "ok", "per-model terms; the score needs zoo_scores over all models",
+                name, math.nan, "skipped",
+                f"{NO_LOGITS_NOTE}; {metric.title} needs the source classifier's output",
+            )
+            continue
+        notes: list[str] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                value = metric.compute(logits if metric.needs_logits else X, y, **kwargs)
+            except ValueError as err:
+                if errors == "raise":
+                    raise
+                value = None
+                notes.append(f"error: {err}")
+        for w in caught:
+            if issubclass(w.category, DegenerateScoreWarning):
+                notes.append(str(w.message))
+            # hand every warning on to the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        note = "; ".join(notes)
+        if value is None:
+            results[name] = MetricResult(name, math.nan, "error", note)
+        elif isinstance(value, Mapping):
+            results[name] = MetricResult(
+                name, math.nan, "ok",
+                note or "per-model terms; the score needs zoo_scores over all models",
                 dict(value),
             )
         else:
-            results[name] = MetricResult(name, float(value))
+            results[name] = MetricResult(name, float(value), "ok", note)
     return results
 
 
@@ -248,6 +271,7 @@ def zoo_scores(
     exclude : bool mask or indices of models left out of a zoo-level normalisation (the model
         pre-trained on the target itself); their score is NaN. Ignored for metrics without a
         zoo step.
+        A model whose result has no terms (skipped or failed) is left out the same way.
     options : zoo-level options of the metric (NCTI: ``vc_sign``)
     faithful : start from the released code's zoo options (NCTI ``vc_sign="+"``)
 
@@ -260,14 +284,27 @@ def zoo_scores(
     for r in results:
         if r.name != metric.name:
             raise ValueError(f"zoo_scores({metric.name!r}) got a result of {r.name!r}")
-    merged = _merged_options([metric.name], {metric.name: dict(options or {})}, faithful)
+    merged = _merged_options({metric.name: dict(options or {})}, faithful)
     if metric.zoo_step is None:
         return np.array([r.value for r in results], dtype=np.float64)
     kwargs = {k: v for k, v in merged[metric.name].items() if k in metric.zoo_options}
     if not results:
         return np.empty(0)
-    if any(r.terms is None for r in results):
-        raise ValueError(f"{metric.name}: every model needs its per-model terms for the zoo step")
-    keys = list(results[0].terms)  # type: ignore[arg-type]
-    table = np.array([[r.terms[k] for k in keys] for r in results], dtype=np.float64)  # type: ignore[index]
-    return metric.zoo_step(table, exclude=exclude, **kwargs)
+    with_terms = [r for r in results if r.terms is not None]
+    if not with_terms:
+        return np.full(len(results), np.nan)
+    keys = list(with_terms[0].terms)  # type: ignore[arg-type]
+    table = np.array(
+        [[r.terms[k] for k in keys] if r.terms is not None else [np.nan] * len(keys)
+         for r in results], dtype=np.float64)
+    # A model whose terms are missing (skipped or failed) is left out like an excluded one.
+    mask = np.array([r.terms is None for r in results])
+    if exclude is not None:
+        ex = np.asarray(exclude)
+        if ex.dtype == bool:
+            if ex.shape != mask.shape:
+                raise ValueError(f"exclude mask has shape {ex.shape}; expected {mask.shape}")
+            mask |= ex
+        else:
+            mask[ex.astype(np.int64)] = True
+    return metric.zoo_step(table, exclude=mask, **kwargs)

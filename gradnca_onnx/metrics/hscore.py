@@ -53,7 +53,8 @@ def hscore(
     centred = X - X.mean(axis=0)
     if isinstance(shrinkage, str):
         if shrinkage != "ledoit-wolf":
-            raise ValueError(f"shrinkage must be 'ledoit-wolf' or a float in [0, 1]; got {shrinkage!r}")
+            raise ValueError(
+                f"shrinkage must be 'ledoit-wolf' or a float in [0, 1]; got {shrinkage!r}")
         cov, alpha = ledoit_wolf(centred, assume_centered=True)
         alpha = float(alpha)
     else:

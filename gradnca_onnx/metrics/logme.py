@@ -63,24 +63,27 @@ def logme_evidences(features: ArrayLike, labels: ArrayLike) -> NDArray[np.float6
     X, y, n_classes = prepare(features, labels)
     n, d = X.shape
     # The spectrum and the projections x = U^T y are all the fixed point needs. When N > D the
-    # released code takes the SVD of F^T F and forms U = F V / s (an N x k matrix); here the
-    # symmetric eigensolver gives the same V and s^2, and U^T y = V^T (F^T y) / s, where F^T y is
-    # just the class sums of the rows, so U is never formed.
+    # released code takes the SVD of F^T F and forms U = F V / s, an N x k matrix; here
+    # U^T y = V^T (F^T y) / s, where F^T y is just the class sums of the rows, so U is never
+    # formed. The SVD itself is kept (not the cheaper eigh): the rank cut s > 1e-10 depends on
+    # the round-off it leaves on null directions (dead ReLU units, collinear features: ~1e-6,
+    # so they are kept), and every kept direction adds -1/2 log(alpha + beta s^2) to the
+    # evidence; eigh returns exact zeros there instead, and the score would move by O(1e-2).
     sums = class_sums(X, y, n_classes)  # (C, D) = F^T Y for one-hot Y
     if n > d:
-        evals, evecs = np.linalg.eigh(X.T @ X)
-        evals, evecs = evals[::-1], evecs[:, ::-1]
-        s = np.sqrt(np.clip(evals, 0.0, None))
+        _, s2, vh = np.linalg.svd(X.T @ X)
+        s = np.sqrt(s2)
         keep = s > RANK_TOL
-        s, evecs = s[keep], evecs[:, keep]
-        x = (evecs.T @ sums.T) / s[:, None]  # (k, C)
+        s, vh = s[keep], vh[keep]
+        x = (vh @ sums.T) / s[:, None]  # (k, C)
         sigma = s * s
     else:
-        # N <= D: the released code keeps every one of the N singular values of F (no rank
-        # cut). The eigenvectors of F F^T are F's left singular vectors.
+        # N <= D: the released code keeps all N singular values of F (no rank cut), so the
+        # eigenvectors of F F^T (F's left singular vectors) give the same sums, faster than
+        # an SVD of the N x D matrix.
         evals, u = np.linalg.eigh(X @ X.T)
-        sigma = np.clip(evals[::-1], 0.0, None)
-        u = u[:, ::-1]
+        order = np.argsort(np.abs(evals))[::-1]
+        sigma, u = np.abs(evals[order]), u[:, order]
         onehot = np.zeros((n, n_classes))
         onehot[np.arange(n), y] = 1.0
         x = u.T @ onehot  # (N, C)
@@ -101,15 +104,17 @@ def logme(features: ArrayLike, labels: ArrayLike) -> float:
     REFERENCE section 6: float64; ``alpha = beta = 1`` to start; at most 11 iterations;
     ``gamma = sum sigma_i / (sigma_i + t)``, ``alpha = gamma / (||m||^2 + 1e-5)``,
     ``beta = (N - gamma) / (||y - F m||^2 + 1e-5)``; stop when ``|t_new - t| / t <= 1e-3`` with
-    ``t = alpha / beta``. The evidence (You, Liu, Wang, Long, *LogME: Practical Assessment of Pre-trained Models for
-    Transfer Learning*, ICML 2021) is::
+    ``t = alpha / beta``. The evidence (You, Liu, Wang, Long, *LogME: Practical Assessment of
+    Pre-trained Models for Transfer Learning*, ICML 2021) is::
 
         L = D/2 log(alpha) + N/2 log(beta) - 1/2 sum log(alpha + beta sigma_i)
             - beta/2 ||y - F m||^2 - alpha/2 ||m||^2 - N/2 log(2 pi)
 
     and the score is the mean of ``L / N`` over classes. When N > D the spectrum comes from
     ``F^T F`` with singular values <= 1e-10 dropped; otherwise all N singular values of F are kept,
-    as in the released code.
+    as in the released code. For N < D that code leaves the D - N zero directions out of the
+    log-determinant while D/2 log(alpha) counts them; this is kept, since REFERENCE section 6
+    specifies the released algorithm.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""NCE: negative conditional entropy of target labels given source predictions (Tran et al. 2019)."""
+"""NCE: negative conditional entropy of the labels given source predictions (Tran et al. 2019)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,8 @@ def stratified_subsample(y: NDArray[np.int64], max_samples: int, random_state: i
         take = int(p * members.shape[0])
         if take:
             chosen.append(rng.choice(members, size=take, replace=False))
+    if not chosen:
+        raise ValueError(f"max_samples={max_samples} leaves no sample of any class to score")
     return np.sort(np.concatenate(chosen))
 
 
