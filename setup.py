@@ -48,7 +48,8 @@ class CMakeBuild(build_ext):
         )
 
 
-TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-metric-learning>=2.5"]
+TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-metric-learning>=2.5",
+         "pyyaml>=6"]
 PLOT = ["matplotlib>=3.7"]
 TEST = ["pytest>=7", *TORCH, *PLOT]
 

@@ -1,0 +1,200 @@
+"""``gradnca-onnx finetune``: ground-truth fine-tuning grids, and ``finetune summarize``.
+
+torch is imported only when a grid runs, so ``finetune summarize`` works without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import main
+from ._errors import fail, user_errors
+
+TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
+
+
+def _training_runner() -> Any:
+    try:
+        from ..training import runner
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("torch", "torchvision"):
+            fail(f"fine-tuning needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
+        raise
+    return runner
+
+
+def _batch_sizes(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--batch-size {value!r} must be integers separated by commas") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch-size {value!r} must be positive integers")
+    return sizes
+
+
+class _Bars:
+    """Rich progress bars on stderr: one over the grid, one over the epochs of the current run."""
+
+    def __init__(self, title: str, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[info]}"),
+                                 console=Console(stderr=True), disable=not enabled)
+        self.title = title
+        self.grid_task: Any = None
+        self.run_task: Any = None
+
+    def __enter__(self) -> "_Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def grid_start(self, total: int, done: int) -> None:
+        self.grid_task = self.progress.add_task(self.title, total=total, completed=done,
+                                                info=f"{done} already in the store")
+
+    def run_start(self, config: Any, index: int) -> None:
+        if self.run_task is not None:
+            self.progress.remove_task(self.run_task)
+        self.run_task = self.progress.add_task(f"  run {index + 1}: {config.label()}",
+                                               total=config.max_epochs, info="")
+
+    def epoch(self, m: Any) -> None:
+        if self.run_task is not None:
+            self.progress.update(self.run_task, advance=1,
+                                 info=f"val AUC {m.val_auc:.3f}  loss {m.val_loss:.3f}")
+
+    def run_end(self, config: Any, result: Any, skipped: bool) -> None:
+        if skipped:
+            return
+        if self.run_task is not None and result is not None:
+            self.progress.update(self.run_task, completed=config.max_epochs,
+                                 info=f"{result.stop_reason} at epoch {result.epochs_run}, "
+                                      f"test AUC {result.test_auc:.3f}")
+        self.progress.update(self.grid_task, advance=1, info="")
+
+
+@main.group("finetune", invoke_without_command=True)
+@click.option("--source", metavar="MODEL_DIR_OR_CHECKPOINT",
+              help="The pre-trained model: an exported model directory (rebuilt from its "
+                   "manifest; pass its checkpoint with --checkpoint if not beside it), a "
+                   "checkpoint file (with --arch), a torchvision name (random init unless "
+                   "--checkpoint) or package.module:callable.")
+@click.option("--target", metavar="PATH",
+              help="MedMNIST npz (paper fold 1 + official test), paper fold npz (with --test), "
+                   "or an image folder.")
+@click.option("--store", metavar="RUNS.sqlite", help="SQLite run store (created if missing).")
+@click.option("--preset", default="quick", show_default=True, metavar="quick|paper|FILE",
+              help="Hyper-parameter grid: a preset or a YAML/JSON grid file.")
+@click.option("--arch", metavar="NAME|MODULE:CALLABLE",
+              help="Architecture of a checkpoint --source.")
+@click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Weights for a named --source, or the checkpoint of an exported directory.")
+@click.option("--normalisation", metavar="imagenet|half|MEAN,STD",
+              help="Input normalisation (default: the manifest's, else half = 0.5/0.5; use "
+                   "imagenet for ImageNet-pretrained weights).")
+@click.option("--head", metavar="MODULE", help="Final layer to replace (default: last Linear).")
+@click.option("--trust-pickle", is_flag=True, help="Allow checkpoints that pickle whole modules.")
+@click.option("--source-name", help="Row name in the ground truth (default: model name).")
+@click.option("--target-name", help="Column name in the ground truth (default: dataset name).")
+@click.option("--fold", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Paper fold used for train/val of a MedMNIST npz; 0 = the full official splits.")
+@click.option("--test", "test_path", metavar="MEDMNIST.npz", type=click.Path(dir_okay=False),
+              help="Official npz with the test split, for a fold-file --target.")
+@click.option("--batch-size", "batch_size", metavar="N[,N]",
+              help="Override the grid's batch sizes (needed for targets outside paper Table 1).")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (on a busy machine 1 is often fastest).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.pass_context
+@user_errors
+def finetune(ctx: click.Context, source: str | None, target: str | None, store: str | None,
+             preset: str, arch: str | None, checkpoint: str | None, normalisation: str | None,
+             head: str | None, trust_pickle: bool, source_name: str | None,
+             target_name: str | None, fold: int, test_path: str | None, batch_size: str | None,
+             device: str, threads: int | None, no_progress: bool) -> None:
+    """Fine-tune SOURCE on TARGET over a hyper-parameter grid; every run goes into STORE.
+
+    The paper's protocol (REFERENCE section 7). A grid that is stopped resumes: finished runs
+    are skipped and a run that was in flight is done again. `finetune summarize` turns the
+    store into the ground-truth CSV that `evaluate` reads.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [o for o, v in (("--source", source), ("--target", target), ("--store", store))
+               if not v]
+    if missing:
+        raise ValueError(f"finetune needs {', '.join(missing)} (or the summarize sub-command)")
+    from ..training.grid import load_grid
+    from ..training.store import RunStore
+
+    grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
+    if Path(store).exists():
+        RunStore(store).close()  # a bad store fails before any slow loading
+    runner = _training_runner()
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from ..training.source import load_source
+
+    src = load_source(source, arch=arch, checkpoint=checkpoint, normalisation=normalisation,
+                      name=source_name, head=head, trust_pickle=trust_pickle)
+    tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
+    grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
+    with RunStore(store) as st:
+        click.echo(f"source {src.name}; target {tgt.name} ({tgt.description}: "
+                   f"{len(tgt.train)}/{len(tgt.val)}/{len(tgt.test) if tgt.test else 0} images, "
+                   f"{tgt.n_classes} classes); grid {grid.name}", err=True)
+        with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]",
+                   enabled=not no_progress and sys.stderr.isatty()) as bars:
+            out = runner.run_grid(src, tgt, grid, st, device=device, progress=bars)
+    click.echo(f"{out.total} runs: {out.finished} done now, {out.skipped} already in "
+               f"{store}, {out.failed} failed")
+    if out.failed:
+        for err in out.errors[:5]:
+            click.echo(f"Warning: run failed: {' '.join(err.split())[:300]}", err=True)
+        raise SystemExit(1)
+
+
+@finetune.command("summarize")
+@click.option("--store", required=True, metavar="RUNS.sqlite", type=click.Path(dir_okay=False),
+              help="The run store.")
+@click.option("--out", metavar="TRUTH.csv", type=click.Path(dir_okay=False),
+              help="Write the ground-truth CSV here (default: print it).")
+@click.option("--value", type=click.Choice(["test_auc", "test_acc", "test_loss"]),
+              default="test_auc", show_default=True, help="Value of the selected run.")
+@user_errors
+def summarize(store: str, out: str | None, value: str) -> None:
+    """Sources x targets ground truth: per pair, the run with the lowest validation loss."""
+    from ..training.store import RunStore
+    from ..training.summary import ground_truth
+
+    if not Path(store).is_file():
+        raise ValueError(f"run store {store} does not exist")
+    with RunStore(store) as st:
+        table = ground_truth(st, value=value)
+        n = st.count("finished")
+    text = table.to_csv()
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from ..zoo import atomic_write_text
+
+    atomic_write_text(out, text)
+    click.echo(f"{len(table.sources)} sources x {len(table.targets)} targets from {n} finished "
+               f"runs -> {out}", err=True)

@@ -1,0 +1,88 @@
+"""Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, arrays; and
+the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
+
+NumPy and Pillow only; never imports torch.
+
+>>> from gradnca_onnx import data
+>>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
+>>> x = data.preprocess(train.images, mean=data.IMAGENET_MEAN, std=data.IMAGENET_STD, size=224)
+"""
+
+from .dataset import (
+    SPLITS,
+    TargetData,
+    check_target_labels,
+    content_sha256,
+    from_arrays,
+    load_target,
+    split_target,
+)
+from .folders import (
+    IMAGE_EXTENSIONS,
+    find_duplicates,
+    list_image_folder,
+    load_image_folder,
+    split_subfolders,
+)
+from .folds import Fold, fold_arrays, make_paper_folds, write_paper_folds
+from .medmnist import (
+    MEDMNIST_KEYS,
+    MEDMNIST_SIZES,
+    load_npz_target,
+    medmnist_flag,
+    npz_keys,
+    read_npz,
+)
+from .preprocess import (
+    DEFAULT_FILTER,
+    HALF_MEAN,
+    HALF_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_FILTERS,
+    as_nhwc,
+    normalization,
+    normalize,
+    preprocess,
+    resize,
+    to_grey,
+    to_rgb,
+)
+
+__all__ = [
+    "DEFAULT_FILTER",
+    "Fold",
+    "HALF_MEAN",
+    "HALF_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "MEDMNIST_KEYS",
+    "MEDMNIST_SIZES",
+    "RESIZE_FILTERS",
+    "SPLITS",
+    "TargetData",
+    "as_nhwc",
+    "check_target_labels",
+    "content_sha256",
+    "find_duplicates",
+    "fold_arrays",
+    "from_arrays",
+    "list_image_folder",
+    "load_image_folder",
+    "load_npz_target",
+    "load_target",
+    "make_paper_folds",
+    "medmnist_flag",
+    "normalization",
+    "normalize",
+    "npz_keys",
+    "preprocess",
+    "read_npz",
+    "resize",
+    "split_subfolders",
+    "split_target",
+    "to_grey",
+    "to_rgb",
+    "write_paper_folds",
+]

@@ -1,0 +1,340 @@
+"""The target dataset object and the one entry point that loads any supported target.
+
+A :class:`TargetData` is a read-only set of uint8 images (channels last) with integer labels, a
+name, where it came from, which split it is, and a content hash that caches (the engine's
+feature cache, the fine-tuning run store) can key on. :func:`load_target` dispatches on what a
+path holds: an official MedMNIST npz, a paper fold npz, or a folder of class sub-folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .preprocess import as_nhwc
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SPLITS = ("train", "val", "test", "all")
+_FOLD_SPLIT = re.compile(r"^fold([1-9][0-9]*)(?:-(train|val))?$")
+
+
+@dataclass(frozen=True, eq=False)
+class TargetData:
+    """Images and labels of one split of a target dataset.
+
+    Parameters
+    ----------
+    images : ndarray, uint8 (N, H, W, C)
+        C = 1 (grey) or 3 (RGB). Stored read-only.
+    labels : ndarray, int64 (N,) or (N, L)
+        Class codes 0..n_classes-1, or 0/1 indicators for a multi-label target (L labels).
+    name : str
+        Short dataset name (a MedMNIST flag such as ``breastmnist``, or the folder name); the
+        ground-truth table uses it as the target's column.
+    n_classes : int
+        Number of classes (labels for a multi-label target). May exceed the classes present in
+        this split (the official test split of a dataset is coded like its train split).
+    source : str
+        The file or folder it was read from (``""`` for arrays).
+    split : str
+        ``train``, ``val``, ``test``, ``all``, or ``fold<i>-train`` / ``fold<i>-val``.
+    class_names : tuple of str
+        One name per class (default ``"0"``, ``"1"``, ...).
+    """
+
+    images: NDArray[np.uint8]
+    labels: NDArray[np.int64]
+    name: str
+    n_classes: int
+    source: str = ""
+    split: str = "all"
+    class_names: tuple[str, ...] = ()
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        where = self.source or self.name
+        images = as_nhwc(self.images, name=f"{where}: images")
+        labels = np.asarray(self.labels)
+        if labels.dtype != np.int64:
+            labels = labels.astype(np.int64)
+        if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"{where}: labels have shape {labels.shape} for {images.shape[0]} images; "
+                "expected (N,) or (N, L)"
+            )
+        n_classes = int(self.n_classes)
+        if labels.ndim == 2:
+            if labels.shape[1] != n_classes or (labels.size and not np.isin(labels, (0, 1)).all()):
+                raise ValueError(f"{where}: multi-label labels must be 0/1 with {n_classes} columns")
+        elif labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{where}: labels must lie in 0..{n_classes - 1}; got "
+                             f"{labels.min()}..{labels.max()}")
+        names = tuple(str(c) for c in self.class_names) or tuple(str(i) for i in range(n_classes))
+        if len(names) != n_classes:
+            raise ValueError(f"{where}: {len(names)} class names for {n_classes} classes")
+        # Read-only arrays: a frozen dataclass should not change under its hash. Writable input
+        # (the caller may still hold it) is copied; the loaders hand over read-only arrays of
+        # their own, which are kept as they are (no second copy of a large image set).
+        images = _frozen(images, np.uint8)
+        labels = _frozen(labels, np.int64)
+        images.setflags(write=False)
+        labels.setflags(write=False)
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "n_classes", n_classes)
+        object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "sha256", content_sha256(images, labels))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"TargetData(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"image={self.images.shape[1:]}, n_classes={self.n_classes}, task={self.task!r}, "
+                f"sha256={self.sha256[:12]}...)")
+
+    @property
+    def task(self) -> str:
+        """``"binary"``, ``"multi-class"`` or ``"multi-label"``."""
+        if self.labels.ndim == 2:
+            return "multi-label"
+        return "binary" if self.n_classes == 2 else "multi-class"
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def class_counts(self) -> NDArray[np.int64]:
+        """Images per class (positives per label for a multi-label target)."""
+        if self.labels.ndim == 2:
+            return self.labels.sum(axis=0)
+        return np.bincount(self.labels, minlength=self.n_classes)
+
+    def subset(self, indices: ArrayLike, split: str | None = None) -> "TargetData":
+        """The images at ``indices`` (in that order), with the same coding and name."""
+        idx = np.asarray(indices, dtype=np.int64)
+        images, labels = self.images[idx], self.labels[idx]  # fresh arrays: no second copy
+        images.setflags(write=False)
+        labels.setflags(write=False)
+        return TargetData(images, labels, self.name, self.n_classes, self.source,
+                          self.split if split is None else split, self.class_names)
+
+
+def _frozen(a: NDArray, dtype: type) -> NDArray:
+    if a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> str:
+    """sha256 of the image and label bytes (with their shapes), independent of file paths."""
+    h = hashlib.sha256(b"gradnca-onnx target v1\0")
+    header = {"images": list(images.shape), "labels": list(labels.shape)}
+    h.update(json.dumps(header, sort_keys=True).encode())
+    # Buffers, not .tobytes(): no temporary copy of a large image set.
+    h.update(np.ascontiguousarray(images, dtype=np.uint8).data)
+    h.update(np.ascontiguousarray(labels, dtype="<i8").data)
+    return h.hexdigest()
+
+
+def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
+                        min_classes: int = 2) -> NDArray[np.int64]:
+    """Validate stored labels: integers (or integral floats), shape (N,), (N, 1) or (N, L) 0/1.
+
+    Returns int64 (N,) (single-label) or (N, L) (multi-label). Raises a one-line ``ValueError``
+    naming ``where`` for non-integer labels, a length mismatch, negative codes, or fewer than
+    ``min_classes`` distinct classes.
+    """
+    y = np.asarray(labels)
+    if y.dtype.kind not in "uibf":
+        raise ValueError(f"{where}: labels must be integers; got dtype {y.dtype}")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            flat = y.reshape(-1)
+            bad = flat[np.flatnonzero(flat != np.round(flat))[:1]].tolist() or ["NaN"]
+            raise ValueError(f"{where}: labels must be integers; got non-integer values "
+                             f"(e.g. {bad[0]})")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
+        raise ValueError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
+                         "images; expected (N,), (N, 1) or (N, L)")
+    y = y.astype(np.int64)
+    if y.ndim == 2:
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"{where}: multi-label labels (N, {y.shape[1]}) must be 0/1 indicators")
+        return y
+    if y.size and y.min() < 0:
+        raise ValueError(f"{where}: labels must be class codes 0..C-1; got {y.min()}")
+    present = np.unique(y)
+    if present.size < min_classes:
+        raise ValueError(
+            f"{where}: only {present.size} class ({present.tolist()}) in the labels; a target needs "
+            f"at least {min_classes} classes to rank models or fine-tune"
+        )
+    return y
+
+
+def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
+                class_names: Sequence[str] | None = None, split: str = "all") -> TargetData:
+    """A :class:`TargetData` from arrays passed from Python.
+
+    Parameters
+    ----------
+    images : array-like, uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3)
+    labels : array-like (N,) or (N, 1)
+        Any class values (integers or strings); they are coded 0..C-1 in sorted order of the
+        distinct values (like scikit-learn's ``LabelEncoder``), and the values become the class
+        names. (N, L) 0/1 arrays are taken as multi-label.
+    name : str
+        Dataset name.
+    class_names : sequence of str, optional
+        Names of the codes 0..C-1 when ``labels`` are already codes; then C = len(class_names).
+    split : str
+
+    Returns
+    -------
+    TargetData
+    """
+    x = as_nhwc(images)
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] > 1:
+        codes = check_target_labels(y, x.shape[0], where=name)
+        return TargetData(x, codes, name, codes.shape[1], "", split,
+                          tuple(class_names) if class_names else ())
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{name}: labels have shape {np.asarray(labels).shape} for {x.shape[0]} "
+                         "images; expected (N,) or (N, 1)")
+    if class_names is not None:
+        codes = check_target_labels(y, x.shape[0], where=name)
+        if codes.max() >= len(class_names):
+            raise ValueError(f"{name}: label {codes.max()} has no name among {len(class_names)} "
+                             "class names")
+        return TargetData(x, codes, name, len(class_names), "", split, tuple(class_names))
+    if y.dtype.kind in "uibf":
+        check_target_labels(y, x.shape[0], where=name, min_classes=1)
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"{name}: only {classes.size} class ({classes.tolist()}) in the labels; "
+                         "a target needs at least 2 classes to rank models or fine-tune")
+    names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
+    return TargetData(x, codes.reshape(-1), name, classes.size, "", split, names)
+
+
+def parse_split(split: str | None, fold: int | None) -> tuple[str | None, int | None]:
+    """Normalise ``(split, fold)``: ``"fold3"`` (or ``"fold3-train"``) means ``("train", 3)``,
+    ``"fold3-val"`` means ``("val", 3)``."""
+    if split is not None:
+        m = _FOLD_SPLIT.match(split)
+        if m:
+            if fold is not None and fold != int(m.group(1)):
+                raise ValueError(f"split {split!r} and fold={fold} disagree; give one of them")
+            return m.group(2) or "train", int(m.group(1))
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)} or 'fold1'..'fold5'")
+    if fold is not None and (not isinstance(fold, (int, np.integer)) or fold < 1):
+        raise ValueError(f"fold must be a positive integer (1 = the paper's fold); got {fold!r}")
+    return split, fold
+
+
+def load_target(path: PathLike, split: str | None = None, *, fold: int | None = None,
+                name: str | None = None, dedupe: bool = False, size: int | None = None,
+                filter: str = "bilinear", n_folds: int = 5, stratified: bool = False) -> TargetData:
+    """Load one split of a target dataset from a file or folder.
+
+    Parameters
+    ----------
+    path : str or path-like
+        * an official MedMNIST npz (any size variant ``<flag>[_64|_128|_224].npz``);
+        * a paper fold npz (keys ``train_imgs_fold<i>``, ``train_labels_fold<i>``,
+          ``val_imgs_fold<i>``, ``val_labels_fold<i>``);
+        * a folder with one sub-folder of images per class (sorted names = class codes), or
+          with ``train``/``val``/``test`` sub-folders of that layout.
+    split : {"train", "val", "test", "all", "fold1", ..., "fold5"}, optional
+        Default: ``train`` for npz files, ``all`` for a class folder. ``"fold<i>"`` is short for
+        ``split="train", fold=i`` and ``"fold<i>-val"`` for ``split="val", fold=i`` (the
+        ``split`` names that fold subsets carry).
+    fold : int, optional
+        Take the train or val subset of paper fold ``fold`` (1 = the one the paper scores and
+        fine-tunes on). From an official MedMNIST npz the folds are drawn on the fly with the
+        paper's rule (:func:`~gradnca_onnx.data.folds.make_paper_folds`); the test split is
+        always the full official test set. A fold file has no test split. For a fold file
+        ``fold`` defaults to 1.
+    name : str, optional
+        Dataset name (default: the MedMNIST flag from the file name, or the folder name).
+    dedupe : bool
+        Folders only: drop byte-identical duplicate files (keep the first in sorted order).
+    size : int, optional
+        Folders only: resize every image to ``size`` x ``size`` while loading (needed when the
+        images differ in size; saves memory for large ones).
+    filter : str
+        Pillow filter for ``size`` (default ``bilinear``).
+    n_folds, stratified : int, bool
+        Passed to :func:`~gradnca_onnx.data.folds.make_paper_folds` when folds are drawn from
+        an official npz.
+
+    Returns
+    -------
+    TargetData
+    """
+    from . import folders, medmnist
+
+    split, fold = parse_split(split, fold)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"target {str(p)!r} does not exist; give a MedMNIST npz, a fold npz "
+                                "or a folder of class sub-folders")
+    if p.is_dir():
+        if fold is not None:
+            raise ValueError(f"{p}: folds exist for npz files only; load the folder and use "
+                             "make_paper_folds on its labels")
+        return folders.load_image_folder(p, split="all" if split is None else split, name=name,
+                                         dedupe=dedupe, size=size, filter=filter)
+    if dedupe or size is not None:
+        raise ValueError(f"{p}: dedupe and size apply to image folders only; resize npz images "
+                         "with gradnca_onnx.data.resize")
+    return medmnist.load_npz_target(p, "train" if split is None else split, fold=fold, name=name,
+                                    n_folds=n_folds, stratified=stratified)
+
+
+def split_target(data: TargetData, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                 seed: int = 42) -> tuple[TargetData, TargetData, TargetData]:
+    """Stratified random train/val/test split of a target without official splits (a folder).
+
+    Each class is shuffled with ``numpy.random.default_rng(seed)`` and cut by the fractions
+    (at least one image of each class in each part where the class has three or more), so the
+    split is the same on every machine. Not for multi-label targets.
+    """
+    if data.labels.ndim != 1:
+        raise ValueError(f"{data.name}: split_target needs single-label data")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+    rng = np.random.default_rng(seed)
+    parts: list[list[NDArray[np.int64]]] = [[], [], []]
+    for c in range(data.n_classes):
+        idx = rng.permutation(np.flatnonzero(data.labels == c))
+        n = idx.size
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        if n >= 3:
+            n_test, n_val = max(n_test, 1), max(n_val, 1)
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test:n_test + n_val])
+        parts[0].append(idx[n_test + n_val:])
+    out = []
+    for name, chunks in zip(("train", "val", "test"), parts):
+        idx = np.sort(np.concatenate(chunks))
+        out.append(data.subset(idx, split=name))
+    return out[0], out[1], out[2]

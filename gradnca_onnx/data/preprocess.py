@@ -1,0 +1,206 @@
+"""From uint8 images to a model's input: channels, size, scaling and normalisation (REFERENCE 1).
+
+Everything here takes plain arguments (mean, std, size, channels, resize filter) so that the
+engine can pass what a model's manifest says and the fine-tuning code what its source needs.
+NumPy and Pillow only.
+
+The order is the paper's: grey -> RGB by channel replication (PIL ``convert("RGB")``), resize
+(only when the image size differs from the model's input size), ``/ 255`` to [0, 1], channels
+first, then ``(x - mean) / std`` per channel, all in float32 like torchvision's ``ToTensor`` +
+``Normalize`` (the result is bit-identical to them).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from PIL import Image
+
+#: ImageNet statistics, for ImageNet-pretrained models.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: The paper's normalisation for every source that is not ImageNet-pretrained.
+HALF_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+HALF_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+#: Pillow resampling filters by name. ``bilinear`` is the default: it is what torchvision's
+#: ``Resize`` uses on PIL images, and the MedMNIST+ size variants were made with it too.
+RESIZE_FILTERS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+DEFAULT_FILTER = "bilinear"
+
+Size = Union[int, Sequence[int]]
+
+
+def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the paper: ``"imagenet"`` for ImageNet-pretrained sources, ``"half"``
+    (0.5 / 0.5) for every other source."""
+    if kind == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if kind == "half":
+        return HALF_MEAN, HALF_STD
+    raise ValueError(f"unknown normalisation {kind!r}; use 'imagenet' or 'half'")
+
+
+def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
+    """Return ``images`` as uint8 ``(N, H, W, C)`` with C = 1 or 3.
+
+    ``(N, H, W)`` grey stacks get a channel axis. Integer arrays within 0..255 are cast; float
+    arrays are refused (their scale is ambiguous).
+    """
+    x = np.asarray(images)
+    if x.dtype.kind not in "uib":
+        raise ValueError(
+            f"{name} must be uint8 pixel values 0..255; got dtype {x.dtype} "
+            "(convert float images with (x * 255).round().astype(np.uint8))"
+        )
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3) (channels last); got "
+            f"{x.shape}" + ("; 3-D volumes are not supported" if x.ndim == 4 else "")
+        )
+    if x.dtype != np.uint8:
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError(f"{name} has values outside 0..255 (min {x.min()}, max {x.max()})")
+        x = x.astype(np.uint8)
+    return x
+
+
+def to_rgb(images: ArrayLike) -> NDArray[np.uint8]:
+    """Grey ``(N, H, W[, 1])`` -> ``(N, H, W, 3)`` by replicating the channel (PIL
+    ``convert("RGB")`` on an ``L`` image); RGB input is returned unchanged."""
+    x = as_nhwc(images)
+    if x.shape[-1] == 3:
+        return x
+    return np.repeat(x, 3, axis=-1)
+
+
+def to_grey(images: ArrayLike) -> NDArray[np.uint8]:
+    """RGB ``(N, H, W, 3)`` -> ``(N, H, W, 1)`` with PIL's ``convert("L")`` (ITU-R 601-2 luma,
+    in Pillow's fixed-point arithmetic, so the result equals Pillow's); grey input unchanged."""
+    x = as_nhwc(images)
+    if x.shape[-1] == 1:
+        return x
+    # Pillow: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16 (libImaging/Convert.c).
+    rgb = x.astype(np.uint32)
+    grey = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return grey.astype(np.uint8)[..., None]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        parts = tuple(int(s) for s in size)
+        if len(parts) != 2:
+            raise ValueError(f"size must be an int or (height, width); got {size!r}")
+        h, w = parts
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive; got {size!r}")
+    return h, w
+
+
+def _filter(name: str) -> Image.Resampling:
+    try:
+        return RESIZE_FILTERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown resize filter {name!r}; use one of {sorted(RESIZE_FILTERS)}"
+        ) from None
+
+
+def resize(images: ArrayLike, size: Size, *, filter: str = DEFAULT_FILTER) -> NDArray[np.uint8]:
+    """Resize every image with Pillow's ``Image.resize`` and the named filter.
+
+    Parameters
+    ----------
+    images : array-like, uint8 (N, H, W[, C])
+    size : int or (height, width)
+        Target size; an int means square.
+    filter : str
+        One of :data:`RESIZE_FILTERS` (default ``"bilinear"``, with Pillow's antialiasing when
+        downscaling, like torchvision's ``Resize`` on PIL images).
+
+    Returns
+    -------
+    ndarray, uint8 (N, height, width, C)
+        The input itself (not a copy) when it already has that size.
+    """
+    x = as_nhwc(images)
+    h, w = _hw(size)
+    resample = _filter(filter)
+    if x.shape[1:3] == (h, w):
+        return x
+    out = np.empty((x.shape[0], h, w, x.shape[3]), dtype=np.uint8)
+    for i, img in enumerate(x):
+        # Pillow resizes an L or RGB image; the channel axis is dropped for L and restored.
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        res = np.asarray(pil.resize((w, h), resample))
+        out[i] = res.reshape(h, w, -1)
+    return out
+
+
+def normalize(images: ArrayLike, mean: Sequence[float], std: Sequence[float]) -> NDArray[np.float32]:
+    """uint8 ``(N, H, W, C)`` -> float32 ``(N, C, H, W)``: ``(x / 255 - mean) / std`` per channel.
+
+    Computed in float32 in torchvision's order (``ToTensor`` then ``Normalize``), so the result is
+    bit-identical to theirs.
+    """
+    x = as_nhwc(images)
+    c = x.shape[-1]
+    m = np.asarray(mean, dtype=np.float32).reshape(-1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1)
+    if m.shape != (c,) or s.shape != (c,):
+        raise ValueError(f"mean and std need {c} value(s) for {c}-channel images; got {mean!r}, {std!r}")
+    if not np.all(s > 0):
+        raise ValueError(f"std must be positive; got {std!r}")
+    out = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+    out /= np.float32(255.0)
+    out -= m[None, :, None, None]
+    out /= s[None, :, None, None]
+    return out
+
+
+def preprocess(images: ArrayLike, *, mean: Sequence[float], std: Sequence[float],
+               size: Size | None = None, channels: int = 3,
+               filter: str = DEFAULT_FILTER) -> NDArray[np.float32]:
+    """The whole input pipeline: channels, resize, scale, normalise.
+
+    Parameters
+    ----------
+    images : array-like, uint8 (N, H, W[, C])
+    mean, std : sequence of float
+        Per-channel statistics (``channels`` values each), e.g. from the model's manifest or
+        :func:`normalization`.
+    size : int or (height, width), optional
+        The model's input size. Images of another size are resized with ``filter``; ``None``
+        keeps the size (the paper scores the 224 px files without resizing).
+    channels : {1, 3}
+        Input channels of the model: grey images are replicated to RGB for 3, RGB images are
+        converted to luma for 1.
+    filter : str
+        Pillow resize filter name (default ``"bilinear"``).
+
+    Returns
+    -------
+    ndarray, float32 (N, channels, height, width)
+    """
+    if channels == 3:
+        x = to_rgb(images)
+    elif channels == 1:
+        x = to_grey(images)
+    else:
+        raise ValueError(f"channels must be 1 or 3; got {channels!r}")
+    if size is not None:
+        x = resize(x, size, filter=filter)
+    return normalize(x, mean, std)
