@@ -15,6 +15,7 @@ namespace {
 
 using F64 = py::array_t<double, py::array::c_style>;
 using I64 = py::array_t<std::int64_t, py::array::c_style>;
+using F32 = py::array_t<float, py::array::c_style>;
 
 void require(bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument(msg);
@@ -89,6 +90,65 @@ PYBIND11_MODULE(_core, m) {
             return colsum;
         },
         py::arg("w").noconvert(), py::arg("n_threads") = 1, "In place W -> W + W^T, diagonal -colsum(W); returns colsum.");
+
+    m.def(
+        "nca_shifted_logits_f32",
+        [](F64 gram, F32 out, F64 sq, std::int64_t row0, std::int64_t block) {
+            require(gram.ndim() == 2 && out.ndim() == 2 && out.shape(0) == gram.shape(0) &&
+                        out.shape(1) == gram.shape(1), "gram and out must be (rows x n)");
+            const auto rows = gram.shape(0), n = gram.shape(1);
+            require(sq.ndim() == 1 && sq.shape(0) == n, "sq must have length n");
+            require(row0 >= 0 && row0 + rows <= n, "row block out of range");
+            require(block >= 1, "block must be positive");
+            const double* g = gram.data();
+            float* o = out.mutable_data();
+            const double* s = sq.data();
+            py::gil_scoped_release release;
+            gradnca::nca_shifted_logits_f32(g, o, rows, n, s, row0, block);
+        },
+        py::arg("gram").noconvert(), py::arg("out").noconvert(), py::arg("sq").noconvert(),
+        py::arg("row0"), py::arg("block"));
+
+    m.def(
+        "nca_weights_f32",
+        [](F32 expw, I64 labels, std::int64_t row0, F32 p_out) {
+            require(expw.ndim() == 2, "expw must be 2-D");
+            const auto rows = expw.shape(0), n = expw.shape(1);
+            require(labels.ndim() == 1 && labels.shape(0) == n, "labels must have length n");
+            require(p_out.ndim() == 1 && p_out.shape(0) == rows, "p_out must have length rows");
+            require(row0 >= 0 && row0 + rows <= n, "row block out of range");
+            float* w = expw.mutable_data();
+            float* p = p_out.mutable_data();
+            const std::int64_t* y = labels.data();
+            py::gil_scoped_release release;
+            gradnca::nca_weights_f32(w, rows, n, y, row0, p);
+        },
+        py::arg("expw").noconvert(), py::arg("labels").noconvert(), py::arg("row0"),
+        py::arg("p_out").noconvert());
+
+    m.def(
+        "nca_symmetrize_f32",
+        [](F32 w, int n_threads) {
+            require(w.ndim() == 2 && w.shape(0) == w.shape(1), "w must be square");
+            const auto n = w.shape(0);
+            F32 colsum(n);
+            float* wp = w.mutable_data();
+            float* c = colsum.mutable_data();
+            {
+                py::gil_scoped_release release;
+                gradnca::nca_symmetrize_f32(wp, n, c, std::max(1, n_threads));
+            }
+            return colsum;
+        },
+        py::arg("w").noconvert(), py::arg("n_threads") = 1);
+
+    m.def(
+        "pairwise_sum_f32",
+        [](F32 x) {
+            require(x.ndim() == 1, "x must be 1-D");
+            return gradnca::pairwise_sum_f32(x.data(), x.shape(0));
+        },
+        py::arg("x").noconvert(), "np.sum of a contiguous float32 vector, bit for bit.");
 
     m.def(
         "pairwise_sum",

@@ -26,6 +26,16 @@ void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, 
 // Square W (n x n) -> W + W^T with diagonal -colsum(W); colsum (n) is written.
 void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads);
 
+// The float32 path scikit-learn takes when the features are float32 (scipy then hands the
+// objective a float32 iterate, so every array of the objective is float32 except the upcast
+// distance chunks). `block` is euclidean_distances' upcast chunk size.
+float pairwise_sum_f32(const float* x, std::int64_t n);
+void nca_shifted_logits_f32(const double* gram, float* out, std::int64_t rows, std::int64_t n,
+                            const double* sq, std::int64_t row0, std::int64_t block);
+void nca_weights_f32(float* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
+                     std::int64_t row0, float* p_out);
+void nca_symmetrize_f32(float* w, std::int64_t n, float* colsum, int n_threads);
+
 // Uniform-weight k-NN class probabilities of a block of queries against n reference points,
 // exactly as scikit-learn's brute-force Euclidean kneighbors (heap order and ties included).
 //   gram  : (rows x n) block of Q X^T, sq : (n) squared norms of the reference rows

@@ -19,27 +19,28 @@ namespace {
 
 // NumPy's pairwise summation (DOUBLE_pairwise_sum): what np.sum(..., axis=-1) computes on a
 // contiguous row. `at(i)` yields element i.
-template <class Get>
-double numpy_pairwise_sum(const Get& at, std::int64_t lo, std::int64_t n) {
+template <class T, class Get>
+T numpy_pairwise_sum(const Get& at, std::int64_t lo, std::int64_t n) {
+    // NumPy accumulates in the array's own type (float32 sums in float32).
     if (n < 8) {
-        double res = 0.0;
+        T res = 0;
         for (std::int64_t i = 0; i < n; ++i) res += at(lo + i);
         return res;
     }
     if (n <= 128) {
-        double r[8];
+        T r[8];
         for (int j = 0; j < 8; ++j) r[j] = at(lo + j);
         std::int64_t i = 8;
         for (; i < n - (n % 8); i += 8) {
             for (int j = 0; j < 8; ++j) r[j] += at(lo + i + j);
         }
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        T res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         for (; i < n; ++i) res += at(lo + i);
         return res;
     }
     std::int64_t n2 = n / 2;
     n2 -= n2 % 8;
-    return numpy_pairwise_sum(at, lo, n2) + numpy_pairwise_sum(at, lo + n2, n - n2);
+    return numpy_pairwise_sum<T>(at, lo, n2) + numpy_pairwise_sum<T>(at, lo + n2, n - n2);
 }
 
 }  // namespace
@@ -53,7 +54,36 @@ double numpy_pairwise_sum(const Get& at, std::int64_t lo, std::int64_t n) {
 #endif
 
 double pairwise_sum(const double* x, std::int64_t n) {
-    return numpy_pairwise_sum([x](std::int64_t i) { return x[i]; }, 0, n);
+    return numpy_pairwise_sum<double>([x](std::int64_t i) { return x[i]; }, 0, n);
+}
+
+float pairwise_sum_f32(const float* x, std::int64_t n) {
+    return numpy_pairwise_sum<float>([x](std::int64_t i) { return x[i]; }, 0, n);
+}
+
+GRADNCA_CLONES void nca_shifted_logits_f32(const double* gram, float* out, std::int64_t rows,
+                                           std::int64_t n, const double* sq, std::int64_t row0,
+                                           std::int64_t block) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+        const double* g = gram + r * n;
+        float* w = out + r * n;
+        const std::int64_t i = row0 + r;
+        const std::int64_t bi = i / block;
+        // scikit-learn's float32 euclidean_distances: float64 chunks of `block` rows, each
+        // (-2 g + |x_row|^2) + |x_col|^2 then cast to float32; blocks below the diagonal are
+        // copied (transposed) from above it, so there the two norms are added the other way.
+        float m = -std::numeric_limits<float>::infinity();
+        for (std::int64_t j = 0; j < n; ++j) {
+            const double d64 = (j / block < bi) ? (-2.0 * g[j] + sq[j]) + sq[i]
+                                                : (-2.0 * g[j] + sq[i]) + sq[j];
+            float d = static_cast<float>(d64);
+            d = d > 0.0f ? d : 0.0f;
+            const float logit = (j == i) ? -std::numeric_limits<float>::infinity() : -d;
+            w[j] = logit;
+            m = logit > m ? logit : m;
+        }
+        for (std::int64_t j = 0; j < n; ++j) w[j] -= m;
+    }
 }
 
 GRADNCA_CLONES void nca_shifted_logits(double* gram, std::int64_t rows, std::int64_t n, const double* sq,
@@ -76,25 +106,37 @@ GRADNCA_CLONES void nca_shifted_logits(double* gram, std::int64_t rows, std::int
     }
 }
 
-GRADNCA_CLONES void nca_weights(double* expw, std::int64_t rows, std::int64_t n, const std::int64_t* labels,
-                 std::int64_t row0, double* p_out) {
+template <class T>
+static void nca_weights_impl(T* expw, std::int64_t rows, std::int64_t n,
+                             const std::int64_t* labels, std::int64_t row0, T* p_out) {
     for (std::int64_t r = 0; r < rows; ++r) {
-        double* w = expw + r * n;
+        T* w = expw + r * n;
         const std::int64_t yi = labels[row0 + r];
-        const double s = numpy_pairwise_sum([w](std::int64_t j) { return w[j]; }, 0, n);
+        const T s = numpy_pairwise_sum<T>([w](std::int64_t j) { return w[j]; }, 0, n);
         for (std::int64_t j = 0; j < n; ++j) w[j] /= s;
-        const double p = numpy_pairwise_sum(
-            [w, labels, yi](std::int64_t j) { return labels[j] == yi ? w[j] : 0.0; }, 0, n);
+        const T p = numpy_pairwise_sum<T>(
+            [w, labels, yi](std::int64_t j) { return labels[j] == yi ? w[j] : T(0); }, 0, n);
         for (std::int64_t j = 0; j < n; ++j) {
-            const double pij = w[j];
-            w[j] = (labels[j] == yi ? pij : 0.0) - pij * p;
+            const T pij = w[j];
+            w[j] = (labels[j] == yi ? pij : T(0)) - pij * p;
         }
         p_out[r] = p;
     }
 }
 
-void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum,
-                            int n_threads) {
+GRADNCA_CLONES void nca_weights(double* expw, std::int64_t rows, std::int64_t n,
+                                const std::int64_t* labels, std::int64_t row0, double* p_out) {
+    nca_weights_impl<double>(expw, rows, n, labels, row0, p_out);
+}
+
+GRADNCA_CLONES void nca_weights_f32(float* expw, std::int64_t rows, std::int64_t n,
+                                    const std::int64_t* labels, std::int64_t row0, float* p_out) {
+    nca_weights_impl<float>(expw, rows, n, labels, row0, p_out);
+}
+
+template <class T>
+static void column_sums_impl(const T* w, std::int64_t rows, std::int64_t n, T* colsum,
+                             int n_threads) {
     // np.sum(axis=0) on a C-ordered array adds whole rows in order; threads split the columns.
 #pragma omp parallel num_threads(n_threads)
     {
@@ -107,24 +149,30 @@ void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, 
         const std::int64_t lo = std::min<std::int64_t>(n, chunk * t);
         const std::int64_t hi = std::min<std::int64_t>(n, lo + chunk);
         for (std::int64_t r = 0; r < rows; ++r) {
-            const double* row = w + r * n;
+            const T* row = w + r * n;
             for (std::int64_t j = lo; j < hi; ++j) colsum[j] += row[j];
         }
     }
 }
 
-void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads) {
-    std::fill(colsum, colsum + n, 0.0);
-    column_sums_sequential(w, n, n, colsum, n_threads);
+void column_sums_sequential(const double* w, std::int64_t rows, std::int64_t n, double* colsum,
+                            int n_threads) {
+    column_sums_impl<double>(w, rows, n, colsum, n_threads);
+}
+
+template <class T>
+static void symmetrize_impl(T* w, std::int64_t n, T* colsum, int n_threads) {
+    std::fill(colsum, colsum + n, T(0));
+    column_sums_impl<T>(w, n, n, colsum, n_threads);
     // W + W^T in place, tile by tile so both tiles stay in cache.
-    constexpr std::int64_t T = 64;
+    constexpr std::int64_t TILE = 64;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
-    for (std::int64_t bi = 0; bi < n; bi += T) {
-        for (std::int64_t bj = bi; bj < n; bj += T) {
-            const std::int64_t ie = std::min(bi + T, n), je = std::min(bj + T, n);
+    for (std::int64_t bi = 0; bi < n; bi += TILE) {
+        for (std::int64_t bj = bi; bj < n; bj += TILE) {
+            const std::int64_t ie = std::min(bi + TILE, n), je = std::min(bj + TILE, n);
             for (std::int64_t i = bi; i < ie; ++i) {
                 for (std::int64_t j = (bi == bj ? i + 1 : bj); j < je; ++j) {
-                    const double s = w[i * n + j] + w[j * n + i];
+                    const T s = w[i * n + j] + w[j * n + i];
                     w[i * n + j] = s;
                     w[j * n + i] = s;
                 }
@@ -132,6 +180,14 @@ void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads) {
         }
     }
     for (std::int64_t i = 0; i < n; ++i) w[i * n + i] = -colsum[i];
+}
+
+void nca_symmetrize(double* w, std::int64_t n, double* colsum, int n_threads) {
+    symmetrize_impl<double>(w, n, colsum, n_threads);
+}
+
+void nca_symmetrize_f32(float* w, std::int64_t n, float* colsum, int n_threads) {
+    symmetrize_impl<float>(w, n, colsum, n_threads);
 }
 
 }  // namespace gradnca

@@ -22,12 +22,16 @@ def sklearn_loss_grad(A: np.ndarray, X: np.ndarray, y: np.ndarray):
     return -loss, -grad.reshape(A.shape)
 
 
-@pytest.mark.parametrize("n,d,D,c", [(300, 10, 64, 3), (1100, 50, 512, 11), (200, 50, 64, 2)])
-def test_nca_objective_bit_identical_to_sklearn(n: int, d: int, D: int, c: int) -> None:
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n,d,D,c", [(300, 10, 64, 3), (1100, 50, 512, 11), (200, 50, 64, 2),
+                                     (333, 50, 129, 4), (2500, 50, 64, 2)])
+def test_nca_objective_bit_identical_to_sklearn(n: int, d: int, D: int, c: int, dtype) -> None:
+    # float32 features: scikit-learn's float32 path (float32 map, float64 distance chunks;
+    # n=2500 spans several chunks).
     rng = np.random.default_rng(n)
-    X = rng.normal(size=(n, D))
+    X = rng.normal(size=(n, D)).astype(dtype)
     y = rng.integers(0, c, n)
-    A = rng.normal(size=(d, D)) * 0.1
+    A = (rng.normal(size=(d, D)) * 0.1).astype(dtype)
     with threadpool_limits(limits=1):
         ref_loss, ref_grad = sklearn_loss_grad(A, X, y)
         loss, grad = nca_loss_grad(A, X, y.astype(np.int64), products=Products(2))
@@ -109,3 +113,20 @@ def test_knn_rejects_bad_k() -> None:
     E = np.zeros((4, 2))
     with pytest.raises(ValueError, match="n_neighbors"):
         knn_class_proba(E, np.array([0, 1, 0, 1]), n_neighbors=5)
+
+
+@pytest.mark.parametrize("n", [9, 37, 129, 333, 1100])
+@pytest.mark.parametrize("D", [7, 64, 513])
+def test_split_dgemm_is_bit_identical_to_one_call(n: int, D: int) -> None:
+    # The property the parallel products rely on (see core/_parallel.py).
+    rng = np.random.default_rng(n * D)
+    d = min(D, 50)
+    X, A, W = rng.normal(size=(n, D)), rng.normal(size=(d, D)), rng.normal(size=(n, n))
+    P = Products(2)
+    with threadpool_limits(limits=1, user_api="blas"):
+        E = X @ A.T
+        G = E.T.dot(W)
+        assert np.array_equal(P.matmul_rows(X, A.T), E)
+        assert np.array_equal(P.matmul_cols(E.T, W), G)
+        assert np.array_equal(P.matmul_cols(G, X), G.dot(X))
+        assert np.array_equal(P.matmul_rows(E, E.copy().T), E @ E.copy().T)

@@ -78,11 +78,9 @@ def reference_scores(models: dict, target) -> dict:
         body = model[:-1]
         with torch.no_grad():
             feats = body(x).numpy()
-        # The float64 path of scikit-learn (see label_prediction.py for why float64).
-        f64 = feats.astype(np.float64)
         with threadpool_limits(limits=1):
-            nca = NeighborhoodComponentsAnalysis(n_components=50, random_state=42).fit(f64, y)
-            e = nca.transform(f64)
+            nca = NeighborhoodComponentsAnalysis(n_components=50, random_state=42).fit(feats, y)
+            e = nca.transform(feats)
             p = KNeighborsClassifier(5).fit(e, y).predict_proba(e)
         lp = float(p[np.arange(len(y)), y].mean())
         w1, w2 = body[0].weight, body[3].weight
@@ -97,7 +95,7 @@ def reference_scores(models: dict, target) -> dict:
         rng = np.random.default_rng(0)
         spread = 0.0
         for _ in range(3):
-            noisy = f64 * (1 + 2e-7 * rng.standard_normal(feats.shape))
+            noisy = (feats * (1 + 2e-7 * rng.standard_normal(feats.shape))).astype(np.float32)
             with threadpool_limits(limits=1):
                 nca = NeighborhoodComponentsAnalysis(n_components=50, random_state=42).fit(noisy, y)
                 e = nca.transform(noisy)

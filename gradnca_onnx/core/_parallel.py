@@ -6,6 +6,10 @@ runs single-threaded and the parallelism comes from splitting the *output* of ea
 row or column slabs computed concurrently: every output element is then formed by the same
 single-threaded kernel whatever the thread count, so results are identical on every machine and
 bit-identical to single-threaded BLAS.
+
+That last claim holds for OpenBLAS's dgemm on row or column slabs (tests/test_core_kernels.py
+checks it over a grid of odd and even shapes); it does not hold for sgemm, nor between a syrk
+and a row-split gemm, so callers keep those as single calls.
 """
 
 from __future__ import annotations

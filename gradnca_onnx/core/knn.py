@@ -66,6 +66,9 @@ def knn_class_proba(
         n_classes = int(labels.max()) + 1
     prod = products if products is not None else Products(1)
     sq = np.einsum("ij,ij->i", X, X)
+    # scikit-learn forms the keys with gemm on chunks; with Q the same buffer as X, NumPy would
+    # switch to syrk for a block holding every row, which rounds differently for some n.
+    X = X.copy() if Q is X else X
     out = np.empty((Q.shape[0], n_classes))
     for start in range(0, Q.shape[0], block_rows):
         stop = min(start + block_rows, Q.shape[0])

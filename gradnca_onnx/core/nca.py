@@ -10,6 +10,7 @@ for large n.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,8 @@ def nca_loss_grad(
     ----------
     transformation : ndarray of shape (n_components, n_features)
         The linear map A.
-    X : ndarray of shape (n_samples, n_features), float64, C-contiguous
+    X : ndarray of shape (n_samples, n_features), float64 or float32, C-contiguous
+        float32 (with n <= exact_max_samples) takes scikit-learn's float32 path.
     labels : ndarray of int64, shape (n_samples,)
         Class codes.
     products : Products, optional
@@ -61,6 +63,8 @@ def nca_loss_grad(
     grad : ndarray of shape (n_components, n_features)
     """
     prod = products if products is not None else Products(1)
+    if X.dtype == np.float32 and X.shape[0] <= exact_max_samples:
+        return _loss_grad_float32(np.asarray(transformation, dtype=np.float32), X, labels, prod)
     A = np.asarray(transformation, dtype=np.float64)
     E = prod.matmul_rows(X, A.T)
     n = E.shape[0]
@@ -79,7 +83,8 @@ def nca_loss_grad(
         prod.map_rows(slab, W.shape[0])
 
     if n <= exact_max_samples:
-        W = prod.matmul_rows(E, E.T)  # bit-identical to the syrk scikit-learn's distances use
+        # One syrk, as scikit-learn's distances: a row-split gemm differs from it for some n.
+        W = E @ E.T
         rowwise(W, 0)
         _core.nca_symmetrize(W)  # memory-bound; one thread is fastest
         grad = 2 * prod.matmul_cols(prod.matmul_cols(E.T, W), X)
@@ -97,6 +102,47 @@ def nca_loss_grad(
     ME -= colsum[:, None] * E
     grad = 2 * prod.matmul_cols(ME.T, X)
     return float(np.sum(p)), grad
+
+
+def upcast_block_size(n: int, d: int) -> int:
+    """Chunk size of scikit-learn's float32 ``euclidean_distances`` for an (n x d) array vs itself."""
+    maxmem = max(((n + n) * d + n * n) / 10, 10 * 2**17)
+    tmp = 2 * d
+    return max(int((-tmp + math.sqrt(tmp**2 + 4 * maxmem)) / 2), 1)
+
+
+def _loss_grad_float32(A: NDArray[np.float32], X: NDArray[np.float32], labels: NDArray[np.int64],
+                       prod: Products) -> tuple[np.float32, NDArray[np.float32]]:
+    """scikit-learn's objective on float32 features, bit for bit.
+
+    There, scipy hands the optimiser's iterate to the objective as float32 (the dtype of the
+    PCA initialisation), so the embedding, softmax, weights and gradient are all float32; only
+    the squared distances are formed in float64 chunks and cast back.
+    """
+    # float32 products are not split: OpenBLAS's sgemm rounds differently on different slab
+    # shapes, so only one call per product reproduces scikit-learn.
+    E = np.dot(X, A.T)
+    n = E.shape[0]
+    E64 = E.astype(np.float64)
+    sq = np.einsum("ij,ij->i", E64, E64)
+    # scikit-learn multiplies separate upcast copies (gemm); E64 @ E64.T would be a syrk.
+    G = prod.matmul_rows(E64, E64.copy().T)
+    W = np.empty((n, n), dtype=np.float32)
+    p = np.empty(n, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    block = upcast_block_size(n, E.shape[1])
+
+    def slab(sl: slice) -> None:
+        w = W[sl]
+        _core.nca_shifted_logits_f32(G[sl], w, sq, sl.start, block)
+        np.exp(w, out=w)
+        _core.nca_weights_f32(w, labels, sl.start, p[sl])
+
+    prod.map_rows(slab, n)
+    del G
+    _core.nca_symmetrize_f32(W)
+    grad = 2 * E.T.dot(W).dot(X)
+    return np.sum(p), grad
 
 
 def _initial_map(X: NDArray, labels: NDArray[np.int64], n_components: int, init: str,
@@ -186,8 +232,12 @@ def fit_nca(
         )
     with single_threaded_blas(), Products(n_threads) as products:
         A0 = _initial_map(X, labels, n_components, init, random_state)
-        # scikit-learn promotes float32 X inside every product; promoting once is bit-identical.
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        # float32 X keeps scikit-learn's float32 path (see _loss_grad_float32); anything else
+        # is float64, where promoting once is bit-identical to promoting in every product.
+        if X.dtype != np.float32:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+        else:
+            X = np.ascontiguousarray(X)
         n_features = X.shape[1]
         evaluations = 0
         iterations = 0
@@ -199,7 +249,7 @@ def fit_nca(
                 flat.reshape(-1, n_features), X, labels, products=products,
                 exact_max_samples=exact_max_samples, block_rows=block_rows,
             )
-            return -loss, -grad.ravel()
+            return -loss, -grad.ravel()  # same dtypes as scikit-learn hands to scipy
 
         def count(_: NDArray[np.float64]) -> None:
             nonlocal iterations

@@ -31,8 +31,9 @@ def label_prediction_probabilities(
     Parameters
     ----------
     features : array-like of shape (n_samples, n_features)
-        Penultimate-layer features of the target images (promoted to float64: the result
-        equals scikit-learn's pipeline on ``features.astype(np.float64)``).
+        Penultimate-layer features of the target images. float32 features follow
+        scikit-learn's float32 path (as the paper's code, which fed it torch's float32 features);
+        other dtypes the float64 path.
     labels : array-like of shape (n_samples,) or (n_samples, 1)
         Target class labels, any values (remapped to 0..C-1).
     n_components : int, default=50
@@ -50,10 +51,7 @@ def label_prediction_probabilities(
     -------
     ndarray of shape (n_samples,)
     """
-    # float32 features are promoted: scikit-learn fitted on float32 runs its objective in float32
-    # (scipy hands the optimiser's float32 iterate to it), a different rounding path; this
-    # package's reference is the float64 path (REFERENCE section 3 on float64 features).
-    X = np.ascontiguousarray(check_features(features), dtype=np.float64)
+    X = check_features(features)  # float32 stays float32, as in scikit-learn
     y, _ = check_labels(labels, X.shape[0])
     n, d = X.shape
     if not isinstance(n_components, (int, np.integer)) or n_components < 1:
