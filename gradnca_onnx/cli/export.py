@@ -1,0 +1,175 @@
+"""``gradnca-onnx export`` (one model into a zoo) and ``gradnca-onnx zoo ls``.
+
+torch is imported only inside ``export``, so the rest of the CLI works without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import main
+from ._errors import fail, user_errors
+
+TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
+
+
+def _exporters() -> Any:
+    try:
+        from .. import exporters
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir"):
+            fail(f"exporting needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
+        raise
+    return exporters
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} {item!r} must look like KEY=VALUE "
+                             "(e.g. transform_input=true)")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw  # plain strings need no JSON quotes
+    return out
+
+
+def _layer_paths(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--layers {value!r} must name two conv modules: PATH1,PATH2")
+    return parts
+
+
+@main.command("export")
+@click.option("--arch", metavar="NAME", help="torchvision architecture (e.g. resnet18).")
+@click.option("--torchscript", "torchscript", metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A TorchScript model file (torch.jit.save) instead of --arch.")
+@click.option("--factory", metavar="MODULE:CALLABLE",
+              help="An importable function returning the nn.Module, instead of --arch.")
+@click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path),
+              help="Weights for --arch/--factory (state dict; random init without it).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow a checkpoint that pickles a whole model (runs code from the file).")
+@click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
+              help="Constructor argument for --arch/--factory (JSON value); repeatable.")
+@click.option("--input-size", type=click.IntRange(min=1), default=224, show_default=True,
+              help="Image height = width the graphs are traced at.")
+@click.option("--channels", type=click.IntRange(min=1), default=None,
+              help="Input channels [default: the model's first convolution].")
+@click.option("--norm", metavar="imagenet|half|MEAN,STD", default=None,
+              help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
+                   "else half].")
+@click.option("--layers", metavar="PATH1,PATH2", default=None,
+              help="The two conv layers of S_FU [default: paper table, else first two run].")
+@click.option("--head", metavar="PATH", default=None,
+              help="Module whose input is the feature vector [default: paper table, else the "
+                   "last Linear]; '' = the model's output.")
+@click.option("--name", metavar="NAME", default=None,
+              help="Model name in the zoo [default: architecture + checkpoint name].")
+@click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
+              help="What the source model was trained on (manifest metadata).")
+@click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of random initialisation (no checkpoint).")
+@click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
+@click.option("--out", "zoo_dir", required=True, metavar="ZOO_DIR",
+              type=click.Path(file_okay=True, path_type=Path), help="Zoo directory.")
+@user_errors
+def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
+               checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
+               input_size: int, channels: int | None, norm: str | None, layers: str | None,
+               head: str | None, name: str | None, pretrained_on: str, grads_batch: int,
+               seed: int, force: bool, zoo_dir: Path) -> None:
+    """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json)."""
+    given = [o for o, v in (("--arch", arch), ("--torchscript", torchscript),
+                            ("--factory", factory)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --arch, --torchscript or --factory"
+                         + (f" (got {' and '.join(given)})" if given else ""))
+    if torchscript is not None and (checkpoint is not None or arch_kwargs):
+        raise ValueError("a TorchScript file holds its own weights: drop --checkpoint/--arch-kwarg")
+    convs = _layer_paths(layers)
+    kwargs = _pairs(arch_kwargs, "--arch-kwarg")
+    ex = _exporters()
+    if arch is not None:
+        loaded = ex.load_torchvision(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
+                                     trust_pickle=trust_pickle, seed=seed)
+    elif factory is not None:
+        loaded = ex.load_factory(factory, checkpoint, factory_kwargs=kwargs, channels=channels,
+                                 trust_pickle=trust_pickle, seed=seed)
+    else:
+        loaded = ex.load_torchscript(torchscript)
+    out = ex.export_model(loaded, zoo_dir, name=name, input_size=input_size, channels=channels,
+                          norm=norm, pretrained_on=pretrained_on, head=head, convs=convs,
+                          grads_batch=grads_batch, force=force)
+    from ..zoo import read_manifest
+
+    m = read_manifest(out)
+    click.echo(f"exported {m.name} to {out}: D={m.feature_dim}, "
+               f"K={m.num_classes if m.num_classes is not None else '-'}, "
+               f"layers {m.layers.conv1} / {m.layers.conv2}, grads batch "
+               f"{m.batch_policy.grads_batch}")
+
+
+@main.group("zoo")
+def zoo_group() -> None:
+    """Inspect zoo directories of exported models."""
+
+
+@zoo_group.command("ls")
+@click.argument("zoo_dir", type=click.Path(path_type=Path))
+@click.option("--verify", is_flag=True, help="Recompute every file's sha256 (slow).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
+@user_errors
+def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
+    """List the models in ZOO_DIR with their manifests; broken ones are flagged."""
+    from ..zoo import list_zoo
+
+    entries = list_zoo(zoo_dir, verify=verify)
+    if as_json:
+        click.echo(json.dumps([e.manifest.to_dict() if e.manifest else
+                               {"path": str(e.path), "error": e.error} for e in entries],
+                              indent=2))
+    else:
+        rows = [("NAME", "ARCH", "PRETRAINED ON", "INPUT", "NORM", "D", "K", "CONV LAYERS",
+                 "GRAD B", "MB")]
+        for e in entries:
+            m = e.manifest
+            if m is None:
+                continue
+            i = m.input
+            rows.append((m.name, m.architecture, m.pretrained_on,
+                         f"{i.channels}x{i.height}x{i.width}", _norm_label(i.mean, i.std),
+                         str(m.feature_dim), str(m.num_classes or "-"),
+                         f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch),
+                         f"{sum(f.bytes for f in m.files.values()) / 1e6:.1f}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        for e in entries:
+            if e.manifest is None:
+                click.echo(f"BROKEN {e.path.name}: {e.error}")
+        if not entries:
+            click.echo(f"(no models in {zoo_dir})")
+    if any(not e.ok for e in entries):
+        raise SystemExit(1)
+
+
+def _norm_label(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    if mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225):
+        return "imagenet"
+    if set(mean) == {0.5} and set(std) == {0.5}:
+        return "half"
+    return f"{','.join(f'{v:g}' for v in mean)}/{','.join(f'{v:g}' for v in std)}"

@@ -1,0 +1,76 @@
+"""``gradnca-onnx import``: a plain ONNX image classifier into a zoo.
+
+torch is imported only when the command runs, so the rest of the CLI works without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import main
+from ._errors import fail, user_errors
+
+TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
+
+
+def _importers() -> Any:
+    try:
+        from .. import importers
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir"):
+            fail(f"importing ONNX models needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
+        raise
+    return importers
+
+
+def _two_nodes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--layers {value!r} must name two Conv nodes: CONV1,CONV2")
+    return parts
+
+
+@main.command("import")
+@click.argument("model", metavar="MODEL.onnx", type=click.Path(path_type=Path))
+@click.option("--name", metavar="NAME", required=True, help="Model name in the zoo.")
+@click.option("--out", "zoo_dir", required=True, metavar="ZOO_DIR",
+              type=click.Path(path_type=Path), help="Zoo directory.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Image height = width [default: the graph input's fixed size].")
+@click.option("--norm", metavar="imagenet|half|MEAN,STD", default=None,
+              help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
+                   "else half].")
+@click.option("--features-node", metavar="NODE", default=None,
+              help="Node (or tensor) whose output is the feature vector [default: the input of "
+                   "the last Gemm/MatMul].")
+@click.option("--layers", metavar="CONV1,CONV2", default=None,
+              help="The two Conv nodes of S_FU [default: the first two in topological order].")
+@click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
+              help="What the source model was trained on (manifest metadata).")
+@click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
+@click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
+@user_errors
+def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, norm: str | None,
+               features_node: str | None, layers: str | None, pretrained_on: str,
+               grads_batch: int, force: bool) -> None:
+    """Import an ONNX image classifier MODEL.onnx into ZOO_DIR/NAME."""
+    convs = _two_nodes(layers)
+    out = _importers().import_onnx(model, zoo_dir, name=name, input_size=input_size, norm=norm,
+                                   features_node=features_node, layers=convs,
+                                   pretrained_on=pretrained_on, grads_batch=grads_batch,
+                                   force=force)
+    from ..zoo import read_manifest
+
+    m = read_manifest(out)
+    nodes = m.source.options.get("onnx_nodes", {})
+    click.echo(f"imported {m.name} to {out}: D={m.feature_dim}, "
+               f"K={m.num_classes if m.num_classes is not None else '-'}, "
+               f"input {m.source.options.get('input_layout')} "
+               f"{m.input.channels}x{m.input.height}x{m.input.width}, "
+               f"conv nodes {nodes.get('conv1')} / {nodes.get('conv2')}")

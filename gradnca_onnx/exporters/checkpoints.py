@@ -1,0 +1,143 @@
+"""Reading checkpoints safely (``weights_only``) and unwrapping the usual state-dict layouts."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Keys under which training scripts commonly nest the state dict, tried in this order.
+NESTED_KEYS = ("state_dict", "net", "model", "model_state_dict", "module")
+#: Key prefixes added by wrappers: DataParallel/DDP and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """True for a file written by ``torch.jit.save`` (a zip with a ``code/`` folder)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.``/``_orig_mod.`` when every key carries it (possibly nested)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def unwrap_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    """The parameter/buffer dictionary inside a loaded checkpoint object.
+
+    Accepts a plain state dict, or one nested under ``state_dict``/``net``/``model``/
+    ``model_state_dict``/``module`` (other entries such as an epoch counter are ignored), with
+    ``module.`` or ``_orig_mod.`` prefixes.
+    """
+    if _is_state_dict(obj):
+        return strip_wrapper_prefixes(dict(obj))
+    if isinstance(obj, dict):
+        for key in NESTED_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return strip_wrapper_prefixes(dict(obj[key]))
+        keys = sorted(map(str, obj))[:8]
+        raise ValueError(
+            f"{where}: no state dict found (top-level keys {keys}); expected tensors by name, "
+            f"possibly nested under one of {list(NESTED_KEYS)}"
+        )
+    raise ValueError(f"{where}: holds a {type(obj).__name__}, not a state dict")
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
+                    ) -> dict[str, torch.Tensor] | nn.Module:
+    """Load a checkpoint file: a state dict, or with ``trust_pickle`` a whole pickled module.
+
+    The file is read with ``torch.load(weights_only=True)``, which cannot run code from the
+    file. A checkpoint that pickles Python objects (typically a whole ``nn.Module``) needs
+    ``trust_pickle=True`` (CLI ``--trust-pickle``), because unpickling runs code.
+
+    Raises
+    ------
+    ValueError
+        Missing file, a TorchScript file (use the TorchScript loader), an unreadable file, a
+        pickled object without ``trust_pickle``, or no state dict inside.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint {p} not found")
+    if is_torchscript_archive(p):
+        raise ValueError(f"checkpoint {p} is a TorchScript file: load it with --torchscript {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"checkpoint {p} pickles Python objects, not just weights (e.g. a whole model; "
+                f"torch says: {first[:160]}); unpickling runs code from the file, so pass "
+                "--trust-pickle (trust_pickle=True) only if you trust its source"
+            ) from None
+        obj = _load_trusted(p)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"checkpoint {p} could not be read by torch.load: "
+                         f"{str(exc).splitlines()[0][:200]}") from None
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict):
+        for key in NESTED_KEYS:
+            if isinstance(obj.get(key), nn.Module):
+                return obj[key]
+    return unwrap_state_dict(obj, f"checkpoint {p}")
+
+
+def _load_trusted(p: Path) -> Any:
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling can fail in arbitrary ways (missing classes, ...)
+        raise ValueError(f"checkpoint {p} could not be unpickled: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str,
+                   hint: str) -> None:
+    """Load ``state`` into ``model`` strictly, or explain exactly what does not fit.
+
+    Missing ``num_batches_tracked`` buffers (absent from older checkpoints; unused in eval
+    mode) are tolerated.
+
+    Raises
+    ------
+    ValueError
+        Naming the missing keys, the unexpected keys and the shape mismatches (first few of
+        each, with counts), plus ``hint``.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches (checkpoint vs model)", shapes)):
+            if items:
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+        raise ValueError(f"{where} does not fit: {'; '.join(parts)}. {hint}")
+    model.load_state_dict(state, strict=False)

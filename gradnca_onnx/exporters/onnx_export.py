@@ -1,0 +1,55 @@
+"""Writing the two ONNX graphs with ``torch.onnx.export(dynamo=True)`` and checking them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from typing import Iterator, Sequence
+
+import onnx
+import torch
+from torch import nn
+
+from ..zoo import GRADS_INPUTS, GRADS_OUTPUTS
+from .translations import GRAD_TRANSLATIONS, OPSET
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # The exporter prints progress lines and warns about internals the user cannot act on.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _save(program: "torch.onnx.ONNXProgram", path: str | os.PathLike) -> None:
+    # Weights stay inside the .onnx file unless the model is beyond protobuf's 2 GB limit,
+    # where the exporter writes them to a side file; the manifest hashes every file either way.
+    program.save(os.fspath(path))
+    onnx.checker.check_model(os.fspath(path), full_check=True)
+
+
+def export_features(model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
+                    output_names: Sequence[str]) -> None:
+    """Export ``model(images) -> (features[, logits])`` with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with _quiet():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=OPSET, input_names=["images"],
+            output_names=list(output_names), dynamic_shapes=({0: batch},), verbose=False,
+        )
+    _save(program, path)
+
+
+def export_grads(module: nn.Module, images: torch.Tensor, cotangent: torch.Tensor,
+                 path: str | os.PathLike) -> None:
+    """Export a traced gradient module at the fixed shapes of ``images`` and ``cotangent``."""
+    with _quiet():
+        program = torch.onnx.export(
+            module, (images, cotangent), dynamo=True, opset_version=OPSET,
+            input_names=list(GRADS_INPUTS), output_names=list(GRADS_OUTPUTS),
+            custom_translation_table=GRAD_TRANSLATIONS, verbose=False,
+        )
+    _save(program, path)

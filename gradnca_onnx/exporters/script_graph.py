@@ -1,0 +1,142 @@
+"""TorchScript models as FX graphs: conversion, layer discovery and the feature cut.
+
+TorchScript modules cannot be re-parametrised (``functional_call``) nor exported by
+``torch.export``; torch's TorchScript-to-ExportedProgram converter turns them into an FX
+``GraphModule`` whose weights keep their module paths (``conv1.weight``), which every later
+step handles like any other module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+
+import torch
+from torch import fx, nn
+
+_aten = torch.ops.aten
+CONV_OPS = {_aten.conv2d.default, _aten.convolution.default, _aten._convolution.default}
+LINEAR_OPS = {_aten.linear.default}
+
+
+def script_to_fx(script_module: torch.jit.ScriptModule, example: torch.Tensor) -> fx.GraphModule:
+    """Convert a loaded TorchScript module to an FX ``GraphModule`` (same weights and names).
+
+    ``aten::warn`` nodes (scripted torchvision models warn about their return type) have no
+    outputs and no FX counterpart, so they are dropped first.
+    """
+    from torch._export.converter import TS2EPConverter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            converter = TS2EPConverter(script_module, (example,))
+            for node in converter.ts_graph.findAllNodes("aten::warn"):
+                node.destroy()
+            gm = converter.convert().module()
+        except Exception as exc:  # the converter raises many internal types
+            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ValueError(f"cannot convert the TorchScript model to a graph: {msg}") from None
+    return gm  # already eval: ep.module() forbids .eval(), the ScriptModule was put in eval first
+
+
+def _attr(node: object) -> str | None:
+    if isinstance(node, fx.Node) and node.op == "get_attr":
+        return str(node.target)
+    return None
+
+
+def _weight_path(node: fx.Node) -> str | None:
+    w = _attr(node.args[1]) if len(node.args) > 1 else None
+    return w[: -len(".weight")] if w and w.endswith(".weight") else None
+
+
+def graph_layers(gm: fx.GraphModule) -> tuple[list[str], list[str]]:
+    """Module paths of the conv and linear layers, in the graph's (execution) order."""
+    convs, linears = [], []
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        path = _weight_path(node)
+        if path is None:
+            continue
+        if node.target in CONV_OPS and path not in convs:
+            convs.append(path)
+        elif node.target in LINEAR_OPS and path not in linears:
+            linears.append(path)
+    return convs, linears
+
+
+def _uses(node: fx.Node, prefix: str) -> bool:
+    return any((a := _attr(x)) is not None and (a.startswith(prefix + ".") or a == prefix)
+               for x in node.all_input_nodes)
+
+
+def _param_derived(node: fx.Node, memo: dict[fx.Node, bool]) -> bool:
+    if node not in memo:
+        if node.op == "get_attr":
+            memo[node] = True
+        elif node.op == "placeholder":
+            memo[node] = False
+        else:
+            ins = node.all_input_nodes
+            memo[node] = bool(ins) and all(_param_derived(i, memo) for i in ins)
+    return memo[node]
+
+
+def feature_graph(gm: fx.GraphModule, head: str, *, with_logits: bool = True,
+                  global_pool_as_mean: bool = False) -> fx.GraphModule:
+    """A ``GraphModule`` returning ``(features,)`` or ``(features, logits)``.
+
+    Features are the data input of the first operation that uses a weight under ``head``
+    (flattened to ``[B, D]``); logits are the output of the last such operation. With
+    ``head=""`` the graph's own (first) output is the features. ``global_pool_as_mean``
+    rewrites ``adaptive_avg_pool2d(x, 1)`` as a mean over H and W (see
+    :func:`~gradnca_onnx.exporters.feature_model.global_pools_as_means`).
+    """
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    out = graph.graph_copy(gm.graph, env)
+    if global_pool_as_mean:
+        for node in list(graph.nodes):
+            if node.target is _aten.adaptive_avg_pool2d.default and \
+                    list(node.args[1]) in ([1, 1], [1]):
+                with graph.inserting_after(node):
+                    mean = graph.call_function(_aten.mean.dim, (node.args[0], [-1, -2], True))
+                node.replace_all_uses_with(mean)
+                graph.erase_node(node)
+    if head:
+        users = [n for n in graph.nodes if n.op == "call_function" and _uses(n, head)]
+        if not users:
+            raise ValueError(f"feature layer {head!r}: no operation of the model uses its weights")
+        memo: dict[fx.Node, bool] = {}
+        data = [i for i in users[0].all_input_nodes if not _param_derived(i, memo)]
+        if len(data) != 1:
+            raise ValueError(f"feature layer {head!r}: its first operation "
+                             f"({users[0].target}) does not take exactly one data input")
+        feat_src, logits = data[0], users[-1]
+    else:
+        feat_src = out[0] if isinstance(out, (tuple, list)) else out
+        logits, with_logits = None, False
+    # graph_copy leaves out the output node, so new nodes append after everything else.
+    feats = graph.call_function(_aten.flatten.using_ints, (feat_src, 1))
+    graph.output((feats, logits) if with_logits else (feats,))
+    out_gm = fx.GraphModule(gm, graph)
+    out_gm.graph.eliminate_dead_code()  # needs the owning module for its purity checks
+    out_gm.graph.lint()
+    out_gm.recompile()
+    return out_gm
+
+
+def check_graph_conv(gm: nn.Module, path: str) -> None:
+    """``path.weight`` must be a 4-D tensor of the converted TorchScript model."""
+    state = dict(gm.named_parameters())
+    state.update(dict(gm.named_buffers()))
+    w = state.get(f"{path}.weight")
+    if w is None:
+        names = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")})
+        close = difflib.get_close_matches(path, names, n=3, cutoff=0.5)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise ValueError(f"conv layer {path!r} is not a layer of this TorchScript model{hint}")
+    if w.ndim != 4:
+        raise ValueError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")

@@ -1,0 +1,116 @@
+"""``import_onnx``: a plain ONNX image classifier to a zoo model directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from .graph import ImportPlan, OnnxNet
+from .onnx_file import load_onnx, opset_version
+
+
+def build_module(path: str | os.PathLike, *, features_node: str | None = None
+                 ) -> tuple[OnnxNet, ImportPlan, int]:
+    """Load ``path`` safely and build its torch interpreter; returns (module, plan, opset)."""
+    model = load_onnx(path)
+    net = OnnxNet(model, features_node=features_node).eval()
+    return net, net.plan, opset_version(model)
+
+
+def _image_size(plan: ImportPlan, input_size: int | None) -> tuple[int, int, int | None]:
+    """(height, width, channels or None) of the NCHW images the imported model takes."""
+    dims = plan.input_dims
+    if len(dims) != 4:
+        raise ValueError(f"the graph's input {plan.input_name!r} has {len(dims)} dimensions; an "
+                         "image classifier takes [batch, channels, height, width] (or NHWC)")
+    c, h, w = (dims[3], dims[1], dims[2]) if plan.layout == "NHWC" else dims[1:]
+    if input_size is None:
+        if h is None or w is None:
+            raise ValueError(f"the graph's input {plan.input_name!r} has no fixed height and "
+                             "width; give --input-size")
+        return h, w, c
+    if (h is not None and h != input_size) or (w is not None and w != input_size):
+        raise ValueError(f"--input-size {input_size} but the graph's input is fixed at {h}x{w}")
+    return input_size, input_size, c
+
+
+def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> list[str]:
+    if layers is None:
+        if len(plan.convs) < 2:
+            raise ValueError(f"the graph runs {len(plan.convs)} Conv node(s) before its features "
+                             f"({', '.join(plan.node_of[c] for c in plan.convs) or 'none'}); "
+                             "S_FU compares the weight gradients of two conv layers")
+        return plan.convs[:2]
+    layers = list(layers)
+    if len(layers) != 2 or layers[0] == layers[1]:
+        raise ValueError(f"--layers must name two different Conv nodes; got {layers}")
+    by_node = {plan.node_of[c]: c for c in plan.convs}
+    out = []
+    for name in layers:
+        path = by_node.get(name) or (name if name in plan.convs else None)
+        if path is None:
+            raise ValueError(f"--layers {name!r} is not a Conv node that the features depend on; "
+                             f"Conv nodes: {', '.join(plan.node_of[c] for c in plan.convs)}")
+        out.append(path)
+    return out
+
+
+def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: str,
+                input_size: int | None = None, norm: str | None = None,
+                features_node: str | None = None, layers: Sequence[str] | None = None,
+                pretrained_on: str = "unknown", grads_batch: int = DEFAULT_GRADS_BATCH,
+                force: bool = False) -> Path:
+    """Import an ONNX classifier into ``zoo_dir/<name>/`` and return that directory.
+
+    Parameters
+    ----------
+    path : path
+        The ONNX file (opset 13+, standard operators; external data inside its directory).
+    zoo_dir : path
+        The zoo; created if missing.
+    name : str
+        Model directory name.
+    input_size : int, optional
+        Image height = width; default: the graph input's fixed size.
+    norm : str, optional
+        ``imagenet``, ``half`` or ``MEAN,STD`` (default as ``export_model``).
+    features_node : str, optional
+        Node (or tensor) whose output is the feature vector; default: the input of the last
+        Gemm/MatMul with constant weights. Logits stay those of that head when it follows.
+    layers : (str, str), optional
+        The two Conv nodes of S_FU; default: the first two in topological order.
+    pretrained_on, grads_batch, force
+        As :func:`gradnca_onnx.exporters.export_model`.
+
+    Raises
+    ------
+    ValueError
+        Unsafe or malformed file, unsupported or custom operators, fewer than two Conv
+        nodes, unknown node names, an existing name without ``force``.
+    """
+    src = Path(path)
+    net, plan, opset = build_module(src, features_node=features_node)
+    height, width, channels = _image_size(plan, input_size)
+    convs = _conv_paths(plan, layers)
+    channels = channels or int(getattr(net, convs[0]).weight.shape[1] *
+                               getattr(net, convs[0]).groups)
+    options = {"imported_from": "onnx", "opset": opset, "input_layout": plan.layout,
+               "dropped_transpose": plan.dropped_transpose,
+               "features_tensor": plan.features_tensor,
+               "onnx_nodes": {"features": plan.node_of.get(plan.head, plan.head),
+                              "conv1": plan.node_of[convs[0]], "conv2": plan.node_of[convs[1]]}}
+    loaded = LoadedModel(module=net, kind="module", reference=src.name,
+                         architecture=src.stem or "onnx", checkpoint=src, options=options)
+    try:
+        return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
+                            channels=channels, norm=norm, pretrained_on=pretrained_on,
+                            head=plan.head, convs=convs, grads_batch=grads_batch, force=force)
+    except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
+            ) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"{src.name}: the imported graph could not be exported "
+                         f"({type(exc).__name__}: {first})") from None

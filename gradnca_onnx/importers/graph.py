@@ -1,0 +1,328 @@
+"""An ONNX classifier graph as a static-control-flow ``nn.Module`` (the interpreter)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from . import modules as m
+from .ops import MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
+
+_NCHW = [0, 3, 1, 2]
+
+
+@dataclass
+class _Step:
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    module: str | None = None
+    note: str = ""
+
+
+@dataclass
+class ImportPlan:
+    """What the importer learnt about the graph (recorded in the manifest's source options)."""
+
+    input_name: str
+    input_dims: list[int | None]          # as declared by the file, in its own layout
+    layout: str                           # "NCHW" or "NHWC"
+    dropped_transpose: str | None
+    head: str                             # module path for the exporter ("" = output)
+    features_tensor: str
+    convs: list[str] = field(default_factory=list)        # module paths, in topological order
+    node_of: dict[str, str] = field(default_factory=dict)  # module path -> ONNX node name
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    a = attributes(node)
+    if "value" in a:
+        return numpy_helper.to_array(a["value"])
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in a:
+            return np.asarray(a[key], dtype=dtype)
+    raise ValueError(f"Constant node {node.name!r} has no supported value attribute")
+
+
+def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
+    done, order, pending = set(known), [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(not i or i in done for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in pending for i in n.input if i and i not in done})
+            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
+        for n in ready:
+            order.append(n)
+            done.update(n.output)
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    return order
+
+
+def _label(node: onnx.NodeProto, i: int) -> str:
+    return node.name or f"{node.op_type}_{i}"
+
+
+def _unsupported(node: onnx.NodeProto, label: str, note: str = "") -> ValueError:
+    return ValueError(f"operator {node.op_type}{note} (node {label!r}) is not supported by "
+                      "the ONNX importer, so this model cannot be imported; supported operators: "
+                      f"{', '.join(SUPPORTED_OPS)}")
+
+
+class OnnxNet(nn.Module):
+    """``forward(images NCHW) -> logits`` (or the chosen features), node by node in torch.
+
+    Conv/BatchNormalization/Gemm/MatMul-with-constant-weights nodes are submodules named after
+    their ONNX nodes; every other node is a torch function. Python control flow depends only on
+    the graph, so tracing sees plain tensor ops.
+    """
+
+    def __init__(self, model: onnx.ModelProto, features_node: str | None = None) -> None:
+        super().__init__()
+        graph = model.graph
+        consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t)
+                                         for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in consts]
+        if len(inputs) != 1:
+            raise ValueError(f"the graph takes {len(inputs)} inputs "
+                             f"({', '.join(i.name for i in inputs)}); an image classifier "
+                             "takes one image tensor")
+        image = inputs[0]
+        nodes = []
+        for node in graph.node:
+            if node.op_type == "Constant":
+                consts[node.output[0]] = _constant_value(node)
+            else:
+                nodes.append(node)
+        order = _toposort(nodes, set(consts) | {image.name})
+        labels = {id(n): _label(n, i) for i, n in enumerate(order)}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in order:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        graph_outputs = {o.name for o in graph.output}
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in image.type.tensor_type.shape.dim]
+
+        # Keras-style NHWC input: a Transpose to NCHW in front of the first Conv.
+        first_conv = next((k for k, n in enumerate(order) if n.op_type == "Conv"), None)
+        nhwc_transpose = next(
+            (n for n in order[:first_conv or 0] if n.op_type == "Transpose"
+             and list(attributes(n).get("perm", [])) == _NCHW), None)
+        layout = "NHWC" if (len(dims) == 4 and dims[3] in (1, 3) and dims[1] not in (1, 3)
+                            and nhwc_transpose is not None) else "NCHW"
+        dropped = None
+        if (layout == "NHWC" and len(consumers.get(image.name, [])) == 1
+                and consumers[image.name][0] is nhwc_transpose):
+            dropped = nhwc_transpose
+            order = [n for n in order if n is not dropped]
+
+        steps = self._plan(order, consts, consumers, graph_outputs, labels)
+        steps_by_node = {id(n): s for n, s in zip(order, steps)}
+        ordered = [s for s in steps if s is not None]
+
+        # The features: the input of the last linear head, or the user's node (or tensor).
+        linears = [s for s in ordered if s.module and isinstance(self._modules[s.module],
+                                                                 nn.Linear)]
+        logits_tensor: str | None = None
+        head = ""
+        if features_node:
+            hit = next((s for s in ordered if s.name == features_node), None)
+            hit = hit or next((s for s in ordered if features_node in s.outputs), None)
+            if hit is None:
+                raise ValueError(f"--features-node {features_node!r} is neither a node name nor "
+                                 "a tensor name of the graph")
+            feat = features_node if features_node in hit.outputs else hit.outputs[0]
+            after = [s for s in linears if feat in self._ancestors(ordered, s.outputs[0])]
+            if after:
+                logits_tensor = after[-1].outputs[0]
+                self.features_tap = m.FeatureTap()
+                head = "features_tap"
+        else:
+            if not linears:
+                raise ValueError("the graph has no Gemm/MatMul classification head with constant "
+                                 "weights; name the node whose output is the feature vector "
+                                 "with --features-node")
+            feat = linears[-1].inputs[0]
+            logits_tensor = linears[-1].outputs[0]
+            head = linears[-1].module or ""
+
+        needed = self._ancestors(ordered, logits_tensor or feat) | self._ancestors(ordered, feat)
+        self._steps = [s for s in ordered if set(s.outputs) & needed]
+        for s in self._steps:
+            if s.op not in TENSOR_OPS and s.module is None:
+                node = next(n for n in order if steps_by_node[id(n)] is s)
+                raise _unsupported(node, s.name, s.note)
+        # Keep only the weights the kept nodes use.
+        kept = {s.module for s in self._steps if s.module}
+        for path in list(self._modules):
+            if path not in kept and path != "features_tap":
+                del self._modules[path]
+        used = {i for s in self._steps for i in s.inputs}
+        self._static: dict[str, np.ndarray] = {}
+        self._buffers_of: dict[str, str] = {}
+        for k, (tname, arr) in enumerate(consts.items()):
+            if tname not in used:
+                continue
+            # Scalars stay static: they are bounds and fill values (Clip, Pad) that torch needs
+            # as Python numbers, and plain constants elsewhere.
+            if m.as_float(arr) and np.asarray(arr).size > 1:
+                bname = f"const_{k}"
+                self.register_buffer(bname, torch.as_tensor(np.array(arr, dtype=np.float32)))
+                self._buffers_of[tname] = bname
+            else:
+                self._static[tname] = np.asarray(arr)
+        self._input = image.name
+        self._alias = dropped.output[0] if dropped is not None else None
+        self._nhwc = layout == "NHWC"
+        self._features = feat
+        self._logits = logits_tensor
+        feat_ancestors = self._ancestors(self._steps, feat)
+        convs = [s.module for s in self._steps if s.op == "Conv" and s.module
+                 and set(s.outputs) & feat_ancestors]
+        self.plan = ImportPlan(
+            input_name=image.name, input_dims=dims, layout=layout,
+            dropped_transpose=labels[id(dropped)] if dropped is not None else None,
+            head=head, features_tensor=feat, convs=[c for c in convs if c],
+            node_of={s.module: s.name for s in self._steps if s.module})
+
+    # ------------------------------------------------------------------ building
+
+    def _plan(self, order: list[onnx.NodeProto], consts: dict[str, np.ndarray],
+              consumers: dict[str, list[onnx.NodeProto]], graph_outputs: set[str],
+              labels: dict[int, str]) -> list[_Step | None]:
+        steps: list[_Step | None] = []
+        fused: set[int] = set()
+        taken: set[str] = set()
+
+        def path_for(label: str) -> str:
+            base = re.sub(r"\W", "_", label).strip("_") or "node"
+            base = base if not base[0].isdigit() else f"n{base}"
+            path, k = base, 1
+            while path in taken or path.startswith("const_") or path == "features_tap":
+                k += 1
+                path = f"{base}_{k}"
+            taken.add(path)
+            return path
+
+        def const(name: str) -> np.ndarray | None:
+            return consts.get(name) if name else None
+
+        for node in order:
+            label = labels[id(node)]
+            a = attributes(node)
+            if id(node) in fused:
+                steps.append(None)
+                continue
+            step = _Step(node.op_type, label, list(node.input), list(node.output), a)
+            op = node.op_type
+            if op == "Conv":
+                w, b = const(node.input[1]), const(node.input[2]) if len(node.input) > 2 else None
+                if w is None or (len(node.input) > 2 and node.input[2] and b is None):
+                    raise ValueError(f"Conv node {label!r} computes its weights at run time; "
+                                     "only constant conv weights can be imported")
+                step.module = path_for(label)
+                self.add_module(step.module, m.OnnxConv(w, b, a))
+                step.inputs = step.inputs[:1]
+            elif op == "BatchNormalization":
+                if a.get("training_mode", 0):
+                    raise ValueError(f"BatchNormalization node {label!r} is in training mode; "
+                                     "export the model in inference mode")
+                params = [const(i) for i in node.input[1:5]]
+                if any(p is None for p in params):
+                    raise ValueError(f"BatchNormalization node {label!r} has non-constant "
+                                     "statistics")
+                step.module = path_for(label)
+                self.add_module(step.module, m.OnnxBatchNorm(*params, a.get("epsilon", 1e-5)))
+                step.inputs, step.outputs = step.inputs[:1], step.outputs[:1]
+            elif op in ("Gemm", "MatMul"):
+                b = const(node.input[1])
+                layer = None
+                if b is not None and m.as_float(b) and b.ndim == 2:
+                    if op == "Gemm":
+                        has_c = len(node.input) > 2 and bool(node.input[2])
+                        c = const(node.input[2]) if has_c else None
+                        if not has_c or (c is not None and m.as_float(c)):
+                            layer = m.gemm_as_linear(b, c, a)
+                    else:
+                        bias, out = None, node.output[0]
+                        users = consumers.get(out, [])
+                        # Keras/TF exports a dense layer as MatMul + Add(bias): one Linear.
+                        if (len(users) == 1 and users[0].op_type == "Add"
+                                and out not in graph_outputs):
+                            other = [i for i in users[0].input if i != out]
+                            cb = const(other[0]) if len(other) == 1 else None
+                            if cb is not None and m.as_float(cb) and cb.size == b.shape[1]:
+                                bias = cb
+                                fused.add(id(users[0]))
+                                step.outputs = list(users[0].output)
+                        layer = m.linear(b.T, bias)
+                if layer is not None:
+                    step.module = path_for(label)
+                    self.add_module(step.module, layer)
+                    step.inputs = step.inputs[:1]
+            if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+                if consumers.get(node.output[1]):
+                    step.op, step.note = "MaxPoolWithIndices", " with its Indices output used"
+            if node.op_type == "Dropout" and len(node.output) > 1 and consumers.get(
+                    node.output[1]):
+                step.op, step.note = "DropoutMask", " with its mask output used"
+            if step.module is None and step.op in TENSOR_OPS:
+                step.outputs = step.outputs[:1]
+            steps.append(step)
+        return steps
+
+    @staticmethod
+    def _ancestors(steps: list[_Step], tensor: str) -> set[str]:
+        need, by_output = {tensor}, {}
+        for s in steps:
+            for o in s.outputs:
+                by_output[o] = s
+        stack = [tensor]
+        while stack:
+            s = by_output.get(stack.pop())
+            if s is None:
+                continue
+            for i in s.inputs:
+                if i and i not in need:
+                    need.add(i)
+                    stack.append(i)
+        return need
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        values: dict[str, Any] = dict(self._static)
+        for tname, bname in self._buffers_of.items():
+            values[tname] = getattr(self, bname)
+        if self._alias is not None:
+            values[self._alias] = images  # the dropped NHWC->NCHW transpose
+        else:
+            values[self._input] = images.permute(0, 2, 3, 1) if self._nhwc else images
+        for s in self._steps:
+            ins = [values[i] if i else None for i in s.inputs]
+            if s.module is not None:
+                out: Any = getattr(self, s.module)(ins[0])
+            elif s.op in STATIC_OPS and all(v is None or isinstance(v, np.ndarray) for v in ins):
+                out = np.asarray(STATIC_OPS[s.op](ins, s.attrs))  # np.take may give a scalar
+            else:
+                out = TENSOR_OPS[s.op](ins, s.attrs)
+            values[s.outputs[0]] = out
+        if self._logits is None:
+            return values[self._features]
+        if hasattr(self, "features_tap"):
+            return self.features_tap(values[self._features], logits=values[self._logits])
+        return values[self._logits]
+
+
+__all__ = ["ImportPlan", "OnnxNet", "MODULE_OPS"]

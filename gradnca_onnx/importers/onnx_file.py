@@ -1,0 +1,106 @@
+"""Reading an untrusted ONNX file: external data kept in its directory, standard ops only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper
+
+#: Oldest opset the interpreter reads (Squeeze/Unsqueeze/ReduceSum take axes as inputs from 13).
+MIN_OPSET = 13
+_STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    # External data can hide in initializers and in Constant/attribute tensors of any subgraph.
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Refuse external-data locations that leave ``base_dir`` (``..``, absolute, symlinks out).
+
+    Raises
+    ------
+    ValueError
+        Naming the tensor and its location.
+    """
+    root = base_dir.resolve()
+    for tensor in _tensors(model.graph):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        where = f"tensor {tensor.name!r} stores its data at {location!r}"
+        if not location or os.path.isabs(location) or Path(location).drive:
+            raise ValueError(f"{where}: external data must be a relative path inside the model's "
+                             "directory; refused")
+        target = (root / location).resolve()
+        if target != root and root not in target.parents:
+            raise ValueError(f"{where}, outside the model's directory {root}; refused")
+        if not target.is_file():
+            raise ValueError(f"{where}, which is missing next to the model")
+
+
+def check_domains(model: onnx.ModelProto) -> None:
+    """Refuse operators outside the standard ONNX domain (custom ops run code we cannot read)."""
+    for node in model.graph.node:
+        if node.domain not in _STANDARD_DOMAINS:
+            raise ValueError(f"node {node.name or '(unnamed)'!r} is a custom-domain operator "
+                             f"{node.domain}::{node.op_type}; only standard ONNX operators can be "
+                             "imported")
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset (ValueError when older than :data:`MIN_OPSET`)."""
+    versions = [o.version for o in model.opset_import if o.domain in _STANDARD_DOMAINS]
+    version = max(versions) if versions else 0
+    if version < MIN_OPSET:
+        raise ValueError(f"the model uses ONNX opset {version}; import needs opset {MIN_OPSET} "
+                         "or newer (upgrade it with onnx.version_converter.convert_version)")
+    return version
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX classifier after the safety checks, with its external data.
+
+    Parameters
+    ----------
+    path : path
+        The ``.onnx`` file; external data files must sit inside its directory.
+
+    Raises
+    ------
+    ValueError
+        Missing or non-ONNX file, external data outside the file's directory, custom-domain
+        operators, or an opset older than 13.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"ONNX file {p} not found")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+        raise ValueError(f"{p} is not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node or not model.opset_import:
+        raise ValueError(f"{p} is not an ONNX model (no graph)")
+    check_domains(model)
+    opset_version(model)
+    check_external_data(model, p.parent)
+    external_data_helper.load_external_data_for_model(model, str(p.parent))
+    return model

@@ -1,0 +1,79 @@
+"""Running the fixed-batch gradient graph on a batch of any size (the manifest's batch policy).
+
+``grads.onnx`` is traced at a fixed batch ``B``. A batch of ``n`` images is cut into chunks of
+``B``; the last chunk is padded with zero images and zero cotangent rows. The weight gradients of
+the chunks are summed. This is exact: in eval mode each image's forward pass depends on that image
+alone, and the weight gradient is ``sum_i J_i^T c_i`` over images ``i``, so a zero cotangent row
+adds nothing and chunk sums add up to the whole batch's gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .manifest import GRADS_INPUTS, GRADS_OUTPUTS
+
+
+def grads_batch_size(session: Any) -> int:
+    """The fixed batch of a ``grads.onnx`` session (its ``images`` input's first dimension)."""
+    names = [i.name for i in session.get_inputs()]
+    if tuple(names) != GRADS_INPUTS:
+        raise ValueError(f"not a gradient graph: inputs are {names}, expected {list(GRADS_INPUTS)}")
+    b = session.get_inputs()[0].shape[0]
+    if not isinstance(b, int) or b < 1:
+        raise ValueError(f"gradient graph has no fixed batch (images dimension 0 is {b!r})")
+    return b
+
+
+def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
+              ) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.float64]]:
+    """Features and summed conv-weight gradients of a whole batch, whatever its size.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        A session on a model's ``grads.onnx``.
+    images : array-like of shape (n, C, H, W)
+        Preprocessed images (float32, normalised as the manifest says).
+    cotangent : array-like of shape (n, D)
+        Gradient of the loss with respect to the features (e.g. from
+        :func:`gradnca_onnx.triplet_loss_grad`).
+
+    Returns
+    -------
+    features : ndarray (n, D), float32
+    grad_w1, grad_w2 : ndarray, float64
+        Gradients of ``sum_i <features_i, cotangent_i>`` with respect to the first and second
+        conv weights (summed over chunks in float64).
+    """
+    b = grads_batch_size(session)
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    c = np.ascontiguousarray(cotangent, dtype=np.float32)
+    in_shape = tuple(session.get_inputs()[0].shape[1:])
+    d = session.get_inputs()[1].shape[1]
+    if x.ndim != 4 or x.shape[1:] != in_shape:
+        raise ValueError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
+                         f"got {x.shape}")
+    if c.shape != (x.shape[0], d):
+        raise ValueError(f"cotangent must have shape ({x.shape[0]}, {d}) to match the images; "
+                         f"got {c.shape}")
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("run_grads needs at least one image")
+    feats = np.empty((n, d), dtype=np.float32)
+    g1 = g2 = None
+    for start in range(0, n, b):
+        stop = min(start + b, n)
+        xb, cb = x[start:stop], c[start:stop]
+        if stop - start < b:
+            pad = b - (stop - start)
+            xb = np.concatenate([xb, np.zeros((pad, *in_shape), np.float32)])
+            cb = np.concatenate([cb, np.zeros((pad, d), np.float32)])
+        f, w1, w2 = session.run(list(GRADS_OUTPUTS), {"images": xb, "cotangent": cb})
+        feats[start:stop] = f[: stop - start]
+        g1 = w1.astype(np.float64) if g1 is None else g1 + w1
+        g2 = w2.astype(np.float64) if g2 is None else g2 + w2
+    return feats, g1, g2  # type: ignore[return-value]

@@ -1,0 +1,71 @@
+"""File hashes recorded in a manifest, and the check that the files still match them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """Size and SHA-256 of one file of a model directory."""
+
+    sha256: str
+    bytes: int
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (model files can be hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: str | os.PathLike) -> FileEntry:
+    """The :class:`FileEntry` of an existing file."""
+    p = Path(path)
+    return FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
+
+
+def verify_files(model_dir: str | os.PathLike, files: dict[str, FileEntry], *,
+                 hashes: bool = True) -> None:
+    """Check that every listed file exists with the recorded size (and hash).
+
+    Parameters
+    ----------
+    model_dir : path
+        The model directory holding the files.
+    files : dict
+        File name (relative to ``model_dir``) to its recorded :class:`FileEntry`.
+    hashes : bool, default=True
+        Also recompute SHA-256; sizes alone catch truncation, hashes catch any change.
+
+    Raises
+    ------
+    ValueError
+        A file is missing, or its size or hash differs from the manifest.
+    """
+    root = Path(model_dir)
+    for name, entry in files.items():
+        p = root / name
+        if not p.is_file():
+            raise ValueError(f"{p} is listed in the manifest but missing; re-export the model")
+        size = p.stat().st_size
+        if size != entry.bytes:
+            raise ValueError(
+                f"{p} has {size} bytes but the manifest records {entry.bytes}; the file was "
+                "changed or truncated: re-export the model"
+            )
+        if hashes:
+            digest = sha256_file(p)
+            if digest != entry.sha256:
+                raise ValueError(
+                    f"{p} does not match its sha256 in the manifest ({digest[:12]}... vs "
+                    f"{entry.sha256[:12]}...); the file was changed: re-export the model"
+                )

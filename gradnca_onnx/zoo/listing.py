@@ -1,0 +1,78 @@
+"""Listing a zoo directory: one sub-directory per exported model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .manifest import MANIFEST_FILE, Manifest, load_manifest
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model directory of a zoo: its manifest, or why it could not be read."""
+
+    path: Path
+    manifest: Manifest | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest is not None
+
+
+def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEntry]:
+    """Every model directory in ``zoo_dir``, sorted by name, broken ones included.
+
+    A sub-directory counts as a model directory when it holds a ``manifest.json``; hidden
+    directories (an export in progress writes to one) are skipped.
+
+    Parameters
+    ----------
+    zoo_dir : path
+    verify : bool, default=False
+        Recompute file hashes (slow for large models); sizes are always checked.
+
+    Raises
+    ------
+    ValueError
+        ``zoo_dir`` does not exist or is not a directory.
+    """
+    root = Path(zoo_dir)
+    if not root.is_dir():
+        raise ValueError(f"zoo directory {root} does not exist or is not a directory")
+    entries = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (sub / MANIFEST_FILE).is_file():
+            continue
+        try:
+            manifest = load_manifest(sub, verify=verify)
+        except ValueError as exc:
+            entries.append(ZooEntry(path=sub, manifest=None, error=str(exc)))
+            continue
+        if manifest.name != sub.name:
+            entries.append(ZooEntry(path=sub, manifest=None, error=(
+                f"{sub / MANIFEST_FILE} names the model {manifest.name!r} but its directory is "
+                f"{sub.name!r}; rename the directory or re-export")))
+            continue
+        entries.append(ZooEntry(path=sub, manifest=manifest))
+    return entries
+
+
+def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[Path, Manifest]]:
+    """All models of a zoo as ``(model_dir, manifest)``; any broken model is an error.
+
+    Raises
+    ------
+    ValueError
+        The zoo is empty, or a model directory fails validation (the message names it).
+    """
+    entries = list_zoo(zoo_dir, verify=verify)
+    for e in entries:
+        if not e.ok:
+            raise ValueError(e.error)
+    if not entries:
+        raise ValueError(f"zoo directory {zoo_dir} holds no exported model; run gradnca-onnx "
+                         "export --out to add one")
+    return [(e.path, e.manifest) for e in entries]  # type: ignore[misc]

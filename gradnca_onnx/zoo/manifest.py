@@ -1,0 +1,388 @@
+"""The model-directory manifest: the versioned contract between the exporters and the engine.
+
+A model directory holds ``features.onnx``, ``grads.onnx`` and ``manifest.json``. The manifest
+says everything the engine needs to preprocess images for the model and to interpret its
+graphs; it never needs torch to be read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._atomic import atomic_write_text
+from .integrity import FileEntry, verify_files
+
+#: Version of the manifest layout; bump when a field changes meaning or is added.
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+FEATURES_FILE = "features.onnx"
+GRADS_FILE = "grads.onnx"
+
+#: Graph inputs and outputs, fixed by the schema.
+FEATURES_INPUTS = ("images",)
+GRADS_INPUTS = ("images", "cotangent")
+GRADS_OUTPUTS = ("features", "grad_w1", "grad_w2")
+
+#: Allowed onnxruntime graph-optimisation levels (names of ``ort.GraphOptimizationLevel``).
+ORT_LEVELS = ("disable_all", "basic", "extended", "all")
+
+#: Batch policy of the fixed-batch gradient graph (see :mod:`gradnca_onnx.zoo.batching`).
+PAD_ZERO = "pad-zero-images-and-cotangent"
+CHUNK_SUM = "chunk-and-sum-weight-gradients"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_SOURCE_KINDS = ("torchvision", "torchscript", "factory", "module")
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is usable as a model directory name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"model name {name!r} is not allowed: use 1-128 letters, digits, '.', '_', '+' or "
+            "'-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the exported weights came from.
+
+    ``kind`` is ``torchvision`` (``reference`` = architecture name), ``torchscript``
+    (``reference`` = file name), ``factory`` (``reference`` = ``package.module:callable``) or
+    ``module`` (a Python ``nn.Module`` object given to the API). ``checkpoint`` is the
+    checkpoint's file name (not its full path, which is local to the exporting machine) or
+    ``None`` for random initialisation; ``options`` holds constructor keyword arguments and
+    the random-init seed.
+    """
+
+    kind: str
+    reference: str
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image tensor a model takes: ``float32 [B, channels, height, width]``.
+
+    Pixels are scaled to [0, 1] (uint8 / 255), then normalised per channel:
+    ``(x - mean[c]) / std[c]``.
+    """
+
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Module paths in the source model (REFERENCE sections 2 and 4).
+
+    ``features`` is the module whose input is the feature representation (its output gives
+    the logits), or ``""`` when the model's own output is the feature representation (no
+    logits); ``conv1`` and ``conv2`` are the layers whose weight gradients S_FU compares.
+    """
+
+    features: str
+    conv1: str
+    conv2: str
+    conv1_weight_shape: tuple[int, ...]
+    conv2_weight_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How the engine must batch the two graphs.
+
+    ``features.onnx`` takes any batch. ``grads.onnx`` was traced at the fixed batch
+    ``grads_batch``: a smaller batch is padded with zero images and zero cotangent rows
+    (``smaller``), a larger one is split into chunks whose weight gradients are summed
+    (``larger``). Both are exact because the model runs in eval mode (each image's forward pass
+    depends on that image alone) and the weight gradients are linear in the cotangent.
+    """
+
+    grads_batch: int
+    features_batch: str = "dynamic"
+    smaller: str = PAD_ZERO
+    larger: str = CHUNK_SUM
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the engine needs to know about one exported model."""
+
+    name: str
+    architecture: str
+    pretrained_on: str
+    source: SourceSpec
+    input: InputSpec
+    layers: LayerSpec
+    feature_dim: int
+    num_classes: int | None
+    opset: int
+    batch_policy: BatchPolicy
+    ort_optimization: str
+    files: dict[str, FileEntry]
+    package_version: str
+    producer: dict[str, str]
+    created: str
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def features_outputs(self) -> tuple[str, ...]:
+        """Output names of ``features.onnx``: ``features`` and, with a head, ``logits``."""
+        return ("features",) if self.num_classes is None else ("features", "logits")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (tuples become lists)."""
+        d = asdict(self)
+        d["graphs"] = {
+            "features": {"file": FEATURES_FILE, "inputs": list(FEATURES_INPUTS),
+                         "outputs": list(self.features_outputs), "batch": "dynamic"},
+            "grads": {"file": GRADS_FILE, "inputs": list(GRADS_INPUTS),
+                      "outputs": list(GRADS_OUTPUTS), "batch": self.batch_policy.grads_batch},
+        }
+        return json.loads(json.dumps(d))
+
+    def to_json(self) -> str:
+        """The manifest as indented JSON text, keys in schema order."""
+        d = self.to_dict()
+        d = {"schema_version": d.pop("schema_version"), **d}
+        return json.dumps(d, indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "manifest") -> "Manifest":
+        """Build and validate a manifest from parsed JSON.
+
+        Raises
+        ------
+        ValueError
+            Naming ``where`` and the offending field: a missing or unknown field, a wrong
+            type, an impossible value, or a schema version this package does not read.
+        """
+        return _parse(data, where)
+
+    def validate(self, *, where: str = "manifest") -> "Manifest":
+        """Re-check every field (as :meth:`from_dict` does); returns ``self``."""
+        _parse(self.to_dict(), where)
+        return self
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Fields:
+    """Typed access to one JSON object, raising ValueError that names the field path."""
+
+    def __init__(self, data: Any, path: str, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: field {path or 'top level'} must be a JSON object")
+        self.data, self.path, self.where = data, path, where
+        self.used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> ValueError:
+        return ValueError(f"{self.where}: field {self._name(key)!r} {message}; re-export the model")
+
+    def get(self, key: str, *, optional: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if optional:
+                return None
+            raise self.fail(key, "is missing")
+        return self.data[key]
+
+    def str_(self, key: str, *, optional: bool = False, empty: bool = False) -> str | None:
+        v = self.get(key, optional=optional)
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or (not empty and not v):
+            raise self.fail(key, "must be a non-empty string")
+        return v
+
+    def int_(self, key: str, *, minimum: int = 1, optional: bool = False) -> int | None:
+        v = self.get(key, optional=optional)
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise self.fail(key, f"must be an integer >= {minimum}")
+        return v
+
+    def ints(self, key: str) -> tuple[int, ...]:
+        v = self.get(key)
+        if not isinstance(v, list) or not v or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in v):
+            raise self.fail(key, "must be a list of positive integers")
+        return tuple(v)
+
+    def floats(self, key: str) -> tuple[float, ...]:
+        v = self.get(key)
+        if not isinstance(v, list) or not v or any(
+                isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+                for x in v):
+            raise self.fail(key, "must be a list of finite numbers")
+        return tuple(float(x) for x in v)
+
+    def sub(self, key: str) -> "_Fields":
+        return _Fields(self.get(key), self._name(key), self.where)
+
+    def done(self, *ignored: str) -> None:
+        extra = set(self.data) - self.used - set(ignored)
+        if extra:
+            raise ValueError(
+                f"{self.where}: unknown field(s) {sorted(self._name(k) for k in extra)} for "
+                f"manifest schema {SCHEMA_VERSION}; was it written by a newer gradnca-onnx?"
+            )
+
+
+def _parse(data: Any, where: str) -> Manifest:
+    top = _Fields(data, "", where)
+    version = top.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise top.fail("schema_version", "must be a positive integer")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{where}: schema_version {version} is newer than this gradnca-onnx reads "
+            f"({SCHEMA_VERSION}); upgrade gradnca-onnx"
+        )
+
+    name = top.str_("name")
+    try:
+        check_model_name(name)
+    except ValueError as exc:
+        raise top.fail("name", str(exc)) from None
+
+    src = top.sub("source")
+    kind = src.str_("kind")
+    if kind not in _SOURCE_KINDS:
+        raise src.fail("kind", f"must be one of {list(_SOURCE_KINDS)}")
+    options = src.get("options")
+    if not isinstance(options, dict):
+        raise src.fail("options", "must be a JSON object")
+    source = SourceSpec(kind=kind, reference=src.str_("reference"),
+                        checkpoint=src.str_("checkpoint", optional=True),
+                        checkpoint_sha256=src.str_("checkpoint_sha256", optional=True),
+                        options=options)
+    src.done()
+
+    inp = top.sub("input")
+    channels = inp.int_("channels")
+    mean, std = inp.floats("mean"), inp.floats("std")
+    if len(mean) != channels or len(std) != channels:
+        raise inp.fail("mean", f"and 'std' must have one value per channel ({channels})")
+    if any(s <= 0 for s in std):
+        raise inp.fail("std", "must be > 0")
+    input_spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
+                           mean=mean, std=std)
+    inp.done()
+
+    lay = top.sub("layers")
+    layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
+                       conv2=lay.str_("conv2"),
+                       conv1_weight_shape=lay.ints("conv1_weight_shape"),
+                       conv2_weight_shape=lay.ints("conv2_weight_shape"))
+    lay.done()
+
+    bp = top.sub("batch_policy")
+    policy = BatchPolicy(grads_batch=bp.int_("grads_batch"),
+                         features_batch=bp.str_("features_batch"),
+                         smaller=bp.str_("smaller"), larger=bp.str_("larger"))
+    if (policy.features_batch, policy.smaller, policy.larger) != ("dynamic", PAD_ZERO, CHUNK_SUM):
+        raise bp.fail("smaller", f"/'larger'/'features_batch' must be {PAD_ZERO!r}/{CHUNK_SUM!r}/"
+                      "'dynamic' in schema 1")
+    bp.done()
+
+    ort_level = top.str_("ort_optimization")
+    if ort_level not in ORT_LEVELS:
+        raise top.fail("ort_optimization", f"must be one of {list(ORT_LEVELS)}")
+
+    fl = top.sub("files")
+    files: dict[str, FileEntry] = {}
+    for fname in list(fl.data):
+        entry = fl.sub(fname)
+        digest = entry.str_("sha256")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise entry.fail("sha256", "must be 64 lowercase hex digits")
+        if "/" in fname or "\\" in fname or fname.startswith("."):
+            raise fl.fail(fname, "must be a plain file name inside the model directory")
+        files[fname] = FileEntry(sha256=digest, bytes=entry.int_("bytes", minimum=0))
+        entry.done()
+        fl.used.add(fname)
+    for needed in (FEATURES_FILE, GRADS_FILE):
+        if needed not in files:
+            raise fl.fail(needed, "is missing")
+
+    producer = top.get("producer")
+    if not isinstance(producer, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in producer.items()):
+        raise top.fail("producer", "must map package names to version strings")
+
+    manifest = Manifest(
+        name=name, architecture=top.str_("architecture"),
+        pretrained_on=top.str_("pretrained_on"), source=source, input=input_spec,
+        layers=layers, feature_dim=top.int_("feature_dim"),
+        num_classes=top.int_("num_classes", optional=True), opset=top.int_("opset", minimum=7),
+        batch_policy=policy, ort_optimization=ort_level, files=files,
+        package_version=top.str_("package_version"), producer=dict(producer),
+        created=top.str_("created"), schema_version=version,
+    )
+    graphs = top.get("graphs", optional=True)
+    if graphs is not None and graphs != manifest.to_dict()["graphs"]:
+        raise top.fail("graphs", "disagrees with the other fields (file names, outputs, batch)")
+    top.done()
+    return manifest
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_manifest(model_dir: str | os.PathLike) -> Manifest:
+    """Parse and validate ``model_dir/manifest.json`` without checking the ONNX files."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} not found: {model_dir} is not an exported model directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); re-export the model") from None
+    return Manifest.from_dict(data, where=str(path))
+
+
+def load_manifest(model_dir: str | os.PathLike, *, verify: bool = True) -> Manifest:
+    """Read a model directory's manifest and check its files.
+
+    Parameters
+    ----------
+    model_dir : path
+        A directory written by ``gradnca-onnx export``.
+    verify : bool, default=True
+        Recompute every file's SHA-256; ``False`` checks presence and size only (fast).
+
+    Raises
+    ------
+    ValueError
+        Missing or malformed manifest, missing files, or files that differ from their hashes.
+    """
+    manifest = read_manifest(model_dir)
+    verify_files(model_dir, manifest.files, hashes=verify)
+    return manifest
+
+
+def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``."""
+    manifest.validate(where=f"manifest for {manifest.name!r}")
+    path = Path(model_dir) / MANIFEST_FILE
+    atomic_write_text(path, manifest.to_json())
+    return path

@@ -1,0 +1,61 @@
+"""Per-channel input normalisation presets (REFERENCE section 1)."""
+
+from __future__ import annotations
+
+#: ImageNet statistics, for ImageNet-pretrained sources.
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: mean 0.5 / std 0.5, for every other source.
+HALF = ((0.5,), (0.5,))
+
+
+def _floats(text: str, what: str, spec: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(
+            f"normalisation {spec!r}: {what} {text!r} is not a number (or ':'-separated numbers)"
+        ) from None
+    return vals
+
+
+def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Turn ``imagenet``, ``half`` or ``MEAN,STD`` into per-channel (mean, std).
+
+    ``MEAN`` and ``STD`` are one number (used for every channel) or ``channels`` numbers
+    separated by ``:`` (for example ``0.485:0.456:0.406,0.229:0.224:0.225``).
+
+    Raises
+    ------
+    ValueError
+        Unknown preset, malformed numbers, wrong count, a non-positive std, or ``imagenet``
+        for a model whose channel count is not 3.
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1; got {channels}")
+    s = spec.strip().lower()
+    if s == "imagenet":
+        if channels != 3:
+            raise ValueError(
+                f"normalisation 'imagenet' has 3 channels but the model takes {channels}; "
+                "use 'half' or MEAN,STD"
+            )
+        mean, std = IMAGENET
+    elif s == "half":
+        mean, std = HALF
+    else:
+        parts = s.split(",")
+        if len(parts) != 2:
+            raise ValueError(
+                f"normalisation {spec!r} is not 'imagenet', 'half' or MEAN,STD (e.g. 0.5,0.5)"
+            )
+        mean, std = _floats(parts[0], "mean", spec), _floats(parts[1], "std", spec)
+    mean = mean * channels if len(mean) == 1 else mean
+    std = std * channels if len(std) == 1 else std
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"normalisation {spec!r} gives {len(mean)} means and {len(std)} stds for a "
+            f"{channels}-channel model; give one value or {channels}"
+        )
+    if any(not (v > 0) for v in std) or any(v != v for v in mean):
+        raise ValueError(f"normalisation {spec!r}: std must be > 0 and mean a number")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -1,0 +1,218 @@
+"""The zoo format without torch: manifest schema, integrity checks, listing, normalisation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gradnca_onnx.zoo import (
+    BatchPolicy,
+    InputSpec,
+    LayerSpec,
+    Manifest,
+    SourceSpec,
+    atomic_write_text,
+    file_entry,
+    list_zoo,
+    load_manifest,
+    load_zoo,
+    parse_normalisation,
+    read_manifest,
+    write_manifest,
+)
+
+
+def make_model_dir(zoo: Path, name: str = "m1", *, num_classes: int | None = 10) -> Path:
+    """A model directory with placeholder graph files (the zoo layer never parses ONNX)."""
+    d = zoo / name
+    d.mkdir(parents=True)
+    (d / "features.onnx").write_bytes(b"features-" + name.encode())
+    (d / "grads.onnx").write_bytes(b"grads-" + name.encode())
+    m = Manifest(
+        name=name, architecture="resnet18", pretrained_on="ImageNet-1k",
+        source=SourceSpec(kind="torchvision", reference="resnet18", checkpoint="w.pt",
+                          checkpoint_sha256="0" * 64, options={"seed": 0}),
+        input=InputSpec(channels=3, height=64, width=64, mean=(0.485, 0.456, 0.406),
+                        std=(0.229, 0.224, 0.225)),
+        layers=LayerSpec(features="fc", conv1="conv1", conv2="layer1.0.conv1",
+                         conv1_weight_shape=(64, 3, 7, 7), conv2_weight_shape=(64, 64, 3, 3)),
+        feature_dim=512, num_classes=num_classes, opset=18, batch_policy=BatchPolicy(8),
+        ort_optimization="all",
+        files={f: file_entry(d / f) for f in ("features.onnx", "grads.onnx")},
+        package_version="0.1.0", producer={"torch": "2.14.1"}, created="2026-01-01T00:00:00+00:00",
+    )
+    write_manifest(d, m)
+    return d
+
+
+def test_manifest_round_trip(tmp_path):
+    d = make_model_dir(tmp_path)
+    m = load_manifest(d)
+    assert m.name == "m1" and m.feature_dim == 512 and m.num_classes == 10
+    assert m.input.mean == (0.485, 0.456, 0.406)
+    assert m.layers.conv2_weight_shape == (64, 64, 3, 3)
+    data = json.loads((d / "manifest.json").read_text())
+    assert data["schema_version"] == 1
+    assert data["graphs"]["features"]["outputs"] == ["features", "logits"]
+    assert data["graphs"]["grads"] == {"file": "grads.onnx", "inputs": ["images", "cotangent"],
+                                       "outputs": ["features", "grad_w1", "grad_w2"], "batch": 8}
+    assert Manifest.from_dict(data) == m
+
+
+def test_manifest_without_head_has_no_logits(tmp_path):
+    m = load_manifest(make_model_dir(tmp_path, num_classes=None))
+    assert m.features_outputs == ("features",)
+
+
+def _edit(d: Path, fn) -> None:
+    data = json.loads((d / "manifest.json").read_text())
+    fn(data)
+    (d / "manifest.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("feature_dim"), "'feature_dim' is missing"),
+    (lambda d: d.update(feature_dim="512"), "'feature_dim' must be an integer"),
+    (lambda d: d.update(schema_version=2), "schema_version 2 is newer"),
+    (lambda d: d.update(colour="red"), "unknown field(s) ['colour']"),
+    (lambda d: d["input"].update(std=[0.2, 0.2]), "one value per channel"),
+    (lambda d: d["input"].update(std=[0.2, 0.0, 0.2]), "'input.std' must be > 0"),
+    (lambda d: d["files"]["grads.onnx"].update(sha256="xyz"), "64 lowercase hex"),
+    (lambda d: d["files"].pop("grads.onnx"), "'files.grads.onnx' is missing"),
+    (lambda d: d.update(ort_optimization="max"), "'ort_optimization' must be one of"),
+    (lambda d: d["batch_policy"].update(grads_batch=0), "'batch_policy.grads_batch' must be"),
+    (lambda d: d["graphs"]["grads"].update(batch=4), "'graphs' disagrees"),
+    (lambda d: d.update(name="../evil"), "'name'"),
+])
+def test_manifest_validation_names_the_field(tmp_path, edit, message):
+    d = make_model_dir(tmp_path)
+    _edit(d, edit)
+    with pytest.raises(ValueError) as exc:
+        read_manifest(d)
+    assert message in str(exc.value)
+    assert str(d / "manifest.json") in str(exc.value)
+
+
+def test_malformed_json_and_missing_manifest(tmp_path):
+    d = make_model_dir(tmp_path)
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_manifest(d)
+    with pytest.raises(ValueError, match="not an exported model directory"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_integrity_detects_changed_truncated_and_missing_files(tmp_path):
+    d = make_model_dir(tmp_path)
+    (d / "grads.onnx").write_bytes(b"grads-m2")  # same size, other content
+    load_manifest(d, verify=False)  # sizes still match
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        load_manifest(d)
+    (d / "grads.onnx").write_bytes(b"g")
+    with pytest.raises(ValueError, match="has 1 bytes but the manifest records 8"):
+        load_manifest(d, verify=False)
+    (d / "grads.onnx").unlink()
+    with pytest.raises(ValueError, match="listed in the manifest but missing"):
+        load_manifest(d, verify=False)
+
+
+def test_list_zoo_reports_broken_models_and_skips_staging(tmp_path):
+    make_model_dir(tmp_path, "b-model")
+    make_model_dir(tmp_path, "a-model")
+    broken = make_model_dir(tmp_path, "c-model")
+    (broken / "features.onnx").write_bytes(b"x")
+    (tmp_path / ".d.incoming").mkdir()           # an export in progress
+    (tmp_path / "notes").mkdir()                  # no manifest: not a model
+    renamed = make_model_dir(tmp_path, "e-model")
+    renamed.rename(tmp_path / "f-model")
+    entries = list_zoo(tmp_path)
+    assert [e.path.name for e in entries] == ["a-model", "b-model", "c-model", "f-model"]
+    assert [e.ok for e in entries] == [True, True, False, False]
+    assert "bytes but the manifest records" in entries[2].error
+    assert "its directory is 'f-model'" in entries[3].error
+    with pytest.raises(ValueError, match="c-model"):
+        load_zoo(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        list_zoo(tmp_path / "missing")
+
+
+def test_load_zoo_empty_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="holds no exported model"):
+        load_zoo(tmp_path)
+
+
+def test_manifest_validate_rejects_bad_objects():
+    m = Manifest.from_dict(json.loads(json.dumps(_valid_dict())))
+    with pytest.raises(ValueError, match="'feature_dim' must be an integer >= 1"):
+        replace(m, feature_dim=0).validate()
+
+
+def _valid_dict() -> dict:
+    return {
+        "schema_version": 1, "name": "x", "architecture": "a", "pretrained_on": "unknown",
+        "source": {"kind": "module", "reference": "a", "checkpoint": None,
+                   "checkpoint_sha256": None, "options": {}},
+        "input": {"channels": 1, "height": 8, "width": 8, "mean": [0.5], "std": [0.5]},
+        "layers": {"features": "", "conv1": "c1", "conv2": "c2", "conv1_weight_shape": [2, 1, 3, 3],
+                   "conv2_weight_shape": [2, 2, 3, 3]},
+        "feature_dim": 4, "num_classes": None, "opset": 18,
+        "batch_policy": {"grads_batch": 2, "features_batch": "dynamic",
+                         "smaller": "pad-zero-images-and-cotangent",
+                         "larger": "chunk-and-sum-weight-gradients"},
+        "ort_optimization": "all",
+        "files": {"features.onnx": {"sha256": "a" * 64, "bytes": 1},
+                  "grads.onnx": {"sha256": "b" * 64, "bytes": 1}},
+        "package_version": "0.1.0", "producer": {}, "created": "now",
+    }
+
+
+@pytest.mark.parametrize("spec, channels, mean, std", [
+    ("imagenet", 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("ImageNet", 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("half", 1, (0.5,), (0.5,)),
+    ("half", 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("0.1,0.2", 2, (0.1, 0.1), (0.2, 0.2)),
+    ("0.1:0.2:0.3,1:2:3", 3, (0.1, 0.2, 0.3), (1.0, 2.0, 3.0)),
+])
+def test_parse_normalisation(spec, channels, mean, std):
+    assert parse_normalisation(spec, channels) == (mean, std)
+
+
+@pytest.mark.parametrize("spec, channels, message", [
+    ("imagenet", 1, "has 3 channels but the model takes 1"),
+    ("gray", 3, "is not 'imagenet', 'half' or MEAN,STD"),
+    ("0.5,x", 3, "std 'x' is not a number"),
+    ("0.5,0", 3, "std must be > 0"),
+    ("0.1:0.2,0.5", 3, "gives 2 means and 3 stds"),
+])
+def test_parse_normalisation_errors(spec, channels, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_normalisation(spec, channels)
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "a.json"
+    atomic_write_text(p, "old")
+    atomic_write_text(p, "new")
+    assert p.read_text() == "new"
+    assert [q.name for q in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_zoo_package_never_imports_torch(tmp_path):
+    d = make_model_dir(tmp_path)
+    code = (
+        "import sys\n"
+        "import gradnca_onnx, gradnca_onnx.zoo as z\n"
+        f"z.load_manifest({str(d)!r}); z.list_zoo({str(tmp_path)!r})\n"
+        "from gradnca_onnx.cli import main\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
