@@ -3,4 +3,5 @@
 from . import evaluate  # noqa: F401
 from . import export  # noqa: F401
 from . import finetune  # noqa: F401
+from . import import_onnx  # noqa: F401
 from . import rank  # noqa: F401
