@@ -51,7 +51,8 @@ class CMakeBuild(build_ext):
 TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-metric-learning>=2.5",
          "pyyaml>=6"]
 PLOT = ["matplotlib>=3.7"]
-TEST = ["pytest>=7", *TORCH, *PLOT]
+RAY = ["ray[default]>=2.9"]
+TEST = ["pytest>=7", *TORCH, *PLOT, *RAY]
 
 setup(
     name="gradnca-onnx",
@@ -81,7 +82,7 @@ setup(
         "pillow>=10",
         "threadpoolctl>=3.1",
     ],
-    extras_require={"torch": TORCH, "plot": PLOT, "test": TEST},
+    extras_require={"torch": TORCH, "plot": PLOT, "ray": RAY, "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},
     zip_safe=False,
 )

@@ -120,13 +120,23 @@ class _Bars:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (on a busy machine 1 is often fastest).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--executor", "executor_name", default="local", show_default=True,
+              metavar="local|ray",
+              help="local: runs one after the other here; ray: one Ray task per grid run (the "
+                   "store is written by this process only).")
+@click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+              help="Ray cluster to join (default: $RAY_ADDRESS, else a Ray instance started "
+                   "on this machine).")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Ray: times a run whose worker died is started again before it is failed.")
 @click.pass_context
 @user_errors
 def finetune(ctx: click.Context, source: str | None, target: str | None, store: str | None,
              preset: str, arch: str | None, checkpoint: str | None, normalisation: str | None,
              head: str | None, trust_pickle: bool, source_name: str | None,
              target_name: str | None, fold: int, test_path: str | None, batch_size: str | None,
-             device: str, threads: int | None, no_progress: bool) -> None:
+             device: str, threads: int | None, no_progress: bool, executor_name: str,
+             ray_address: str | None, max_retries: int) -> None:
     """Fine-tune SOURCE on TARGET over a hyper-parameter grid; every run goes into STORE.
 
     The paper's protocol (REFERENCE section 7). A grid that is stopped resumes: finished runs
@@ -139,9 +149,19 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
                if not v]
     if missing:
         raise ValueError(f"finetune needs {', '.join(missing)} (or the summarize sub-command)")
+    from ..executors import EXECUTORS, make_executor
+    from ..executors.base import _import_ray
     from ..training.grid import load_grid
     from ..training.store import RunStore
 
+    # Bad executor input fails before the slow loading below (Ray itself starts after it).
+    kind = executor_name.strip().lower()
+    if kind not in EXECUTORS:
+        make_executor(kind)  # raises the one-line error for an unknown name
+    if kind == "local" and ray_address:
+        raise ValueError("--ray-address needs --executor ray")
+    if kind == "ray":
+        _import_ray()
     grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
     if Path(store).exists():
         RunStore(store).close()  # a bad store fails before any slow loading
@@ -156,13 +176,24 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
                       name=source_name, head=head, trust_pickle=trust_pickle)
     tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
     grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
-    with RunStore(store) as st:
-        click.echo(f"source {src.name}; target {tgt.name} ({tgt.description}: "
-                   f"{len(tgt.train)}/{len(tgt.val)}/{len(tgt.test) if tgt.test else 0} images, "
-                   f"{tgt.n_classes} classes); grid {grid.name}", err=True)
-        with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]",
-                   enabled=not no_progress and sys.stderr.isatty()) as bars:
-            out = runner.run_grid(src, tgt, grid, st, device=device, progress=bars)
+    executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
+    try:
+        with RunStore(store) as st:
+            click.echo(f"source {src.name}; target {tgt.name} ({tgt.description}: "
+                       f"{len(tgt.train)}/{len(tgt.val)}/{len(tgt.test) if tgt.test else 0} "
+                       f"images, {tgt.n_classes} classes); grid {grid.name}", err=True)
+            with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]",
+                       enabled=not no_progress and sys.stderr.isatty()) as bars:
+                if executor.in_process:
+                    out = runner.run_grid(src, tgt, grid, st, device=device, progress=bars)
+                else:
+                    from ..executors import run_grid_on
+
+                    # One CPU per Ray task: more torch threads would oversubscribe the node.
+                    out = run_grid_on(executor, src, tgt, grid, st, device=device,
+                                      threads=threads or 1, progress=bars)
+    finally:
+        executor.close()
     click.echo(f"{out.total} runs: {out.finished} done now, {out.skipped} already in "
                f"{store}, {out.failed} failed")
     if out.failed:

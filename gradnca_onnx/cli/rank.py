@@ -54,6 +54,70 @@ def render_csv(ranking) -> str:
     return buf.getvalue()
 
 
+def render_csv_targets(rankings) -> str:
+    """One CSV over several targets: the single-target columns after a ``target`` column."""
+    parts = []
+    for i, ranking in enumerate(rankings):
+        lines = render_csv(ranking).splitlines(keepends=True)
+        if i == 0:
+            parts.append("target," + lines[0])
+        parts.extend(f"{_csv_cell(ranking.target)},{line}" for line in lines[1:])
+    return "".join(parts)
+
+
+def _csv_cell(text: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([text])
+    return buf.getvalue()
+
+
+def render_json_targets(rankings) -> str:
+    """One JSON document over several targets (each entry is a single-target result)."""
+    from .. import __version__
+
+    return json.dumps({"schema": "gradnca-onnx/rank-targets/1", "package_version": __version__,
+                       "rankings": [r.to_dict() for r in rankings]}, indent=2) + "\n"
+
+
+def _is_target_folder_of_folders(path: Path) -> bool:
+    """Whether ``path`` holds targets (folders of class folders) rather than being one."""
+    from ..data.folders import split_subfolders
+
+    if split_subfolders(path):
+        return False  # train/val/test sub-folders: one target with its splits
+    subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return bool(subdirs) and all(
+        any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir()) for d in subdirs)
+
+
+def expand_targets(values: tuple[Path, ...]) -> tuple[list[Path], bool]:
+    """The target paths of the --target values, and whether a directory of targets was given.
+
+    A directory holding ``.npz`` files stands for those files; a directory whose every
+    sub-folder has class sub-folders stands for those sub-folders; any other directory is one
+    image-folder target.
+    """
+    paths: list[Path] = []
+    expanded = False
+    for value in values:
+        p = Path(value)
+        if not p.exists():
+            raise ValueError(f"target {p} does not exist")
+        if p.is_dir():
+            npz = sorted(f for f in p.glob("*.npz") if f.is_file())
+            if npz:
+                paths.extend(npz)
+                expanded = True
+                continue
+            if _is_target_folder_of_folders(p):
+                paths.extend(sorted(d for d in p.iterdir()
+                                    if d.is_dir() and not d.name.startswith(".")))
+                expanded = True
+                continue
+        paths.append(p)
+    return paths, expanded
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator:
     """A progress callback drawing one rich bar per model and stage, started on first use (so an
@@ -106,8 +170,9 @@ def _fail_all() -> list[str]:
 @main.command("rank")
 @click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Zoo directory (one sub-directory per exported model).")
-@click.option("--target", "target_path", type=click.Path(path_type=Path),
-              help="MedMNIST .npz, a paper fold .npz, or a folder with one sub-folder per class.")
+@click.option("--target", "target_paths", type=click.Path(path_type=Path), multiple=True,
+              help="MedMNIST .npz, a paper fold .npz, or a folder with one sub-folder per class; "
+                   "repeat it, or give a directory of such targets, to rank on several.")
 @click.option("--split", default=None,
               help="train, val, test, all or fold1..fold5 (default: train for .npz files, all "
                    "images for folders).")
@@ -141,12 +206,22 @@ def _fail_all() -> list[str]:
 @click.option("--demo", is_flag=True,
               help="Rank the bundled demo zoo on the bundled BreastMNIST target (offline).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", "executor_name", default="local", show_default=True,
+              metavar="local|ray",
+              help="local: score in this process; ray: one Ray task per model x target.")
+@click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+              help="Ray cluster to join (default: $RAY_ADDRESS, else a Ray instance started "
+                   "on this machine).")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Ray: times a task whose worker died is run again before it is reported.")
 @user_errors
-def rank_command(zoo_dir, target_path, split, scenario, fmt, out, models, metrics, faithful,
-                 cache_dir, no_cache, device, threads, no_resize, demo, quiet) -> None:
-    """Rank the models of a zoo by their transferability to a target dataset."""
+def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
+                 cache_dir, no_cache, device, threads, no_resize, demo, quiet, executor_name,
+                 ray_address, max_retries) -> None:
+    """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
+    from ..executors import make_executor, rank_targets
     from ..zoo import atomic_write_text
 
     if demo:
@@ -154,32 +229,51 @@ def rank_command(zoo_dir, target_path, split, scenario, fmt, out, models, metric
 
         zoo_default, target_default = demo_paths()
         zoo_dir = zoo_dir or zoo_default
-        target_path = target_path or target_default
-    if zoo_dir is None or target_path is None:
+        target_paths = target_paths or (target_default,)
+    if zoo_dir is None or not target_paths:
         raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
-    if not Path(target_path).exists():
-        raise ValueError(f"target {target_path} does not exist")
-    target = load_target(target_path, split)
+    paths, expanded = expand_targets(target_paths)
+    if not paths:
+        raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
+    targets = [load_target(p, split) for p in paths]
+    combined = expanded or len(targets) > 1
     cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
-    with _progress(not quiet) as progress:
-        ranking = rank_zoo(zoo_dir, target, scenario=scenario,
-                           runtime=RuntimeConfig(device=device, threads=threads), cache=cache,
-                           resize=not no_resize,
-                           models=[m.strip() for m in models.split(",")] if models else None,
-                           metrics=_baselines(metrics), faithful=faithful, progress=progress)
+    model_names = [m.strip() for m in models.split(",")] if models else None
+    executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
+    # A Ray task asks for one CPU: onnxruntime's default of one thread per core would
+    # oversubscribe every node.
+    runtime = RuntimeConfig(device=device,
+                            threads=threads or (None if executor.in_process else 1))
+    try:
+        with _progress(not quiet) as progress:
+            if executor.in_process and not combined:
+                rankings = [rank_zoo(zoo_dir, targets[0], scenario=scenario, runtime=runtime,
+                                     cache=cache, resize=not no_resize, models=model_names,
+                                     metrics=_baselines(metrics), faithful=faithful,
+                                     progress=progress)]
+            else:
+                rankings = rank_targets(zoo_dir, targets, executor=executor, scenario=scenario,
+                                        runtime=runtime, cache=cache, resize=not no_resize,
+                                        models=model_names, metrics=_baselines(metrics),
+                                        faithful=faithful, progress=progress)
+    finally:
+        executor.close()
     if fmt == "json":
-        text = json.dumps(ranking.to_dict(), indent=2) + "\n"
+        text = (render_json_targets(rankings) if combined else
+                json.dumps(rankings[0].to_dict(), indent=2) + "\n")
     elif fmt == "csv":
-        text = render_csv(ranking)
+        text = render_csv_targets(rankings) if combined else render_csv(rankings[0])
     else:
-        text = render_table(ranking)
+        text = "\n".join(render_table(r) for r in rankings)
     if out is not None:
         atomic_write_text(out, text)
     else:
         sys.stdout.write(text)
-    broken = [m for m in ranking.models if not m.ok]
-    if broken:
-        click.echo(f"Warning: {len(broken)} model(s) could not be scored: "
-                   f"{', '.join(m.name for m in broken)} (see the report)", err=True)
-    if not any(m.ok for m in ranking.models):
+    for ranking in rankings:
+        broken = [m for m in ranking.models if not m.ok]
+        if broken:
+            where = f" on {ranking.target}" if combined else ""
+            click.echo(f"Warning: {len(broken)} model(s) could not be scored{where}: "
+                       f"{', '.join(m.name for m in broken)} (see the report)", err=True)
+    if not any(m.ok for r in rankings for m in r.models):
         raise SystemExit(1)

@@ -206,29 +206,11 @@ def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *
                   progress=progress)[0]
 
 
-def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",
-             runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
-             resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
-             metrics: str | Sequence[str] | None = None, faithful: bool = False,
-             progress: Progress | None = None) -> ZooRanking:
-    """Score every model of a zoo on ``target`` and rank them.
+def zoo_entries(zoo_dir: str | Path, models: Sequence[str] | None = None) -> list[Any]:
+    """The zoo's entries (``list_zoo``), restricted to ``models`` when given.
 
-    A model that cannot be scored (unreadable manifest, files failing their sha256, a graph
-    onnxruntime cannot run) is reported with its error and ranked after the others; the rest
-    are still scored. Raises ``ValueError`` when the target cannot be scored at all or the zoo
-    holds no model.
-
-    ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
-    computed from the same features and logits; ``faithful`` switches them to the released
-    code's quirks. The ranking itself is always by the paper's score S.
+    Raises ``ValueError`` for an unknown model name or a zoo without any model.
     """
-    from ..metrics import compute_metrics, resolve_names, zoo_scores
-
-    metric_names = resolve_names(metrics) if metrics else []
-    per_model_metrics: dict[str, dict] = {}
-    if scenario not in ("dataset", "cross-domain", "model"):
-        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
-    check_scoring_target(target)
     entries = list_zoo(zoo_dir)
     if models:
         wanted = set(models)
@@ -239,27 +221,52 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
     if not entries:
         raise ValueError(f"zoo directory {zoo_dir} holds no model (no sub-directory with a "
                          "manifest.json); export one with 'gradnca-onnx export'")
-    results: list[ModelResult] = []
-    for entry in entries:
-        if not entry.ok:
-            results.append(ModelResult(name=entry.path.name, path=entry.path, error=entry.error))
-            continue
-        manifest = entry.manifest
-        assert manifest is not None
-        try:
-            if verify:
-                verify_files(entry.path, manifest.files)
-            result, arrays = _score(entry.path, manifest, target, runtime=runtime, cache=cache,
-                                    resize=resize, progress=progress)
-            if metric_names:
-                per_model_metrics[manifest.name] = compute_metrics(
-                    metric_names, arrays["features"], target.labels, arrays.get("logits"),
-                    faithful=faithful, errors="record")
-            results.append(result)
-        except ValueError as exc:
-            results.append(ModelResult(name=manifest.name, path=entry.path, error=str(exc),
-                                       architecture=manifest.architecture,
-                                       pretrained_on=manifest.pretrained_on))
+    return entries
+
+
+def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
+                cache: FeatureCache | None = None, resize: bool = True, verify: bool = True,
+                metric_names: Sequence[str] = (), faithful: bool = False,
+                progress: Progress | None = None) -> tuple[ModelResult, dict | None]:
+    """The per-(model, target) unit of :func:`rank_zoo`: one zoo entry scored on ``target``.
+
+    Returns the model's result (its ``error`` set when it cannot be scored) and its per-model
+    baseline metric results (``None`` when it failed), which :func:`combine_zoo` turns into
+    zoo-level values. Depends only on its arguments, so any process can run it.
+    """
+    from ..metrics import compute_metrics
+
+    if not entry.ok:
+        return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None
+    manifest = entry.manifest
+    assert manifest is not None
+    try:
+        if verify:
+            verify_files(entry.path, manifest.files)
+        result, arrays = _score(entry.path, manifest, target, runtime=runtime, cache=cache,
+                                resize=resize, progress=progress)
+        per_model = None
+        if metric_names:
+            per_model = compute_metrics(list(metric_names), arrays["features"], target.labels,
+                                        arrays.get("logits"), faithful=faithful, errors="record")
+        return result, per_model
+    except ValueError as exc:
+        return ModelResult(name=manifest.name, path=entry.path, error=str(exc),
+                           architecture=manifest.architecture,
+                           pretrained_on=manifest.pretrained_on), None
+
+
+def combine_zoo(target: TargetData, results: list[ModelResult],
+                per_model_metrics: dict[str, dict], *, scenario: str = "dataset",
+                metric_names: Sequence[str] = (), faithful: bool = False) -> ZooRanking:
+    """The zoo-level step of :func:`rank_zoo`: S over the zoo, baseline metrics, ranks.
+
+    ``results`` are the per-model results in zoo order; ``per_model_metrics`` maps a scored
+    model's name to its :func:`score_entry` metric results.
+    """
+    from ..metrics import zoo_scores
+
+    metric_names = list(metric_names)
     good = [r for r in results if r.ok]
     if good:
         import warnings
@@ -291,3 +298,47 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
                       n_classes=target.n_classes, scenario=scenario, models=results,
                       metrics=metric_names)
+
+
+def check_scenario(scenario: str) -> None:
+    """Refuse an unknown scenario name."""
+    if scenario not in ("dataset", "cross-domain", "model"):
+        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+
+
+def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",
+             runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
+             resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
+             metrics: str | Sequence[str] | None = None, faithful: bool = False,
+             progress: Progress | None = None) -> ZooRanking:
+    """Score every model of a zoo on ``target`` and rank them.
+
+    A model that cannot be scored (unreadable manifest, files failing their sha256, a graph
+    onnxruntime cannot run) is reported with its error and ranked after the others; the rest
+    are still scored. Raises ``ValueError`` when the target cannot be scored at all or the zoo
+    holds no model.
+
+    ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
+    computed from the same features and logits; ``faithful`` switches them to the released
+    code's quirks. The ranking itself is always by the paper's score S.
+
+    This is :func:`score_entry` per model in this process, then :func:`combine_zoo`;
+    ``gradnca_onnx.executors.rank_targets`` runs the same steps on a Ray cluster.
+    """
+    from ..metrics import resolve_names
+
+    metric_names = resolve_names(metrics) if metrics else []
+    check_scenario(scenario)
+    check_scoring_target(target)
+    entries = zoo_entries(zoo_dir, models)
+    results: list[ModelResult] = []
+    per_model_metrics: dict[str, dict] = {}
+    for entry in entries:
+        result, per_model = score_entry(entry, target, runtime=runtime, cache=cache,
+                                        resize=resize, verify=verify, metric_names=metric_names,
+                                        faithful=faithful, progress=progress)
+        results.append(result)
+        if per_model is not None:
+            per_model_metrics[result.name] = per_model
+    return combine_zoo(target, results, per_model_metrics, scenario=scenario,
+                       metric_names=metric_names, faithful=faithful)

@@ -186,6 +186,27 @@ def task_key(source: Source, target: TargetSplits, config: RunConfig) -> str:
     return run_key(source.key(), target.key(), config.to_dict(), PROTOCOL)
 
 
+def run_row(source: Source, target: TargetSplits, config: RunConfig, *, grid_name: str = "",
+            device: str = "cpu") -> dict[str, Any]:
+    """The static run-store columns of one run (names, ids, hyper-parameters, versions)."""
+    cfg = config.to_dict()
+    return {
+        "source": source.name, "source_kind": source.identity.get("kind"),
+        "source_reference": source.identity.get("reference"),
+        "source_sha256": source.identity.get("weights_sha256"),
+        "checkpoint_sha256": source.identity.get("checkpoint_sha256"),
+        "target": target.name, "target_path": target.path, "target_sha256": target.sha256,
+        "task": target.task, "n_classes": target.n_classes, "n_train": len(target.train),
+        "n_val": len(target.val), "n_test": len(target.test) if target.test else None,
+        "grid": grid_name, "device": device,
+        **{k: (int(v) if isinstance(v, bool) else v) for k, v in cfg.items()},
+        **_versions(),
+        "config_json": json.dumps({"config": cfg, "source": source.key(), "target": target.key(),
+                                   "target_description": target.description,
+                                   "protocol": PROTOCOL}, sort_keys=True),
+    }
+
+
 def run_one(source: Source, target: TargetSplits, config: RunConfig, store: RunStore, *,
             grid_name: str = "", device: str = "cpu",
             prepared: PreparedTarget | None = None, progress: Progress | None = None,
@@ -203,22 +224,7 @@ def run_one(source: Source, target: TargetSplits, config: RunConfig, store: RunS
         prepared = prepare_target(target.train, target.val, target.test,
                                   image_size=config.image_size, mean=source.mean, std=source.std,
                                   channels=source.channels, resize_filter=config.resize_filter)
-    cfg = config.to_dict()
-    row = {
-        "source": source.name, "source_kind": source.identity.get("kind"),
-        "source_reference": source.identity.get("reference"),
-        "source_sha256": source.identity.get("weights_sha256"),
-        "checkpoint_sha256": source.identity.get("checkpoint_sha256"),
-        "target": target.name, "target_path": target.path, "target_sha256": target.sha256,
-        "task": target.task, "n_classes": target.n_classes, "n_train": len(target.train),
-        "n_val": len(target.val), "n_test": len(target.test) if target.test else None,
-        "grid": grid_name, "device": device,
-        **{k: (int(v) if isinstance(v, bool) else v) for k, v in cfg.items()},
-        **_versions(),
-        "config_json": json.dumps({"config": cfg, "source": source.key(), "target": target.key(),
-                                   "target_description": target.description,
-                                   "protocol": PROTOCOL}, sort_keys=True),
-    }
+    row = run_row(source, target, config, grid_name=grid_name, device=device)
     store.start_run(key, row)
 
     def on_epoch(m: EpochMetrics) -> None:
