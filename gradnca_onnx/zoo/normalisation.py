@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-#: ImageNet statistics, for ImageNet-pretrained sources.
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+from ..data.preprocess import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+
+#: ImageNet statistics, for ImageNet-pretrained sources (one definition: the data module's).
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 #: mean 0.5 / std 0.5, for every other source.
-HALF = ((0.5,), (0.5,))
+HALF = ((HALF_MEAN[0],), (HALF_STD[0],))
 
 
 def _floats(text: str, what: str, spec: str) -> tuple[float, ...]:
