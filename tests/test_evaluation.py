@@ -173,7 +173,7 @@ def test_gradnca_column_is_combine_per_target_without_the_own_row(scenario: str,
 # ------------------------------------------------------------------ shipped data
 def _shared_or_skip() -> Path:
     if not SHARED_BENCH.is_dir():
-        pytest.skip(f"{SHARED_BENCH} not present")
+        pytest.fail(f"{SHARED_BENCH} not present: the tests need ../shared beside the checkout")
     return SHARED_BENCH
 
 

@@ -343,12 +343,8 @@ def test_exported_model_directory_is_rebuilt_from_its_manifest(tiny_dir, tmp_pat
         p.data.normal_()
     torch.save(src.module.state_dict(), ckpt)
     loaded = exporters.load_factory("tiny_models:tiny", ckpt)
-    try:
-        model_dir = exporters.export_model(loaded, tmp_path / "zoo", name="tiny-x",
-                                           input_size=28, pretrained_on="test")
-    except TypeError:
-        pytest.skip("export_model signature differs (exporters still in progress)")
-    model_dir = Path(model_dir) if not hasattr(model_dir, "path") else Path(model_dir.path)
+    model_dir = Path(exporters.export_model(loaded, tmp_path / "zoo", name="tiny-x",
+                                            input_size=28, pretrained_on="test"))
     # The checkpoint is found beside the zoo (its sha256 checked against the manifest)...
     rebuilt = training.load_source(model_dir)
     assert rebuilt.name == "tiny-x" and rebuilt.mean == (0.5, 0.5, 0.5)
