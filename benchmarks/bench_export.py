@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[64, 224])
     ap.add_argument("--batch", nargs="+", type=int, default=[16, 8],
                     help="grads batch per size (same order as --sizes)")
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for both runtimes (1: robust on a shared machine)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()

@@ -34,6 +34,16 @@ FACTORY_SOURCE = textwrap.dedent('''
 ''')
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run torch single-threaded here: the suite runs on 2 (often shared) cores, where OpenMP
+    threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def factory_module(tmp_path, monkeypatch):
     (tmp_path / "cli_test_models.py").write_text(FACTORY_SOURCE)
@@ -67,7 +77,7 @@ def test_export_and_list(factory_module, tmp_path):
     model = __import__(factory_module).tiny().eval()
     with torch.no_grad():
         want = model[:-1](torch.from_numpy(x)).numpy()
-    got = open_session(zoo / "t1", "features").run(["features"], {"images": x})[0]
+    got = open_session(zoo / "t1", "features", threads=1).run(["features"], {"images": x})[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-5
 
     res = run("export", "--factory", f"{factory_module}:tiny", "--input-size", 16, "--name", "t2",

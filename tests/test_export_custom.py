@@ -38,6 +38,16 @@ FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run torch single-threaded here: the suite runs on 2 (often shared) cores, where OpenMP
+    threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------- models
 
 MODELS_SOURCE = textwrap.dedent('''
@@ -140,10 +150,10 @@ def rel(a, b) -> float:
 
 
 def reference(model: nn.Module, head: str, conv1: str, conv2: str, x: torch.Tensor,
-              c: torch.Tensor):
+              c: torch.Tensor, *, with_logits: bool = True):
     """torch fp32 features/logits and float64 autograd gradients of <features, c>."""
     with torch.no_grad():
-        outs32 = FeatureModel(model, head)(x)
+        outs32 = FeatureModel(model, head, with_logits=with_logits)(x)
     m64 = copy.deepcopy(model).double()
     (f64,) = FeatureModel(m64, head, with_logits=False)(x.double())
     w1, w2 = m64.get_submodule(conv1).weight, m64.get_submodule(conv2).weight
@@ -157,13 +167,16 @@ def check_parity(model_dir: Path, model: nn.Module, n: int = 5, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, m.input.channels, m.input.height, m.input.width, generator=g)
     c = torch.randn(n, m.feature_dim, generator=g)
-    outs, G1, G2 = reference(model, m.layers.features, m.layers.conv1, m.layers.conv2, x, c)
-    got = open_session(model_dir, "features", manifest=m).run(None, {"images": x.numpy()})
+    outs, G1, G2 = reference(model, m.layers.features, m.layers.conv1, m.layers.conv2, x, c,
+                             with_logits=m.num_classes is not None)
+    sess = open_session(model_dir, "features", manifest=m, threads=1)
+    got = sess.run(None, {"images": x.numpy()})
     assert len(got) == len(outs) == (2 if m.num_classes else 1)
     for a, b in zip(got, outs):
         assert a.shape == b.shape
         assert rel(a, b) <= FEAT_TOL
-    feats, g1, g2 = run_grads(open_session(model_dir, "grads", manifest=m), x.numpy(), c.numpy())
+    sess = open_session(model_dir, "grads", manifest=m, threads=1)
+    feats, g1, g2 = run_grads(sess, x.numpy(), c.numpy())
     assert rel(feats, outs[0]) <= FEAT_TOL
     assert g1.shape == G1.shape and g2.shape == G2.shape
     assert rel(g1, G1) <= GRAD_TOL and rel(g2, G2) <= GRAD_TOL
@@ -217,6 +230,11 @@ def test_head_override_and_model_output_as_features(models_module, tmp_path):
                        head="")
     m = check_parity(out, model, n=2)
     assert (m.layers.features, m.feature_dim, m.num_classes) == ("", 5, None)
+    # a feature layer whose output is not (batch, classes) gives features and no logits
+    out = export_model(from_module(model), tmp_path, name="mid", input_size=32, grads_batch=2,
+                       head="body.4")
+    m = check_parity(out, model, n=2)
+    assert (m.layers.features, m.feature_dim, m.num_classes) == ("body.4", 16 * 5 * 5, None)  # ceil-mode pool: 8 -> 5
 
 
 def test_fewer_than_two_convs_is_refused(models_module, tmp_path):
@@ -344,7 +362,7 @@ def test_batch_policy_on_a_real_graph_and_zero_cotangent_rows(models_module, tmp
     zero cotangent rows add nothing whatever the images (eval-mode BatchNorm)."""
     model = models_module.stem_bn_net().eval()
     out = export_model(from_module(model), tmp_path, input_size=24, grads_batch=4)
-    sess = open_session(out, "grads")
+    sess = open_session(out, "grads", threads=1)
     g = torch.Generator().manual_seed(4)
     x, c = torch.randn(9, 3, 24, 24, generator=g), torch.randn(9, 24, generator=g)
     _, G1, G2 = reference(model, "scorer", "stem.0", "body.0", x, c)

@@ -5,17 +5,20 @@ Default suite: 64 px; ``-m slow``: 224 px, and TorchScript copies of two archite
 Tolerances. Features: relative L2 error <= 1e-5 against torch's fp32 forward (measured
 1e-7 to 2e-6: fp32 sums in another order through up to ~120 layers). Gradients: the ratio
 ||grad W2|| / ||grad W1|| within 1e-4 (relative) of a float64 torch autograd reference. The
-reference is float64 because torch's own fp32 CPU gradients are not a reliable oracle here: on
-this machine oneDNN's fp32 backward of randomly initialised resnet18 is off by 2e-2 in
-||grad W1|| (6e-7 with oneDNN disabled), and any fp32 implementation, torch's or onnxruntime's,
-occasionally puts a ReLU whose pre-activation lies within rounding of zero on the other side of
-the kink, moving the ratio by 1e-5..7e-4 (seen at rates of a few percent per batch in both).
-The inputs here are small (2 images), fixed by seed, so that such a flip is rare.
+reference is float64 because torch's own fp32 CPU gradients are not a reliable oracle: any fp32
+implementation, torch's or onnxruntime's, now and then puts a ReLU whose pre-activation lies
+within rounding of zero on the other side of the kink, and for some randomly initialised models
+the weight gradients cancel so much that this moves the ratio by more than 1e-4 (googlenet at
+224 px: torch's fp32 autograd itself is off by 4e-5 with oneDNN and 2e-4 without). So the test
+also measures that fp32 noise floor on the same batch, as the larger deviation of torch's two
+fp32 CPU paths (oneDNN on and off) from float64, and holds onnxruntime to
+max(1e-4, 3 x floor): a wrong graph is off by orders of magnitude more.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -35,14 +38,33 @@ RATIO_TOL = 1e-4
 ARCHS = list(PAPER_ARCHITECTURES)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run torch single-threaded here: the suite runs on 2 (often shared) cores, where OpenMP
+    threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def torch_ratio(model, head: str, conv1: str, conv2: str, x, c) -> float:
+    """||grad W2|| / ||grad W1|| of <features, c> by torch autograd, in the model's dtype."""
+    (f,) = FeatureModel(model, head, with_logits=False)(x)
+    w1, w2 = model.get_submodule(conv1).weight, model.get_submodule(conv2).weight
+    g1, g2 = torch.autograd.grad(f, [w1, w2], c)
+    return float(g2.norm() / g1.norm())
+
+
 def parity(model, model_dir, *, n_features: int = 3, n_grads: int = 2, seed: int = 1
-           ) -> tuple[float, float, float]:
-    """(features error, logits error, ratio error) of a model directory against torch."""
+           ) -> tuple[float, float, float, float]:
+    """Features, logits and ratio errors of a model directory against torch, and the fp32
+    noise floor of the ratio (torch fp32 against float64)."""
     m = load_manifest(model_dir, verify=False)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(max(n_features, n_grads), m.input.channels, m.input.height, m.input.width,
@@ -50,20 +72,21 @@ def parity(model, model_dir, *, n_features: int = 3, n_grads: int = 2, seed: int
     c = torch.randn(n_grads, m.feature_dim, generator=g)
     with torch.no_grad():
         f32, logits32 = FeatureModel(model, m.layers.features)(x[:n_features])
-    f_onnx, logits_onnx = open_session(model_dir, "features", manifest=m).run(
+    f_onnx, logits_onnx = open_session(model_dir, "features", manifest=m, threads=1).run(
         None, {"images": x[:n_features].numpy()})
-    m64 = copy.deepcopy(model).double()
-    (f64,) = FeatureModel(m64, m.layers.features, with_logits=False)(x[:n_grads].double())
-    w1 = m64.get_submodule(m.layers.conv1).weight
-    w2 = m64.get_submodule(m.layers.conv2).weight
-    G1, G2 = torch.autograd.grad(f64, [w1, w2], c.double())
-    feats, g1, g2 = run_grads(open_session(model_dir, "grads", manifest=m), x[:n_grads].numpy(),
-                              c.numpy())
+    layers = (m.layers.features, m.layers.conv1, m.layers.conv2)
+    xg = x[:n_grads]
+    ratio_ref = torch_ratio(copy.deepcopy(model).double(), *layers, xg.double(), c.double())
+    floor = abs(torch_ratio(model, *layers, xg, c) / ratio_ref - 1)
+    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
+        warnings.simplefilter("ignore")  # a note about TF32 on Intel GPUs, irrelevant here
+        floor = max(floor, abs(torch_ratio(model, *layers, xg, c) / ratio_ref - 1))
+    sess = open_session(model_dir, "grads", manifest=m, threads=1)
+    feats, g1, g2 = run_grads(sess, xg.numpy(), c.numpy())
     assert rel(feats, f32[:n_grads].numpy()) <= FEAT_TOL
     ratio = np.linalg.norm(g2) / np.linalg.norm(g1)
-    ratio_ref = float(G2.norm() / G1.norm())
     return (rel(f_onnx, f32.numpy()), rel(logits_onnx, logits32.numpy()),
-            abs(ratio / ratio_ref - 1))
+            abs(ratio / ratio_ref - 1), floor)
 
 
 def check_architecture(arch: str, size: int, zoo) -> None:
@@ -75,11 +98,12 @@ def check_architecture(arch: str, size: int, zoo) -> None:
                                                                     spec.conv2)
     assert (m.feature_dim, m.num_classes) == (spec.feature_dim, 1000)
     assert m.input.mean == (0.5, 0.5, 0.5)  # not an ImageNet source
-    feat_err, logit_err, ratio_err = parity(loaded.module, out)
+    feat_err, logit_err, ratio_err, floor = parity(loaded.module, out)
     print(f"{arch} {size}px: features {feat_err:.1e}, logits {logit_err:.1e}, "
-          f"ratio {ratio_err:.1e}")
+          f"ratio {ratio_err:.1e} (torch fp32: {floor:.1e})")
     assert feat_err <= FEAT_TOL and logit_err <= FEAT_TOL
-    assert ratio_err <= RATIO_TOL
+    assert floor <= 1e-2, "torch's fp32 ratio noise is too large to judge against"
+    assert ratio_err <= max(RATIO_TOL, 3 * floor)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -104,5 +128,7 @@ def test_torchscript_copy_of_paper_architecture(arch, tmp_path):
                        input_size=64, grads_batch=2, head=spec.head)
     m = load_manifest(out)
     assert (m.layers.conv1, m.layers.conv2) == (spec.conv1, spec.conv2)
-    feat_err, logit_err, ratio_err = parity(eager, out)
-    assert feat_err <= FEAT_TOL and logit_err <= FEAT_TOL and ratio_err <= RATIO_TOL
+    feat_err, logit_err, ratio_err, floor = parity(eager, out)
+    assert feat_err <= FEAT_TOL and logit_err <= FEAT_TOL
+    assert floor <= 1e-2, "torch's fp32 ratio noise is too large to judge against"
+    assert ratio_err <= max(RATIO_TOL, 3 * floor)

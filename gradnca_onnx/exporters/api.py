@@ -33,7 +33,7 @@ from .layers import LayerChoice, locate_layers
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import publish, staging_dir
 from .onnx_export import export_features, export_grads
-from .script_graph import check_graph_conv, feature_graph, graph_layers, script_to_fx
+from .script_graph import feature_graph, locate_graph_layers, script_to_fx
 from .translations import OPSET
 from .vjp_trace import named_tensors, trace_feature_vjp
 
@@ -44,6 +44,7 @@ DEFAULT_GRADS_BATCH = 32
 @dataclass
 class _Prepared:
     features: nn.Module        # forward(images) -> (features, logits) or (features,)
+    features_only: nn.Module   # forward(images) -> (features,)
     grad_features: nn.Module   # forward(images) -> (features,), traced for the VJP
     w1: str                    # qualified names of the conv weights in grad_features
     w2: str
@@ -68,30 +69,15 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
              convs: Sequence[str] | None) -> _Prepared:
     if loaded.kind == "torchscript":
         gm = script_to_fx(loaded.module, example)  # type: ignore[arg-type]
-        found_convs, linears = graph_layers(gm)
-        if head is None:
-            if not linears:
-                raise ValueError("the TorchScript model has no linear layer, so its feature layer "
-                                 "is unknown; name it with --head (or --head '' for the output)")
-            head = linears[-1]
-        if convs is None:
-            if len(found_convs) < 2:
-                raise ValueError(f"the model runs {len(found_convs)} Conv2d layer(s) "
-                                 f"({', '.join(found_convs) or 'none'}); S_FU compares the "
-                                 "weight gradients of two conv layers")
-            convs = found_convs[:2]
-        convs = list(convs)
-        if len(convs) != 2 or convs[0] == convs[1]:
-            raise ValueError(f"name exactly two different conv layers; got {convs}")
-        for c in convs:
-            check_graph_conv(gm, c)
-        layers = LayerChoice(head=head, conv1=convs[0], conv2=convs[1])
-        return _Prepared(feature_graph(gm, head),
-                         feature_graph(gm, head, with_logits=False, global_pool_as_mean=True),
-                         f"{convs[0]}.weight", f"{convs[1]}.weight", layers, None)
+        layers = locate_graph_layers(gm, head=head, convs=convs)
+        cut = layers.head
+        return _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
+                         feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
+                         f"{layers.conv1}.weight", f"{layers.conv2}.weight", layers, None)
     model = loaded.module
     layers = locate_layers(model, example[:1], spec=loaded.spec, head=head, convs=convs)
     return _Prepared(FeatureModel(model, layers.head),
+                     FeatureModel(model, layers.head, with_logits=False),
                      FeatureModel(model, layers.head, with_logits=False),
                      f"model.{layers.conv1}.weight", f"model.{layers.conv2}.weight", layers, model)
 
@@ -174,7 +160,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         logits = outs[1] if len(outs) > 1 else None
         if logits is not None and (logits.ndim != 2 or logits.shape[0] != example.shape[0]):
             logits = None  # a head whose output is not (batch, classes) gives no logits
-            prep.features.with_logits = False  # type: ignore[union-attr]
+            prep.features = prep.features_only
         feature_dim = int(feats.shape[1])
         num_classes = int(logits.shape[1]) if logits is not None else None
         out_names = ["features"] + (["logits"] if logits is not None else [])
@@ -223,7 +209,9 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
     # A cheap end-to-end check before publishing: onnxruntime must reproduce torch's forward.
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # one small batch; idle threads only spin
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"images": example.numpy()})
     pairs = [(outs[0], feats)] + ([(outs[1], logits)] if logits is not None else [])
     for got, want in pairs:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from typing import Sequence
 
 import torch
 from torch import fx, nn
+
+from .layers import LayerChoice
 
 _aten = torch.ops.aten
 CONV_OPS = {_aten.conv2d.default, _aten.convolution.default, _aten._convolution.default}
@@ -140,3 +143,30 @@ def check_graph_conv(gm: nn.Module, path: str) -> None:
         raise ValueError(f"conv layer {path!r} is not a layer of this TorchScript model{hint}")
     if w.ndim != 4:
         raise ValueError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")
+
+
+def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
+                        convs: Sequence[str] | None = None) -> LayerChoice:
+    """Feature layer and conv layers of a converted TorchScript model.
+
+    Defaults as for modules (:func:`~gradnca_onnx.exporters.layers.locate_layers`), read from the
+    graph, whose order is the execution order: the last linear layer, the first two convs.
+    """
+    found_convs, linears = graph_layers(gm)
+    if head is None:
+        if not linears:
+            raise ValueError("the TorchScript model has no linear layer, so its feature layer is "
+                             "unknown; name it with --head (or --head '' for the output)")
+        head = linears[-1]
+    if convs is None:
+        if len(found_convs) < 2:
+            raise ValueError(f"the model runs {len(found_convs)} Conv2d layer(s) "
+                             f"({', '.join(found_convs) or 'none'}); S_FU compares the weight "
+                             "gradients of two conv layers")
+        convs = found_convs[:2]
+    convs = list(convs)
+    if len(convs) != 2 or convs[0] == convs[1]:
+        raise ValueError(f"name exactly two different conv layers; got {convs}")
+    for c in convs:
+        check_graph_conv(gm, c)
+    return LayerChoice(head=head, conv1=convs[0], conv2=convs[1])
