@@ -261,3 +261,12 @@ def test_baseline_metrics_from_the_same_pass(zoo, tmp_path) -> None:
     assert ncti[0] is not None and ncti[-1] > ncti[0]  # normalised over the zoo
     data = ranking.to_dict()
     assert data["metrics"]["logme"]["higher_is_better"] is True
+
+
+def test_cli_images_no_model_can_take_is_one_line_exit_2(tmp_path) -> None:
+    res = CliRunner().invoke(main, ["rank", "--demo", "--target",
+                                    str(MEDICAL / "breastmnist" / "breastmnist_64.npz"),
+                                    "--no-resize", "--no-cache", "--quiet"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "takes 28x28 images" in lines[0]

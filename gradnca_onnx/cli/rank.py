@@ -258,6 +258,11 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                                         faithful=faithful, progress=progress)
     finally:
         executor.close()
+    if not any(m.ok for r in rankings for m in r.models):
+        # Nothing to rank: the input does not fit any model (e.g. --no-resize with another
+        # image size); say why in one line rather than print an empty table.
+        first = next(m for r in rankings for m in r.models)
+        raise ValueError(f"no model of the zoo could be scored; {first.name}: {first.error}")
     if fmt == "json":
         text = (render_json_targets(rankings) if combined else
                 json.dumps(rankings[0].to_dict(), indent=2) + "\n")
@@ -275,5 +280,3 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
             where = f" on {ranking.target}" if combined else ""
             click.echo(f"Warning: {len(broken)} model(s) could not be scored{where}: "
                        f"{', '.join(m.name for m in broken)} (see the report)", err=True)
-    if not any(m.ok for r in rankings for m in r.models):
-        raise SystemExit(1)
