@@ -104,7 +104,8 @@ def check_scoring_target(target: TargetData) -> None:
         raise ValueError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
 
 
-def _prepare(target: TargetData, manifest: Manifest, resize: bool) -> tuple[NDArray, dict, list[str]]:
+def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tuple[dict, list[str]]:
+    """The preprocessing a model asks of this target (part of the cache key), and notes."""
     spec = manifest.input
     size = (spec.height, spec.width)
     notes = []
@@ -118,9 +119,14 @@ def _prepare(target: TargetData, manifest: Manifest, resize: bool) -> tuple[NDAr
                      f"{spec.height}x{spec.width} ({DEFAULT_FILTER})")
     settings = {"channels": spec.channels, "size": list(size), "mean": list(spec.mean),
                 "std": list(spec.std), "filter": DEFAULT_FILTER}
-    x = preprocess(target.images, mean=spec.mean, std=spec.std,
-                   size=size if target.image_size != size else None, channels=spec.channels)
-    return x, settings, notes
+    return settings, notes
+
+
+def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
+    spec = manifest.input
+    size = (spec.height, spec.width)
+    return preprocess(target.images, mean=spec.mean, std=spec.std,
+                      size=size if target.image_size != size else None, channels=spec.channels)
 
 
 def _features(session: Any, x: NDArray[np.float32], batch: int, has_logits: bool,
@@ -145,7 +151,7 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     """
     tick = (lambda stage, total: (lambda done: progress(manifest.name, stage, done, total))) \
         if progress else (lambda stage, total: (lambda done: None))
-    x, settings, notes = _prepare(target, manifest, resize)
+    settings, notes = _input_settings(target, manifest, resize)
     lp_settings = dict(LP_SETTINGS)
     if manifest.feature_dim < lp_settings["n_components"]:
         lp_settings["n_components"] = manifest.feature_dim
@@ -159,6 +165,7 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     hit = cache.load(key)
     if hit is not None:
         return hit, True, notes
+    x = _prepare(target, manifest)
     labels = target.labels
     feats_sess = runtime.open(model_dir, manifest, "features")
     feats, logits = _features(feats_sess, x, runtime.features_batch, manifest.num_classes is not None,
