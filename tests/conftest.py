@@ -101,3 +101,14 @@ def medical_dir() -> Path:
     if not MEDICAL.is_dir():
         pytest.fail(f"the shared data directory {MEDICAL} is missing")
     return MEDICAL
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch single-threaded in a module: the suite runs on 2 (often shared) cores, where
+    OpenMP threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -34,14 +34,8 @@ FACTORY_SOURCE = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch single-threaded here: the suite runs on 2 (often shared) cores, where OpenMP
-    threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Torch single-threaded for these modules (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -38,14 +38,8 @@ FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch single-threaded here: the suite runs on 2 (often shared) cores, where OpenMP
-    threads spinning for a busy core cost far more than they give (10x slowdowns seen)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Torch single-threaded for these modules (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- models
