@@ -206,3 +206,26 @@ def test_export_without_torch_says_how_to_install(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "install the torch extra: pip install 'gradnca-onnx[torch]'" in lines[0]
+
+
+def test_plain_dict_checkpoint_without_module_versions_loads(tmp_path):
+    """MNASNet refuses a state dict without torch's per-module ``_metadata`` (versions); a plain
+    dict (converted or re-packed checkpoints) must still load, with every tensor intact."""
+    import torch
+    import torchvision
+
+    from gradnca_onnx.exporters.loading import load_torchvision
+
+    torch.manual_seed(3)
+    model = torchvision.models.mnasnet0_5(num_classes=3)
+    plain = {k: v.clone() for k, v in model.state_dict().items()}
+    assert getattr(plain, "_metadata", None) is None
+    ckpt = tmp_path / "mnas.pt"
+    torch.save(plain, ckpt)
+    with pytest.raises(ValueError, match="version"):  # what torch itself does with it
+        torchvision.models.mnasnet0_5(num_classes=3).load_state_dict(torch.load(ckpt))
+    loaded = load_torchvision("mnasnet0_5", ckpt)
+    got = loaded.module.state_dict()
+    assert set(got) == set(plain)
+    for k, v in plain.items():
+        assert torch.equal(got[k], v), k

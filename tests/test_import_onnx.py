@@ -26,7 +26,7 @@ from torch import nn
 from gradnca_onnx.cli import main
 from gradnca_onnx.exporters import export_model, from_module
 from gradnca_onnx.importers import import_onnx, load_onnx
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest, open_session, run_grads, sha256_file
 
 FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4
@@ -331,7 +331,7 @@ def _refused(tmp_path: Path, path: Path, *needles: str, extra=()) -> None:
 def test_unsupported_operator_is_named(tmp_path):
     path = tmp_path / "lrn.onnx"
     onnx.save(small(mid="LRN"), path)
-    _refused(tmp_path, path, "LRN", "middle", "not supported")
+    _refused(tmp_path, path, "LRN", "middle", "not supported", "--features-only-fallback")
 
 
 def test_custom_domain_is_refused(tmp_path):
@@ -388,6 +388,10 @@ def test_existing_name_needs_force(tmp_path):
     m = load_manifest(tmp_path / "zoo" / "m")
     # MatMul head with a constant weight: features are its input, its output the logits.
     assert (m.feature_dim, m.num_classes) == (4, K)
+    # Recorded as what it is: an ONNX file, by name and hash.
+    assert (m.source.kind, m.source.reference, m.source.checkpoint) == ("onnx", "ok.onnx",
+                                                                       "ok.onnx")
+    assert m.source.checkpoint_sha256 == sha256_file(ok) and m.has_grads
     assert json.loads((tmp_path / "zoo" / "m" / "manifest.json").read_text())["source"][
         "options"]["onnx_nodes"] == {"features": "head", "conv1": "conv_a", "conv2": "conv_b"}
     res = _cli("import", ok, "--name", "m", "--out", tmp_path / "zoo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -57,7 +58,7 @@ def test_manifest_round_trip(tmp_path):
     assert m.input.mean == (0.485, 0.456, 0.406)
     assert m.layers.conv2_weight_shape == (64, 64, 3, 3)
     data = json.loads((d / "manifest.json").read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2 and data["features_only"] is None
     assert data["graphs"]["features"]["outputs"] == ["features", "logits"]
     assert data["graphs"]["grads"] == {"file": "grads.onnx", "inputs": ["images", "cotangent"],
                                        "outputs": ["features", "grad_w1", "grad_w2"], "batch": 8}
@@ -78,7 +79,7 @@ def _edit(d: Path, fn) -> None:
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("feature_dim"), "'feature_dim' is missing"),
     (lambda d: d.update(feature_dim="512"), "'feature_dim' must be an integer"),
-    (lambda d: d.update(schema_version=2), "schema_version 2 is newer"),
+    (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
     (lambda d: d.update(colour="red"), "unknown field(s) ['colour']"),
     (lambda d: d["input"].update(std=[0.2, 0.2]), "one value per channel"),
     (lambda d: d["input"].update(std=[0.2, 0.0, 0.2]), "'input.std' must be > 0"),
@@ -216,3 +217,139 @@ def test_zoo_package_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- schema 2
+
+
+def make_features_only_dir(zoo: Path, name: str = "fo") -> Path:
+    """A features-only member (schema 2): no grads.onnx, no conv or gradient-batch fields."""
+    d = zoo / name
+    d.mkdir(parents=True)
+    (d / "features.onnx").write_bytes(b"features-" + name.encode())
+    m = Manifest(
+        name=name, architecture="alexnetish", pretrained_on="unknown",
+        source=SourceSpec(kind="onnx", reference="a.onnx", checkpoint="a.onnx",
+                          checkpoint_sha256="1" * 64, options={"opset": 17}),
+        input=InputSpec(channels=3, height=28, width=28, mean=(0.5,) * 3, std=(0.5,) * 3),
+        layers=LayerSpec(features="dense", conv1=None, conv2=None, conv1_weight_shape=None,
+                         conv2_weight_shape=None),
+        feature_dim=6, num_classes=3, opset=17, batch_policy=BatchPolicy(None),
+        ort_optimization="all", files={"features.onnx": file_entry(d / "features.onnx")},
+        package_version="0.1.0", producer={"onnx": "1.23.2"}, created="2026-01-01T00:00:00+00:00",
+        features_only="operator LRN (node 'norm1') is not supported by the ONNX importer",
+    )
+    write_manifest(d, m)
+    return d
+
+
+def _demo_zoo() -> Path:
+    from gradnca_onnx.demo import demo_paths
+
+    return demo_paths()[0]
+
+
+def test_committed_schema_1_manifests_load_unchanged(tmp_path):
+    demo = _demo_zoo()
+    dirs = sorted(p for p in demo.iterdir() if p.is_dir())
+    assert len(dirs) == 6
+    for d in dirs:
+        text = (d / "manifest.json").read_text()
+        assert json.loads(text)["schema_version"] == 1
+        m = load_manifest(d)  # sha256 of both graphs checked
+        assert m.schema_version == 1 and m.has_grads and m.features_only is None
+        # Re-serialising a schema-1 manifest gives back the committed file, byte for byte.
+        assert m.to_json() == text
+    # Writers write the current schema; the upgrade loses nothing.
+    copy = tmp_path / dirs[0].name
+    shutil.copytree(dirs[0], copy)
+    write_manifest(copy, load_manifest(copy))
+    again = load_manifest(copy)
+    assert again.schema_version == 2 and again == replace(load_manifest(dirs[0]),
+                                                          schema_version=2)
+
+
+def test_features_only_manifest_validates_and_round_trips(tmp_path):
+    d = make_features_only_dir(tmp_path)
+    m = load_manifest(d)
+    assert not m.has_grads and m.features_only.startswith("operator LRN")
+    assert m.source.kind == "onnx" and m.layers.conv1 is None
+    assert m.batch_policy.grads_batch is None
+    data = json.loads((d / "manifest.json").read_text())
+    assert data["schema_version"] == 2 and list(data["graphs"]) == ["features"]
+    assert data["layers"]["conv1"] is None and data["batch_policy"]["grads_batch"] is None
+    assert Manifest.from_dict(data) == m
+    # A schema-2 member may also leave the gradient fields out altogether.
+    for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape"):
+        data["layers"].pop(key)
+    data["batch_policy"].pop("grads_batch")
+    data.pop("graphs")
+    assert Manifest.from_dict(data) == m
+    assert [e.ok for e in list_zoo(tmp_path, verify=True)] == [True]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["layers"].update(conv1="c1"), "'layers.conv1' must be null for a features-only"),
+    (lambda d: d["batch_policy"].update(grads_batch=8),
+     "'batch_policy.grads_batch' must be null"),
+    (lambda d: d["files"].update({"grads.onnx": {"sha256": "b" * 64, "bytes": 1}}),
+     "'files.grads.onnx' is listed but 'features_only'"),
+    (lambda d: d.update(features_only=""), "'features_only' must be a non-empty string"),
+    (lambda d: d.update(features_only=None), "'layers.conv1' must be a non-empty string"),
+    (lambda d: d.update(schema_version=1), "'features_only' needs schema_version 2"),
+])
+def test_features_only_manifest_errors_are_one_line(tmp_path, edit, message):
+    d = make_features_only_dir(tmp_path)
+    _edit(d, edit)
+    with pytest.raises(ValueError) as exc:
+        read_manifest(d)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_schema_1_knows_no_onnx_source_kind():
+    data = _valid_dict()
+    data["source"]["kind"] = "onnx"
+    with pytest.raises(ValueError, match="must be one of .* in schema 1"):
+        Manifest.from_dict(data)
+    data["schema_version"] = 2
+    assert Manifest.from_dict(data).source.kind == "onnx"
+
+
+def test_claimed_grads_file_missing_is_one_clear_line(tmp_path):
+    d = make_model_dir(tmp_path, "full")
+    (d / "grads.onnx").unlink()
+    with pytest.raises(ValueError) as exc:
+        load_manifest(d)
+    text = str(exc.value)
+    assert "grads.onnx is listed in the manifest but missing" in text and "\n" not in text
+    [entry] = list_zoo(tmp_path)
+    assert not entry.ok and "grads.onnx" in entry.error
+
+
+def test_unlisted_graph_file_is_refused(tmp_path):
+    d = make_features_only_dir(tmp_path)
+    (d / "grads.onnx").write_bytes(b"stray")  # nothing vouches for it
+    with pytest.raises(ValueError, match="present but not listed in the manifest"):
+        load_manifest(d, verify=False)
+
+
+def test_cli_rank_on_broken_schema_2_zoo_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from gradnca_onnx.cli import main
+
+    d = make_features_only_dir(tmp_path / "zoo")
+    _edit(d, lambda m: m["layers"].update(conv2_weight_shape=[1, 1, 1, 1]))
+    target = Path(str(_demo_zoo().parent / "breastmnist.npz"))
+    res = CliRunner().invoke(main, ["rank", "--zoo", str(tmp_path / "zoo"), "--target",
+                                    str(target), "--no-cache", "--quiet"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:")
+    assert "'layers.conv2_weight_shape' must be null" in lines[0]
+
+
+def test_a_schema_1_object_cannot_claim_features_only(tmp_path):
+    m = load_manifest(make_features_only_dir(tmp_path))
+    with pytest.raises(ValueError, match="'features_only' needs schema_version 2"):
+        replace(m, schema_version=1).validate()

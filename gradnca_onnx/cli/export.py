@@ -153,7 +153,8 @@ def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
             rows.append((m.name, m.architecture, m.pretrained_on,
                          f"{i.channels}x{i.height}x{i.width}", _norm_label(i.mean, i.std),
                          str(m.feature_dim), str(m.num_classes or "-"),
-                         f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch),
+                         *((f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch))
+                           if m.has_grads else ("features-only (no S_FU)", "-")),
                          f"{sum(f.bytes for f in m.files.values()) / 1e6:.1f}"))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for r in rows:

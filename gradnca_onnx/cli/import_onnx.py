@@ -55,22 +55,34 @@ def _two_nodes(value: str | None) -> list[str] | None:
 @click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
+@click.option("--features-only-fallback", "fallback", is_flag=True,
+              help="When the gradient graph cannot be built (an operator the importer cannot "
+                   "differentiate, fewer than two Conv nodes), import the model features-only: "
+                   "it gets S_LP and the baseline metrics but no S_FU or S.")
+@click.option("--features-only", "features_only", is_flag=True,
+              help="Import features-only (no grads.onnx) without trying the gradient graph.")
 @user_errors
 def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, norm: str | None,
                features_node: str | None, layers: str | None, pretrained_on: str,
-               grads_batch: int, force: bool) -> None:
+               grads_batch: int, force: bool, fallback: bool, features_only: bool) -> None:
     """Import an ONNX image classifier MODEL.onnx into ZOO_DIR/NAME."""
     convs = _two_nodes(layers)
     out = _importers().import_onnx(model, zoo_dir, name=name, input_size=input_size, norm=norm,
                                    features_node=features_node, layers=convs,
                                    pretrained_on=pretrained_on, grads_batch=grads_batch,
-                                   force=force)
+                                   force=force, features_only=features_only,
+                                   features_only_fallback=fallback)
     from ..zoo import read_manifest
 
     m = read_manifest(out)
     nodes = m.source.options.get("onnx_nodes", {})
+    what = (f"conv nodes {nodes.get('conv1')} / {nodes.get('conv2')}" if m.has_grads else
+            "features-only (no grads.onnx)")
     click.echo(f"imported {m.name} to {out}: D={m.feature_dim}, "
                f"K={m.num_classes if m.num_classes is not None else '-'}, "
                f"input {m.source.options.get('input_layout')} "
-               f"{m.input.channels}x{m.input.height}x{m.input.width}, "
-               f"conv nodes {nodes.get('conv1')} / {nodes.get('conv2')}")
+               f"{m.input.channels}x{m.input.height}x{m.input.width}, {what}")
+    if not m.has_grads and not features_only:
+        # The one line that says what prevented S_FU (on stderr, like every warning).
+        click.echo(f"Warning: S_FU not available for {m.name}: {m.features_only}; it is ranked "
+                   "by S_LP and the baseline metrics only", err=True)

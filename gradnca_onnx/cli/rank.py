@@ -20,10 +20,22 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+#: What the table shows for S and S_FU of a features-only member (no grads.onnx): not a
+#: number, and not the "-" of a model that failed.
+NOT_AVAILABLE = "n/a"
+
+
 def render_table(ranking) -> str:
+    """The ranking as an aligned text table, then one line per failure and per note.
+
+    A features-only member shows ``n/a`` for S and S_FU, ``-`` for its rank, and a note.
+    """
     rows = [("rank", "model", "S", "S_LP", "S_FU", *ranking.metrics, "pre-trained on", "")]
     for m in ranking.models:
-        rows.append((str(m.rank) if m.rank else "-", m.name, _fmt(m.score), _fmt(m.lp), _fmt(m.fu),
+        na = m.ok and m.features_only is not None
+        score = NOT_AVAILABLE if na else _fmt(m.score)
+        fu = NOT_AVAILABLE if na else _fmt(m.fu)
+        rows.append((str(m.rank) if m.rank else "-", m.name, score, _fmt(m.lp), fu,
                      *(_fmt(m.metrics.get(k)) for k in ranking.metrics),
                      m.pretrained_on or "", "cached" if m.cached else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -42,15 +54,20 @@ def render_table(ranking) -> str:
 
 
 def render_csv(ranking) -> str:
+    """The ranking as CSV; empty cells are missing values, ``status`` says why.
+
+    ``status`` is ``ranked``, ``features-only`` (S and S_FU empty: no grads.onnx) or ``failed``
+    (see ``error``).
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
-                "pretrained_on", "error"])
+                "pretrained_on", "error", "status"])
     num = lambda v: "" if v is None else repr(v)  # noqa: E731
     for m in ranking.models:
         w.writerow([m.rank or "", m.name, num(m.score), num(m.lp), num(m.fu),
                     *(num(m.metrics.get(k)) for k in ranking.metrics),
-                    m.architecture, m.pretrained_on, m.error or ""])
+                    m.architecture, m.pretrained_on, m.error or "", m.status])
     return buf.getvalue()
 
 

@@ -50,6 +50,10 @@ class RuntimeConfig:
         """An onnxruntime session on ``features.onnx`` or ``grads.onnx`` of a model directory."""
         import onnxruntime as ort
 
+        if graph == "grads" and not manifest.has_grads:
+            # The scoring code never asks for it; a caller that does gets a clear line.
+            raise ValueError(f"model {manifest.name!r} is features-only (no {GRADS_FILE}): "
+                             f"{manifest.features_only}")
         path = Path(model_dir) / {"features": FEATURES_FILE, "grads": GRADS_FILE}[graph]
         opts = session_options(manifest.ort_optimization, threads=self.threads)
         opts.log_severity_level = 3

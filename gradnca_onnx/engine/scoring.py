@@ -1,4 +1,12 @@
-"""Scoring a zoo on one target: per-model passes, S_LP, S_FU, and the zoo-level ranking."""
+"""Scoring a zoo on one target: per-model passes, S_LP, S_FU, and the zoo-level ranking.
+
+A features-only member (manifest schema 2, no ``grads.onnx``) gets S_LP and every baseline
+metric but no S_FU. The paper's score S needs both terms, so it is computed over the members
+that have both, exactly as if the features-only members were absent; features-only members get
+no S and no rank and are listed after the ranked members (best S_LP first, in the scenario's
+direction), each with a note saying why. Baseline metrics are computed over every member that
+has features, features-only ones included.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +36,11 @@ LP_SETTINGS = {"n_components": 50, "n_neighbors": 5, "random_state": 42}
 
 @dataclass
 class ModelResult:
-    """What the engine found for one model of the zoo."""
+    """What the engine found for one model of the zoo.
+
+    ``features_only`` is ``None`` for a member with both graphs, else why it has no S_FU (from
+    its manifest); such a member has ``fu``, ``score`` and ``rank`` ``None``.
+    """
 
     name: str
     path: Path
@@ -43,10 +55,18 @@ class ModelResult:
     seconds: float = 0.0
     architecture: str = ""
     pretrained_on: str = ""
+    features_only: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def status(self) -> str:
+        """``ranked`` (has S), ``features-only`` (S_LP and baselines only) or ``failed``."""
+        if self.error is not None:
+            return "failed"
+        return "features-only" if self.features_only is not None else "ranked"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +74,7 @@ class ModelResult:
             "fu": self.fu, "metrics": dict(self.metrics), "architecture": self.architecture,
             "pretrained_on": self.pretrained_on, "cached": self.cached,
             "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
+            "features_only": self.features_only,
         }
 
 
@@ -147,6 +168,9 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
                  progress: Progress | None = None) -> tuple[dict[str, NDArray], bool, list[str]]:
     """Features, logits, per-batch gradient norms and S_LP of one model (cached).
 
+    A features-only member (``manifest.has_grads`` false) gets no gradient norms: its arrays
+    hold ``features``, ``lp`` and, with a head, ``logits``.
+
     Returns the arrays, whether they came from the cache, and notes for the user.
     """
     tick = (lambda stage, total: (lambda done: progress(manifest.name, stage, done, total))) \
@@ -163,7 +187,9 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         "ort": manifest.ort_optimization,
     })
     hit = cache.load(key)
-    if hit is not None:
+    needed = {"features", "lp"} | ({"grad_norms_w1", "grad_norms_w2"} if manifest.has_grads
+                                   else set())
+    if hit is not None and needed <= set(hit):  # an incomplete entry is recomputed
         return hit, True, notes
     x = _prepare(target, manifest)
     labels = target.labels
@@ -171,6 +197,23 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     feats, logits = _features(feats_sess, x, runtime.features_batch, manifest.num_classes is not None,
                               tick("features", len(x)))
     del feats_sess
+    arrays: dict[str, NDArray] = {"features": feats}
+    if manifest.has_grads:
+        arrays["grad_norms_w1"], arrays["grad_norms_w2"] = _grad_norms(
+            model_dir, manifest, x, feats, labels, runtime, tick)
+    lp = label_prediction_score(feats, labels, **lp_settings)
+    arrays["lp"] = np.float64(lp)
+    if logits is not None:
+        arrays["logits"] = logits
+    cache.save(key, arrays)
+    return arrays, False, notes
+
+
+def _grad_norms(model_dir: Path, manifest: Manifest, x: NDArray[np.float32],
+                feats: NDArray[np.float32], labels: NDArray, runtime: RuntimeConfig,
+                tick: Callable[[str, int], Callable[[int], None]]
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per S_FU batch, the norms of the two conv weight gradients (``grads.onnx``)."""
     grads_sess = None
     slices = fu_batch_slices(len(x))
     n1, n2 = np.zeros(len(slices)), np.zeros(len(slices))
@@ -182,12 +225,7 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
             _, g1, g2 = run_grads(grads_sess, x[sl], cot)
             n1[i], n2[i] = np.linalg.norm(g1), np.linalg.norm(g2)
         step(i + 1)
-    lp = label_prediction_score(feats, labels, **lp_settings)
-    arrays = {"features": feats, "grad_norms_w1": n1, "grad_norms_w2": n2, "lp": np.float64(lp)}
-    if logits is not None:
-        arrays["logits"] = logits
-    cache.save(key, arrays)
-    return arrays, False, notes
+    return n1, n2
 
 
 def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
@@ -198,17 +236,22 @@ def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
     arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
                                          cache=cache or FeatureCache(None), resize=resize,
                                          progress=progress)
-    fu = feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
+    fu = (feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
+          if manifest.has_grads else None)
     result = ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu,
                          notes=notes, cached=cached, seconds=time.perf_counter() - t0,
-                         architecture=manifest.architecture, pretrained_on=manifest.pretrained_on)
+                         architecture=manifest.architecture, pretrained_on=manifest.pretrained_on,
+                         features_only=manifest.features_only)
     return result, arrays
 
 
 def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
                 runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
                 resize: bool = True, progress: Progress | None = None) -> ModelResult:
-    """S_LP and S_FU of one exported model on a target (errors are raised, not recorded)."""
+    """S_LP and S_FU of one exported model on a target (errors are raised, not recorded).
+
+    A features-only member comes back with ``fu`` ``None`` and ``features_only`` set.
+    """
     return _score(model_dir, manifest, target, runtime=runtime, cache=cache, resize=resize,
                   progress=progress)[0]
 
@@ -270,24 +313,37 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
 
     ``results`` are the per-model results in zoo order; ``per_model_metrics`` maps a scored
     model's name to its :func:`score_entry` metric results.
+
+    S is min-max combined over the members that have both S_LP and S_FU only, so a
+    features-only member changes no other member's S; it gets ``score`` and ``rank`` ``None``
+    and a note, and is listed after the ranked members, ordered by S_LP (descending in the
+    dataset scenario, ascending in the cross-domain one, where both terms are inverted).
+    Baseline metrics cover every member that was scored, features-only ones included.
     """
     from ..metrics import zoo_scores
 
     metric_names = list(metric_names)
     good = [r for r in results if r.ok]
-    if good:
+    full = [r for r in good if r.features_only is None]
+    partial = [r for r in good if r.features_only is not None]
+    if full:
         import warnings
 
         from ..scores import ConstantTermWarning
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConstantTermWarning)
-            scores = combine([r.lp for r in good], [r.fu for r in good], scenario=scenario)
+            scores = combine([r.lp for r in full], [r.fu for r in full], scenario=scenario)
         for w in caught:
-            for r in good:
+            for r in full:
                 r.notes.append(str(w.message))
-        for r, s in zip(good, scores):
+        for r, s in zip(full, scores):
             r.score = float(s)
+    for r in partial:
+        r.notes.append(f"features-only member: S_FU not available ({r.features_only}); it has "
+                       "no S and no rank, and is listed after the ranked models by S_LP; its "
+                       "S_LP and baseline metrics compare with every other model's")
+    if good:
         for name in metric_names:
             have = [r for r in good if r.name in per_model_metrics]
             values = zoo_scores(name, [per_model_metrics[r.name][name] for r in have],
@@ -298,9 +354,11 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
                 if res.note and (res.status != "ok" or not np.isfinite(v)):
                     r.notes.append(f"{name}: {res.note}")
         # Rank 1 = best; ties share the better rank, broken by name for a stable order.
-        order = sorted(good, key=lambda r: (-r.score, r.name))
+        order = sorted(full, key=lambda r: (-r.score, r.name))
         for i, r in enumerate(order):
             r.rank = 1 + sum(1 for o in order[:i] if o.score > r.score) if i else 1
+        sign = 1.0 if scenario == "dataset" else -1.0  # cross-domain: lower S_LP is better
+        order += sorted(partial, key=lambda r: (-sign * r.lp, r.name))
         results = order + [r for r in results if not r.ok]
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
                       n_classes=target.n_classes, scenario=scenario, models=results,
@@ -327,7 +385,8 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
 
     ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
     computed from the same features and logits; ``faithful`` switches them to the released
-    code's quirks. The ranking itself is always by the paper's score S.
+    code's quirks. The ranking itself is always by the paper's score S; features-only members
+    (no ``grads.onnx``) have no S and follow the ranked ones (see :func:`combine_zoo`).
 
     This is :func:`score_entry` per model in this process, then :func:`combine_zoo`;
     ``gradnca_onnx.executors.rank_targets`` runs the same steps on a Ray cluster.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import os
 import pickle
 import zipfile
@@ -140,4 +142,10 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str,
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
         raise ValueError(f"{where} does not fit: {'; '.join(parts)}. {hint}")
+    if getattr(state, "_metadata", None) is None:
+        # A plain dict (re-packed or converted checkpoints) carries no per-module versions, and
+        # a few modules refuse to load without one (torchvision's MNASNet raises "version should
+        # be set to 1 or 2"); the keys and shapes fit this code, so take its versions.
+        state = collections.OrderedDict(state)
+        state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(state, strict=False)

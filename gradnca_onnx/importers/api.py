@@ -1,16 +1,28 @@
-"""``import_onnx``: a plain ONNX image classifier to a zoo model directory."""
+"""``import_onnx``: a plain ONNX image classifier to a zoo model directory.
+
+The full route converts the graph to a torch module and exports both graphs. When the gradient
+graph cannot be built (:class:`GradientGraphError`: an operator the importer cannot
+differentiate, fewer than two convolutions, an export failure), ``features_only_fallback``
+writes a features-only member instead (:mod:`.features_only`); ``features_only`` asks for one
+directly.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from .errors import GradientGraphError
+from .features_only import find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
 from .onnx_file import load_onnx, opset_version
+
+#: The manifest's ``features_only`` text when the user asked for a features-only member.
+REQUESTED = "imported features-only on request (--features-only)"
 
 
 def build_module(path: str | os.PathLike, *, features_node: str | None = None
@@ -21,8 +33,13 @@ def build_module(path: str | os.PathLike, *, features_node: str | None = None
     return net, net.plan, opset_version(model)
 
 
-def _image_size(plan: ImportPlan, input_size: int | None) -> tuple[int, int, int | None]:
-    """(height, width, channels or None) of the NCHW images the imported model takes."""
+def _image_size(plan: ImportPlan | Any, input_size: int | None
+                ) -> tuple[int, int, int | None]:
+    """(height, width, channels or None) of the NCHW images the imported model takes.
+
+    ``plan`` is an :class:`ImportPlan` or a :class:`~.features_only.FeaturesCut` (both carry
+    ``input_name``, ``input_dims`` and ``layout``).
+    """
     dims = plan.input_dims
     if len(dims) != 4:
         raise ValueError(f"the graph's input {plan.input_name!r} has {len(dims)} dimensions; an "
@@ -41,9 +58,10 @@ def _image_size(plan: ImportPlan, input_size: int | None) -> tuple[int, int, int
 def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> list[str]:
     if layers is None:
         if len(plan.convs) < 2:
-            raise ValueError(f"the graph runs {len(plan.convs)} Conv node(s) before its features "
-                             f"({', '.join(plan.node_of[c] for c in plan.convs) or 'none'}); "
-                             "S_FU compares the weight gradients of two conv layers")
+            raise GradientGraphError(
+                f"the graph runs {len(plan.convs)} Conv node(s) before its features "
+                f"({', '.join(plan.node_of[c] for c in plan.convs) or 'none'}) and S_FU compares "
+                "the weight gradients of two conv layers")
         return plan.convs[:2]
     layers = list(layers)
     if len(layers) != 2 or layers[0] == layers[1]:
@@ -63,8 +81,13 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
                 input_size: int | None = None, norm: str | None = None,
                 features_node: str | None = None, layers: Sequence[str] | None = None,
                 pretrained_on: str = "unknown", grads_batch: int = DEFAULT_GRADS_BATCH,
-                force: bool = False) -> Path:
+                force: bool = False, features_only: bool = False,
+                features_only_fallback: bool = False) -> Path:
     """Import an ONNX classifier into ``zoo_dir/<name>/`` and return that directory.
+
+    A features-only member (no ``grads.onnx``; S_LP and the baseline metrics, no S_FU) is
+    written when ``features_only`` is set, or when ``features_only_fallback`` is set and the
+    gradient graph cannot be built; its manifest's ``features_only`` says why.
 
     Parameters
     ----------
@@ -85,25 +108,61 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         The two Conv nodes of S_FU; default: the first two in topological order.
     pretrained_on, grads_batch, force
         As :func:`gradnca_onnx.exporters.export_model`.
+    features_only : bool, default=False
+        Write a features-only member without trying the gradient graph.
+    features_only_fallback : bool, default=False
+        Write a features-only member when the gradient graph cannot be built.
 
     Raises
     ------
+    GradientGraphError
+        (a ``ValueError``) The gradient graph cannot be built (an operator the importer cannot
+        differentiate, named with its node; fewer than two Conv nodes; an export failure) and
+        neither ``features_only`` nor ``features_only_fallback`` is set.
     ValueError
-        Unsafe or malformed file, unsupported or custom operators, fewer than two Conv
-        nodes, unknown node names, an existing name without ``force``.
+        Unsafe or malformed file, custom operators, unknown node names, ``layers`` with
+        ``features_only``, a features graph onnxruntime cannot run, an existing name without
+        ``force``.
     """
     src = Path(path)
-    net, plan, opset = build_module(src, features_node=features_node)
+    model = load_onnx(src)
+    opset = opset_version(model)
+    if features_only:
+        if layers is not None:
+            raise ValueError("--layers names the conv layers of S_FU, which a features-only "
+                             "import does not compute; drop --layers or --features-only")
+        return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
+                              features_node=features_node, pretrained_on=pretrained_on,
+                              opset=opset, force=force, reason=REQUESTED)
+    try:
+        return _full(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
+                     features_node=features_node, layers=layers, pretrained_on=pretrained_on,
+                     grads_batch=grads_batch, opset=opset, force=force)
+    except GradientGraphError as exc:
+        if not features_only_fallback:
+            raise
+        return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
+                              features_node=features_node, pretrained_on=pretrained_on,
+                              opset=opset, force=force, reason=exc.reason)
+
+
+def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
+          input_size: int | None, norm: str | None, features_node: str | None,
+          layers: Sequence[str] | None, pretrained_on: str, grads_batch: int, opset: int,
+          force: bool) -> Path:
+    """Both graphs, through the torch interpreter and the exporter."""
+    net = OnnxNet(model, features_node=features_node).eval()
+    plan = net.plan
     height, width, channels = _image_size(plan, input_size)
     convs = _conv_paths(plan, layers)
     channels = channels or int(getattr(net, convs[0]).weight.shape[1] *
                                getattr(net, convs[0]).groups)
-    options = {"imported_from": "onnx", "opset": opset, "input_layout": plan.layout,
+    options = {"opset": opset, "input_layout": plan.layout,
                "dropped_transpose": plan.dropped_transpose,
                "features_tensor": plan.features_tensor,
                "onnx_nodes": {"features": plan.node_of.get(plan.head, plan.head),
                               "conv1": plan.node_of[convs[0]], "conv2": plan.node_of[convs[1]]}}
-    loaded = LoadedModel(module=net, kind="module", reference=src.name,
+    loaded = LoadedModel(module=net, kind="onnx", reference=src.name,
                          architecture=src.stem or "onnx", checkpoint=src, options=options)
     try:
         return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
@@ -112,5 +171,20 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ValueError(f"{src.name}: the imported graph could not be exported "
-                         f"({type(exc).__name__}: {first})") from None
+        raise GradientGraphError(f"{src.name}: the imported graph could not be exported",
+                                 f"{type(exc).__name__}: {first}") from None
+
+
+def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
+                   input_size: int | None, norm: str | None, features_node: str | None,
+                   pretrained_on: str, opset: int, force: bool, reason: str) -> Path:
+    """A features-only member: the original graph cut at its features (no torch involved)."""
+    cut = find_features(model, features_node)
+    height, width, channels = _image_size(cut, input_size)
+    channels = channels or cut.first_conv_channels
+    if channels is None:
+        raise ValueError(f"the graph's input {cut.input_name!r} has no fixed channel count and "
+                         "no Conv node tells it; export the model with a fixed channel dimension")
+    return write_features_only(model, src, zoo_dir, name=name, cut=cut, channels=channels,
+                               height=height, width=width, reason=reason, norm=norm,
+                               pretrained_on=pretrained_on, opset=opset, force=force)

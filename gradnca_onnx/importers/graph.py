@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from . import modules as m
+from .errors import GradientGraphError, UnsupportedOperatorError
 from .ops import MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
 _NCHW = [0, 3, 1, 2]
@@ -73,10 +74,9 @@ def _label(node: onnx.NodeProto, i: int) -> str:
     return node.name or f"{node.op_type}_{i}"
 
 
-def _unsupported(node: onnx.NodeProto, label: str, note: str = "") -> ValueError:
-    return ValueError(f"operator {node.op_type}{note} (node {label!r}) is not supported by "
-                      "the ONNX importer, so this model cannot be imported; supported operators: "
-                      f"{', '.join(SUPPORTED_OPS)}")
+def _unsupported(node: onnx.NodeProto, label: str, note: str = "") -> UnsupportedOperatorError:
+    return UnsupportedOperatorError(node.op_type, label, note,
+                                    f"supported operators: {', '.join(SUPPORTED_OPS)}")
 
 
 class OnnxNet(nn.Module):
@@ -229,8 +229,9 @@ class OnnxNet(nn.Module):
             if op == "Conv":
                 w, b = const(node.input[1]), const(node.input[2]) if len(node.input) > 2 else None
                 if w is None or (len(node.input) > 2 and node.input[2] and b is None):
-                    raise ValueError(f"Conv node {label!r} computes its weights at run time; "
-                                     "only constant conv weights can be imported")
+                    raise GradientGraphError(f"Conv node {label!r} computes its weights at run "
+                                             "time (only constant conv weights are "
+                                             "differentiated)")
                 step.module = path_for(label)
                 self.add_module(step.module, m.OnnxConv(w, b, a))
                 step.inputs = step.inputs[:1]

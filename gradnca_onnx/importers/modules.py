@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import GradientGraphError
 from .ops import Attrs, resolve_pads
 
 
@@ -27,8 +28,8 @@ class OnnxConv(nn.Conv2d):
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None, attrs: Attrs) -> None:
         if weight.ndim != 4:
-            raise ValueError(f"Conv over {weight.ndim - 2} spatial dimension(s) is not supported "
-                             "(2-D image convolutions only)")
+            raise GradientGraphError(f"Conv over {weight.ndim - 2} spatial dimension(s) is not "
+                                     "supported (2-D image convolutions only)")
         group = int(attrs.get("group", 1))
         super().__init__(weight.shape[1] * group, weight.shape[0], tuple(weight.shape[2:]),
                          stride=tuple(attrs.get("strides", [1, 1])), padding=0,

@@ -1,7 +1,8 @@
 """Zoo directories: the model-directory format shared by the exporters and the engine.
 
 A zoo is a directory with one sub-directory per exported model, each holding
-``features.onnx``, ``grads.onnx`` and ``manifest.json``. This module reads, validates and
+``features.onnx``, ``grads.onnx`` and ``manifest.json`` (a features-only member, manifest
+schema 2, has no ``grads.onnx``). This module reads, validates and
 lists them and runs the gradient graph's batch policy; it never imports torch.
 """
 
@@ -16,6 +17,7 @@ from .manifest import (
     GRADS_INPUTS,
     GRADS_OUTPUTS,
     MANIFEST_FILE,
+    MIN_SCHEMA_VERSION,
     ORT_LEVELS,
     PAD_ZERO,
     SCHEMA_VERSION,
@@ -34,7 +36,7 @@ from .sessions import open_session, session_options
 
 __all__ = [
     "CHUNK_SUM", "FEATURES_FILE", "GRADS_FILE", "GRADS_INPUTS", "GRADS_OUTPUTS",
-    "MANIFEST_FILE", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
+    "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
     "BatchPolicy", "FileEntry", "InputSpec", "LayerSpec", "Manifest", "SourceSpec", "ZooEntry",
     "atomic_write_bytes", "atomic_write_text", "check_model_name", "file_entry",
     "grads_batch_size", "list_zoo", "load_manifest", "load_zoo", "open_session",

@@ -3,6 +3,12 @@
 A model directory holds ``features.onnx``, ``grads.onnx`` and ``manifest.json``. The manifest
 says everything the engine needs to preprocess images for the model and to interpret its
 graphs; it never needs torch to be read.
+
+Schema 2 adds *features-only* members: ``features_only`` holds why the gradient graph could
+not be built (e.g. an operator the importer cannot differentiate), there is no ``grads.onnx``,
+and the conv-layer and gradient-batch fields are ``null``. Such a member gets S_LP and the
+baseline metrics but no S_FU. Schema-1 manifests (no ``features_only`` field, always both
+graphs) are still read unchanged; writers write schema 2.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,10 @@ from ._atomic import atomic_write_text
 from .integrity import FileEntry, verify_files
 
 #: Version of the manifest layout; bump when a field changes meaning or is added.
-SCHEMA_VERSION = 1
+#: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``.
+SCHEMA_VERSION = 2
+#: Oldest layout this package still reads.
+MIN_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FEATURES_FILE = "features.onnx"
 GRADS_FILE = "grads.onnx"
@@ -38,6 +47,8 @@ CHUNK_SUM = "chunk-and-sum-weight-gradients"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _SOURCE_KINDS = ("torchvision", "torchscript", "factory", "module")
+#: Source kinds that exist from schema 2 on (an older reader must not see them as valid).
+_SOURCE_KINDS_V2 = ("onnx",)
 
 
 def check_model_name(name: str) -> str:
@@ -55,8 +66,10 @@ class SourceSpec:
     """Where the exported weights came from.
 
     ``kind`` is ``torchvision`` (``reference`` = architecture name), ``torchscript``
-    (``reference`` = file name), ``factory`` (``reference`` = ``package.module:callable``) or
-    ``module`` (a Python ``nn.Module`` object given to the API). ``checkpoint`` is the
+    (``reference`` = file name), ``factory`` (``reference`` = ``package.module:callable``),
+    ``module`` (a Python ``nn.Module`` object given to the API) or, from schema 2, ``onnx``
+    (a plain ONNX classifier given to ``gradnca-onnx import``; ``reference`` and
+    ``checkpoint`` = its file name, ``checkpoint_sha256`` = its hash). ``checkpoint`` is the
     checkpoint's file name (not its full path, which is local to the exporting machine) or
     ``None`` for random initialisation; ``options`` holds constructor keyword arguments and
     the random-init seed.
@@ -91,13 +104,14 @@ class LayerSpec:
     ``features`` is the module whose input is the feature representation (its output gives
     the logits), or ``""`` when the model's own output is the feature representation (no
     logits); ``conv1`` and ``conv2`` are the layers whose weight gradients S_FU compares.
+    A features-only member (schema 2) has no gradient graph: its conv fields are ``None``.
     """
 
     features: str
-    conv1: str
-    conv2: str
-    conv1_weight_shape: tuple[int, ...]
-    conv2_weight_shape: tuple[int, ...]
+    conv1: str | None
+    conv2: str | None
+    conv1_weight_shape: tuple[int, ...] | None
+    conv2_weight_shape: tuple[int, ...] | None
 
 
 @dataclass(frozen=True)
@@ -109,9 +123,10 @@ class BatchPolicy:
     (``smaller``), a larger one is split into chunks whose weight gradients are summed
     (``larger``). Both are exact because the model runs in eval mode (each image's forward pass
     depends on that image alone) and the weight gradients are linear in the cotangent.
+    ``grads_batch`` is ``None`` for a features-only member (no ``grads.onnx``).
     """
 
-    grads_batch: int
+    grads_batch: int | None
     features_batch: str = "dynamic"
     smaller: str = PAD_ZERO
     larger: str = CHUNK_SUM
@@ -119,7 +134,11 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything the engine needs to know about one exported model."""
+    """Everything the engine needs to know about one exported model.
+
+    ``features_only`` is ``None`` for a full member (both graphs) and, for a member without
+    ``grads.onnx``, the one-line reason its gradient graph could not be built.
+    """
 
     name: str
     architecture: str
@@ -136,7 +155,13 @@ class Manifest:
     package_version: str
     producer: dict[str, str]
     created: str
+    features_only: str | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def has_grads(self) -> bool:
+        """Whether the member has ``grads.onnx`` (and so an S_FU)."""
+        return self.features_only is None
 
     @property
     def features_outputs(self) -> tuple[str, ...]:
@@ -144,14 +169,20 @@ class Manifest:
         return ("features",) if self.num_classes is None else ("features", "logits")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (tuples become lists)."""
+        """JSON-ready dictionary (tuples become lists), in the layout of ``schema_version``."""
         d = asdict(self)
+        if self.schema_version < 2 and self.features_only is None:
+            # Schema 1 has no such field: a schema-1 manifest must re-serialise unchanged (a
+            # schema-1 object that claims features-only keeps it, so validation refuses it).
+            d.pop("features_only")
         d["graphs"] = {
             "features": {"file": FEATURES_FILE, "inputs": list(FEATURES_INPUTS),
                          "outputs": list(self.features_outputs), "batch": "dynamic"},
-            "grads": {"file": GRADS_FILE, "inputs": list(GRADS_INPUTS),
-                      "outputs": list(GRADS_OUTPUTS), "batch": self.batch_policy.grads_batch},
         }
+        if self.has_grads:
+            d["graphs"]["grads"] = {"file": GRADS_FILE, "inputs": list(GRADS_INPUTS),
+                                    "outputs": list(GRADS_OUTPUTS),
+                                    "batch": self.batch_policy.grads_batch}
         return json.loads(json.dumps(d))
 
     def to_json(self) -> str:
@@ -220,6 +251,11 @@ class _Fields:
             raise self.fail(key, f"must be an integer >= {minimum}")
         return v
 
+    def null(self, key: str, why: str) -> None:
+        """Require ``key`` to be absent or ``null`` (a field that does not apply here)."""
+        if self.get(key, optional=True) is not None:
+            raise self.fail(key, f"must be null {why}")
+
     def ints(self, key: str) -> tuple[int, ...]:
         v = self.get(key)
         if not isinstance(v, list) or not v or any(
@@ -250,13 +286,22 @@ class _Fields:
 def _parse(data: Any, where: str) -> Manifest:
     top = _Fields(data, "", where)
     version = top.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < MIN_SCHEMA_VERSION:
         raise top.fail("schema_version", "must be a positive integer")
     if version > SCHEMA_VERSION:
         raise ValueError(
             f"{where}: schema_version {version} is newer than this gradnca-onnx reads "
             f"({SCHEMA_VERSION}); upgrade gradnca-onnx"
         )
+    features_only = None
+    if version < 2 and "features_only" in data:
+        raise ValueError(f"{where}: field 'features_only' needs schema_version 2 (the manifest "
+                         f"says {version}); re-export the model")
+    if version >= 2:
+        # Absent and null both mean a full member, so a hand-written schema-2 manifest need
+        # not spell it out; a features-only member must say why it has no gradient graph.
+        features_only = top.str_("features_only", optional=True)
+    no_grads = "for a features-only model (no grads.onnx)"
 
     name = top.str_("name")
     try:
@@ -266,8 +311,9 @@ def _parse(data: Any, where: str) -> Manifest:
 
     src = top.sub("source")
     kind = src.str_("kind")
-    if kind not in _SOURCE_KINDS:
-        raise src.fail("kind", f"must be one of {list(_SOURCE_KINDS)}")
+    kinds = _SOURCE_KINDS + (_SOURCE_KINDS_V2 if version >= 2 else ())
+    if kind not in kinds:
+        raise src.fail("kind", f"must be one of {list(kinds)} in schema {version}")
     options = src.get("options")
     if not isinstance(options, dict):
         raise src.fail("options", "must be a JSON object")
@@ -289,19 +335,30 @@ def _parse(data: Any, where: str) -> Manifest:
     inp.done()
 
     lay = top.sub("layers")
-    layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
-                       conv2=lay.str_("conv2"),
-                       conv1_weight_shape=lay.ints("conv1_weight_shape"),
-                       conv2_weight_shape=lay.ints("conv2_weight_shape"))
+    if features_only is None:
+        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
+                           conv2=lay.str_("conv2"),
+                           conv1_weight_shape=lay.ints("conv1_weight_shape"),
+                           conv2_weight_shape=lay.ints("conv2_weight_shape"))
+    else:
+        for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape"):
+            lay.null(key, no_grads)
+        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=None, conv2=None,
+                           conv1_weight_shape=None, conv2_weight_shape=None)
     lay.done()
 
     bp = top.sub("batch_policy")
-    policy = BatchPolicy(grads_batch=bp.int_("grads_batch"),
+    if features_only is None:
+        grads_batch = bp.int_("grads_batch")
+    else:
+        bp.null("grads_batch", no_grads)
+        grads_batch = None
+    policy = BatchPolicy(grads_batch=grads_batch,
                          features_batch=bp.str_("features_batch"),
                          smaller=bp.str_("smaller"), larger=bp.str_("larger"))
     if (policy.features_batch, policy.smaller, policy.larger) != ("dynamic", PAD_ZERO, CHUNK_SUM):
         raise bp.fail("smaller", f"/'larger'/'features_batch' must be {PAD_ZERO!r}/{CHUNK_SUM!r}/"
-                      "'dynamic' in schema 1")
+                      f"'dynamic' in schema {version}")
     bp.done()
 
     ort_level = top.str_("ort_optimization")
@@ -320,9 +377,12 @@ def _parse(data: Any, where: str) -> Manifest:
         files[fname] = FileEntry(sha256=digest, bytes=entry.int_("bytes", minimum=0))
         entry.done()
         fl.used.add(fname)
-    for needed in (FEATURES_FILE, GRADS_FILE):
+    for needed in (FEATURES_FILE,) + ((GRADS_FILE,) if features_only is None else ()):
         if needed not in files:
             raise fl.fail(needed, "is missing")
+    if features_only is not None and GRADS_FILE in files:
+        raise fl.fail(GRADS_FILE, "is listed but 'features_only' says the model has no gradient "
+                      "graph")
 
     producer = top.get("producer")
     if not isinstance(producer, dict) or not all(
@@ -336,7 +396,7 @@ def _parse(data: Any, where: str) -> Manifest:
         num_classes=top.int_("num_classes", optional=True), opset=top.int_("opset", minimum=7),
         batch_policy=policy, ort_optimization=ort_level, files=files,
         package_version=top.str_("package_version"), producer=dict(producer),
-        created=top.str_("created"), schema_version=version,
+        created=top.str_("created"), features_only=features_only, schema_version=version,
     )
     graphs = top.get("graphs", optional=True)
     if graphs is not None and graphs != manifest.to_dict()["graphs"]:
@@ -377,11 +437,24 @@ def load_manifest(model_dir: str | os.PathLike, *, verify: bool = True) -> Manif
     """
     manifest = read_manifest(model_dir)
     verify_files(model_dir, manifest.files, hashes=verify)
+    # A graph file the manifest does not list has no recorded hash, so nothing vouches for it;
+    # refuse it rather than leave a file no integrity check covers.
+    for graph in (FEATURES_FILE, GRADS_FILE):
+        if graph not in manifest.files and (Path(model_dir) / graph).exists():
+            raise ValueError(
+                f"{Path(model_dir) / graph} is present but not listed in the manifest"
+                + (" (a features-only model)" if graph == GRADS_FILE else "")
+                + "; remove the file or re-export the model")
     return manifest
 
 
 def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
-    """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``."""
+    """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``.
+
+    The file is always written in the current layout (:data:`SCHEMA_VERSION`); every
+    schema-1 manifest is a valid schema-2 one, so upgrading loses nothing.
+    """
+    manifest = replace(manifest, schema_version=SCHEMA_VERSION)
     manifest.validate(where=f"manifest for {manifest.name!r}")
     path = Path(model_dir) / MANIFEST_FILE
     atomic_write_text(path, manifest.to_json())

@@ -57,6 +57,9 @@ def open_session(model_dir: str | os.PathLike, graph: str, *, manifest: Manifest
     if graph not in _GRAPHS:
         raise ValueError(f"graph must be 'features' or 'grads'; got {graph!r}")
     m = manifest if manifest is not None else load_manifest(model_dir, verify=verify)
+    if graph == "grads" and not m.has_grads:
+        raise ValueError(f"model {m.name!r} is features-only (no {GRADS_FILE}): "
+                         f"{m.features_only}")
     path = Path(model_dir) / _GRAPHS[graph]
     return ort.InferenceSession(str(path), session_options(m.ort_optimization, threads=threads),
                                 providers=["CPUExecutionProvider"])

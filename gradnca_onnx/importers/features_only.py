@@ -1,0 +1,459 @@
+"""Features-only zoo members: the ONNX classifier's own graph, cut at its features.
+
+When the gradient graph of S_FU cannot be built (an operator the importer cannot
+differentiate, fewer than two convolutions, ...), the model can still be scored by S_LP and the
+baseline metrics, which need only features and logits. Those come from the original graph
+itself, cut at the feature tensor, so no operator has to be re-implemented or differentiated:
+whatever onnxruntime runs, the member runs. The result is a model directory with
+``features.onnx`` (the exporters' interface: ``images`` NCHW -> ``features`` [B, D] and, with a
+head, ``logits`` [B, K]) and a schema-2 manifest whose ``features_only`` field says why there
+is no ``grads.onnx``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .._version import __version__
+from ..zoo import (
+    FEATURES_FILE,
+    BatchPolicy,
+    InputSpec,
+    LayerSpec,
+    Manifest,
+    SourceSpec,
+    file_entry,
+    parse_normalisation,
+    sha256_file,
+    write_manifest,
+)
+
+_NCHW = [0, 3, 1, 2]
+_NHWC = [0, 2, 3, 1]
+#: Tensor names the cut graph's interface owns; a graph tensor of the same name is renamed.
+_RESERVED = ("images", "features", "logits")
+#: Past this size a protobuf cannot be serialised in one piece; the weights go to a side file.
+_PROTO_LIMIT = 1_800_000_000
+EXTERNAL_DATA_FILE = "features.onnx.data"
+
+
+@dataclass
+class FeaturesCut:
+    """Where the features are in an ONNX classifier graph (found without torch).
+
+    The rules are those of :class:`~gradnca_onnx.importers.OnnxNet`: the features are the
+    input of the last Gemm/MatMul with constant 2-D weights (logits: its output, a Keras
+    ``MatMul + Add(bias)`` counted as one layer), or the output of the node (or the tensor)
+    the user names, the logits then being those of the last such head that follows it.
+    """
+
+    input_name: str
+    input_dims: list[int | None]
+    layout: str                      # "NCHW" or "NHWC"
+    features_tensor: str
+    logits_tensor: str | None
+    head_node: str                   # the head node, or the user's features node
+    first_conv_channels: int | None  # input channels of the first Conv, when one exists
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            v = helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+@dataclass(frozen=True)
+class _Const:
+    """Shape and kind of a constant tensor (its values are never needed, and a head's weight
+    can be hundreds of MB)."""
+
+    shape: tuple[int, ...] | None   # None: a Constant whose value is not a tensor attribute
+    is_float: bool
+
+
+_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, _Const]:
+    """Constant tensors by name: initializers and ``Constant`` node outputs."""
+    out = {t.name: _Const(tuple(t.dims), t.data_type in _FLOATS) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = _attr(node, "value")
+            out[node.output[0]] = (_Const(tuple(value.dims), value.data_type in _FLOATS)
+                                   if isinstance(value, onnx.TensorProto)
+                                   else _Const(None, False))
+    return out
+
+
+def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
+    # The ONNX spec asks for topological order, but files from the wild do not always keep it.
+    done, order, pending = set(known), [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(not i or i in done for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in pending for i in n.input if i and i not in done})
+            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
+        ids = {id(n) for n in ready}
+        order.extend(ready)
+        for n in ready:
+            done.update(n.output)
+        pending = [n for n in pending if id(n) not in ids]
+    return order
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> Iterator[str]:
+    """Outer-scope tensors that a node's subgraphs (If/Loop/Scan bodies) read."""
+    for a in node.attribute:
+        graphs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+        for g in graphs:
+            local = {t.name for t in g.initializer} | {i.name for i in g.input}
+            for sub in g.node:
+                local.update(sub.output)
+            for sub in g.node:
+                for i in list(sub.input) + list(_subgraph_inputs(sub)):
+                    if i and i not in local:
+                        yield i
+
+
+def _ancestors(nodes: list[onnx.NodeProto], tensors: list[str]) -> set[str]:
+    """Every tensor the given tensors are computed from (themselves included)."""
+    by_output = {o: n for n in nodes for o in n.output if o}
+    need, stack = set(tensors), list(tensors)
+    while stack:
+        n = by_output.get(stack.pop())
+        if n is None:
+            continue
+        for i in list(n.input) + list(_subgraph_inputs(n)):
+            if i and i not in need:
+                need.add(i)
+                stack.append(i)
+    return need
+
+
+def find_features(model: onnx.ModelProto, features_node: str | None = None) -> FeaturesCut:
+    """Locate the image input, its layout, the feature tensor and the logits of a classifier.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        A classifier already read by :func:`~gradnca_onnx.importers.load_onnx`.
+    features_node : str, optional
+        Node (or tensor) whose output is the feature vector.
+
+    Raises
+    ------
+    ValueError
+        Not one image input, no classification head and no ``features_node``, or an unknown
+        ``features_node``.
+    """
+    graph = model.graph
+    consts = _constants(graph)
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise ValueError(f"the graph takes {len(inputs)} inputs "
+                         f"({', '.join(i.name for i in inputs)}); an image classifier takes one "
+                         "image tensor")
+    image = inputs[0]
+    if image.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ValueError(f"the graph's input {image.name!r} is not float32; an imported "
+                         "classifier must take float32 images")
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in image.type.tensor_type.shape.dim]
+    nodes = [n for n in graph.node if n.op_type != "Constant"]
+    order = _toposort(nodes, set(consts) | {image.name})
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in order:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+    labels = {id(n): n.name or f"{n.op_type}_{k}" for k, n in enumerate(order)}
+
+    first_conv = next((k for k, n in enumerate(order) if n.op_type == "Conv"), None)
+    before = order[:first_conv] if first_conv is not None else order
+    transpose = next((n for n in before if n.op_type == "Transpose"
+                      and list(_attr(n, "perm", [])) == _NCHW), None)
+    layout = "NHWC" if (len(dims) == 4 and dims[3] in (1, 3) and dims[1] not in (1, 3)
+                        and transpose is not None) else "NCHW"
+
+    # Heads: Gemm/MatMul with a constant 2-D float weight (the interpreter's nn.Linear rule).
+    heads: list[tuple[onnx.NodeProto, str]] = []
+    for n in order:
+        if n.op_type not in ("Gemm", "MatMul") or len(n.input) < 2:
+            continue
+        w = consts.get(n.input[1])
+        if w is None or w.shape is None or len(w.shape) != 2 or not w.is_float:
+            continue
+        out = n.output[0]
+        if n.op_type == "Gemm" and len(n.input) > 2 and n.input[2] and n.input[2] not in consts:
+            continue
+        if n.op_type == "MatMul":
+            users = consumers.get(out, [])
+            if len(users) == 1 and users[0].op_type == "Add" and out not in graph_outputs:
+                other = [i for i in users[0].input if i != out]
+                bias = consts.get(other[0]) if len(other) == 1 else None
+                if (bias is not None and bias.shape is not None and bias.is_float
+                        and int(np.prod(bias.shape)) == w.shape[1]):
+                    out = users[0].output[0]  # Keras dense: MatMul + Add(bias) is one layer
+        heads.append((n, out))
+
+    if features_node:
+        hit = next((n for n in order if labels[id(n)] == features_node), None)
+        hit = hit or next((n for n in order if features_node in n.output), None)
+        if hit is None:
+            raise ValueError(f"--features-node {features_node!r} is neither a node name nor a "
+                             "tensor name of the graph")
+        feat = features_node if features_node in hit.output else hit.output[0]
+        head_node = labels[id(hit)]
+        after = [out for n, out in heads if feat in _ancestors(order, [out])]
+        logits = after[-1] if after else None
+    else:
+        if not heads:
+            raise ValueError("the graph has no Gemm/MatMul classification head with constant "
+                             "weights; name the node whose output is the feature vector with "
+                             "--features-node")
+        node, logits = heads[-1]
+        feat, head_node = node.input[0], labels[id(node)]
+
+    needed = _ancestors(order, [feat])
+    conv = next((n for n in order if n.op_type == "Conv" and set(n.output) & needed), None)
+    channels = None
+    weight = consts.get(conv.input[1]) if conv is not None and len(conv.input) > 1 else None
+    if conv is not None and weight is not None and weight.shape and len(weight.shape) == 4:
+        channels = int(weight.shape[1]) * int(_attr(conv, "group", 1))
+    return FeaturesCut(input_name=image.name, input_dims=dims, layout=layout,
+                       features_tensor=feat, logits_tensor=logits, head_node=head_node,
+                       first_conv_channels=channels)
+
+
+# --------------------------------------------------------------------------- the cut graph
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` everywhere in ``graph`` and its subgraphs' reads."""
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _rename(g, old, new)
+    for coll in (graph.input, graph.output, graph.value_info):
+        for v in coll:
+            if v.name == old:
+                v.name = new
+    for t in graph.initializer:
+        if t.name == old:
+            t.name = new
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+    names |= {v.name for v in graph.output} | {v.name for v in graph.value_info}
+    for n in graph.node:
+        names.update(n.input)
+        names.update(n.output)
+    return names
+
+
+def build_features_graph(model: onnx.ModelProto, cut: FeaturesCut, *, channels: int,
+                         height: int, width: int, with_logits: bool = True) -> onnx.ModelProto:
+    """The classifier's graph cut to ``images [B, C, H, W] -> features [B, D] (, logits)``.
+
+    An NHWC graph keeps its own transpose: a ``Transpose(perm=[0, 2, 3, 1])`` in front makes
+    it take NCHW images like every zoo model (onnxruntime cancels the pair). The features are
+    flattened to [B, D]; nodes that neither output needs are dropped, so an unrelated operator
+    (an ArgMax output, a Softmax) costs nothing.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    feat, logits = cut.features_tensor, cut.logits_tensor if with_logits else None
+    image = cut.input_name
+    names = _all_names(g)
+    for reserved in _RESERVED:
+        if reserved not in names or (reserved == image == "images" and cut.layout == "NCHW"):
+            continue  # an NCHW input already called "images" is the interface's own input
+        new, k = f"{reserved}_orig", 1
+        while new in names:
+            k += 1
+            new = f"{reserved}_orig{k}"
+        _rename(g, reserved, new)
+        names.add(new)
+        feat, image = (new if feat == reserved else feat), (new if image == reserved else image)
+        logits = new if logits == reserved else logits
+
+    front: list[onnx.NodeProto] = []
+    if cut.layout == "NHWC":
+        front.append(helper.make_node("Transpose", ["images"], [image],
+                                      "gradnca_images_to_nhwc", perm=_NHWC))
+    elif image != "images":
+        front.append(helper.make_node("Identity", ["images"], [image], "gradnca_images"))
+    back = [helper.make_node("Flatten", [feat], ["features"], "gradnca_features", axis=1)]
+    if logits is not None:
+        back.append(helper.make_node("Identity", [logits], ["logits"], "gradnca_logits"))
+    nodes = front + list(g.node) + back
+    outputs = ["features"] + (["logits"] if logits is not None else [])
+    needed = _ancestors(nodes, outputs)
+    initializers = [t for t in g.initializer if t.name in needed]
+    known = {t.name for t in initializers} | {t.values.name for t in g.sparse_initializer}
+    kept = _toposort([n for n in nodes if set(n.output) & needed], known | {"images"})
+    value_info = [v for v in g.value_info if v.name in needed]
+    del g.node[:]
+    g.node.extend(kept)
+    del g.initializer[:]
+    g.initializer.extend(initializers)
+    sparse = [t for t in g.sparse_initializer if t.values.name in needed]
+    del g.sparse_initializer[:]
+    g.sparse_initializer.extend(sparse)
+    del g.value_info[:]
+    g.value_info.extend(value_info)
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                 ["batch", channels, height, width]))
+    del g.output[:]
+    g.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, ["batch", None])
+                    for o in outputs)
+    return out
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # one small check batch; idle threads only spin
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() > _PROTO_LIMIT:
+        onnx.save_model(model, str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=EXTERNAL_DATA_FILE)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.PathLike, *,
+                        name: str, cut: FeaturesCut, channels: int, height: int, width: int,
+                        reason: str, norm: str | None = None, pretrained_on: str = "unknown",
+                        opset: int, force: bool = False) -> Path:
+    """Write ``zoo_dir/<name>/`` with ``features.onnx`` and a features-only manifest.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The classifier, read by :func:`~gradnca_onnx.importers.load_onnx` (safety checks
+        done, external data loaded).
+    src : Path
+        Its file (name and sha256 go to the manifest's ``source``).
+    zoo_dir : path
+    name : str
+    cut : FeaturesCut
+        From :func:`find_features`.
+    channels, height, width : int
+        The NCHW images the member takes.
+    reason : str
+        Why there is no gradient graph (the manifest's ``features_only``).
+    norm, pretrained_on, force
+        As for :func:`~gradnca_onnx.importers.import_onnx`.
+    opset : int
+        The classifier's default-domain opset (the cut graph keeps it).
+
+    Raises
+    ------
+    ValueError
+        onnxruntime cannot run the cut graph, its features are not [B, D] at batch 2 (a
+        reshape fixed to batch 1), or the name exists without ``force``.
+    """
+    from ..exporters.api import default_normalisation
+    from ..exporters.model_dir import publish, staging_dir
+
+    if not pretrained_on or not pretrained_on.strip():
+        raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+    mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
+    staging = staging_dir(zoo_dir, name, force=force)
+    try:
+        path = staging / FEATURES_FILE
+        example = np.random.default_rng(0).standard_normal(
+            (2, channels, height, width)).astype(np.float32)
+        with_logits = cut.logits_tensor is not None
+        while True:
+            graph = build_features_graph(model, cut, channels=channels, height=height,
+                                         width=width, with_logits=with_logits)
+            where = f"{src.name}: the features graph cut at {cut.features_tensor!r}"
+            # onnx and onnxruntime raise their own exception types: each step is caught whole
+            # and reported in one line.
+            try:
+                if graph.ByteSize() <= _PROTO_LIMIT:
+                    onnx.checker.check_model(graph)
+            except Exception as exc:
+                raise ValueError(f"{where} is not a valid ONNX graph ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+            for f in staging.iterdir():
+                f.unlink()
+            _save(graph, path)
+            try:
+                session = _session(path)
+            except Exception as exc:
+                raise ValueError(f"{where} cannot be loaded by onnxruntime ("
+                                 f"{type(exc).__name__}: {_first_line(exc)})") from None
+            try:
+                outs = session.run(None, {"images": example})
+            except Exception as exc:
+                raise ValueError(f"{where} fails in onnxruntime on a batch of 2 images ("
+                                 f"{type(exc).__name__}: {_first_line(exc)}); a reshape fixed to "
+                                 "batch 1 needs a re-export with a dynamic batch") from None
+            del session
+            feats = outs[0]
+            if feats.ndim != 2 or feats.shape[0] != 2 or not np.isfinite(feats).all():
+                raise ValueError(f"{src.name}: the features tensor {cut.features_tensor!r} gives "
+                                 f"shape {list(feats.shape)} for 2 images, not [2, D] finite "
+                                 "values")
+            logits = outs[1] if with_logits else None
+            if logits is not None and (logits.ndim != 2 or logits.shape[0] != 2):
+                with_logits = False  # as the exporter: a head that is not (batch, classes)
+                continue
+            break
+        del graph
+        options = {"opset": opset, "input_layout": cut.layout,
+                   "features_tensor": cut.features_tensor,
+                   "onnx_nodes": {"features": cut.head_node}}
+        import onnxruntime
+
+        manifest = Manifest(
+            name=name, architecture=src.stem or "onnx", pretrained_on=pretrained_on.strip(),
+            source=SourceSpec(kind="onnx", reference=src.name, checkpoint=src.name,
+                              checkpoint_sha256=sha256_file(src), options=options),
+            input=InputSpec(channels=channels, height=height, width=width, mean=mean, std=std),
+            layers=LayerSpec(features=cut.head_node, conv1=None, conv2=None,
+                             conv1_weight_shape=None, conv2_weight_shape=None),
+            feature_dim=int(feats.shape[1]),
+            num_classes=int(logits.shape[1]) if logits is not None else None,
+            opset=opset, batch_policy=BatchPolicy(grads_batch=None), ort_optimization="all",
+            files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
+            package_version=__version__,
+            producer={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            features_only=reason,
+        )
+        write_manifest(staging, manifest)
+        return publish(staging, zoo_dir, name, force=force)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
