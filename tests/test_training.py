@@ -540,3 +540,23 @@ def test_resnet18_quick_preset_on_breastmnist(tmp_path):
     assert out.finished == 6
     truth = training.ground_truth(tmp_path / "q.sqlite")
     assert 0.5 < truth.values[0, 0] <= 1.0
+
+
+def test_best_weights_restore_for_versioned_modules(breast):
+    """MNASNet refuses a state dict without torch's module versions; restoring the
+    best-validation weights at the end of a run must keep them (it once did not)."""
+    import torchvision
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(num_classes=5)
+    cfg = training.RunConfig(lr=0.01, weight_decay=0.0, momentum=0.9, batch_size=64,
+                             max_epochs=2, patience=2, image_size=28, augment=False)
+    prepared = prepare_target(breast.train, breast.val, breast.test, image_size=28,
+                              mean=(0.5,) * 3, std=(0.5,) * 3)
+    res = finetune(model, prepared, cfg)
+    assert res.best_epoch in (1, 2) and np.isfinite(res.test_auc)
+    # The model holds the best epoch's weights: evaluating it again gives the stored AUC.
+    _, auc, _, _ = training.evaluate(model, prepared.test_inputs, prepared.test_labels,
+                                     prepared.task)
+    assert auc == pytest.approx(res.test_auc, abs=1e-12)

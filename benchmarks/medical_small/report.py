@@ -214,7 +214,10 @@ def _verdict(ev: Mapping[str, Any], boot: Mapping[str, Any], scenario: str) -> l
     mt = _mean_tau(ev)
     fr = ev["friedman"]
     p = None if fr is None else fr["p_value"]
-    lines = [f"- Best average rank: **{best}** ({avg[best]:.2f}; next {second} {avg[second]:.2f}, "
+    tied = [m for m in order if avg[m] == avg[best]]
+    head = (f"**{best}**" if len(tied) == 1 else
+            " and ".join(f"**{m}**" for m in tied) + " tied, listed first:")
+    lines = [f"- Best average rank: {head} {best} ({avg[best]:.2f}; next {second} {avg[second]:.2f}, "
              f"last {order[-1]} {avg[order[-1]]:.2f}). Mean tau_w of {best}: {_f(mt[best])} "
              f"(95% paired-bootstrap interval {_fmt_ci(boot['ci'].get(best))}); {second}: "
              f"{_f(mt[second])} ({_fmt_ci(boot['ci'].get(second))})."]
@@ -233,6 +236,26 @@ def _verdict(ev: Mapping[str, Any], boot: Mapping[str, Any], scenario: str) -> l
                      f"({gap:.2f}) is {'larger' if cd is not None and gap > cd else 'smaller'} "
                      f"than the CD, so {'at least that pair differs' if cd is not None and gap > cd else 'no pair of methods is shown to differ'}.")
     return lines
+
+
+def _place(avg: Mapping[str, float], method: str) -> int:
+    return 1 + sum(1 for v in avg.values() if v < avg[method])
+
+
+def _versus_paper(ev: Mapping[str, Any], paper: Mapping[str, Any], scenario: str) -> list[str]:
+    table = "Table 2" if scenario == "dataset" else "Table 3"
+    ours, theirs = ev["avg_rank"], {m: v for m, v in paper["avg_rank"].items() if m in ev["avg_rank"]}
+    best_p = min(theirs, key=lambda m: theirs[m])
+    best_o = min(ours, key=lambda m: ours[m])
+    common = [m for m in ours if m in theirs]
+    a = np.array([ours[m] for m in common])
+    b = np.array([theirs[m] for m in common])
+    rho = float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+    return [f"- Against the paper's {table} ({paper['n_targets']} targets, its released results "
+            f"recomputed): there {best_p} has the best average rank ({theirs[best_p]:.2f}) and "
+            f"GradNCA places {_place(theirs, GRADNCA)} of {len(theirs)}; here {best_o} is best "
+            f"and GradNCA places {_place(ours, GRADNCA)} of {len(ours)}. Spearman correlation of "
+            f"the two average-rank orders over the {len(common)} methods: {rho:.2f}."]
 
 
 def _fmt_ci(ci: Any) -> str:
@@ -266,7 +289,7 @@ def _scenario_section(name: str, ev: Mapping[str, Any], boot: Mapping[str, Any],
     lines += ["", f"Friedman: chi2 = {_f(fr and fr['statistic'], 2)}, p = {_f(fr and fr['p_value'], 4)}; "
               f"Nemenyi CD (alpha 0.05) = {_f(ev['cd'], 3)}. Paper ({paper['n_targets']} targets): "
               f"Friedman p = {_f(paper['friedman_p'], 4)}.", ""]
-    lines += ["What this says:", ""] + _verdict(ev, boot, name) + [""]
+    lines += ["What this says:", ""] + _verdict(ev, boot, name) + _versus_paper(ev, paper, name) + [""]
     lines += [f"Figures: [CD diagram]({plots}/critical_difference.png), "
               f"[scatter grid]({plots}/scatter_grid.png), [tau heat map]({plots}/tau_heatmap.png).",
               ""]
@@ -288,6 +311,7 @@ def build(study: Any) -> None:
     cfg = study.cfg
     summary: dict[str, Any] = {"config": cfg.name, "scenarios": {}}
     sections: list[str] = []
+    headline: list[str] = []
     for scenario in ("dataset", "model"):
         d = res / scenario
         if d.exists():
@@ -335,13 +359,17 @@ def build(study: Any) -> None:
                                           "bootstrap_ci": boot["ci"], "paper": paper,
                                           "gradnca_recombination_max_abs_diff": diff}
         summary["scenarios"][scenario]["not_rankable"] = dropped
+        headline += [f"**{scenario.capitalize()} scenario** ({len(ev['targets'])} targets, "
+                     f"{int(np.min(np.sum(~np.isnan(truth.values), axis=0)))} candidate "
+                     "sources each):", ""] + _verdict(ev, boot, scenario) + \
+            _versus_paper(ev, paper, scenario) + [""]
         sections += _scenario_section(scenario, ev, boot, paper, ext, truth, extra,
                                       f"{scenario}/plots")
         if dropped:
             sections += ["Not rankable here (left out of the analysis named in brackets): "
                          + "; ".join(f"{m}: {why}" for m, why in dropped.items()) + ".", ""]
     (res / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_markdown(study, sections)
+    _write_markdown(study, sections, headline)
 
 
 def _pretrain_rows(study: Any) -> list[list[str]]:
@@ -354,7 +382,7 @@ def _pretrain_rows(study: Any) -> list[list[str]]:
     return rows
 
 
-def _write_markdown(study: Any, sections: list[str]) -> None:
+def _write_markdown(study: Any, sections: list[str], headline: list[str]) -> None:
     cfg = study.cfg
     data = json.loads((study.work / "datasets.json").read_text())
     lines = [f"# Real-data transfer study at CPU scale ({cfg.name})", "",
@@ -362,6 +390,8 @@ def _write_markdown(study: Any, sections: list[str]) -> None:
              + ("" if cfg.name == "full" else f" --config {cfg.name}") + "`; every number below is "
              "read from the run store and the rank/evaluate outputs in this folder. "
              "Design and caveats: [../README.md](../README.md).", ""]
+    lines += ["## Summary", "", "Generated from the numbers below (primary analyses: the paper's "
+              "seven methods and its conventions for each scenario).", ""] + headline
     lines += ["## Data", ""]
     rows = [[n, str(v["n_classes"]), f"{v['train']}/{v['val']}/{v['test']}",
              "target + source" if n in cfg.targets else "source only"] for n, v in sorted(data.items())]

@@ -19,10 +19,10 @@ Two decisions the paper does not spell out:
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -253,7 +253,11 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
             on_epoch(m)
         if val_auc > best_auc:  # NaN never improves
             best_auc, best_epoch, since_best = val_auc, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            state = model.state_dict()
+            best_state = OrderedDict((k, v.detach().cpu().clone()) for k, v in state.items())
+            # Keep the module versions: without them some modules (torchvision's MNASNet)
+            # refuse to load the state back.
+            best_state._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
         else:
             since_best += 1
         if diverged:
