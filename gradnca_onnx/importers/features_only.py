@@ -36,6 +36,7 @@ from ..zoo import (
     sha256_file,
     write_manifest,
 )
+from .onnx_file import toposort
 
 _NCHW = [0, 3, 1, 2]
 _NHWC = [0, 2, 3, 1]
@@ -97,22 +98,6 @@ def _constants(graph: onnx.GraphProto) -> dict[str, _Const]:
     return out
 
 
-def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
-    # The ONNX spec asks for topological order, but files from the wild do not always keep it.
-    done, order, pending = set(known), [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(not i or i in done for i in n.input)]
-        if not ready:
-            missing = sorted({i for n in pending for i in n.input if i and i not in done})
-            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
-        ids = {id(n) for n in ready}
-        order.extend(ready)
-        for n in ready:
-            done.update(n.output)
-        pending = [n for n in pending if id(n) not in ids]
-    return order
-
-
 def _subgraph_inputs(node: onnx.NodeProto) -> Iterator[str]:
     """Outer-scope tensors that a node's subgraphs (If/Loop/Scan bodies) read."""
     for a in node.attribute:
@@ -172,7 +157,7 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
     dims = [d.dim_value if d.HasField("dim_value") else None
             for d in image.type.tensor_type.shape.dim]
     nodes = [n for n in graph.node if n.op_type != "Constant"]
-    order = _toposort(nodes, set(consts) | {image.name})
+    order = toposort(nodes, set(consts) | {image.name})
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in order:
         for i in n.input:
@@ -307,7 +292,7 @@ def build_features_graph(model: onnx.ModelProto, cut: FeaturesCut, *, channels: 
     needed = _ancestors(nodes, outputs)
     initializers = [t for t in g.initializer if t.name in needed]
     known = {t.name for t in initializers} | {t.values.name for t in g.sparse_initializer}
-    kept = _toposort([n for n in nodes if set(n.output) & needed], known | {"images"})
+    kept = toposort([n for n in nodes if set(n.output) & needed], known | {"images"})
     value_info = [v for v in g.value_info if v.name in needed]
     del g.node[:]
     g.node.extend(kept)

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from . import modules as m
+from .onnx_file import toposort
 from .errors import GradientGraphError, UnsupportedOperatorError
 from .ops import MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
@@ -55,21 +56,6 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     raise ValueError(f"Constant node {node.name!r} has no supported value attribute")
 
 
-def _toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
-    done, order, pending = set(known), [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(not i or i in done for i in n.input)]
-        if not ready:
-            missing = sorted({i for n in pending for i in n.input if i and i not in done})
-            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
-        for n in ready:
-            order.append(n)
-            done.update(n.output)
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-    return order
-
-
 def _label(node: onnx.NodeProto, i: int) -> str:
     return node.name or f"{node.op_type}_{i}"
 
@@ -104,7 +90,7 @@ class OnnxNet(nn.Module):
                 consts[node.output[0]] = _constant_value(node)
             else:
                 nodes.append(node)
-        order = _toposort(nodes, set(consts) | {image.name})
+        order = toposort(nodes, set(consts) | {image.name})
         labels = {id(n): _label(n, i) for i, n in enumerate(order)}
         consumers: dict[str, list[onnx.NodeProto]] = {}
         for n in order:

@@ -104,3 +104,21 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     check_external_data(model, p.parent)
     external_data_helper.load_external_data_for_model(model, str(p.parent))
     return model
+
+
+def toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order where every input is produced before use (``known`` exist
+    already). The ONNX spec asks for topological order, but files from the wild do not
+    always keep it."""
+    done, order, pending = set(known), [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(not i or i in done for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in pending for i in n.input if i and i not in done})
+            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
+        for n in ready:
+            order.append(n)
+            done.update(n.output)
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    return order
