@@ -193,6 +193,8 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
                           weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     g = torch.Generator().manual_seed(seed)
+    slow_bn = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and m.momentum is not None and m.momentum < 0.1]
     best: dict[str, Any] = {"val_loss": float("inf")}
     for epoch in range(epochs):
         model.train()
@@ -208,6 +210,8 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
             torch.nn.functional.cross_entropy(model(xb), y[idx]).backward()
             opt.step()
         sched.step()
+        if slow_bn:
+            _recalibrate_bn(model, x, slow_bn)
         model.eval()
         with torch.no_grad():
             logits = torch.cat([model(xv[i:i + 256]) for i in range(0, len(yv), 256)])
@@ -222,7 +226,35 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
     return {"arch": arch, "dataset": Path(data_path).stem, "epochs": epochs,
             "n_train": int(len(labels)), "best_epoch": best["epoch"],
             "val_loss": best["val_loss"], "val_acc": best["val_acc"],
+            "bn_recalibrated": len(slow_bn),
             "seconds": time.perf_counter() - start, "device": device}
+
+
+def _recalibrate_bn(model: Any, x: Any, layers: list) -> None:
+    """Recompute BatchNorm running statistics as exact averages over the training images.
+
+    torchvision gives mobilenet_v3 (momentum 0.01) and mnasnet (3e-4) running averages meant
+    for ImageNet-length training; after the few hundred steps of this recipe their running
+    statistics are still near initialisation, so the trained model is at chance in eval mode
+    (measured on the blood cells: 0.25 eval-mode vs 0.80 train-mode validation accuracy for
+    mobilenet_v3_small). Layers with torchvision's default momentum (0.1) converge within
+    the recipe and are left alone.
+    """
+    import torch
+
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            if len(x) - i >= 2:
+                model(x[i:i + 256])
+    for m, mom in zip(layers, saved):
+        m.momentum = mom
+    model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------
