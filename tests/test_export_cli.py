@@ -229,3 +229,36 @@ def test_plain_dict_checkpoint_without_module_versions_loads(tmp_path):
     assert set(got) == set(plain)
     for k, v in plain.items():
         assert torch.equal(got[k], v), k
+
+
+def test_features_verification_catches_a_wrong_graph(tmp_path, one_torch_thread):
+    """The pre-publish check tolerates float32 noise only: a graph of other weights fails."""
+    from torch import nn
+
+    from gradnca_onnx.exporters.api import _verify_features, export_model
+    from gradnca_onnx.exporters.loading import from_module
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+
+    a, b = net(0), net(1)
+    d = export_model(from_module(a), tmp_path, name="a", input_size=16, grads_batch=4, verify=False)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fa, fb = a[:-1](x), b[:-1](x)
+    _verify_features(d / "features.onnx", x, fa, a(x).detach(), _TupleOut(a))
+    with pytest.raises(RuntimeError, match="disagrees with torch"):
+        _verify_features(d / "features.onnx", x, fb, b(x).detach(), _TupleOut(b))
+
+
+class _TupleOut(torch.nn.Module):
+    """(features, logits) like the exporter's feature model."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m[:-1](x), self.m(x)

@@ -44,13 +44,14 @@ CONFIDENCE = 0.95
 # tables
 
 
-def _rank_tables(study: Any, scenario: str) -> dict[str, SourceTargetTable]:
+def _rank_tables(study: Any, scenario: str, faithful: bool = False) -> dict[str, SourceTargetTable]:
     """Method -> sources x targets table from the per-target rank JSON files (own row NaN)."""
     sources = list(study.members(scenario))
     targets = list(study.cfg.targets)
     vals: dict[str, np.ndarray] = {}
+    folder = scenario + ("-faithful" if faithful else "")
     for j, t in enumerate(targets):
-        doc = json.loads((study.work / "rank" / scenario / f"{t}.json").read_text())
+        doc = json.loads((study.work / "rank" / folder / f"{t}.json").read_text())
         for m in doc["models"]:
             if m.get("error"):
                 raise SystemExit(f"rank {scenario}/{t}: model {m['model']} failed: {m['error']}")
@@ -216,8 +217,8 @@ def _verdict(ev: Mapping[str, Any], boot: Mapping[str, Any], scenario: str) -> l
     p = None if fr is None else fr["p_value"]
     tied = [m for m in order if avg[m] == avg[best]]
     head = (f"**{best}**" if len(tied) == 1 else
-            " and ".join(f"**{m}**" for m in tied) + " tied, listed first:")
-    lines = [f"- Best average rank: {head} {best} ({avg[best]:.2f}; next {second} {avg[second]:.2f}, "
+            " and ".join(f"**{m}**" for m in tied) + f" tied, listed first: {best}")
+    lines = [f"- Best average rank: {head} ({avg[best]:.2f}; next {second} {avg[second]:.2f}, "
              f"last {order[-1]} {avg[order[-1]]:.2f}). Mean tau_w of {best}: {_f(mt[best])} "
              f"(95% paired-bootstrap interval {_fmt_ci(boot['ci'].get(best))}); {second}: "
              f"{_f(mt[second])} ({_fmt_ci(boot['ci'].get(second))})."]
@@ -264,7 +265,8 @@ def _fmt_ci(ci: Any) -> str:
 
 def _scenario_section(name: str, ev: Mapping[str, Any], boot: Mapping[str, Any],
                       paper: Mapping[str, Any], ext: Mapping[str, Any], truth: SourceTargetTable,
-                      extra: Mapping[str, Any] | None, plots: str) -> list[str]:
+                      extra: Mapping[str, Any] | None, plots: str,
+                      faithful: Mapping[str, Any]) -> list[str]:
     targets = ev["targets"]
     lines = [f"## {name.capitalize()} scenario", ""]
     rows = [[s, *(_f(truth.values[i, j]) for j in range(len(truth.targets)))]
@@ -293,9 +295,15 @@ def _scenario_section(name: str, ev: Mapping[str, Any], boot: Mapping[str, Any],
     lines += [f"Figures: [CD diagram]({plots}/critical_difference.png), "
               f"[scatter grid]({plots}/scatter_grid.png), [tau heat map]({plots}/tau_heatmap.png).",
               ""]
-    lines += ["Secondary: every metric of the package (ten baselines, GradNCA and its two terms, "
-              "raw, higher = better):", ""]
+    lines += ["Secondary: every metric of the package (the primary columns, plus GBC, H-score, "
+              "NCE, TransRate and the two GradNCA terms S_LP and S_FU raw, higher = better):", ""]
     rows = [[m, _f(ext["avg_rank"][m], 2), _f(_mean_tau(ext)[m], 3)] for m in ext["methods"]]
+    lines += _md_table(["method", "avg rank", "mean tau"], rows) + [""]
+    lines += ["Secondary: the seven methods computed as the released code computes them "
+              "(`rank --faithful`, REFERENCE 6; e.g. SFDA returns 1.0 when its classifier "
+              "separates the target perfectly, where the package default returns NaN):", ""]
+    rows = [[m, _f(faithful["avg_rank"][m], 2), _f(_mean_tau(faithful)[m], 3)]
+            for m in faithful["methods"]]
     lines += _md_table(["method", "avg rank", "mean tau"], rows) + [""]
     if extra is not None:
         lines += ["Secondary: the model scenario without the paper's inversions (GradNCA = "
@@ -329,6 +337,8 @@ def build(study: Any) -> None:
         truth.to_csv(truth_csv)
         for rank_json in sorted((study.work / "rank" / scenario).glob("*.json")):
             shutil.copyfile(rank_json, d / f"rank-{rank_json.name}")
+        for rank_json in sorted((study.work / "rank" / f"{scenario}-faithful").glob("*.json")):
+            shutil.copyfile(rank_json, d / f"rank-faithful-{rank_json.name}")
 
         dropped: dict[str, str] = {}
 
@@ -351,6 +361,9 @@ def build(study: Any) -> None:
         if scenario == "model":
             extra = _evaluate_cli(truth_csv, write(_unflipped(tables), "unflipped"), scenario,
                                   d / "evaluation-unflipped", n_bootstrap=0, plots=None)
+        faithful = _evaluate_cli(truth_csv, write(_primary(_rank_tables(study, scenario, True),
+                                                           scenario), "faithful"),
+                                 scenario, d / "evaluation-faithful", n_bootstrap=0, plots=None)
         boot = paired_bootstrap(truth, rankable(truth, prim)[0], n=cfg.bootstrap)
         (d / "bootstrap.json").write_text(json.dumps(boot, indent=2) + "\n")
         paper = _paper(scenario)
@@ -364,7 +377,7 @@ def build(study: Any) -> None:
                      "sources each):", ""] + _verdict(ev, boot, scenario) + \
             _versus_paper(ev, paper, scenario) + [""]
         sections += _scenario_section(scenario, ev, boot, paper, ext, truth, extra,
-                                      f"{scenario}/plots")
+                                      f"{scenario}/plots", faithful)
         if dropped:
             sections += ["Not rankable here (left out of the analysis named in brackets): "
                          + "; ".join(f"{m}: {why}" for m, why in dropped.items()) + ".", ""]
@@ -378,7 +391,8 @@ def _pretrain_rows(study: Any) -> list[list[str]]:
         meta = json.loads(study.checkpoint(arch, ds).with_suffix(".json").read_text())
         acc = ("not reported (leaky split)" if ds == "bloodcells" else _f(meta["val_acc"]))
         rows.append([arch, ds, str(meta["n_train"]), f"{meta['best_epoch']}/{meta['epochs']}",
-                     acc, f"{meta['seconds']:.0f}"])
+                     _f(meta["val_loss"]), f"{math.log(meta['n_classes']):.3f}", acc,
+                     f"{meta['seconds']:.0f}"])
     return rows
 
 
@@ -401,7 +415,13 @@ def _write_markdown(study: Any, sections: list[str], headline: list[str]) -> Non
               f"{cfg.arch}. Model scenario: {', '.join(cfg.model_archs)}, each pre-trained on "
               f"{cfg.model_source}.", ""]
     lines += _md_table(["architecture", "pre-trained on", "train images", "best epoch",
-                        "val accuracy", "seconds"], _pretrain_rows(study)) + [""]
+                        "val loss", "chance loss ln C", "val accuracy", "seconds"],
+                       _pretrain_rows(study))
+    lines += ["", "A validation loss near ln C means the source learned little of its own task "
+              "under the common recipe; such sources stay in the study (a transferability metric "
+              "should rank them low when they transfer badly). The blood-cell validation split "
+              "leaks (augmented copies of the same cells), so even its loss overstates learning.",
+              ""]
     lines += sections
     lines += ["## Wall time", "", "See [timings.md](timings.md).", ""]
     (study.results / "README.md").write_text("\n".join(lines))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         del grad_module
 
         if verify:
-            _verify_features(staging / FEATURES_FILE, example, feats, logits)
+            _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
 
         state = named_tensors(prep.grad_features)
         layer_spec = LayerSpec(
@@ -205,8 +206,15 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
 
 
 def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
-                     logits: torch.Tensor | None) -> None:
-    # A cheap end-to-end check before publishing: onnxruntime must reproduce torch's forward.
+                     logits: torch.Tensor | None, module: nn.Module) -> None:
+    """A cheap end-to-end check before publishing: onnxruntime must reproduce torch's forward.
+
+    Within 1e-4 (relative, in norm) passes. A larger gap passes only when it is float32
+    noise of an ill-conditioned model (e.g. BatchNorm with tiny running variances): onnxruntime
+    within 10x torch's own float32 distance from the float64 forward, both measured against
+    float64. (onnxruntime's CPU kernels accumulate in other orders; on such models they were
+    measured at 4-8x torch's float32 error. A wrong graph is off by orders of magnitude more.)
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -214,11 +222,19 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"images": example.numpy()})
     pairs = [(outs[0], feats)] + ([(outs[1], logits)] if logits is not None else [])
-    for got, want in pairs:
-        err = _rel(got, want.numpy())
-        if not err <= 1e-4:
+    errs = [_rel(got, want.numpy()) for got, want in pairs]
+    if all(e <= 1e-4 for e in errs):
+        return
+    with torch.no_grad():
+        ref = copy.deepcopy(module).double()(example.double())
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    for (got, want), err, r64 in zip(pairs, errs, ref):
+        noise = _rel(want.double().numpy(), r64.numpy())
+        err64 = _rel(got.astype(np.float64), r64.numpy())
+        if not err64 <= max(1e-4, 10.0 * noise):
             raise RuntimeError(f"exported features.onnx disagrees with torch (relative error "
-                               f"{err:.2e}); please report this model")
+                               f"{err:.2e}; vs float64 {err64:.2e}, torch's own float32 error "
+                               f"{noise:.2e}); please report this model")
 
 
 def _producer() -> dict[str, str]:
