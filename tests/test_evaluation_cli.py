@@ -197,6 +197,11 @@ def test_plots_png_and_pdf(tmp_path: Path) -> None:
     for stem in ("scatter_grid", "critical_difference", "tau_heatmap"):
         assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    # Deterministic output: the same evaluation writes the same bytes (no creation date).
+    again = tmp_path / "figs2"
+    assert run(*args, "--plot", str(again)).exit_code == 0
+    for f in sorted(out.iterdir()):
+        assert (again / f.name).read_bytes() == f.read_bytes(), f.name
 
 
 def test_python_dash_m_entry_runs_the_benchmark() -> None:

@@ -14,6 +14,7 @@ the paper's inversions) are reported as such.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import shutil
@@ -382,6 +383,9 @@ def build(study: Any) -> None:
             sections += ["Not rankable here (left out of the analysis named in brackets): "
                          + "; ".join(f"{m}: {why}" for m, why in dropped.items()) + ".", ""]
     (res / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The run store is the primary record (every run's epochs and predictions): ship it.
+    with open(study.store, "rb") as f, gzip.GzipFile(res / "runs.sqlite.gz", "wb", mtime=0) as g:
+        shutil.copyfileobj(f, g)
     _write_markdown(study, sections, headline)
 
 
@@ -402,7 +406,8 @@ def _write_markdown(study: Any, sections: list[str], headline: list[str]) -> Non
     lines = [f"# Real-data transfer study at CPU scale ({cfg.name})", "",
              "Produced by `python benchmarks/medical_small/study.py"
              + ("" if cfg.name == "full" else f" --config {cfg.name}") + "`; every number below is "
-             "read from the run store and the rank/evaluate outputs in this folder. "
+             "read from the run store (`runs.sqlite.gz`: every run's hyper-parameters, "
+             "epochs and test predictions) and the rank/evaluate outputs in this folder. "
              "Design and caveats: [../README.md](../README.md).", ""]
     lines += ["## Summary", "", "Generated from the numbers below (primary analyses: the paper's "
               "seven methods and its conventions for each scenario).", ""] + headline

@@ -41,7 +41,9 @@ def _save(fig: "Figure", stem: PathLike) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, dpi=150)
+        # No creation date in the PDF, so the same evaluation gives the same bytes.
+        meta = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(path, dpi=150, metadata=meta)
         paths.append(path)
     return paths
 
