@@ -180,7 +180,7 @@ def test_missing_cell_is_a_documented_nan_with_a_warning(tmp_path: Path) -> None
     assert d["tau"]["s"]["t2"] is None and d["tau"]["s"]["t1"] == pytest.approx(1.0)
 
 
-def test_plots_png_and_pdf(tmp_path: Path) -> None:
+def test_plots_png_and_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(0)
     sources = ["a", "b", "c", "d", "e"]
@@ -192,6 +192,8 @@ def test_plots_png_and_pdf(tmp_path: Path) -> None:
         f.write_text("source,t1,t2\n" + "".join(f"{s},{rng.normal():.4f},{rng.normal():.4f}\n" for s in sources))
         args += ["--scores", f"{m}={f}"]
     out = tmp_path / "figs"
+    # matplotlib stamps PDFs with SOURCE_DATE_EPOCH (else the clock): two different "times".
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
     res = run(*args, "--plot", str(out))
     assert res.exit_code == 0, res.output
     for stem in ("scatter_grid", "critical_difference", "tau_heatmap"):
@@ -199,6 +201,7 @@ def test_plots_png_and_pdf(tmp_path: Path) -> None:
         assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     # Deterministic output: the same evaluation writes the same bytes (no creation date).
     again = tmp_path / "figs2"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert run(*args, "--plot", str(again)).exit_code == 0
     for f in sorted(out.iterdir()):
         assert (again / f.name).read_bytes() == f.read_bytes(), f.name
