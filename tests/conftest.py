@@ -96,6 +96,18 @@ def cnn_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
         return model(x).double().numpy()
 
 
+#: Python source that makes every later ``import torch`` fail as if torch were not installed;
+#: prepend it to code run in a subprocess (``python -c``) to test a torch-free install.
+NO_TORCH_PRELUDE = """\
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError("No module named " + repr(name), name=name)
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
 @pytest.fixture(scope="session")
 def medical_dir() -> Path:
     if not MEDICAL.is_dir():

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
 from gradnca_onnx.zoo import load_manifest, open_session
+from conftest import NO_TORCH_PRELUDE
 
 FACTORY_SOURCE = textwrap.dedent('''
     import torch
@@ -189,13 +190,8 @@ def test_zoo_ls_missing_directory(tmp_path):
 
 
 def test_export_without_torch_says_how_to_install(tmp_path):
-    code = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class _NoTorch(importlib.abc.MetaPathFinder):  # any import of torch fails, as if absent
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ModuleNotFoundError("No module named " + repr(name), name=name)
-        sys.meta_path.insert(0, _NoTorch())
+    code = NO_TORCH_PRELUDE + textwrap.dedent(f"""
+        import sys
         from gradnca_onnx.cli import main
         main(["--help"], standalone_mode=False)
         main(["export", "--arch", "resnet18", "--out", {str(tmp_path)!r}])

@@ -33,6 +33,7 @@ from gradnca_onnx.exporters import (
     read_checkpoint,
 )
 from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from conftest import NO_TORCH_PRELUDE
 
 FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4
@@ -387,13 +388,8 @@ def test_graphs_run_in_a_process_without_torch(models_module, tmp_path):
     g = torch.Generator().manual_seed(6)
     x, c = torch.randn(3, 3, 24, 24, generator=g), torch.randn(3, 24, generator=g)
     np.savez(tmp_path / "in.npz", x=x.numpy(), c=c.numpy())
-    code = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class _NoTorch(importlib.abc.MetaPathFinder):  # any import of torch fails, as if absent
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ModuleNotFoundError("No module named " + repr(name), name=name)
-        sys.meta_path.insert(0, _NoTorch())
+    code = NO_TORCH_PRELUDE + textwrap.dedent(f"""
+        import sys
         import numpy as np
         from gradnca_onnx.zoo import load_manifest, open_session, run_grads
         d = np.load({str(tmp_path / 'in.npz')!r})
