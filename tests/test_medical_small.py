@@ -158,3 +158,13 @@ def test_resume_redoes_only_lost_work_and_reproduces(study):
     assert status == "finished" and redone == auc  # seeded, single-threaded: bit-identical
     for path, content in before.items():
         assert path.read_bytes() == content, path
+
+
+def test_missing_data_is_one_line(tmp_path):
+    env = {**os.environ, "GRADNCA_MEDICAL_DATA": str(tmp_path / "nowhere")}
+    proc = subprocess.run([sys.executable, str(STUDY), "--config", "mini", "--work",
+                           str(tmp_path / "w")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not found" in lines[0] and "GRADNCA_MEDICAL_DATA" in lines[0]

@@ -494,6 +494,10 @@ def main(argv: Iterable[str] | None = None) -> None:
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not D.MEDICAL.is_dir():
+        raise ValueError(f"data folder {D.MEDICAL} not found; the study reads "
+                         "../shared/data/medical next to the repository (or set "
+                         "GRADNCA_MEDICAL_DATA)")
     work.mkdir(parents=True, exist_ok=True)
     study = Study(config, work, results, workers=max(1, args.workers), device=device)
     log(f"study {config.name}: work {work}, results {results}, {study.workers} workers, {device}")
@@ -506,6 +510,9 @@ def main(argv: Iterable[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
+    except ValueError as exc:  # unreadable data or settings: one line, not a traceback
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("\ninterrupted: finished units are kept; run the same command to continue",
               file=sys.stderr)
