@@ -370,7 +370,7 @@ class Study:
 
     def _source(self, scenario: str, member: str) -> Any:
         from gradnca_onnx.training import load_source
-        arch, ck, _ = self.members(scenario)[member]
+        _, ck, _ = self.members(scenario)[member]
         return load_source(self.zoos[scenario] / member, checkpoint=ck, name=member)
 
     def stage_finetune(self) -> None:
