@@ -7,14 +7,19 @@ row or column slabs computed concurrently: every output element is then formed b
 single-threaded kernel whatever the thread count, so results are identical on every machine and
 bit-identical to single-threaded BLAS.
 
-That last claim holds for OpenBLAS's dgemm on row or column slabs (tests/test_core_kernels.py
-checks it over a grid of odd and even shapes); it does not hold for sgemm, nor between a syrk
-and a row-split gemm, so callers keep those as single calls.
+That last claim holds for OpenBLAS's Haswell and Zen dgemm kernels on row or column slabs, but
+not for its AVX-512 (SkylakeX, Cooperlake) kernels, which pick their code path by shape, so a slab
+can be summed in another order than the whole product (measured here on an AVX-512 EPYC: 22 of
+140 products of tests/test_core_kernels.py's grid differed). So each split is checked once per
+shape, layout and slab plan on random data of that shape (:func:`_split_is_exact`), and a split
+that is not bit-identical to one call runs as one call. It does not hold for sgemm, nor between
+a syrk and a row-split gemm, so callers keep those as single calls.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
@@ -40,6 +45,48 @@ def _slabs(n: int, parts: int, align: int = 8) -> list[slice]:
     step = -(-n // parts)
     step = -(-step // align) * align
     return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+#: (product, shapes, layouts, dtypes, slab plan) -> whether the split equals one call.
+_EXACT: dict[tuple, bool] = {}
+_EXACT_LOCK = threading.Lock()
+
+
+def _layout(x: NDArray) -> str:
+    return "C" if x.flags.c_contiguous else "F" if x.flags.f_contiguous else "S"
+
+
+def _probe_like(x: NDArray, rng: np.random.Generator) -> NDArray:
+    # Same shape, dtype and memory layout (BLAS picks its transposition flags from the layout).
+    y = rng.standard_normal(x.shape).astype(x.dtype)
+    return np.asfortranarray(y) if _layout(x) == "F" else y
+
+
+def _split_is_exact(kind: str, a: NDArray, b: NDArray, slabs: list[slice]) -> bool:
+    """Whether computing ``a @ b`` by these row (``kind="rows"``) or column slabs gives the bits
+    of one call, for this BLAS, shape and layout; checked once on random data and cached.
+
+    The BLAS chooses its kernel from the shapes and transposition flags alone, so two different
+    summation orders agree on random data only by a (negligible) accident.
+    """
+    key = (kind, a.shape, b.shape, _layout(a), _layout(b), a.dtype.str, b.dtype.str,
+           tuple((sl.start, sl.stop) for sl in slabs))
+    with _EXACT_LOCK:
+        hit = _EXACT.get(key)
+    if hit is None:
+        rng = np.random.default_rng(0)
+        pa, pb = _probe_like(a, rng), _probe_like(b, rng)
+        whole = pa.dot(pb)
+        split = np.empty_like(whole)
+        for sl in slabs:
+            if kind == "rows":
+                np.dot(pa[sl], pb, out=split[sl])
+            else:
+                split[:, sl] = pa.dot(pb[:, sl])
+        hit = bool(np.array_equal(whole, split))
+        with _EXACT_LOCK:
+            _EXACT[key] = hit
+    return hit
 
 
 class Products:
@@ -76,7 +123,10 @@ class Products:
         def part(sl: slice) -> None:
             np.dot(a[sl], b, out=out[sl])
 
-        self._run(part, _slabs(a.shape[0], self.n_threads))
+        slabs = _slabs(a.shape[0], self.n_threads)
+        if len(slabs) > 1 and not _split_is_exact("rows", a, b, slabs):
+            slabs = [slice(0, a.shape[0])]
+        self._run(part, slabs)
         return out
 
     def matmul_cols(self, a: NDArray, b: NDArray) -> NDArray:
@@ -86,7 +136,10 @@ class Products:
         def part(sl: slice) -> None:
             out[:, sl] = a.dot(b[:, sl])
 
-        self._run(part, _slabs(b.shape[1], self.n_threads))
+        slabs = _slabs(b.shape[1], self.n_threads)
+        if len(slabs) > 1 and not _split_is_exact("cols", a, b, slabs):
+            slabs = [slice(0, b.shape[1])]
+        self._run(part, slabs)
         return out
 
     def map_rows(self, fn, n: int) -> None:

@@ -71,4 +71,19 @@ def trace_feature_vjp(features: Callable[..., tuple[torch.Tensor, ...]] | nn.Mod
 
     tensors = [state[n] for n in names]
     graph = make_fx(grads)(images, cotangent, *tensors)
+    views_as_reshapes(graph)
     return GradModule(graph, tensors)
+
+
+def views_as_reshapes(graph: fx.GraphModule) -> None:
+    """Replace every ``aten.view`` of the traced graph by ``aten.reshape`` (same values).
+
+    The strides seen while tracing in real mode need not be those ``torch.export`` later
+    propagates with fake tensors (a backward through a permute, e.g. Swin's NHWC head), where
+    a view of a non-contiguous tensor is refused; a reshape copies only where a view cannot.
+    """
+    views = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default)
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and node.target in views:
+            node.target = torch.ops.aten.reshape.default
+    graph.recompile()
