@@ -12,7 +12,7 @@ from ..evaluation import benchmark as bench
 from ..evaluation.report import Evaluation, evaluate
 from ..evaluation.table import SourceTargetTable, read_table
 from . import main
-from ._errors import fail, user_errors
+from ._errors import check_output_dir, fail, user_errors
 
 T = TypeVar("T")
 
@@ -67,6 +67,7 @@ def _parse_score_specs(specs: Sequence[str]) -> dict[str, SourceTargetTable]:
 def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, scenario: str,
          fmt: str, plot_dir: str | None, alpha: float, paper_cd: bool, n_bootstrap: int,
          seed: int, note: str | None = None) -> None:
+    check_output_dir(plot_dir, "--plot")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result: Evaluation = evaluate(truth, scores, scenario=scenario, alpha=alpha,

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import main
-from ._errors import fail, user_errors
+from ._errors import check_output_file, fail, user_errors
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -108,6 +108,9 @@ class _Bars:
                    "imagenet for ImageNet-pretrained weights).")
 @click.option("--head", metavar="MODULE", help="Final layer to replace (default: last Linear).")
 @click.option("--trust-pickle", is_flag=True, help="Allow checkpoints that pickle whole modules.")
+@click.option("--trust-code", is_flag=True,
+              help="Allow an exported --source whose manifest names Python code (a factory "
+                   "source) to be rebuilt: imports and calls it. Only for a zoo you trust.")
 @click.option("--source-name", help="Row name in the ground truth (default: model name).")
 @click.option("--target-name", help="Column name in the ground truth (default: dataset name).")
 @click.option("--fold", type=click.IntRange(min=0), default=1, show_default=True,
@@ -133,7 +136,7 @@ class _Bars:
 @user_errors
 def finetune(ctx: click.Context, source: str | None, target: str | None, store: str | None,
              preset: str, arch: str | None, checkpoint: str | None, normalisation: str | None,
-             head: str | None, trust_pickle: bool, source_name: str | None,
+             head: str | None, trust_pickle: bool, trust_code: bool, source_name: str | None,
              target_name: str | None, fold: int, test_path: str | None, batch_size: str | None,
              device: str, threads: int | None, no_progress: bool, executor_name: str,
              ray_address: str | None, max_retries: int) -> None:
@@ -165,15 +168,19 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
     grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
     if Path(store).exists():
         RunStore(store).close()  # a bad store fails before any slow loading
+    else:
+        check_output_file(store, "--store")
     runner = _training_runner()
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    check_device(device)  # before any run is recorded, and on a finished store too
     from ..training.source import load_source
 
     src = load_source(source, arch=arch, checkpoint=checkpoint, normalisation=normalisation,
-                      name=source_name, head=head, trust_pickle=trust_pickle)
+                      name=source_name, head=head, trust_pickle=trust_pickle,
+                      trust_code=trust_code)
     tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
     grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
     executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
@@ -202,6 +209,29 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
         raise SystemExit(1)
 
 
+def check_device(device: str) -> None:
+    """Refuse a torch device that does not exist or is not available here, in one line."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+                         ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for but no CUDA GPU is available to "
+                             "torch here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA "
+                             "device(s); use cuda:0 or cpu")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device} is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device!r} is not supported; use cpu or cuda")
+
+
 @finetune.command("summarize")
 @click.option("--store", required=True, metavar="RUNS.sqlite", type=click.Path(dir_okay=False),
               help="The run store.")
@@ -217,6 +247,7 @@ def summarize(store: str, out: str | None, value: str) -> None:
 
     if not Path(store).is_file():
         raise ValueError(f"run store {store} does not exist")
+    check_output_file(out, "--out")
     with RunStore(store) as st:
         table = ground_truth(st, value=value)
         n = st.count("finished")

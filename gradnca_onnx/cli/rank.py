@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Iterator
 import click
 
 from . import main
-from ._errors import user_errors
+from ._errors import check_output_file, user_errors
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -249,12 +250,17 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         target_paths = target_paths or (target_default,)
     if zoo_dir is None or not target_paths:
         raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
+    # Every output path and setting is checked before the work starts, not after it.
+    check_output_file(out, "--out")
+    cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
+    cache.check_writable("--cache" if cache_dir else
+                         "--cache (GRADNCA_CACHE)" if os.environ.get("GRADNCA_CACHE") else "--cache")
+    RuntimeConfig(device=device).providers()  # an unusable --device fails now
     paths, expanded = expand_targets(target_paths)
     if not paths:
         raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
     targets = [load_target(p, split) for p in paths]
     combined = expanded or len(targets) > 1
-    cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
     model_names = [m.strip() for m in models.split(",")] if models else None
     executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
     # A Ray task asks for one CPU: onnxruntime's default of one thread per core would

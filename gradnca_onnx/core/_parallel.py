@@ -147,8 +147,30 @@ class Products:
         self._run(fn, _slabs(n, self.n_threads))
 
 
+#: The BLAS limit is process-global: one limiter shared by every thread inside a pinned block.
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict = {"depth": 0, "limiter": None}
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run BLAS single-threaded inside the block (see the module docstring for why)."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    """Run BLAS single-threaded inside the block (see the module docstring for why).
+
+    Safe from several threads at once (a service calling ``label_prediction_score`` from a
+    thread pool): the BLAS thread count is a process-wide setting, so nested
+    ``threadpool_limits`` blocks would restore it while another thread is still inside its
+    block, silently losing the bit-for-bit guarantee. Here the first thread to enter pins BLAS
+    to one thread and the last one to leave restores it; every block in between runs pinned.
+    """
+    with _BLAS_LOCK:
+        if _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_STATE["depth"] += 1
+    try:
         yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["depth"] -= 1
+            if _BLAS_STATE["depth"] == 0:
+                limiter, _BLAS_STATE["limiter"] = _BLAS_STATE["limiter"], None
+                limiter.restore_original_limits()

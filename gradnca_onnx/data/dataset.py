@@ -24,6 +24,10 @@ from .preprocess import as_nhwc
 PathLike = Union[str, "os.PathLike[str]"]
 
 SPLITS = ("train", "val", "test", "all")
+#: Largest number of classes a target may have. Labels are class codes 0..C-1, and several
+#: steps allocate per class (counts, names), so a stray huge code (1e12) must be refused, not
+#: allocated for.
+MAX_CLASSES = 100_000
 _FOLD_SPLIT = re.compile(r"^fold([1-9][0-9]*)(?:-(train|val))?$")
 
 
@@ -169,6 +173,9 @@ def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
     if y.ndim not in (1, 2) or y.shape[0] != n_samples:
         raise ValueError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
                          "images; expected (N,), (N, 1) or (N, L)")
+    if y.size and y.max() >= MAX_CLASSES:
+        raise ValueError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
+                         f"codes 0..C-1 with at most {MAX_CLASSES} classes; recode the labels")
     y = y.astype(np.int64)
     if y.ndim == 2:
         if not np.isin(y, (0, 1)).all():

@@ -99,7 +99,9 @@ def make_paper_folds(train_labels: ArrayLike, val_labels: ArrayLike, *,
     if k_train > n_train:
         raise ValueError(
             f"cannot draw {c}*{train_per_class} = {k_train} train images from a train split of "
-            f"{n_train}; pass a smaller train_per_class"
+            f"{n_train}: the paper's folds need {train_per_class} train images per class; use "
+            "the full official splits instead (fold 0: 'finetune --fold 0', or fold=None in "
+            "load_target_splits)"
         )
     if stratified and ytr.ndim != 1:
         raise ValueError("stratified folds need single-label targets")

@@ -104,16 +104,27 @@ def fold_numbers(keys: Iterable[str]) -> list[int]:
 
 def _images(x: NDArray, where: str) -> NDArray[np.uint8]:
     if x.ndim == 4 and x.shape[-1] not in (1, 3):
+        if x.shape[-1] in (2, 4):
+            raise ValueError(f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); only "
+                             "grey (1) or RGB (3) images are supported: drop the alpha channel")
         raise ValueError(f"{where}: images have shape {x.shape}; 3-D volumes (MedMNIST3D) are not "
                          "supported, only 2-D images (N, H, W[, 3])")
     return as_nhwc(x, name=where)
 
 
-def _n_classes(labels: list[NDArray]) -> int:
-    y = labels[0]
+def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
+    """Classes coded by the label arrays of all splits (validated first: a string, NaN or huge
+    label is one clear error, not a crash or a huge allocation)."""
+    checked = [check_target_labels(a, int(np.shape(a)[0]) if np.ndim(a) else -1, where=where,
+                                   min_classes=1) if np.size(a) else np.asarray(a)
+               for a in labels]
+    y = checked[0]
     if y.ndim == 2 and y.shape[1] > 1:
         return int(y.shape[1])
-    return int(max(int(np.max(a)) for a in labels if a.size)) + 1
+    sizes = [int(np.max(a)) for a in checked if a.size]
+    if not sizes:
+        raise ValueError(f"{where}: no labels; the file holds no images")
+    return max(sizes) + 1
 
 
 def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classes: int,
@@ -150,7 +161,7 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
                    n_folds: int, stratified: bool) -> TargetData:
     label_keys = [f"{s}_labels" for s in MEDMNIST_SPLITS]
     labels = read_npz(p, label_keys)
-    n_classes = _n_classes([labels[k] for k in label_keys])
+    n_classes = _n_classes([labels[k] for k in label_keys], f"{p} labels")
     if fold is not None:
         if split == "test":
             split_name = "test"  # the paper tests on the full official test set
@@ -193,7 +204,8 @@ def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: st
         raise ValueError(f"{p}: no fold {fold}; the file has folds {present}")
     wanted = [f"train_labels_fold{fold}", f"val_labels_fold{fold}", f"{split}_imgs_fold{fold}"]
     arrays = read_npz(p, wanted)
-    n_classes = _n_classes([arrays[f"train_labels_fold{fold}"], arrays[f"val_labels_fold{fold}"]])
+    n_classes = _n_classes([arrays[f"train_labels_fold{fold}"], arrays[f"val_labels_fold{fold}"]],
+                           f"{p} fold {fold} labels")
     return _target(arrays[f"{split}_imgs_fold{fold}"], arrays[f"{split}_labels_fold{fold}"],
                    where=f"{p} fold {fold} {split}", name=name, n_classes=n_classes,
                    source=str(p), split=f"fold{fold}-{split}")

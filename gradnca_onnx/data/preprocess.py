@@ -67,7 +67,9 @@ def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise ValueError(
             f"{name} must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3) (channels last); got "
-            f"{x.shape}" + ("; 3-D volumes are not supported" if x.ndim == 4 else "")
+            f"{x.shape}" + ("; drop the alpha channel (2 or 4 channels)" if x.ndim == 4
+                            and x.shape[-1] in (2, 4) else
+                            "; 3-D volumes are not supported" if x.ndim == 4 else "")
         )
     if x.dtype != np.uint8:
         if x.size and (x.min() < 0 or x.max() > 255):

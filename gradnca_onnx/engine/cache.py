@@ -5,6 +5,11 @@ the model's file hashes, the target data's hash and every preprocessing setting,
 model, data set or input pipeline can never be served a stale entry. Each entry is one ``.npz``
 written atomically (temporary file + rename), so an interrupted run leaves either a complete
 entry or none.
+
+Every key also holds the package version, the onnxruntime version and the execution providers
+(:func:`environment`), so an upgrade that changes a score is never served an entry computed
+before it. A damaged entry (truncated, flipped bytes, arrays of the wrong shape) is treated as
+missing: it is recomputed and overwritten, never a crash.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import hashlib
 import io
 import json
 import os
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +30,20 @@ from numpy.typing import NDArray
 from ..zoo._atomic import atomic_write_bytes
 
 #: Bump when the meaning of cached arrays changes.
-CACHE_FORMAT = 1
+#: 2: keys hold the package, onnxruntime and execution-provider versions; entries a ``meta``.
+CACHE_FORMAT = 2
+#: File name of an entry: the sha256 key.
+_ENTRY_RE = re.compile(r"^[0-9a-f]{64}\.npz$")
+
+
+def environment(providers: Sequence[str] = ()) -> dict[str, Any]:
+    """What besides the inputs decides a cached value: package, onnxruntime, providers."""
+    import onnxruntime as ort
+
+    from .. import __version__
+
+    return {"package": __version__, "onnxruntime": ort.__version__,
+            "providers": list(providers)}
 
 
 def default_cache_dir() -> Path:
@@ -40,11 +61,85 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache entry as ``gradnca-onnx cache ls`` shows it."""
+
+    key: str
+    path: Path
+    bytes: int
+    modified: float
+    meta: dict[str, Any]
+
+
 class FeatureCache:
     """A directory of cache entries; ``None`` as root disables caching."""
 
     def __init__(self, root: str | os.PathLike | None) -> None:
         self.root = None if root is None else Path(root)
+
+    def check_writable(self, what: str = "--cache") -> None:
+        """Refuse, before any work, a cache root that is a file or cannot be written.
+
+        Raises
+        ------
+        ValueError
+            Naming the directory and how to choose another (``--cache``, ``GRADNCA_CACHE``,
+            ``--no-cache``).
+        """
+        if self.root is None:
+            return
+        hint = (f"choose another directory with {what} (or $GRADNCA_CACHE), or pass "
+                "--no-cache")
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ValueError(f"feature cache {self.root}: {probe} is not a directory; {hint}")
+        from ..zoo._atomic import probe_writable
+
+        reason = probe_writable(probe)
+        if reason:
+            raise ValueError(f"feature cache {self.root}: {probe} is not writable ({reason}); "
+                             f"{hint}")
+
+    def entries(self) -> Iterator[CacheEntry]:
+        """Every entry of the cache (sorted by key); damaged metadata shows as ``{}``."""
+        if self.root is None or not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if not (sub.is_dir() and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+                continue
+            for f in sorted(sub.iterdir()):
+                if _ENTRY_RE.match(f.name) and f.is_file() and not f.is_symlink():
+                    st = f.stat()
+                    yield CacheEntry(key=f.name[:-4], path=f, bytes=st.st_size,
+                                     modified=st.st_mtime, meta=_read_meta(f))
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every entry (and leftover temporary files); returns (files, bytes) removed.
+
+        Only files the cache writes are touched (``<2 hex>/<64 hex>.npz`` and its temporary
+        files), so a mistyped ``--cache`` never deletes anything else.
+        """
+        if self.root is None or not self.root.is_dir():
+            return 0, 0
+        n = size = 0
+        for sub in self.root.iterdir():
+            if not (sub.is_dir() and not sub.is_symlink()
+                    and re.fullmatch(r"[0-9a-f]{2}", sub.name)):
+                continue
+            for f in sub.iterdir():
+                if f.is_file() and (_ENTRY_RE.match(f.name) or (
+                        f.name.startswith(".") and f.name.endswith(".tmp"))):
+                    size += f.stat().st_size
+                    f.unlink()
+                    n += 1
+            try:
+                sub.rmdir()
+            except OSError:
+                pass  # something else lives there: leave it
+        return n, size
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -59,16 +154,35 @@ class FeatureCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError):
+                return {k: f[k] for k in f.files if k != "meta"}
+        except Exception:  # noqa: BLE001 - zipfile, zlib, numpy, OS: any damage is a miss
             return None  # a damaged entry is recomputed, then overwritten
 
-    def save(self, key: str, arrays: Mapping[str, NDArray]) -> None:
-        """Store ``arrays`` under ``key`` atomically."""
+    def save(self, key: str, arrays: Mapping[str, NDArray],
+             meta: Mapping[str, Any] | None = None) -> None:
+        """Store ``arrays`` (and a JSON ``meta`` for ``cache ls``) under ``key`` atomically."""
         if self.root is None:
             return
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"feature cache {self.root} cannot be written "
+                             f"({exc.strerror or exc}); choose another with --cache or pass "
+                             "--no-cache") from None
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        payload["meta"] = np.asarray(json.dumps({"created": time.time(), **(meta or {})}))
+        np.savez(buf, **payload)
         atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "meta" not in f.files:
+                return {}
+            meta = json.loads(str(f["meta"][()]))
+        return meta if isinstance(meta, dict) else {}
+    except Exception:  # noqa: BLE001 - a damaged entry lists without metadata
+        return {}

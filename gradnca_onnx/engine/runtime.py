@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..zoo import FEATURES_FILE, GRADS_FILE, Manifest, session_options
+from ..zoo.sessions import first_line, ort_errors, run_session  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,103 @@ class RuntimeConfig:
             raise ValueError(f"model {manifest.name!r} is features-only (no {GRADS_FILE}): "
                              f"{manifest.features_only}")
         path = Path(model_dir) / {"features": FEATURES_FILE, "grads": GRADS_FILE}[graph]
+        check_graph_file(Path(model_dir), path.name, manifest)
         opts = session_options(manifest.ort_optimization, threads=self.threads)
         opts.log_severity_level = 3
         try:
-            return ort.InferenceSession(os.fspath(path), opts, providers=self.providers())
+            session = ort.InferenceSession(os.fspath(path), opts, providers=self.providers())
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
-            text = str(exc).strip().splitlines()
-            raise ValueError(f"cannot load {path}: {text[0] if text else type(exc).__name__}") from None
+            raise ValueError(f"cannot load {path}: {first_line(exc)}") from None
+        check_session(session, manifest, graph, where=str(path))
+        return session
+
+
+def _expected_io(manifest: Manifest, graph: str) -> tuple[dict, dict]:
+    """The inputs and outputs a graph must have, name -> shape (``None``: any size)."""
+    spec = manifest.input
+    image = (None, spec.channels, spec.height, spec.width)
+    d = manifest.feature_dim
+    if graph == "features":
+        outputs = {"features": (None, d)}
+        if manifest.num_classes is not None:
+            outputs["logits"] = (None, manifest.num_classes)
+        return {"images": image}, outputs
+    b = manifest.batch_policy.grads_batch
+    return ({"images": (b,) + image[1:], "cotangent": (b, d)},
+            {"features": (b, d), "grad_w1": manifest.layers.conv1_weight_shape,
+             "grad_w2": manifest.layers.conv2_weight_shape})
+
+
+def _shape_mismatch(actual: Any, expected: tuple | None) -> bool:
+    if expected is None or actual is None:
+        return False
+    if len(actual) != len(expected):
+        return True
+    return any(isinstance(a, int) and e is not None and a != e for a, e in zip(actual, expected))
+
+
+def check_session(session: Any, manifest: Manifest, graph: str, *, where: str) -> None:
+    """Refuse a graph whose inputs or outputs contradict the manifest (names, fixed sizes).
+
+    Raises
+    ------
+    ValueError
+        One line naming the graph file, the input or output, what the manifest says and what
+        the graph has.
+    """
+    inputs, outputs = _expected_io(manifest, graph)
+    have_in = {i.name: i.shape for i in session.get_inputs()}
+    have_out = {o.name: o.shape for o in session.get_outputs()}
+    if sorted(have_in) != sorted(inputs):
+        raise ValueError(f"{where}: graph inputs are {sorted(have_in)} but a {graph} graph takes "
+                         f"{sorted(inputs)}; the file is not this model's {graph} graph: "
+                         "re-export the model")
+    missing = [n for n in outputs if n not in have_out]
+    if missing:
+        raise ValueError(f"{where}: graph has no output(s) {missing} (it has {sorted(have_out)}); "
+                         "the file is not this model's graph: re-export the model")
+    for kind, names, have in (("input", inputs, have_in), ("output", outputs, have_out)):
+        for name, expected in names.items():
+            if _shape_mismatch(have[name], expected):
+                shown = ["N" if e is None else e for e in expected]
+                raise ValueError(f"{where}: {kind} {name!r} has shape {have[name]} but the "
+                                 f"manifest implies {shown}; the graph and manifest.json "
+                                 "disagree: re-export the model")
+
+
+def check_graph_file(model_dir: Path, name: str, manifest: Manifest) -> None:
+    """Confine a graph file and its external-data side files to the model directory.
+
+    A graph that is a symlink out of the model directory, or whose tensors name external data
+    outside it or not listed (and so not hashed) in the manifest, is refused: nothing a zoo
+    names may read beyond its own directory.
+    """
+    from ..zoo.integrity import confined_path
+
+    path = confined_path(model_dir, name)
+    for location in external_data_locations(path):
+        if location not in manifest.files:
+            raise ValueError(f"{path}: its external data file {location!r} is not listed in the "
+                             "manifest (so no sha256 covers it); re-export the model")
+        confined_path(model_dir, location)
+
+
+def external_data_locations(path: Path) -> list[str]:
+    """The external-data file names an ONNX file's tensors point to (without loading them)."""
+    import onnx
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{path}: not a readable ONNX file ({first_line(exc)}); "
+                         "re-export the model") from None
+    locations: list[str] = []
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            if loc not in locations:
+                locations.append(loc)
+    return locations

@@ -24,8 +24,8 @@ from ..data.preprocess import DEFAULT_FILTER, preprocess
 from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
 from ..scores.feature_update import triplet_loss_grad
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
-from .cache import FeatureCache, cache_key
-from .runtime import RuntimeConfig
+from .cache import FeatureCache, cache_key, environment
+from .runtime import RuntimeConfig, ort_errors, run_session
 
 #: progress(model, stage, done, total); stages: "features", "gradients", "scores".
 Progress = Callable[[str, str, int, int], None]
@@ -150,17 +150,46 @@ def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
                       size=size if target.image_size != size else None, channels=spec.channels)
 
 
-def _features(session: Any, x: NDArray[np.float32], batch: int, has_logits: bool,
+def _features(session: Any, x: NDArray[np.float32], batch: int, manifest: Manifest,
               tick: Callable[[int], None]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    has_logits = manifest.num_classes is not None
     outputs = ["features", "logits"] if has_logits else ["features"]
+    where = f"{manifest.name}: features.onnx"
     feats, logits = [], []
     for start in range(0, len(x), batch):
-        out = session.run(outputs, {"images": x[start:start + batch]})
+        out = run_session(session, outputs, {"images": x[start:start + batch]}, where=where)
+        _check_output(out[0], manifest.feature_dim, "features", "feature_dim", where)
         feats.append(out[0])
         if has_logits:
+            _check_output(out[1], manifest.num_classes, "logits", "num_classes", where)
             logits.append(out[1])
         tick(min(start + batch, len(x)))
     return np.concatenate(feats), (np.concatenate(logits) if has_logits else None)
+
+
+def _check_output(out: NDArray, size: int | None, name: str, field: str, where: str) -> None:
+    """Refuse a graph output whose width contradicts the manifest (e.g. feature_dim 999 over a
+    64-wide graph), or that is not finite."""
+    if out.ndim != 2 or out.shape[1] != size:
+        raise ValueError(f"{where}: output {name!r} has shape {list(out.shape)} but the manifest's "
+                         f"{field} is {size}; the graph and manifest.json disagree: re-export "
+                         "the model")
+
+
+def _valid_entry(hit: dict[str, NDArray], manifest: Manifest, n: int) -> bool:
+    """Whether a cache entry has every array, with the shapes this model and target give."""
+    try:
+        if hit["features"].shape != (n, manifest.feature_dim) or np.shape(hit["lp"]) != ():
+            return False
+        if manifest.has_grads:
+            k = len(fu_batch_slices(n))
+            if hit["grad_norms_w1"].shape != (k,) or hit["grad_norms_w2"].shape != (k,):
+                return False
+        if manifest.num_classes is not None and "logits" in hit:
+            return hit["logits"].shape == (n, manifest.num_classes)
+        return manifest.num_classes is None or "logits" in hit
+    except (KeyError, AttributeError, ValueError):
+        return False
 
 
 def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
@@ -181,20 +210,19 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         lp_settings["n_components"] = manifest.feature_dim
         notes.append(f"NCA projection capped at the feature dimension D={manifest.feature_dim} "
                      f"(the paper uses {LP_SETTINGS['n_components']})")
+    env = environment(runtime.providers())
     key = cache_key({
         "model": {k: v.sha256 for k, v in sorted(manifest.files.items())},
         "data": target.sha256, "preprocessing": settings, "lp": lp_settings,
-        "ort": manifest.ort_optimization,
+        "ort": manifest.ort_optimization, "environment": env,
     })
     hit = cache.load(key)
-    needed = {"features", "lp"} | ({"grad_norms_w1", "grad_norms_w2"} if manifest.has_grads
-                                   else set())
-    if hit is not None and needed <= set(hit):  # an incomplete entry is recomputed
-        return hit, True, notes
+    if hit is not None and _valid_entry(hit, manifest, len(target)):
+        return hit, True, notes  # an incomplete or damaged entry is recomputed
     x = _prepare(target, manifest)
     labels = target.labels
     feats_sess = runtime.open(model_dir, manifest, "features")
-    feats, logits = _features(feats_sess, x, runtime.features_batch, manifest.num_classes is not None,
+    feats, logits = _features(feats_sess, x, runtime.features_batch, manifest,
                               tick("features", len(x)))
     del feats_sess
     arrays: dict[str, NDArray] = {"features": feats}
@@ -205,7 +233,8 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     arrays["lp"] = np.float64(lp)
     if logits is not None:
         arrays["logits"] = logits
-    cache.save(key, arrays)
+    cache.save(key, arrays, meta={"model": manifest.name, "target": target.name,
+                                  "split": target.split, **env})
     return arrays, False, notes
 
 
@@ -300,10 +329,17 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
             per_model = compute_metrics(list(metric_names), arrays["features"], target.labels,
                                         arrays.get("logits"), faithful=faithful, errors="record")
         return result, per_model
-    except ValueError as exc:
-        return ModelResult(name=manifest.name, path=entry.path, error=str(exc),
+    except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
+        # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is
+        # reported with its error; the rest of the zoo is still ranked.
+        return ModelResult(name=manifest.name, path=entry.path, error=_one_line(exc),
                            architecture=manifest.architecture,
                            pretrained_on=manifest.pretrained_on), None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ValueError) and text else f"{type(exc).__name__}: {text}"
 
 
 def combine_zoo(target: TargetData, results: list[ModelResult],

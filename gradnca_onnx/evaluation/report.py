@@ -198,6 +198,11 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
     """
     if scenario not in ("dataset", "model"):
         raise ValueError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
+    if isinstance(alpha, bool) or not 0.0 < float(alpha) < 1.0:
+        # Checked even when no critical difference is computed (one method): a bad value
+        # is an error whatever else the input holds.
+        raise ValueError(f"alpha (--alpha) must be strictly between 0 and 1, e.g. 0.05; got "
+                         f"{alpha!r}")
     if n_bootstrap:
         if seed is None:
             raise ValueError("a bootstrap needs an explicit seed for reproducibility")

@@ -91,6 +91,12 @@ def _find_checkpoint(model_dir: Path, file_name: str, given: PathLike | None,
                      sha256: str | None) -> Path:
     from ..zoo import sha256_file
 
+    if given is None and (not file_name or Path(file_name).name != file_name
+                          or file_name in (".", "..") or "\\" in file_name):
+        # The manifest names the checkpoint by its plain file name; anything else (an absolute
+        # path, "..", a sub-path) would read a file outside the zoo.
+        raise ValueError(f"{model_dir}/manifest.json: field 'source.checkpoint' {file_name!r} is "
+                         "not a plain file name; pass the checkpoint with --checkpoint")
     candidates = [Path(given)] if given is not None else [
         model_dir / file_name, model_dir.parent / file_name, model_dir.parent.parent / file_name]
     for c in candidates:
@@ -107,13 +113,21 @@ def _find_checkpoint(model_dir: Path, file_name: str, given: PathLike | None,
     )
 
 
-def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool
-                    ) -> tuple[Any, dict[str, Any]]:
+def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
+                    trust_code: bool = False) -> tuple[Any, dict[str, Any]]:
     from .. import exporters
     from ..zoo import read_manifest
 
     m = read_manifest(path)
     src = m.source
+    if src.kind == "factory" and not trust_code:
+        # A factory source is Python code named by a zoo file: rebuilding it imports a module
+        # and calls it with keyword arguments from the manifest. Only on explicit request.
+        raise ValueError(
+            f"{path}/manifest.json names Python code to rebuild the model ({src.reference!r}, "
+            "called with the manifest's options); gradnca-onnx never runs code named by a zoo "
+            "file unless you pass --trust-code (trust_code=True): do so only for a zoo you trust")
+    _check_options(path, src.options)
     ckpt = None
     if src.checkpoint is not None or checkpoint is not None:
         ckpt = _find_checkpoint(path, src.checkpoint or "", checkpoint, src.checkpoint_sha256)
@@ -140,10 +154,25 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool
     return loaded, info
 
 
+def _check_options(path: Path, options: Any) -> None:
+    """Refuse a seed or constructor keyword arguments that are not plain JSON data."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}/manifest.json: field 'source.options' must be a JSON object")
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{path}/manifest.json: field 'source.options.seed' must be an integer")
+    for key in ("arch_kwargs", "factory_kwargs"):
+        kw = options.get(key)
+        if kw is not None and not (isinstance(kw, dict) and all(
+                isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in kw)):
+            raise ValueError(f"{path}/manifest.json: field 'source.options.{key}' must map "
+                             "keyword names to values; re-export the model")
+
+
 def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None = None,
                 checkpoint: PathLike | None = None, normalisation: str | None = None,
                 name: str | None = None, head: str | None = None, trust_pickle: bool = False,
-                seed: int = 0) -> Source:
+                seed: int = 0, trust_code: bool = False) -> Source:
     """Turn a source specification into a :class:`Source`.
 
     Parameters
@@ -172,6 +201,10 @@ def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None 
         Allow checkpoints that pickle whole modules (runs code from the file).
     seed : int
         Seed of a random initialisation.
+    trust_code : bool
+        Allow an exported directory whose manifest names a ``factory`` source to be rebuilt:
+        that imports the named module and calls it with the manifest's options, i.e. runs code
+        a zoo file names. Off by default (``finetune --trust-code``).
 
     Raises
     ------
@@ -192,7 +225,7 @@ def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None 
             text = os.fspath(spec)
             p = Path(text)
             if p.is_dir():
-                loaded, info = _from_model_dir(p, checkpoint, trust_pickle)
+                loaded, info = _from_model_dir(p, checkpoint, trust_pickle, trust_code)
             elif p.is_file():
                 if is_torchscript_archive(p):
                     raise ValueError(

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .manifest import GRADS_INPUTS, GRADS_OUTPUTS
+from .sessions import run_session
 
 
 def grads_batch_size(session: Any) -> int:
@@ -72,7 +73,8 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
             pad = b - (stop - start)
             xb = np.concatenate([xb, np.zeros((pad, *in_shape), np.float32)])
             cb = np.concatenate([cb, np.zeros((pad, d), np.float32)])
-        f, w1, w2 = session.run(list(GRADS_OUTPUTS), {"images": xb, "cotangent": cb})
+        f, w1, w2 = run_session(session, list(GRADS_OUTPUTS), {"images": xb, "cotangent": cb},
+                                where="grads.onnx")
         feats[start:stop] = f[: stop - start]
         g1 = w1.astype(np.float64) if g1 is None else g1 + w1
         g2 = w2.astype(np.float64) if g2 is None else g2 + w2

@@ -33,6 +33,31 @@ def file_entry(path: str | os.PathLike) -> FileEntry:
     return FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
 
 
+def confined_path(model_dir: str | os.PathLike, name: str) -> Path:
+    """``model_dir/name``, refused unless it stays inside ``model_dir``.
+
+    ``name`` must be a plain relative file name (no absolute path, no ``..``) and the file,
+    if it exists, must not be a symlink leading out of the model directory.
+
+    Raises
+    ------
+    ValueError
+        A name or link that points outside the model directory.
+    """
+    root = Path(model_dir)
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ValueError(f"{root}: file name {name!r} in the manifest points outside the model "
+                         "directory; a zoo may only name files inside its model directories")
+    p = root / name
+    if p.is_symlink() or p.exists():
+        real, base = p.resolve(), root.resolve()
+        if real != base and base not in real.parents:
+            raise ValueError(f"{p} is a link to {real}, outside the model directory; copy the "
+                             "file into the model directory instead of linking it")
+    return p
+
+
 def verify_files(model_dir: str | os.PathLike, files: dict[str, FileEntry], *,
                  hashes: bool = True) -> None:
     """Check that every listed file exists with the recorded size (and hash).
@@ -53,7 +78,7 @@ def verify_files(model_dir: str | os.PathLike, files: dict[str, FileEntry], *,
     """
     root = Path(model_dir)
     for name, entry in files.items():
-        p = root / name
+        p = confined_path(root, name)
         if not p.is_file():
             raise ValueError(f"{p} is listed in the manifest but missing; re-export the model")
         size = p.stat().st_size

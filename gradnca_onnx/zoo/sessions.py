@@ -11,6 +11,31 @@ from .manifest import FEATURES_FILE, GRADS_FILE, Manifest, load_manifest
 _GRAPHS = {"features": FEATURES_FILE, "grads": GRADS_FILE}
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (plain ``Exception`` subclasses, not ``RuntimeError``)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return ()
+    return tuple(v for v in vars(state).values()
+                 if isinstance(v, type) and issubclass(v, Exception))
+
+
+def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], *, where: str) -> list:
+    """``session.run`` with onnxruntime's errors turned into one-line ``ValueError``."""
+    try:
+        return session.run(outputs, feeds)
+    except ort_errors() as exc:
+        raise ValueError(f"{where}: onnxruntime cannot run the graph ({first_line(exc)}); the "
+                         "graph does not match its manifest: re-export the model") from None
+
+
 def session_options(level: str = "all", *, threads: int | None = None) -> Any:
     """``onnxruntime.SessionOptions`` with the given optimisation level and thread count.
 
