@@ -28,6 +28,15 @@ _SIZE_SUFFIX = re.compile(r"_(?:%s)$" % "|".join(str(s) for s in MEDMNIST_SIZES)
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError)
 
 
+def _why(exc: BaseException) -> str:
+    """What is wrong with an npz that NumPy cannot read, without NumPy's advice to unpickle."""
+    text = str(exc)
+    if "pickle" in text:
+        return ("it holds pickled (object) arrays, which gradnca-onnx never loads (unpickling "
+                "can run code); store images and labels as plain numeric arrays")
+    return f"{type(exc).__name__}: {' '.join(text.split())[:200]}"
+
+
 def medmnist_flag(path: PathLike) -> str:
     """The dataset name of a MedMNIST file: ``breastmnist_224.npz`` -> ``breastmnist``."""
     stem = Path(path).name
@@ -52,8 +61,8 @@ def npz_keys(path: PathLike) -> list[str]:
         f = np.load(p, allow_pickle=False)
     except _READ_ERRORS as exc:
         raise ValueError(
-            f"{p}: cannot read it as an npz archive ({type(exc).__name__}: {exc}); the file is "
-            "corrupt, truncated or not an npz: download or write it again"
+            f"{p}: cannot read it as an npz archive ({_why(exc)}); the file is corrupt, "
+            "truncated or not an npz: download or write it again"
         ) from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{p}: is a .npy array, not an .npz archive; give a MedMNIST or fold npz")
@@ -81,8 +90,8 @@ def read_npz(path: PathLike, keys: Iterable[str]) -> dict[str, NDArray]:
                 out[k] = f[k]
     except _READ_ERRORS as exc:
         raise ValueError(
-            f"{p}: array {k!r} cannot be read ({type(exc).__name__}: {exc}); the file is corrupt "
-            "or truncated: download or write it again"
+            f"{p}: array {k!r} cannot be read ({_why(exc)}); the file is corrupt or "
+            "truncated: download or write it again"
         ) from None
     return out
 
