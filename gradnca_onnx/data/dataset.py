@@ -173,7 +173,7 @@ def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
     if y.ndim not in (1, 2) or y.shape[0] != n_samples:
         raise ValueError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
                          "images; expected (N,), (N, 1) or (N, L)")
-    if y.size and y.max() >= MAX_CLASSES:
+    if y.size and y.max().item() >= MAX_CLASSES:
         raise ValueError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
                          f"codes 0..C-1 with at most {MAX_CLASSES} classes; recode the labels")
     y = y.astype(np.int64)
