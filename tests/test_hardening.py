@@ -424,3 +424,19 @@ def test_nothing_changes_on_bad_rank_input(zoo, tmp_path) -> None:
     _error_line(_rank("--zoo", str(zoo), "--target", str(bad), "--cache", str(cache)))
     assert snapshot(zoo, cache) == before
     assert BREAST.exists() and json.loads((zoo / "retina" / "manifest.json").read_text())
+
+
+def test_fuzz_finding_mangled_npy_header_is_one_line(tmp_path) -> None:
+    """Found by scripts/fuzz_long.py: a damaged .npy header inside the npz raised
+    tokenize.TokenError from NumPy's header fallback instead of a ValueError."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **small_arrays(n_train=12))
+    blob = bytearray(buf.getvalue())
+    i = blob.index(b"'|u1', ")
+    blob[i + 5] = ord("{")
+    p = tmp_path / "mangled.npz"
+    p.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_target(p)

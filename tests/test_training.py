@@ -345,8 +345,11 @@ def test_exported_model_directory_is_rebuilt_from_its_manifest(tiny_dir, tmp_pat
     loaded = exporters.load_factory("tiny_models:tiny", ckpt)
     model_dir = Path(exporters.export_model(loaded, tmp_path / "zoo", name="tiny-x",
                                             input_size=28, pretrained_on="test"))
+    # A factory source is code named by the zoo file: refused without trust_code (issue 15).
+    with pytest.raises(ValueError, match="--trust-code"):
+        training.load_source(model_dir)
     # The checkpoint is found beside the zoo (its sha256 checked against the manifest)...
-    rebuilt = training.load_source(model_dir)
+    rebuilt = training.load_source(model_dir, trust_code=True)
     assert rebuilt.name == "tiny-x" and rebuilt.mean == (0.5, 0.5, 0.5)
     assert rebuilt.identity["weights_sha256"] == training.weights_sha256(loaded.module)
     # ...or given explicitly; without it the directory is refused with a clear message.
@@ -354,13 +357,13 @@ def test_exported_model_directory_is_rebuilt_from_its_manifest(tiny_dir, tmp_pat
     moved.parent.mkdir()
     ckpt.rename(moved)
     with pytest.raises(ValueError, match="cannot be fine-tuned.*--checkpoint"):
-        training.load_source(model_dir)
-    again = training.load_source(model_dir, checkpoint=moved)
+        training.load_source(model_dir, trust_code=True)
+    again = training.load_source(model_dir, checkpoint=moved, trust_code=True)
     assert again.key() == rebuilt.key()
     other = tmp_path / "other.pt"
     torch.save(training.load_source("tiny_models:tiny").module.state_dict(), other)
     with pytest.raises(ValueError, match="does not match the sha256"):
-        training.load_source(model_dir, checkpoint=other)
+        training.load_source(model_dir, checkpoint=other, trust_code=True)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,7 +26,11 @@ MEDMNIST_KEYS = tuple(f"{s}_{k}" for s in MEDMNIST_SPLITS for k in ("images", "l
 MEDMNIST_SIZES = (28, 64, 128, 224)
 _FOLD_KEY = re.compile(r"^(train|val)_(imgs|labels)_fold([0-9]+)$")
 _SIZE_SUFFIX = re.compile(r"_(?:%s)$" % "|".join(str(s) for s in MEDMNIST_SIZES))
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError)
+#: What NumPy raises for a damaged npz. A mangled ``.npy`` header inside the archive fails in
+#: NumPy's Python-2 header fallback with ``tokenize.TokenError`` or ``SyntaxError`` (found by
+#: fuzzing, issue 15).
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, SyntaxError,
+                tokenize.TokenError, KeyError, NotImplementedError)
 
 
 def _why(exc: BaseException) -> str:
