@@ -50,9 +50,11 @@ class CMakeBuild(build_ext):
 
 TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-metric-learning>=2.5",
          "pyyaml>=6"]
+#: Model libraries for ``--arch timm:/hf:/monai:`` and .safetensors checkpoints.
+ZOO = ["timm>=1.0", "transformers>=4.40", "monai>=1.3", "safetensors>=0.4"]
 PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
-TEST = ["pytest>=7", *TORCH, *PLOT, *RAY]
+TEST = ["pytest>=7", "hypothesis>=6", *TORCH, *ZOO, *PLOT, *RAY]
 
 setup(
     name="gradnca-onnx",
@@ -82,7 +84,7 @@ setup(
         "pillow>=10",
         "threadpoolctl>=3.1",
     ],
-    extras_require={"torch": TORCH, "plot": PLOT, "ray": RAY, "test": TEST},
+    extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "plot": PLOT, "ray": RAY, "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},
     zip_safe=False,
 )

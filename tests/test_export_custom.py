@@ -233,7 +233,8 @@ def test_head_override_and_model_output_as_features(models_module, tmp_path):
 
 
 def test_fewer_than_two_convs_is_refused(models_module, tmp_path):
-    with pytest.raises(ValueError, match=r"runs 1 Conv2d layer\(s\) \(conv\); S_FU compares"):
+    with pytest.raises(ValueError,
+                       match=r"depend on 1 weight-bearing layer\(s\) \(conv\) and S_FU compares"):
         export_model(from_module(models_module.OneConvNet()), tmp_path, input_size=8)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
@@ -242,7 +243,7 @@ def test_unknown_layer_paths_are_refused(models_module, tmp_path):
     model = from_module(models_module.GroupedNet())
     with pytest.raises(ValueError, match=r"'c2' is not a module path .*close: c1"):
         export_model(model, tmp_path, input_size=16, convs=["c1", "c2"])
-    with pytest.raises(ValueError, match="'bn' is a BatchNorm2d without a 4-D weight"):
+    with pytest.raises(ValueError, match="S_FU layer 'bn' has a 1-D weight"):
         export_model(model, tmp_path, input_size=16, convs=["c1", "bn"])
     with pytest.raises(ValueError, match="feature layer"):
         export_model(model, tmp_path, input_size=16, head="nope")

@@ -58,7 +58,7 @@ def test_manifest_round_trip(tmp_path):
     assert m.input.mean == (0.485, 0.456, 0.406)
     assert m.layers.conv2_weight_shape == (64, 64, 3, 3)
     data = json.loads((d / "manifest.json").read_text())
-    assert data["schema_version"] == 2 and data["features_only"] is None
+    assert data["schema_version"] == 3 and data["features_only"] is None
     assert data["graphs"]["features"]["outputs"] == ["features", "logits"]
     assert data["graphs"]["grads"] == {"file": "grads.onnx", "inputs": ["images", "cotangent"],
                                        "outputs": ["features", "grad_w1", "grad_w2"], "batch": 8}
@@ -79,7 +79,7 @@ def _edit(d: Path, fn) -> None:
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("feature_dim"), "'feature_dim' is missing"),
     (lambda d: d.update(feature_dim="512"), "'feature_dim' must be an integer"),
-    (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
+    (lambda d: d.update(schema_version=4), "schema_version 4 is newer"),
     (lambda d: d.update(colour="red"), "unknown field(s) ['colour']"),
     (lambda d: d["input"].update(std=[0.2, 0.2]), "one value per channel"),
     (lambda d: d["input"].update(std=[0.2, 0.0, 0.2]), "'input.std' must be > 0"),
@@ -265,8 +265,9 @@ def test_committed_schema_1_manifests_load_unchanged(tmp_path):
     shutil.copytree(dirs[0], copy)
     write_manifest(copy, load_manifest(copy))
     again = load_manifest(copy)
-    assert again.schema_version == 2 and again == replace(load_manifest(dirs[0]),
-                                                          schema_version=2)
+    assert again.schema_version == 3 and again == replace(load_manifest(dirs[0]),
+                                                          schema_version=3)
+    assert again.layers.rule is None  # schema 1 did not record it: null, not invented
 
 
 def test_features_only_manifest_validates_and_round_trips(tmp_path):
@@ -276,11 +277,11 @@ def test_features_only_manifest_validates_and_round_trips(tmp_path):
     assert m.source.kind == "onnx" and m.layers.conv1 is None
     assert m.batch_policy.grads_batch is None
     data = json.loads((d / "manifest.json").read_text())
-    assert data["schema_version"] == 2 and list(data["graphs"]) == ["features"]
+    assert data["schema_version"] == 3 and list(data["graphs"]) == ["features"]
     assert data["layers"]["conv1"] is None and data["batch_policy"]["grads_batch"] is None
     assert Manifest.from_dict(data) == m
-    # A schema-2 member may also leave the gradient fields out altogether.
-    for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape"):
+    # A features-only member may also leave the gradient fields out altogether.
+    for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape", "rule"):
         data["layers"].pop(key)
     data["batch_policy"].pop("grads_batch")
     data.pop("graphs")
@@ -297,6 +298,7 @@ def test_features_only_manifest_validates_and_round_trips(tmp_path):
     (lambda d: d.update(features_only=""), "'features_only' must be a non-empty string"),
     (lambda d: d.update(features_only=None), "'layers.conv1' must be a non-empty string"),
     (lambda d: d.update(schema_version=1), "'features_only' needs schema_version 2"),
+    (lambda d: d["layers"].update(rule="first-two-convs"), "'layers.rule' must be null"),
 ])
 def test_features_only_manifest_errors_are_one_line(tmp_path, edit, message):
     d = make_features_only_dir(tmp_path)
@@ -353,3 +355,17 @@ def test_a_schema_1_object_cannot_claim_features_only(tmp_path):
     m = load_manifest(make_features_only_dir(tmp_path))
     with pytest.raises(ValueError, match="'features_only' needs schema_version 2"):
         replace(m, schema_version=1).validate()
+
+
+def test_layer_rule_is_validated_and_needs_schema_3(tmp_path):
+    d = make_model_dir(tmp_path)
+    data = json.loads((d / "manifest.json").read_text())
+    for rule in ("paper-table", "user", "first-two-convs", "first-two-weight-layers", None):
+        data["layers"]["rule"] = rule
+        assert Manifest.from_dict(data).layers.rule == rule
+    data["layers"]["rule"] = "my-own"
+    with pytest.raises(ValueError, match="'layers.rule' must be one of"):
+        Manifest.from_dict(data)
+    data["layers"]["rule"], data["schema_version"] = "user", 2
+    with pytest.raises(ValueError, match="'layers.rule' needs schema_version 3"):
+        Manifest.from_dict(data)

@@ -21,7 +21,8 @@ def _exporters() -> Any:
     try:
         from .. import exporters
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir"):
+        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir",
+                                              "safetensors"):
             fail(f"exporting needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
         raise
     return exporters
@@ -46,19 +47,21 @@ def _layer_paths(value: str | None) -> list[str] | None:
         return None
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--layers {value!r} must name two conv modules: PATH1,PATH2")
+        raise ValueError(f"--layers {value!r} must name two layers: PATH1,PATH2")
     return parts
 
 
 @main.command("export")
-@click.option("--arch", metavar="NAME", help="torchvision architecture (e.g. resnet18).")
+@click.option("--arch", metavar="NAME", help="torchvision architecture (e.g. resnet18), or "
+              "timm:NAME, hf:DIR (a local save_pretrained directory) or monai:NAME.")
 @click.option("--torchscript", "torchscript", metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
               help="A TorchScript model file (torch.jit.save) instead of --arch.")
 @click.option("--factory", metavar="MODULE:CALLABLE",
               help="An importable function returning the nn.Module, instead of --arch.")
 @click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path),
-              help="Weights for --arch/--factory (state dict; random init without it).")
+              help="Weights for --arch/--factory (state dict or .safetensors; random init "
+                   "without it).")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow a checkpoint that pickles a whole model (runs code from the file).")
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
@@ -71,7 +74,9 @@ def _layer_paths(value: str | None) -> list[str] | None:
               help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
                    "else half].")
 @click.option("--layers", metavar="PATH1,PATH2", default=None,
-              help="The two conv layers of S_FU [default: paper table, else first two run].")
+              help="The two layers of S_FU: Conv/Linear modules or weight parameters [default: "
+                   "paper table, else the first two convolutions run, else the first two "
+                   "weight-bearing layers].")
 @click.option("--head", metavar="PATH", default=None,
               help="Module whose input is the feature vector [default: paper table, else the "
                    "last Linear]; '' = the model's output.")
@@ -84,6 +89,12 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of random initialisation (no checkpoint).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
+@click.option("--features-only-fallback", "fallback", is_flag=True,
+              help="When the gradient graph cannot be built (fewer than two weight-bearing "
+                   "layers, an operator the tracer or exporter cannot handle), export the model "
+                   "features-only: it gets S_LP and the baseline metrics but no S_FU or S.")
+@click.option("--features-only", "features_only", is_flag=True,
+              help="Export features-only (no grads.onnx) without trying the gradient graph.")
 @click.option("--out", "zoo_dir", required=True, metavar="ZOO_DIR",
               type=click.Path(file_okay=True, path_type=Path), help="Zoo directory.")
 @user_errors
@@ -91,8 +102,12 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
                input_size: int, channels: int | None, norm: str | None, layers: str | None,
                head: str | None, name: str | None, pretrained_on: str, grads_batch: int,
-               seed: int, force: bool, zoo_dir: Path) -> None:
-    """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json)."""
+               seed: int, force: bool, fallback: bool, features_only: bool,
+               zoo_dir: Path) -> None:
+    """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json).
+
+    --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME.
+    """
     given = [o for o, v in (("--arch", arch), ("--torchscript", torchscript),
                             ("--factory", factory)) if v is not None]
     if len(given) != 1:
@@ -104,8 +119,8 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     kwargs = _pairs(arch_kwargs, "--arch-kwarg")
     ex = _exporters()
     if arch is not None:
-        loaded = ex.load_torchvision(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
-                                     trust_pickle=trust_pickle, seed=seed)
+        loaded = ex.create_model(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
+                                 trust_pickle=trust_pickle, seed=seed)
     elif factory is not None:
         loaded = ex.load_factory(factory, checkpoint, factory_kwargs=kwargs, channels=channels,
                                  trust_pickle=trust_pickle, seed=seed)
@@ -113,14 +128,19 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         loaded = ex.load_torchscript(torchscript)
     out = ex.export_model(loaded, zoo_dir, name=name, input_size=input_size, channels=channels,
                           norm=norm, pretrained_on=pretrained_on, head=head, convs=convs,
-                          grads_batch=grads_batch, force=force)
+                          grads_batch=grads_batch, force=force, features_only=features_only,
+                          features_only_fallback=fallback)
     from ..zoo import read_manifest
 
     m = read_manifest(out)
+    what = (f"layers {m.layers.conv1} / {m.layers.conv2} ({m.layers.rule}), grads batch "
+            f"{m.batch_policy.grads_batch}" if m.has_grads else "features-only (no grads.onnx)")
     click.echo(f"exported {m.name} to {out}: D={m.feature_dim}, "
-               f"K={m.num_classes if m.num_classes is not None else '-'}, "
-               f"layers {m.layers.conv1} / {m.layers.conv2}, grads batch "
-               f"{m.batch_policy.grads_batch}")
+               f"K={m.num_classes if m.num_classes is not None else '-'}, {what}")
+    if not m.has_grads and not features_only:
+        # The one line that says what prevented S_FU (on stderr, like every warning).
+        click.echo(f"Warning: S_FU not available for {m.name}: {m.features_only}; it is ranked "
+                   "by S_LP and the baseline metrics only", err=True)
 
 
 @main.group("zoo")

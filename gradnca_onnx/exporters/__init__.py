@@ -1,8 +1,8 @@
 """PyTorch models to portable ONNX graphs: features/logits and first-two-conv gradients.
 
 This package imports torch (install the ``torch`` extra). Load a model with
-:func:`load_torchvision`, :func:`load_torchscript`, :func:`load_factory` or
-:func:`from_module`, then write it into a zoo with :func:`export_model`. Everything after
+:func:`create_model` (torchvision, ``timm:``, ``hf:``, ``monai:``), :func:`load_torchscript`,
+:func:`load_factory` or :func:`from_module`, then write it into a zoo with :func:`export_model`. Everything after
 export (:mod:`gradnca_onnx.zoo`, the engine) needs only onnxruntime.
 """
 
@@ -19,12 +19,14 @@ from .loading import (
     load_torchvision,
     torchvision_architectures,
 )
+from .errors import GradientGraphError
+from .sources import SOURCES, create_model, load_hf, load_monai, load_timm
 from .translations import GRAD_TRANSLATIONS, OPSET
 from .vjp_trace import trace_feature_vjp
 
 __all__ = [
     "DEFAULT_GRADS_BATCH", "GRAD_TRANSLATIONS", "OPSET", "PAPER_ARCHITECTURES", "ArchSpec",
-    "FeatureModel", "LayerChoice", "LoadedModel", "default_normalisation", "export_model",
-    "from_module", "load_factory", "load_torchscript", "load_torchvision", "locate_layers",
+    "FeatureModel", "GradientGraphError", "LayerChoice", "SOURCES", "LoadedModel", "create_model", "default_normalisation", "export_model",
+    "from_module", "load_factory", "load_hf", "load_monai", "load_timm", "load_torchscript", "load_torchvision", "locate_layers",
     "read_checkpoint", "torchvision_architectures", "trace_feature_vjp", "unwrap_state_dict",
 ]

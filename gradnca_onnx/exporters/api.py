@@ -29,8 +29,9 @@ from ..zoo import (
     parse_normalisation,
     write_manifest,
 )
+from .errors import GradientGraphError
 from .feature_model import FeatureModel, global_pools_as_means
-from .layers import LayerChoice, locate_layers
+from .layers import LayerChoice, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import publish, staging_dir
 from .onnx_export import export_features, export_grads
@@ -40,6 +41,8 @@ from .vjp_trace import named_tensors, trace_feature_vjp
 
 #: Default fixed batch of grads.onnx (the engine pads or chunks other batch sizes).
 DEFAULT_GRADS_BATCH = 32
+#: The manifest's ``features_only`` text when the user asked for a features-only member.
+REQUESTED = "exported features-only on request (--features-only)"
 
 
 @dataclass
@@ -47,9 +50,10 @@ class _Prepared:
     features: nn.Module        # forward(images) -> (features, logits) or (features,)
     features_only: nn.Module   # forward(images) -> (features,)
     grad_features: nn.Module   # forward(images) -> (features,), traced for the VJP
-    w1: str                    # qualified names of the conv weights in grad_features
-    w2: str
-    layers: LayerChoice
+    w1: str | None             # qualified names of the S_FU weights in grad_features
+    w2: str | None             # (None for a features-only export)
+    layers: LayerChoice | None
+    head: str                  # the feature layer ("" = the model output)
     pools_owner: nn.Module | None  # module whose global pools become means while tracing
 
 
@@ -67,20 +71,55 @@ def _guess_channels(module: nn.Module) -> int:
 
 
 def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
-             convs: Sequence[str] | None) -> _Prepared:
+             convs: Sequence[str] | None, *, features_only: bool = False,
+             fallback: bool = False) -> tuple[_Prepared, str | None]:
+    """The modules to export, and why there is no gradient graph (``None``: there is one)."""
     if loaded.kind == "torchscript":
         gm = script_to_fx(loaded.module, example)  # type: ignore[arg-type]
         layers = locate_graph_layers(gm, head=head, convs=convs)
         cut = layers.head
-        return _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
+        prep = _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
                          feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
-                         f"{layers.conv1}.weight", f"{layers.conv2}.weight", layers, None)
+                         f"{layers.conv1}.weight", f"{layers.conv2}.weight", layers, cut, None)
+        return prep, None
     model = loaded.module
-    layers = locate_layers(model, example[:1], spec=loaded.spec, head=head, convs=convs)
-    return _Prepared(FeatureModel(model, layers.head),
-                     FeatureModel(model, layers.head, with_logits=False),
-                     FeatureModel(model, layers.head, with_logits=False),
-                     f"model.{layers.conv1}.weight", f"model.{layers.conv2}.weight", layers, model)
+    reason = None
+    if features_only:
+        head = _head_only(model, example, loaded, head)
+        layers, reason = None, REQUESTED
+    else:
+        try:
+            layers = locate_layers(model, example[:1], spec=loaded.spec, head=head, convs=convs)
+        except GradientGraphError as exc:
+            if not fallback:
+                raise
+            head = _head_only(model, example, loaded, head)
+            layers, reason = None, exc.reason
+    cut = layers.head if layers is not None else head
+    w1 = f"model.{weight_name(model, layers.conv1)}" if layers is not None else None
+    w2 = f"model.{weight_name(model, layers.conv2)}" if layers is not None else None
+    prep = _Prepared(FeatureModel(model, cut), FeatureModel(model, cut, with_logits=False),
+                     FeatureModel(model, cut, with_logits=False), w1, w2, layers, cut, model)
+    return prep, reason
+
+
+def _head_only(model: nn.Module, example: torch.Tensor, loaded: LoadedModel,
+               head: str | None) -> str:
+    # The feature layer alone, by the same precedence as locate_layers (no S_FU layers).
+    from .layers import execution_order, resolve_module
+
+    if head is None and loaded.spec is not None:
+        head = loaded.spec.head
+    if head is None:
+        order = execution_order(model, example[:1], (nn.Linear,))
+        if not order:
+            raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
+                             "unknown; name the module whose input is the feature vector with "
+                             "--head (or --head '' to use the model's output)")
+        head = order[-1]
+    if head:
+        resolve_module(model, head, "feature layer (--head)")
+    return head
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,7 +131,9 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
                  norm: str | None = None, pretrained_on: str = "unknown",
                  head: str | None = None, convs: Sequence[str] | None = None,
                  grads_batch: int = DEFAULT_GRADS_BATCH, force: bool = False,
-                 ort_optimization: str = "all", verify: bool = True) -> Path:
+                 ort_optimization: str = "all", verify: bool = True,
+                 features_only: bool = False, features_only_fallback: bool = False,
+                 layer_rule: str | None = None) -> Path:
     """Export ``loaded`` into ``zoo_dir/<name>/`` and return that directory.
 
     Parameters
@@ -117,8 +158,11 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         Module whose input is the feature vector (``""``: the model's output); default: the
         paper's table for its architectures, else the last Linear layer the forward pass calls.
     convs : (str, str), optional
-        The two conv layers of S_FU; default: the paper's table, else the first two Conv2d
-        layers the forward pass calls.
+        The two layers of S_FU: modules with a weight (Conv1d/2d/3d, Linear) or weight
+        parameters; default: the paper's table, else the first two convolutions the forward
+        pass runs, else (fewer than two convolutions: a ViT) the first two weight-bearing
+        layers whose weights receive a gradient from the features
+        (:func:`gradnca_onnx.exporters.layers.default_layers`).
     grads_batch : int, default=32
         Fixed batch of ``grads.onnx`` (see :class:`gradnca_onnx.zoo.BatchPolicy`).
     force : bool, default=False
@@ -127,12 +171,24 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         onnxruntime optimisation level recorded for the engine.
     verify : bool, default=True
         Run ``features.onnx`` in onnxruntime once and compare it with torch before publishing.
+    features_only : bool, default=False
+        Write ``features.onnx`` only (no S_FU): the member gets S_LP and the baseline metrics.
+    features_only_fallback : bool, default=False
+        Write a features-only member when the gradient graph cannot be built (fewer than two
+        weight-bearing layers, an operator the gradient tracer or exporter cannot handle); the
+        manifest's ``features_only`` says why.
+    layer_rule : str, optional
+        The rule recorded for ``convs`` (one of :data:`gradnca_onnx.zoo.LAYER_RULES`; default
+        ``user`` when ``convs`` is given), for callers that chose them by a rule (the importer).
 
     Raises
     ------
+    GradientGraphError
+        (a ``ValueError``) The gradient graph cannot be built and ``features_only_fallback``
+        is not set.
     ValueError
-        Bad arguments, a model the exporter cannot handle (fewer than two convolutions,
-        unknown layer paths, ...), an unwritable zoo, or an existing name without ``force``.
+        Bad arguments, a model the exporter cannot handle (unknown layer paths, a forward pass
+        that fails, ...), an unwritable zoo, or an existing name without ``force``.
     """
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
@@ -144,6 +200,9 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         raise ValueError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
     if not pretrained_on or not pretrained_on.strip():
         raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+    if features_only and convs is not None:
+        raise ValueError("--layers names the layers of S_FU, which a features-only export does "
+                         "not compute; drop --layers or --features-only")
     name = name or loaded.default_name
     chans = channels if channels is not None else _guess_channels(loaded.module)
     if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
@@ -154,7 +213,8 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
     try:
         gen = torch.Generator().manual_seed(0)
         example = torch.randn(2, chans, *size, generator=gen)
-        prep = _prepare(loaded, example, head, convs)
+        prep, reason = _prepare(loaded, example, head, convs, features_only=features_only,
+                                fallback=features_only_fallback)
         with torch.no_grad():
             outs = prep.features(example)
         feats = outs[0]
@@ -165,25 +225,23 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         feature_dim = int(feats.shape[1])
         num_classes = int(logits.shape[1]) if logits is not None else None
         out_names = ["features"] + (["logits"] if logits is not None else [])
-        export_features(prep.features, example, staging / FEATURES_FILE, out_names)
-
-        images = torch.randn(grads_batch, chans, *size, generator=gen)
-        cotangent = torch.randn(grads_batch, feature_dim, generator=gen)
-        owner = prep.pools_owner
-        with global_pools_as_means(owner) if owner is not None else contextlib.nullcontext():
-            grad_module = trace_feature_vjp(prep.grad_features, prep.w1, prep.w2, images,
-                                            cotangent)
-        export_grads(grad_module, images, cotangent, staging / GRADS_FILE)
-        del grad_module
-
+        _export_features(prep.features, example, staging / FEATURES_FILE, out_names, name)
+        if reason is None:
+            reason = _grads_or_reason(prep, staging, chans, size, grads_batch, feature_dim, gen,
+                                      fallback=features_only_fallback)
         if verify:
             _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
 
-        state = named_tensors(prep.grad_features)
-        layer_spec = LayerSpec(
-            features=prep.layers.head, conv1=prep.layers.conv1, conv2=prep.layers.conv2,
-            conv1_weight_shape=tuple(int(s) for s in state[prep.w1].shape),
-            conv2_weight_shape=tuple(int(s) for s in state[prep.w2].shape))
+        if reason is None:
+            state = named_tensors(prep.grad_features)
+            layer_spec = LayerSpec(
+                features=prep.layers.head, conv1=prep.layers.conv1, conv2=prep.layers.conv2,
+                conv1_weight_shape=tuple(int(s) for s in state[prep.w1].shape),
+                conv2_weight_shape=tuple(int(s) for s in state[prep.w2].shape),
+                rule=layer_rule if (layer_rule and convs is not None) else prep.layers.rule)
+        else:
+            layer_spec = LayerSpec(features=prep.head, conv1=None, conv2=None,
+                                   conv1_weight_shape=None, conv2_weight_shape=None)
         manifest = Manifest(
             name=name, architecture=loaded.architecture, pretrained_on=pretrained_on.strip(),
             source=SourceSpec(kind=loaded.kind, reference=loaded.reference,
@@ -192,17 +250,77 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
                               options=dict(loaded.options)),
             input=InputSpec(channels=chans, height=size[0], width=size[1], mean=mean, std=std),
             layers=layer_spec, feature_dim=feature_dim, num_classes=num_classes, opset=OPSET,
-            batch_policy=BatchPolicy(grads_batch=grads_batch),
+            batch_policy=BatchPolicy(grads_batch=grads_batch if reason is None else None),
             ort_optimization=ort_optimization,
             files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
             package_version=__version__, producer=_producer(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            features_only=reason,
         )
         write_manifest(staging, manifest)
         return publish(staging, zoo_dir, name, force=force)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
+                     out_names: list[str], name: str) -> None:
+    import onnx
+
+    try:
+        export_features(module, example, path, out_names)
+    except (RuntimeError, NotImplementedError, TypeError, AssertionError, KeyError,
+            AttributeError, torch.onnx.errors.OnnxExporterError, onnx.checker.ValidationError
+            ) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"torch.onnx could not export the features graph of {name} "
+                         f"({type(exc).__name__}: {first}); the model cannot join a zoo from "
+                         "PyTorch: export it to ONNX yourself and use gradnca-onnx import"
+                         ) from None
+
+
+def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int, int],
+                     grads_batch: int, feature_dim: int, gen: torch.Generator, *,
+                     fallback: bool) -> str | None:
+    """Trace and export ``grads.onnx``; returns ``None``, or with ``fallback`` the one-line
+    reason it could not be built (otherwise that failure is a :class:`GradientGraphError`)."""
+    images = torch.randn(grads_batch, chans, *size, generator=gen)
+    cotangent = torch.randn(grads_batch, feature_dim, generator=gen)
+    owner = prep.pools_owner
+    try:
+        with contextlib.ExitStack() as stack:
+            if owner is not None:
+                stack.enter_context(global_pools_as_means(owner))
+            # The math kernel of scaled-dot-product attention: its backward is made of ops
+            # with ONNX translations (softmax, matmul); the fused CPU kernels' are not.
+            stack.enter_context(sdpa_math())
+            grad_module = trace_feature_vjp(prep.grad_features, prep.w1, prep.w2, images,
+                                            cotangent)
+        export_grads(grad_module, images, cotangent, staging / GRADS_FILE)
+    except (RuntimeError, NotImplementedError, TypeError, AssertionError, IndexError,
+            KeyError, AttributeError, torch.onnx.errors.OnnxExporterError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        err = GradientGraphError(f"the gradient graph of {prep.w1} and {prep.w2} could not be "
+                                 f"traced or exported ({type(exc).__name__}: {first})",
+                                 verb="export")
+        if not fallback:
+            raise err from None
+        (staging / GRADS_FILE).unlink(missing_ok=True)
+        return err.reason
+    return None
+
+
+@contextlib.contextmanager
+def sdpa_math():
+    """Restrict ``scaled_dot_product_attention`` to its math kernel inside the block."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch older than 2.3
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
@@ -232,7 +350,7 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
         noise = _rel(want.double().numpy(), r64.numpy())
         err64 = _rel(got.astype(np.float64), r64.numpy())
         if not err64 <= max(1e-4, 10.0 * noise):
-            raise RuntimeError(f"exported features.onnx disagrees with torch (relative error "
+            raise ValueError(f"exported features.onnx disagrees with torch (relative error "
                                f"{err:.2e}; vs float64 {err64:.2e}, torch's own float32 error "
                                f"{noise:.2e}); please report this model")
 

@@ -83,6 +83,16 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"checkpoint {p} not found")
+    kind = checkpoint_format(p)
+    if kind == "empty":
+        raise ValueError(f"checkpoint {p} is empty (0 bytes); name the file that holds the "
+                         "weights")
+    if kind == "safetensors":
+        return _finite(strip_wrapper_prefixes(read_safetensors(p)), p)
+    if kind == "unknown":
+        raise ValueError(f"checkpoint {p} is not a PyTorch checkpoint (neither torch.save's zip "
+                         "or pickle format nor safetensors); name a file written by torch.save "
+                         "or safetensors")
     if is_torchscript_archive(p):
         raise ValueError(f"checkpoint {p} is a TorchScript file: load it with --torchscript {p}")
     try:
@@ -96,16 +106,67 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
                 "--trust-pickle (trust_pickle=True) only if you trust its source"
             ) from None
         obj = _load_trusted(p)
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"checkpoint {p} could not be read by torch.load: "
-                         f"{str(exc).splitlines()[0][:200]}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {p} could not be read by torch.load (truncated or "
+                         f"corrupt?): {first}") from None
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, dict):
         for key in NESTED_KEYS:
             if isinstance(obj.get(key), nn.Module):
                 return obj[key]
-    return unwrap_state_dict(obj, f"checkpoint {p}")
+    return _finite(unwrap_state_dict(obj, f"checkpoint {p}"), p)
+
+
+#: The first bytes of the formats a checkpoint may be in.
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def checkpoint_format(path: Path) -> str:
+    """``torch`` (torch.save's zip, or a legacy pickle), ``safetensors``, ``empty`` or
+    ``unknown``, from the file's first bytes (nothing is unpickled)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty"
+    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":  # pickle protocol 2+ starts so
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        # safetensors: an 8-byte little-endian header length, then the JSON header.
+        size = int.from_bytes(head[:8], "little")
+        if 0 < size <= path.stat().st_size - 8:
+            return "safetensors"
+    return "unknown"
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format that cannot hold code)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(f"checkpoint {path} is in safetensors format, which needs the "
+                         "safetensors package: pip install safetensors") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError for corrupt files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint {path} is not a readable safetensors file "
+                         f"({type(exc).__name__}: {first})") from None
+    if not state:
+        raise ValueError(f"checkpoint {path} holds no tensors")
+    return dict(state)
+
+
+def _finite(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse a state dict with NaN or infinite values (a diverged training run)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"checkpoint {path} holds NaN or infinite values in {len(bad)} tensor(s) "
+                         f"({', '.join(bad[:3])}{more}); it cannot be scored: use a checkpoint "
+                         "from before training diverged")
+    return state
 
 
 def _load_trusted(p: Path) -> Any:

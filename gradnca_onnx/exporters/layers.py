@@ -10,15 +10,23 @@ import torch
 from torch import nn
 
 from .architectures import ArchSpec
+from .errors import GradientGraphError
 
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """Module paths: ``head`` (its input = features; ``""`` = the model output) and the convs."""
+    """Module paths: ``head`` (its input = features; ``""`` = the model output), the two S_FU
+    layers, and the rule that chose them (one of :data:`gradnca_onnx.zoo.LAYER_RULES`).
+
+    A layer path names a module whose ``weight`` S_FU differentiates, or a weight parameter
+    itself (an ``nn.MultiheadAttention``'s ``in_proj_weight``); :func:`weight_name` maps it to
+    the parameter.
+    """
 
     head: str
     conv1: str
     conv2: str
+    rule: str = "user"
 
 
 def execution_order(model: nn.Module, example: torch.Tensor,
@@ -34,10 +42,7 @@ def execution_order(model: nn.Module, example: torch.Tensor,
         with torch.no_grad():
             model(example)
     except Exception as exc:
-        raise ValueError(f"the model's forward pass failed on an input of shape "
-                         f"{tuple(example.shape)}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; check "
-                         "--input-size and --channels") from None
+        raise _forward_failed(example, exc) from None
     finally:
         for h in handles:
             h.remove()
@@ -55,63 +60,153 @@ def resolve_module(model: nn.Module, path: str, what: str) -> nn.Module:
         raise ValueError(f"{what} {path!r} is not a module path of this model{hint}") from None
 
 
-def check_conv(model: nn.Module, path: str) -> nn.Module:
-    """The module at ``path``; it must hold a 4-D ``weight`` (a 2-D convolution)."""
-    mod = resolve_module(model, path, "conv layer")
-    w = getattr(mod, "weight", None)
-    if not isinstance(w, torch.Tensor) or w.ndim != 4:
-        raise ValueError(f"conv layer {path!r} is a {type(mod).__name__} without a 4-D weight; "
-                         "name Conv2d layers")
-    return mod
-
-
-def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | None = None,
-                  head: str | None = None, convs: Sequence[str] | None = None) -> LayerChoice:
-    """Choose the feature layer and the two conv layers.
-
-    Precedence: the user's paths, then the paper's table (``spec``), then discovery by one
-    forward pass on ``example``: the head is the last ``nn.Linear`` called (its input is the
-    penultimate representation) and the convs are the first two ``nn.Conv2d`` called.
+def weight_name(model: nn.Module, path: str) -> str:
+    """The parameter S_FU differentiates for layer ``path``: ``path.weight`` when ``path`` is a
+    module with a weight, else ``path`` itself when it names a weight parameter.
 
     Raises
     ------
     ValueError
-        Unknown paths, fewer than two convolutions, the same layer twice, or no Linear head
-        found (then name one with ``head``).
+        ``path`` is neither, or its weight has fewer than two dimensions (a norm layer's scale
+        is not a weight-bearing layer in the sense of S_FU).
     """
-    need_head = head is None and spec is None
-    need_convs = convs is None and spec is None
+    try:
+        param = model.get_parameter(path)
+        name = path
+    except AttributeError:
+        mod = resolve_module(model, path, "S_FU layer")
+        param = getattr(mod, "weight", None)
+        name = f"{path}.weight"
+        if not isinstance(param, torch.Tensor):
+            raise ValueError(f"S_FU layer {path!r} is a {type(mod).__name__} without a weight; "
+                             "name a Conv or Linear layer (or a weight parameter)") from None
+    if param.ndim < 2:
+        raise ValueError(f"S_FU layer {path!r} has a {param.ndim}-D weight (a norm or scale "
+                         "layer); name a Conv or Linear layer (or a weight parameter of 2 or more "
+                         "dimensions)")
+    return name
+
+
+def _layer_path(param: str) -> str:
+    # "a.b.weight" -> "a.b" (the paper's module naming); other weights keep their own name.
+    return param[: -len(".weight")] if param.endswith(".weight") else param
+
+
+def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], set[str]]:
+    """Weight parameters (2+ dimensions, a name ending in ``weight``) in the order the forward
+    pass first uses them, and the set of those a convolution consumes as its kernel.
+
+    Recorded below autograd (a dispatch mode), so functional calls count too: ``F.linear`` on
+    a Swin block's ``qkv.weight``, ``nn.MultiheadAttention``'s ``in_proj_weight``, timm's
+    ``F.conv2d`` in weight-standardised or "same"-padded convolutions.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    ids = {id(p): n for n, p in model.named_parameters()
+           if p.ndim >= 2 and n.rpartition(".")[2].endswith("weight")}
     order: list[str] = []
-    if need_head or need_convs:
-        order = execution_order(model, example, (nn.Conv2d, nn.Linear))
+    convs: set[str] = set()
+    conv_ops = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_overrideable.default)
+
+    class _Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            for a in tree_leaves((args, kwargs or {})):
+                name = ids.get(id(a))
+                if name is not None and name not in order:
+                    order.append(name)
+            if func in conv_ops and len(args) > 1 and id(args[1]) in ids:
+                convs.add(ids[id(args[1])])
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with torch.no_grad(), _Record():
+            model(example)
+    except Exception as exc:
+        raise _forward_failed(example, exc) from None
+    return order, convs
+
+
+def _forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
+    return ValueError(f"the model's forward pass failed on an input of shape "
+                      f"{tuple(example.shape)}: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; check "
+                      "--input-size and --channels")
+
+
+def _with_gradient(model: nn.Module, head: str, example: torch.Tensor,
+                   names: list[str]) -> list[str]:
+    """The subset of ``names`` whose weights receive a non-zero gradient from the features."""
+    from .feature_model import FeatureModel
+
+    params = dict(model.named_parameters())
+    with torch.enable_grad():
+        (feats,) = FeatureModel(model, head, with_logits=False)(example)
+        # A random direction, not the plain sum: the sum of LayerNorm-ed features is constant.
+        direction = torch.randn(feats.shape, generator=torch.Generator().manual_seed(0))
+        grads = torch.autograd.grad((feats * direction.to(feats.dtype)).sum(),
+                                    [params[n] for n in names], allow_unused=True)
+    return [n for n, g in zip(names, grads) if g is not None and bool(g.abs().sum() > 0)]
+
+
+def default_layers(model: nn.Module, example: torch.Tensor, head: str) -> tuple[list[str], str]:
+    """The two S_FU layers of a model outside the paper's table, and the rule that chose them.
+
+    The paper's rule first: the first two convolutions in forward order (``first-two-convs``).
+    A model that runs fewer than two (a ViT runs one, its patch embedding) gets the first two
+    weight-bearing layers whose weights receive a gradient from the features
+    (``first-two-weight-layers``: for a ViT the patch embedding and the first block's attention
+    input projection), an extension beyond the paper.
+    """
+    order, conv_weights = weight_order(model, example)
+    used = _with_gradient(model, head, example, order) if order else []
+    convs = [n for n in used if n in conv_weights]
+    if len(convs) >= 2:
+        return [_layer_path(n) for n in convs[:2]], "first-two-convs"
+    if len(used) >= 2:
+        return [_layer_path(n) for n in used[:2]], "first-two-weight-layers"
+    raise GradientGraphError(f"the features depend on {len(used)} weight-bearing layer(s) "
+                             f"({', '.join(map(_layer_path, used)) or 'none'}) and S_FU compares "
+                             "the weight gradients of two", verb="export")
+
+
+def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | None = None,
+                  head: str | None = None, convs: Sequence[str] | None = None) -> LayerChoice:
+    """Choose the feature layer and the two S_FU layers.
+
+    Precedence: the user's paths, then the paper's table (``spec``), then discovery by one
+    forward pass on ``example``: the head is the last ``nn.Linear`` called (its input is the
+    penultimate representation) and the layers are chosen by :func:`default_layers`.
+
+    Raises
+    ------
+    ValueError
+        Unknown paths, fewer than two weight-bearing layers, the same layer twice, a layer
+        without a 2-D or larger weight, or no Linear head found (then name one with ``head``).
+    """
     if head is None:
         if spec is not None:
             head = spec.head
         else:
-            linears = [n for n in order if isinstance(model.get_submodule(n), nn.Linear)]
-            if not linears:
+            order = execution_order(model, example, (nn.Linear,))
+            if not order:
                 raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
                                  "unknown; name the module whose input is the feature vector "
                                  "with --head (or --head '' to use the model's output)")
-            head = linears[-1]
+            head = order[-1]
     if head:
         resolve_module(model, head, "feature layer (--head)")
-    if convs is None:
-        if spec is not None:
-            convs = (spec.conv1, spec.conv2)
-        else:
-            found = [n for n in order if isinstance(model.get_submodule(n), nn.Conv2d)]
-            if len(found) < 2:
-                raise ValueError(
-                    f"the model runs {len(found)} Conv2d layer(s) ({', '.join(found) or 'none'}); "
-                    "S_FU compares the weight gradients of two conv layers"
-                )
-            convs = found[:2]
+    if convs is not None:
+        rule = "user"
+    elif spec is not None:
+        convs, rule = (spec.conv1, spec.conv2), "paper-table"
+    else:
+        convs, rule = default_layers(model, example, head)
     convs = list(convs)
     if len(convs) != 2:
-        raise ValueError(f"name exactly two conv layers (PATH1,PATH2); got {convs}")
+        raise ValueError(f"name exactly two S_FU layers (PATH1,PATH2); got {convs}")
     if convs[0] == convs[1]:
-        raise ValueError(f"the two conv layers must differ; got {convs[0]!r} twice")
+        raise ValueError(f"the two S_FU layers must differ; got {convs[0]!r} twice")
     for path in convs:
-        check_conv(model, path)
-    return LayerChoice(head=head, conv1=convs[0], conv2=convs[1])
+        weight_name(model, path)
+    return LayerChoice(head=head, conv1=convs[0], conv2=convs[1], rule=rule)

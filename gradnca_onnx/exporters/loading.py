@@ -87,34 +87,35 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 def _build_for_state(build: Callable[..., nn.Module], kwargs: dict[str, Any],
                      state: dict[str, torch.Tensor] | None, head_scope: str,
-                     stem: str | None, channels: int | None, where: str, hint: str
+                     stem: str | None, channels: int | None, where: str, hint: str,
+                     classes_arg: str = "num_classes"
                      ) -> tuple[nn.Module, dict[str, Any], int]:
     """Build a model whose head size and stem channels fit ``state``, then load it.
 
     The number of classes is read from the checkpoint's last Linear (within ``head_scope``)
-    and passed as ``num_classes`` when the constructor takes it; the input channels are read
-    from the stem convolution's weight and the stem is rebuilt when they differ.
+    and passed as ``classes_arg`` (``num_classes``; MONAI: ``out_channels``) when the
+    constructor takes it; the input channels are read from the stem convolution's weight and
+    the stem is rebuilt when they differ.
     """
     kwargs = dict(kwargs)
     model = build(**kwargs)
     if state is not None:
         head = _last_linear(model, head_scope)
         key = f"{head}.weight" if head else None
-        if (key in state and "num_classes" not in kwargs and _accepts(build, "num_classes")
+        if (key in state and classes_arg not in kwargs and _accepts(build, classes_arg)
                 and state[key].shape[0] != model.get_submodule(head).out_features):
-            kwargs["num_classes"] = int(state[key].shape[0])
+            kwargs[classes_arg] = int(state[key].shape[0])
             model = build(**kwargs)
     stem = stem or _first_conv(model)
-    if stem is None:
-        raise ValueError(f"{where}: the model has no Conv2d layer; S_FU needs two")
-    conv = model.get_submodule(stem)
+    conv = model.get_submodule(stem) if stem else None
     ckpt_channels = None
-    if state is not None and f"{stem}.weight" in state and state[f"{stem}.weight"].ndim == 4:
+    if (state is not None and stem and f"{stem}.weight" in state
+            and state[f"{stem}.weight"].ndim == 4):
         ckpt_channels = int(state[f"{stem}.weight"].shape[1])
     if channels is not None and ckpt_channels is not None and channels != ckpt_channels:
         raise ValueError(f"{where}: --channels {channels} but the checkpoint's first conv "
                          f"({stem}) takes {ckpt_channels} channels")
-    want = ckpt_channels or channels or conv.in_channels
+    want = ckpt_channels or channels or (conv.in_channels if isinstance(conv, nn.Conv2d) else 3)
     if isinstance(conv, nn.Conv2d) and want != conv.in_channels:
         _set_module(model, stem, _with_in_channels(conv, want))
     if state is not None:

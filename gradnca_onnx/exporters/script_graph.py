@@ -158,6 +158,7 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
             raise ValueError("the TorchScript model has no linear layer, so its feature layer is "
                              "unknown; name it with --head (or --head '' for the output)")
         head = linears[-1]
+    rule = "user" if convs is not None else "first-two-convs"
     if convs is None:
         if len(found_convs) < 2:
             raise ValueError(f"the model runs {len(found_convs)} Conv2d layer(s) "
@@ -169,4 +170,4 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
         raise ValueError(f"name exactly two different conv layers; got {convs}")
     for c in convs:
         check_graph_conv(gm, c)
-    return LayerChoice(head=head, conv1=convs[0], conv2=convs[1])
+    return LayerChoice(head=head, conv1=convs[0], conv2=convs[1], rule=rule)

@@ -32,7 +32,7 @@ def convolution_backward(grad_output: Any, input: Any, weight: Any, bias_sizes: 
                          stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                          transposed: bool, output_padding: Sequence[int], groups: int,
                          output_mask: Sequence[bool]) -> tuple[Any, Any, Any]:
-    """``aten.convolution_backward`` for 2-D, non-transposed convolutions.
+    """``aten.convolution_backward`` for 1-D, 2-D and 3-D non-transposed convolutions.
 
     Input gradient: ConvTranspose with the forward weight, and the output_padding that gives
     back the input size (the forward's floor division dropped up to stride-1 rows).
@@ -44,8 +44,9 @@ def convolution_backward(grad_output: Any, input: Any, weight: Any, bias_sizes: 
     if transposed:
         raise NotImplementedError("gradients through transposed convolutions are not supported")
     nsp = len(input.shape) - 2
-    if nsp != 2:
-        raise NotImplementedError(f"only 2-D convolutions are supported, got {nsp}-D")
+    if nsp not in (1, 2, 3):
+        raise NotImplementedError(f"only 1-D to 3-D convolutions are supported, got {nsp}-D")
+    sp = list(range(3, 3 + nsp))  # the spatial axes after (a, b, c) in the 5-D layouts below
     stride, padding, dilation = (_per_dim(v, nsp) for v in (stride, padding, dilation))
     kernel = [int(k) for k in weight.shape[2:]]
     in_sp = [int(s) for s in input.shape[2:]]
@@ -61,17 +62,19 @@ def convolution_backward(grad_output: Any, input: Any, weight: Any, bias_sizes: 
         g = int(groups)
         cin_g, cout_g = cin // g, cout // g
         x = op.Reshape(input, op.Constant(value_ints=[n, g, cin_g, *in_sp]))
-        x = op.Transpose(x, perm=[2, 1, 0, 3, 4])
+        x = op.Transpose(x, perm=[2, 1, 0, *sp])
         x = op.Reshape(x, op.Constant(value_ints=[cin_g, g * n, *in_sp]))
         w = op.Reshape(grad_output, op.Constant(value_ints=[n, g, cout_g, *out_sp]))
-        w = op.Transpose(w, perm=[1, 2, 0, 3, 4])
+        w = op.Transpose(w, perm=[1, 2, 0, *sp])
         w = op.Reshape(w, op.Constant(value_ints=[g * cout_g, n, *out_sp]))
         y = op.Conv(x, w, strides=dilation, dilations=stride, pads=padding * 2, group=g)
-        y = op.Transpose(y, perm=[1, 0, 2, 3])
-        grad_weight = op.Slice(y, op.Constant(value_ints=[0, 0]), op.Constant(value_ints=kernel),
-                               op.Constant(value_ints=[2, 3]))
+        y = op.Transpose(y, perm=[1, 0, *(a - 1 for a in sp)])
+        grad_weight = op.Slice(y, op.Constant(value_ints=[0] * nsp),
+                               op.Constant(value_ints=kernel),
+                               op.Constant(value_ints=[a - 1 for a in sp]))
     if output_mask[2]:
-        grad_bias = op.ReduceSum(grad_output, op.Constant(value_ints=[0, 2, 3]), keepdims=0)
+        grad_bias = op.ReduceSum(grad_output, op.Constant(value_ints=[0, *(a - 1 for a in sp)]),
+                                 keepdims=0)
     return (grad_input if grad_input is not None else _unused(),
             grad_weight if grad_weight is not None else _unused(),
             grad_bias if grad_bias is not None else _unused())

@@ -23,6 +23,7 @@ from .manifest import (
     SCHEMA_VERSION,
     BatchPolicy,
     InputSpec,
+    LAYER_RULES,
     LayerSpec,
     Manifest,
     SourceSpec,
@@ -36,7 +37,7 @@ from .sessions import open_session, session_options
 
 __all__ = [
     "CHUNK_SUM", "FEATURES_FILE", "GRADS_FILE", "GRADS_INPUTS", "GRADS_OUTPUTS",
-    "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
+    "LAYER_RULES", "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
     "BatchPolicy", "FileEntry", "InputSpec", "LayerSpec", "Manifest", "SourceSpec", "ZooEntry",
     "atomic_write_bytes", "atomic_write_text", "check_model_name", "file_entry",
     "grads_batch_size", "list_zoo", "load_manifest", "load_zoo", "open_session",

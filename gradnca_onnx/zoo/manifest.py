@@ -7,8 +7,11 @@ graphs; it never needs torch to be read.
 Schema 2 adds *features-only* members: ``features_only`` holds why the gradient graph could
 not be built (e.g. an operator the importer cannot differentiate), there is no ``grads.onnx``,
 and the conv-layer and gradient-batch fields are ``null``. Such a member gets S_LP and the
-baseline metrics but no S_FU. Schema-1 manifests (no ``features_only`` field, always both
-graphs) are still read unchanged; writers write schema 2.
+baseline metrics but no S_FU. Schema 3 adds ``layers.rule``: how the two S_FU layers were
+chosen (:data:`LAYER_RULES`), since they may now be any weight-bearing layer (Conv1d/2d/3d,
+Linear, an attention block's input projection), not only the paper's two convolutions.
+Schema-1 and schema-2 manifests are still read unchanged (their rule is ``None``: unrecorded);
+writers write schema 3.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from ._atomic import atomic_write_text
 from .integrity import FileEntry, verify_files
 
 #: Version of the manifest layout; bump when a field changes meaning or is added.
-#: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``.
-SCHEMA_VERSION = 2
+#: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``;
+#: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``.
+SCHEMA_VERSION = 3
 #: Oldest layout this package still reads.
 MIN_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -49,6 +53,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _SOURCE_KINDS = ("torchvision", "torchscript", "factory", "module")
 #: Source kinds that exist from schema 2 on (an older reader must not see them as valid).
 _SOURCE_KINDS_V2 = ("onnx",)
+#: Source kinds that exist from schema 3 on.
+_SOURCE_KINDS_V3 = ("timm", "hf", "monai")
+
+#: How the two S_FU layers were chosen (``layers.rule``, schema 3):
+#: ``paper-table``: the paper's table for its nine architectures (REFERENCE section 4);
+#: ``user``: named by the user (``--layers``);
+#: ``first-two-convs``: the first two convolutions the forward pass runs (the paper's rule);
+#: ``first-two-weight-layers``: a model running fewer than two convolutions (a ViT): the first
+#: two weight-bearing layers (a weight of 2 or more dimensions: Conv, Linear, an attention input
+#: projection) whose weights receive a gradient from the features, in forward order; an
+#: extension beyond the paper.
+LAYER_RULES = ("paper-table", "user", "first-two-convs", "first-two-weight-layers")
 
 
 def check_model_name(name: str) -> str:
@@ -105,6 +121,10 @@ class LayerSpec:
     the logits), or ``""`` when the model's own output is the feature representation (no
     logits); ``conv1`` and ``conv2`` are the layers whose weight gradients S_FU compares.
     A features-only member (schema 2) has no gradient graph: its conv fields are ``None``.
+    From schema 3 the two "conv" layers may be any weight-bearing layer: a path names a module
+    whose ``weight`` is used, or a weight parameter itself (e.g. an ``nn.MultiheadAttention``'s
+    ``in_proj_weight``); ``rule`` (one of :data:`LAYER_RULES`) says how they were chosen
+    (``None``: a features-only member, or a schema-1/2 manifest, which did not record it).
     """
 
     features: str
@@ -112,6 +132,7 @@ class LayerSpec:
     conv2: str | None
     conv1_weight_shape: tuple[int, ...] | None
     conv2_weight_shape: tuple[int, ...] | None
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists), in the layout of ``schema_version``."""
         d = asdict(self)
+        if self.schema_version < 3 and self.layers.rule is None:
+            d["layers"].pop("rule")  # schema 1 and 2 have no such field (re-serialise unchanged)
         if self.schema_version < 2 and self.features_only is None:
             # Schema 1 has no such field: a schema-1 manifest must re-serialise unchanged (a
             # schema-1 object that claims features-only keeps it, so validation refuses it).
@@ -311,7 +334,8 @@ def _parse(data: Any, where: str) -> Manifest:
 
     src = top.sub("source")
     kind = src.str_("kind")
-    kinds = _SOURCE_KINDS + (_SOURCE_KINDS_V2 if version >= 2 else ())
+    kinds = (_SOURCE_KINDS + (_SOURCE_KINDS_V2 if version >= 2 else ())
+             + (_SOURCE_KINDS_V3 if version >= 3 else ()))
     if kind not in kinds:
         raise src.fail("kind", f"must be one of {list(kinds)} in schema {version}")
     options = src.get("options")
@@ -335,13 +359,22 @@ def _parse(data: Any, where: str) -> Manifest:
     inp.done()
 
     lay = top.sub("layers")
+    rule = None
+    if version >= 3:
+        # null: not recorded (a schema-1/2 manifest rewritten by write_manifest); every
+        # exporter and importer of this version records it.
+        rule = lay.str_("rule", optional=True)
+        if rule is not None and rule not in LAYER_RULES:
+            raise lay.fail("rule", f"must be one of {list(LAYER_RULES)} or null")
+    elif "rule" in lay.data:
+        raise lay.fail("rule", f"needs schema_version 3 (the manifest says {version})")
     if features_only is None:
         layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
                            conv2=lay.str_("conv2"),
                            conv1_weight_shape=lay.ints("conv1_weight_shape"),
-                           conv2_weight_shape=lay.ints("conv2_weight_shape"))
+                           conv2_weight_shape=lay.ints("conv2_weight_shape"), rule=rule)
     else:
-        for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape"):
+        for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape", "rule"):
             lay.null(key, no_grads)
         layers = LayerSpec(features=lay.str_("features", empty=True), conv1=None, conv2=None,
                            conv1_weight_shape=None, conv2_weight_shape=None)

@@ -1,0 +1,253 @@
+"""Model sources beyond torchvision: timm, Hugging Face ``transformers`` and MONAI, and the one
+registry that ``--arch`` resolves through (``resnet18``, ``timm:NAME``, ``hf:DIR``,
+``monai:NAME``).
+
+Each source builds the model from the library's own constructor with random weights (never a
+download: timm with ``pretrained=False``, Hugging Face from a local directory with
+``local_files_only=True`` and no remote code) and then loads the user's checkpoint, as
+:func:`~gradnca_onnx.exporters.loading.load_torchvision` does. The libraries are optional (the
+``zoo`` extra); a missing one is one clear error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .checkpoints import read_checkpoint
+from .loading import LoadedModel, _build_for_state, _from_module, _jsonable, load_torchvision
+
+#: The extra that installs the optional model libraries.
+ZOO_EXTRA = "pip install 'gradnca-onnx[zoo]'"
+
+
+def _library(name: str, source: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ValueError(f"--arch {source}:... needs the {name} package, which is not installed; "
+                         f"{ZOO_EXTRA}") from None
+
+
+def _seeded(seed: int, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def build(**kw: Any) -> nn.Module:
+        torch.manual_seed(seed)
+        return fn(**kw)
+
+    try:
+        import inspect
+
+        build.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass
+    return build
+
+
+def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
+              arch_kwargs: dict[str, Any] | None = None, channels: int | None = None,
+              trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+    """A timm model, ``timm.create_model(name, pretrained=False, **arch_kwargs)``, then loaded
+    from ``checkpoint`` (state dict or ``.safetensors``; classes and input channels read from
+    it as for torchvision).
+
+    Parameters
+    ----------
+    name : str
+        A timm model name (``timm.list_models()``), e.g. ``vit_tiny_patch16_224``.
+    checkpoint, arch_kwargs, channels, trust_pickle, seed
+        As :func:`~gradnca_onnx.exporters.loading.load_torchvision` (``img_size`` and
+        ``in_chans`` are timm's own keyword arguments).
+    """
+    timm = _library("timm", "timm")
+    if not name or not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:3] if name else []
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise ValueError(f"unknown timm model {name!r}{hint}; see timm.list_models()")
+    kwargs = dict(arch_kwargs or {})
+    if channels is not None:
+        kwargs.setdefault("in_chans", channels)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
+    if isinstance(state, nn.Module):
+        return _from_module(state, ckpt, {}, arch=f"timm:{name}")
+    if state is not None and "in_chans" not in kwargs:
+        stem = _stem_channels(state)
+        if stem is not None:
+            kwargs["in_chans"] = stem
+
+    def create(**kw: Any) -> nn.Module:
+        try:
+            return timm.create_model(name, pretrained=False, **kw)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+            raise ValueError(f"cannot build timm model {name} with {kw}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+
+    create.__signature__ = _kwargs_signature()  # type: ignore[attr-defined]
+    where = f"checkpoint {ckpt} for timm:{name}" if ckpt else f"timm:{name}"
+    model, used, _ = _build_for_state(
+        _seeded(seed, create), kwargs, state, "", None, None, where,
+        "Check --arch (and --arch-kwarg), or name the right checkpoint.")
+    return LoadedModel(module=model, kind="timm", reference=name, architecture=f"timm:{name}",
+                       checkpoint=ckpt, options=_jsonable({"arch_kwargs": used, "seed": seed}))
+
+
+def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
+               arch_kwargs: dict[str, Any] | None = None, channels: int | None = None,
+               trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+    """A MONAI network, ``monai.networks.nets.<name>(**arch_kwargs)``, then loaded from
+    ``checkpoint``.
+
+    Defaults for MONAI's required arguments: ``spatial_dims=2`` (2-D images),
+    ``in_channels`` = ``channels`` or 3 (or the checkpoint's), ``out_channels`` = the
+    checkpoint's classes, else 2.
+    """
+    monai = _library("monai", "monai")
+    nets = monai.networks.nets
+    fn = getattr(nets, name, None) if name and not name.startswith("_") else None
+    if not (isinstance(fn, type) and issubclass(fn, nn.Module)):
+        raise ValueError(f"unknown MONAI network {name!r}; see monai.networks.nets (e.g. "
+                         "DenseNet121, EfficientNetBN, SEResNet50)")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
+    if isinstance(state, nn.Module):
+        return _from_module(state, ckpt, {}, arch=f"monai:{name}")
+    kwargs = {"spatial_dims": 2, **(arch_kwargs or {})}
+    stem = _stem_channels(state) if state is not None else None
+    kwargs.setdefault("in_channels", channels or stem or 3)
+    if state is None:
+        kwargs.setdefault("out_channels", 2)
+    if kwargs.get("spatial_dims") != 2:
+        raise ValueError(f"monai:{name} with spatial_dims={kwargs['spatial_dims']!r}: only 2-D "
+                         "networks (spatial_dims=2) take the 2-D images a target holds")
+
+    def create(**kw: Any) -> nn.Module:
+        kw.setdefault("out_channels", 2)
+        try:
+            return fn(**kw)
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise ValueError(f"cannot build monai:{name} with {kw}: {type(exc).__name__}: "
+                             f"{_first_line(exc)}") from None
+
+    create.__signature__ = _kwargs_signature("out_channels")  # type: ignore[attr-defined]
+    where = f"checkpoint {ckpt} for monai:{name}" if ckpt else f"monai:{name}"
+    model, used, _ = _build_for_state(
+        _seeded(seed, create), kwargs, state, "", None, None, where,
+        "Check --arch (and --arch-kwarg), or name the right checkpoint.",
+        classes_arg="out_channels")
+    return LoadedModel(module=model, kind="monai", reference=name, architecture=f"monai:{name}",
+                       checkpoint=ckpt, options=_jsonable({"arch_kwargs": used, "seed": seed}))
+
+
+class HFImageClassifier(nn.Module):
+    """A Hugging Face image classifier as ``forward(images) -> logits`` (a plain tensor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=images).logits
+
+
+def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
+            arch_kwargs: dict[str, Any] | None = None, channels: int | None = None,
+            trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+    """A Hugging Face ``transformers`` image classifier saved with ``save_pretrained`` in a
+    local directory (``config.json`` + ``model.safetensors``).
+
+    Loaded with ``AutoModelForImageClassification.from_pretrained(directory,
+    local_files_only=True, trust_remote_code=False)``: nothing is downloaded and no code from
+    the directory runs. Pickled weights (``pytorch_model.bin``) are read only with
+    ``trust_pickle``. The weights are inside the directory, so ``checkpoint`` and
+    ``arch_kwargs`` are refused.
+    """
+    transformers = _library("transformers", "hf")
+    d = Path(directory)
+    if checkpoint is not None or arch_kwargs:
+        raise ValueError(f"--arch hf:{d} reads its weights and configuration from the directory: "
+                         "drop --checkpoint/--arch-kwarg")
+    if not (d / "config.json").is_file():
+        raise ValueError(f"--arch hf:{d}: no config.json in {d}; save the model there with "
+                         "model.save_pretrained(DIR)")
+    weights = sorted(d.glob("*.safetensors"))
+    if not weights and not trust_pickle:
+        pickled = sorted(p.name for p in d.glob("*.bin"))
+        if pickled:
+            raise ValueError(f"--arch hf:{d} holds pickled weights ({', '.join(pickled)}), "
+                             "whose loading runs code from the file; re-save them with "
+                             "save_pretrained(DIR, safe_serialization=True), or pass "
+                             "--trust-pickle only if you trust their source")
+        raise ValueError(f"--arch hf:{d}: no model weights (*.safetensors) in {d}")
+    torch.manual_seed(seed)
+    transformers.utils.logging.set_verbosity_error()  # no progress bars or load reports
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = transformers.AutoModelForImageClassification.from_pretrained(
+            str(d), local_files_only=True, trust_remote_code=False,
+            use_safetensors=bool(weights))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"--arch hf:{d} could not be loaded as an image classifier: "
+                         f"{type(exc).__name__}: {_first_line(exc)}") from None
+    cfg = model.config
+    want = getattr(cfg, "num_channels", None)
+    if channels is not None and want is not None and channels != want:
+        raise ValueError(f"--arch hf:{d}: --channels {channels} but its config says "
+                         f"num_channels={want}")
+    arch = (getattr(cfg, "architectures", None) or [type(model).__name__])[0]
+    ckpt = weights[0] if len(weights) == 1 else None
+    return LoadedModel(module=HFImageClassifier(model).eval(), kind="hf", reference=d.name,
+                       architecture=f"hf:{arch}", checkpoint=ckpt,
+                       options=_jsonable({"model_type": getattr(cfg, "model_type", None),
+                                          "seed": seed}))
+
+
+def _stem_channels(state: dict[str, torch.Tensor]) -> int | None:
+    # The first 4-D weight in the state dict's order is the stem for common architectures.
+    for key, value in state.items():
+        if key.endswith("weight") and value.ndim == 4:
+            return int(value.shape[1])
+    return None
+
+
+def _kwargs_signature(*names: str) -> Any:
+    import inspect
+
+    params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in
+              ("num_classes", *names)]
+    params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+#: ``--arch`` prefixes and their loaders; a name without a prefix is a torchvision model.
+SOURCES: dict[str, Callable[..., LoadedModel]] = {
+    "torchvision": load_torchvision,
+    "timm": load_timm,
+    "hf": load_hf,
+    "monai": load_monai,
+}
+
+
+def create_model(arch: str, checkpoint: str | os.PathLike | None = None, **kwargs: Any
+                 ) -> LoadedModel:
+    """Build the model that ``--arch`` names: ``NAME`` (torchvision), ``timm:NAME``,
+    ``hf:DIR`` or ``monai:NAME``; keyword arguments as
+    :func:`~gradnca_onnx.exporters.loading.load_torchvision`."""
+    prefix, sep, rest = arch.partition(":")
+    if sep and prefix in SOURCES:
+        if not rest:
+            raise ValueError(f"--arch {arch!r} names no model after '{prefix}:'")
+        return SOURCES[prefix](rest, checkpoint, **kwargs)
+    if sep and len(prefix) > 1:  # a one-letter prefix is a Windows drive, not a source
+        raise ValueError(f"--arch {arch!r}: unknown model source {prefix!r}; use one of "
+                         f"{', '.join(p + ':' for p in SOURCES)} or a torchvision name")
+    return load_torchvision(arch, checkpoint, **kwargs)
