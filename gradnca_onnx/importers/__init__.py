@@ -11,10 +11,11 @@ from .api import build_module, import_onnx
 from .errors import FALLBACK_FLAG, GradientGraphError, UnsupportedOperatorError
 from .features_only import FeaturesCut, build_features_graph, find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
-from .onnx_file import MIN_OPSET, check_domains, check_external_data, load_onnx
+from .onnx_file import (MIN_OPSET, check_domains, check_external_data, load_onnx,
+                        simplify)
 from .ops import SUPPORTED_OPS
 
 __all__ = ["FALLBACK_FLAG", "MIN_OPSET", "SUPPORTED_OPS", "FeaturesCut", "GradientGraphError",
            "ImportPlan", "OnnxNet", "UnsupportedOperatorError", "build_features_graph",
            "build_module", "check_domains", "check_external_data", "find_features",
-           "import_onnx", "load_onnx", "write_features_only"]
+           "import_onnx", "load_onnx", "simplify", "write_features_only"]

@@ -19,7 +19,7 @@ from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
 from .errors import GradientGraphError
 from .features_only import find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
-from .onnx_file import load_onnx, opset_version
+from .onnx_file import load_onnx, opset_version, simplify
 
 #: The manifest's ``features_only`` text when the user asked for a features-only member.
 REQUESTED = "imported features-only on request (--features-only)"
@@ -29,8 +29,10 @@ def build_module(path: str | os.PathLike, *, features_node: str | None = None
                  ) -> tuple[OnnxNet, ImportPlan, int]:
     """Load ``path`` safely and build its torch interpreter; returns (module, plan, opset)."""
     model = load_onnx(path)
+    opset = opset_version(model)
+    model = simplify(model)
     net = OnnxNet(model, features_node=features_node).eval()
-    return net, net.plan, opset_version(model)
+    return net, net.plan, opset
 
 
 def _image_size(plan: ImportPlan | Any, input_size: int | None
@@ -55,26 +57,41 @@ def _image_size(plan: ImportPlan | Any, input_size: int | None
     return input_size, input_size, c
 
 
-def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> list[str]:
+def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> tuple[list[str], str]:
+    """The two S_FU layers (module paths) and the rule that chose them (``layers.rule``).
+
+    Default: the first two Conv nodes in topological order that the features depend on
+    (``first-two-convs``, the paper's rule); with fewer than two, the first two weight-bearing
+    nodes whose weights the features depend on (Conv, or Gemm/MatMul with a constant weight:
+    for a ViT the patch embedding and the first attention input projection;
+    ``first-two-weight-layers``, an extension beyond the paper). ``layers``: the user's two
+    weight-bearing nodes (``user``).
+    """
+    weights = plan.weight_layers or plan.convs
     if layers is None:
-        if len(plan.convs) < 2:
-            raise GradientGraphError(
-                f"the graph runs {len(plan.convs)} Conv node(s) before its features "
-                f"({', '.join(plan.node_of[c] for c in plan.convs) or 'none'}) and S_FU compares "
-                "the weight gradients of two conv layers")
-        return plan.convs[:2]
+        if len(plan.convs) >= 2:
+            return plan.convs[:2], "first-two-convs"
+        if len(weights) >= 2:
+            return weights[:2], "first-two-weight-layers"
+        raise GradientGraphError(
+            f"the graph runs {len(plan.convs)} Conv node(s) and {len(weights)} weight-bearing "
+            f"node(s) before its features "
+            f"({', '.join(plan.node_of[c] for c in weights) or 'none'}) and S_FU compares "
+            "the weight gradients of two layers")
     layers = list(layers)
     if len(layers) != 2 or layers[0] == layers[1]:
-        raise ValueError(f"--layers must name two different Conv nodes; got {layers}")
-    by_node = {plan.node_of[c]: c for c in plan.convs}
+        raise ValueError(f"--layers must name two different Conv (or Gemm/MatMul) nodes; got "
+                         f"{layers}")
+    by_node = {plan.node_of[c]: c for c in weights}
     out = []
     for name in layers:
-        path = by_node.get(name) or (name if name in plan.convs else None)
+        path = by_node.get(name) or (name if name in weights else None)
         if path is None:
-            raise ValueError(f"--layers {name!r} is not a Conv node that the features depend on; "
-                             f"Conv nodes: {', '.join(plan.node_of[c] for c in plan.convs)}")
+            raise ValueError(f"--layers {name!r} is not a Conv or Gemm/MatMul node with constant "
+                             "weights that the features depend on; such nodes: "
+                             f"{', '.join(plan.node_of[c] for c in weights)}")
         out.append(path)
-    return out
+    return out, "user"
 
 
 def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: str,
@@ -105,7 +122,9 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         Node (or tensor) whose output is the feature vector; default: the input of the last
         Gemm/MatMul with constant weights. Logits stay those of that head when it follows.
     layers : (str, str), optional
-        The two Conv nodes of S_FU; default: the first two in topological order.
+        The two S_FU layers (Conv, or Gemm/MatMul nodes with constant weights); default: the
+        first two Conv nodes in topological order that the features depend on, else (a ViT)
+        the first two weight-bearing nodes (see :func:`_conv_paths`).
     pretrained_on, grads_batch, force
         As :func:`gradnca_onnx.exporters.export_model`.
     features_only : bool, default=False
@@ -125,8 +144,9 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         ``force``.
     """
     src = Path(path)
-    model = load_onnx(src)
+    model = load_onnx(src)  # the safety checks run on the file as it is
     opset = opset_version(model)
+    model = simplify(model)  # constants folded: Identity/Constant-fed weights are initializers
     if features_only:
         if layers is not None:
             raise ValueError("--layers names the conv layers of S_FU, which a features-only "
@@ -154,9 +174,12 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
     net = OnnxNet(model, features_node=features_node).eval()
     plan = net.plan
     height, width, channels = _image_size(plan, input_size)
-    convs = _conv_paths(plan, layers)
-    channels = channels or int(getattr(net, convs[0]).weight.shape[1] *
-                               getattr(net, convs[0]).groups)
+    convs, rule = _conv_paths(plan, layers)
+    first = getattr(net, plan.convs[0]) if plan.convs else None
+    if channels is None and first is None:
+        raise ValueError(f"the graph's input {plan.input_name!r} has no fixed channel count and "
+                         "no Conv node tells it; export the model with a fixed channel dimension")
+    channels = channels or int(first.weight.shape[1] * first.groups)
     options = {"opset": opset, "input_layout": plan.layout,
                "dropped_transpose": plan.dropped_transpose,
                "features_tensor": plan.features_tensor,
@@ -167,7 +190,8 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
     try:
         return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
                             channels=channels, norm=norm, pretrained_on=pretrained_on,
-                            head=plan.head, convs=convs, grads_batch=grads_batch, force=force)
+                            head=plan.head, convs=convs, grads_batch=grads_batch, force=force,
+                            layer_rule=rule)
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""

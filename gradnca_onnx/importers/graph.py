@@ -42,6 +42,9 @@ class ImportPlan:
     head: str                             # module path for the exporter ("" = output)
     features_tensor: str
     convs: list[str] = field(default_factory=list)        # module paths, in topological order
+    # Weight-bearing layers (Conv, and Gemm/MatMul with a constant weight of 2+ dims, as
+    # nn.Linear) whose weights the features depend on, in topological order; convs among them.
+    weight_layers: list[str] = field(default_factory=list)
     node_of: dict[str, str] = field(default_factory=dict)  # module path -> ONNX node name
 
 
@@ -176,10 +179,14 @@ class OnnxNet(nn.Module):
         feat_ancestors = self._ancestors(self._steps, feat)
         convs = [s.module for s in self._steps if s.op == "Conv" and s.module
                  and set(s.outputs) & feat_ancestors]
+        weight_layers = [s.module for s in self._steps if s.module
+                         and isinstance(self._modules[s.module], (nn.Conv2d, nn.Linear))
+                         and set(s.outputs) & feat_ancestors]
         self.plan = ImportPlan(
             input_name=image.name, input_dims=dims, layout=layout,
             dropped_transpose=labels[id(dropped)] if dropped is not None else None,
             head=head, features_tensor=feat, convs=[c for c in convs if c],
+            weight_layers=weight_layers,
             node_of={s.module: s.name for s in self._steps if s.module})
 
     # ------------------------------------------------------------------ building
@@ -264,7 +271,7 @@ class OnnxNet(nn.Module):
             if node.op_type == "Dropout" and len(node.output) > 1 and consumers.get(
                     node.output[1]):
                 step.op, step.note = "DropoutMask", " with its mask output used"
-            if step.module is None and step.op in TENSOR_OPS:
+            if step.module is None and step.op in TENSOR_OPS and step.op != "Split":
                 step.outputs = step.outputs[:1]
             steps.append(step)
         return steps
@@ -304,7 +311,10 @@ class OnnxNet(nn.Module):
                 out = np.asarray(STATIC_OPS[s.op](ins, s.attrs))  # np.take may give a scalar
             else:
                 out = TENSOR_OPS[s.op](ins, s.attrs)
-            values[s.outputs[0]] = out
+            if isinstance(out, list):  # Split: one tensor per output
+                values.update((name, v) for name, v in zip(s.outputs, out) if name)
+            else:
+                values[s.outputs[0]] = out
         if self._logits is None:
             return values[self._features]
         if hasattr(self, "features_tap"):

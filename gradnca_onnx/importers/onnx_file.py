@@ -106,6 +106,54 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+#: Largest constant (elements) the simplifier may compute by folding: a transposed or rescaled
+#: weight of a big classifier, not just shape arithmetic (onnxscript's default is 262144).
+FOLD_LIMIT = 1 << 26
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold the constants of a checked graph and simplify it (onnxscript's optimizer passes).
+
+    ``Identity`` and ``Constant`` nodes feeding weights (the legacy torch exporter's shared
+    initializers), constant subgraphs and shape arithmetic on static shapes become
+    initializers, so a Conv's weights are constants of the Conv itself. Only folding and
+    clean-up passes run (onnxscript's ``fold_constants_ir``, then onnx-ir's identity
+    elimination, initializer deduplication, common-subexpression elimination and unused-node
+    removal), not ``optimize``'s pattern rewrites, which replace nodes under new names (the
+    names ``--layers`` and the manifest use). Run after :func:`load_onnx`'s safety checks (the
+    passes read no files: the external data is already in memory); the result is checked again
+    for standard domains. A graph the passes cannot handle is returned unchanged (the
+    interpreter reads unsimplified graphs too, and names what it cannot translate).
+    """
+    try:
+        import onnx_ir as ir
+        from onnx_ir.passes import common
+        from onnxscript.optimizer import fold_constants_ir
+    except ImportError:  # the torch extra brings onnxscript; without it, interpret as is
+        return model
+    try:
+        graph = ir.serde.deserialize_model(model)
+        common.InlinePass()(graph)
+        for _ in range(2):
+            fold_constants_ir(graph, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+            common.RemoveUnusedNodesPass()(graph)
+        ir.passes.Sequential(
+            common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            common.IdentityEliminationPass(), common.DeduplicateInitializersPass(),
+            common.CommonSubexpressionEliminationPass(), common.RemoveUnusedNodesPass(),
+            common.OutputFixPass(), common.NameFixPass())(graph)
+        out = ir.serde.serialize_model(graph)
+    except Exception:  # noqa: BLE001 - any failure of the passes leaves the original graph
+        return model
+    if not out.graph.node:
+        return model
+    try:
+        check_domains(out)
+    except ValueError:
+        return model
+    return out
+
+
 def toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
     """``nodes`` in an order where every input is produced before use (``known`` exist
     already). The ONNX spec asks for topological order, but files from the wild do not

@@ -24,6 +24,11 @@ _DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: t
            7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64,
            16: torch.bfloat16}
 
+#: The same ONNX element types as NumPy dtypes (no torch tensor needed: under torch.export's
+#: fake mode a tensor cannot become an array).
+_NP_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,
+              9: np.bool_, 10: np.float16, 11: np.float64}
+
 
 def attributes(node: Any) -> Attrs:
     """A node's attributes as Python values (strings decoded)."""
@@ -85,6 +90,15 @@ def _static_slice(x: np.ndarray, starts: list, ends: list, axes: list | None,
     return x[tuple(idx)]
 
 
+def _static_cast(x: np.ndarray, to: int) -> np.ndarray:
+    dtype = _NP_DTYPES[to]
+    if x.dtype != object:
+        return x.astype(dtype)
+    if all(isinstance(v, (int, float, np.number)) for v in x.reshape(-1)):
+        return np.asarray(x.tolist(), dtype=dtype)  # sizes known at trace time
+    return x  # a symbolic size (dynamic batch) stays symbolic
+
+
 def _static_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iuO" and b.dtype.kind in "iuO":
         return a // b  # ONNX integer Div; sizes here are non-negative, where floor == trunc
@@ -101,13 +115,26 @@ STATIC_OPS: dict[str, Callable[[list, Attrs], Any]] = {
     "Slice": lambda i, a: _static_slice(i[0], ints(i[1], "starts"), ints(i[2], "ends"),
                                         ints(i[3], "axes") if _opt(i, 3) is not None else None,
                                         ints(i[4], "steps") if _opt(i, 4) is not None else None),
-    "Cast": lambda i, a: (i[0] if i[0].dtype == object else
-                          i[0].astype(torch.empty(0, dtype=_DTYPES[a["to"]]).numpy().dtype)),
+    "Cast": lambda i, a: _static_cast(i[0], a["to"]),
     "Add": lambda i, a: i[0] + i[1],
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
     "Div": lambda i, a: _static_div(i[0], i[1]),
     "Reshape": lambda i, a: i[0].reshape([int(s) for s in ints(i[1], "shape")]),
+    "Shape": lambda i, a: np.array(np.shape(i[0])[a.get("start", 0):a.get("end")],
+                                   dtype=np.int64),
+    # Attention scaling from a size: Shape -> Gather -> Cast -> Sqrt -> Div (legacy MHA).
+    "Sqrt": lambda i, a: np.sqrt(i[0]),
+    "Pow": lambda i, a: np.power(i[0], i[1]),
+    "Neg": lambda i, a: -i[0],
+    "Reciprocal": lambda i, a: 1 / i[0],
+    # The legacy exporter's ``expand(n, -1, -1)``: Where(Equal(shape, -1), 1, shape) -> Expand.
+    "Equal": lambda i, a: np.asarray(np.asarray(i[0]) == np.asarray(i[1])),
+    "Where": lambda i, a: np.where(np.asarray(i[0]).astype(bool), i[1], i[2]),
+    "ConstantOfShape": lambda i, a: np.full(
+        [int(s) for s in ints(i[0], "ConstantOfShape shape")],
+        (numpy_helper.to_array(a["value"]).reshape(-1)[0] if "value" in a
+         else np.float32(0))),
 }
 
 
@@ -308,6 +335,63 @@ def _unary(fn: Callable) -> Callable[[list, Attrs], torch.Tensor]:
     return lambda i, a: fn(tensor(i[0]))
 
 
+def _layer_norm(i: list, a: Attrs) -> torch.Tensor:
+    x = tensor(i[0])
+    axis = a.get("axis", -1)
+    axis = axis + x.ndim if axis < 0 else axis
+    shape = tuple(x.shape[axis:])
+    scale = tensor(i[1], x) if _opt(i, 1) is not None else None
+    bias = tensor(i[2], x) if _opt(i, 2) is not None else None
+    eps = float(a.get("epsilon", 1e-5))
+    if (scale is None or tuple(scale.shape) == shape) and (bias is None
+                                                           or tuple(bias.shape) == shape):
+        return F.layer_norm(x, shape, scale, bias, eps)
+    out = F.layer_norm(x, shape, None, None, eps)  # broadcast scale/bias: applied after
+    out = out * scale if scale is not None else out
+    return out + bias if bias is not None else out
+
+
+def _expand(i: list, a: Attrs) -> torch.Tensor:
+    x = tensor(i[0])
+    shape = ints(i[1], "Expand shape")
+    rank = max(x.ndim, len(shape))
+    have = [1] * (rank - x.ndim) + list(x.shape)
+    want = [1] * (rank - len(shape)) + list(shape)
+    # ONNX Expand broadcasts both ways: a 1 in the shape keeps the input's dimension.
+    target = [h if isinstance(w, int) and w == 1 else w for h, w in zip(have, want)]
+    return x.reshape(have).expand(target)
+
+
+def _where(i: list, a: Attrs) -> torch.Tensor:
+    first = next(v for v in i[1:] if isinstance(v, torch.Tensor)) if any(
+        isinstance(v, torch.Tensor) for v in i[1:]) else None
+    cond = tensor(i[0]).to(torch.bool)
+    return torch.where(cond, _operand(i[1], first) if first is not None else tensor(i[1]),
+                       _operand(i[2], first) if first is not None else tensor(i[2]))
+
+
+def _compare(fn: Callable) -> Callable[[list, Attrs], torch.Tensor]:
+    def run(i: list, a: Attrs) -> torch.Tensor:
+        first = next(v for v in i if isinstance(v, torch.Tensor))
+        return fn(first if i[0] is first else tensor(i[0], first),
+                  first if i[1] is first else tensor(i[1], first))
+    return run
+
+
+def _split(i: list, a: Attrs) -> list[torch.Tensor]:
+    x = tensor(i[0])
+    axis = a.get("axis", 0)
+    if _opt(i, 1) is not None:
+        sizes = ints(i[1], "Split sizes")
+    elif "split" in a:
+        sizes = list(a["split"])
+    else:
+        n = int(a.get("num_outputs", 0)) or 1
+        size = -(-int(x.shape[axis]) // n)
+        sizes = [size] * (n - 1) + [int(x.shape[axis]) - size * (n - 1)]
+    return list(torch.split(x, sizes, dim=axis))
+
+
 def _gelu(i: list, a: Attrs) -> torch.Tensor:
     return F.gelu(tensor(i[0]), approximate=a.get("approximate", "none"))
 
@@ -373,6 +457,15 @@ TENSOR_OPS: dict[str, Callable[[list, Attrs], Any]] = {
     "Shape": lambda i, a: np.array(list(tensor(i[0]).shape)[a.get("start", 0):a.get("end")],
                                    dtype=object),
     "ConstantOfShape": lambda i, a: _constant_of_shape(i, a),
+    "LayerNormalization": _layer_norm,
+    "Expand": _expand,
+    "Where": _where,
+    "Equal": _compare(torch.eq),
+    "Less": _compare(torch.lt),
+    "Greater": _compare(torch.gt),
+    "Not": lambda i, a: torch.logical_not(tensor(i[0])),
+    "Split": _split,
+    "Tile": lambda i, a: tensor(i[0]).repeat(*ints(i[1], "Tile repeats")),
 }
 
 
