@@ -1,4 +1,4 @@
-"""The bundled demo: a zoo of six small CNNs and the BreastMNIST target (see resources/demo)."""
+"""The bundled demo: a zoo of six small CNNs and one small ViT, and the BreastMNIST target (see resources/demo)."""
 
 from __future__ import annotations
 

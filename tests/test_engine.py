@@ -234,7 +234,7 @@ def test_demo_ranks_the_bundled_zoo(tmp_path) -> None:
                                     "--cache", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["target"]["name"] == "breastmnist" and len(data["models"]) == 6
+    assert data["target"]["name"] == "breastmnist" and len(data["models"]) == 7
     assert all(m["error"] is None and m["rank"] for m in data["models"])
     assert data["models"][0]["rank"] == 1
 

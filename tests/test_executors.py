@@ -110,7 +110,7 @@ def test_ray_ranking_equals_local_and_rank_zoo(ray_cluster):
     assert [r.target for r in remote] == ["breastmnist", "breast-val"]
     for lo, re in zip(local, remote):
         assert _rows(lo) == _rows(re)  # every number compared exactly
-        assert len(lo.models) == 6 and all(m.ok and m.rank for m in lo.models)
+        assert len(lo.models) == 7 and all(m.ok and m.rank for m in lo.models)
     # The split of rank_zoo into score_entry + combine_zoo changed nothing.
     assert _rows(rank_zoo(ZOO, targets[1], **kw)) == _rows(remote[1])
 
