@@ -259,3 +259,46 @@ class _TupleOut(torch.nn.Module):
 
     def forward(self, x):
         return self.m[:-1](x), self.m(x)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "is empty (0 bytes)"),
+    (bytes(range(7, 250)) * 4, "is not a PyTorch checkpoint"),
+    (b"PK\x03\x04" + b"\x00" * 60, "could not be read by torch.load"),
+])
+def test_unreadable_checkpoints_are_one_line(factory_module, tmp_path, content, fragment):
+    """Issue 15, findings 4 and 9: an empty or garbage file is named as such (no IndexError,
+    no advice to unpickle it)."""
+    (tmp_path / "w.pt").write_bytes(content)
+    res = run("export", "--factory", f"{factory_module}:tiny", "--checkpoint", tmp_path / "w.pt",
+              "--input-size", 16, "--out", tmp_path / "zoo")
+    assert_one_line_error(res, fragment)
+    assert "--trust-pickle" not in res.stderr and not (tmp_path / "zoo").exists()
+
+
+def test_checkpoint_with_nan_weights_is_one_line(factory_module, tmp_path):
+    """Issue 15, finding 4: NaN weights were a RuntimeError traceback at the features check."""
+    state = __import__(factory_module).tiny().state_dict()
+    state["3.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    res = run("export", "--factory", f"{factory_module}:tiny", "--checkpoint",
+              tmp_path / "nan.pt", "--input-size", 16, "--out", tmp_path / "zoo")
+    assert_one_line_error(res, "NaN or infinite values in 1 tensor(s) (3.weight)")
+
+
+def test_safetensors_checkpoint_loads_without_pickle(factory_module, tmp_path):
+    from safetensors.torch import save_file
+
+    model = __import__(factory_module).tiny(num_classes=5)
+    save_file(model.state_dict(), str(tmp_path / "w.bin"))  # recognised by content, not name
+    res = run("export", "--factory", f"{factory_module}:tiny", "--checkpoint", tmp_path / "w.bin",
+              "--input-size", 16, "--name", "st", "--out", tmp_path / "zoo")
+    assert res.exit_code == 0, res.output
+    m = load_manifest(tmp_path / "zoo" / "st")
+    assert m.num_classes == 5 and m.source.checkpoint == "w.bin"
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = model.eval()[:-1](torch.from_numpy(x)).numpy()
+    got = open_session(tmp_path / "zoo" / "st", "features", threads=1).run(
+        ["features"], {"images": x})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
