@@ -184,7 +184,11 @@ def check(name: str, dynamo: bool, opset: int, tmp_path: Path) -> dict:
     """Export, import and compare one corpus member; returns what was measured."""
     model = build(name)
     path = tmp_path / f"{name.replace(':', '_')}.onnx"
-    export(model, path, dynamo=dynamo, opset=opset)
+    try:
+        export(model, path, dynamo=dynamo, opset=opset)
+    except torch.onnx.errors.UnsupportedOperatorError as exc:  # the exporter's limit, not ours
+        pytest.skip(f"the {'dynamo' if dynamo else 'legacy'} exporter cannot write {name} at "
+                    f"opset {opset}: {str(exc).splitlines()[0][:200]}")
     out = import_onnx(path, tmp_path / "zoo", name="m", grads_batch=2, force=True)
     m = load_manifest(out)
     assert m.has_grads, m.features_only
@@ -285,3 +289,45 @@ FULL = [p for p in FULL if p not in DEFAULT]
                          ids=[f"{n}-{'dynamo' if d else 'legacy'}-{o}" for n, d, o in FULL])
 def test_corpus_grid(name, dynamo, opset, tmp_path):
     check(name, dynamo, opset, tmp_path)
+
+
+# --------------------------------------------------------------------------- onnx2torch
+
+O2T = [(n, d, o) for n in TORCHVISION + ("timm:convnext_atto", "timm:vit_tiny_patch16_224")
+       for d, o in ((False, 17), (True, 18))]
+
+
+@pytest.mark.slow
+def test_onnx2torch_comparison(tmp_path):
+    """The hand-written interpreter against ``onnx2torch.convert`` on the corpus (outputs
+    against onnxruntime on the file; both given the simplified graph). Prints the table the
+    README's import section summarises; asserts only that ours handles every member.
+    Measured with onnx2torch 1.5: every dynamo file fails (``ReduceMean`` opset 18 and
+    ``Reshape(allowzero=1)`` not implemented), densenet121 from the legacy exporter converts
+    but computes wrong outputs (relative error 0.95), and without the simplifier the legacy
+    mobilenet_v3_small / efficientnet_b0 / convnext_atto files fail (``KeyError`` on their
+    Identity-fed shared biases)."""
+    onnx2torch = pytest.importorskip("onnx2torch")
+    from gradnca_onnx.importers import load_onnx, simplify
+
+    x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    rows, ours_ok = [], True
+    for name, dynamo, opset in O2T:
+        path = tmp_path / f"{name.replace(':', '_')}_{int(dynamo)}.onnx"
+        export(build(name), path, dynamo=dynamo, opset=opset)
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x})[0]
+        net, _, _ = build_module(path)
+        with torch.no_grad():
+            ours = _rel(net(torch.from_numpy(x)).numpy(), want)
+        ours_ok &= ours <= FEAT_TOL
+        try:
+            theirs_net = onnx2torch.convert(simplify(load_onnx(path)))
+            with torch.no_grad():
+                theirs = f"{_rel(theirs_net(torch.from_numpy(x)).numpy(), want):.1e}"
+        except Exception as exc:  # noqa: BLE001 - whatever the library raises is the result
+            theirs = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}"
+        rows.append(f"{name} {'dynamo' if dynamo else 'legacy'} {opset}: ours {ours:.1e}, "
+                    f"onnx2torch {theirs}")
+    print("\n".join(rows))
+    assert ours_ok, rows

@@ -398,3 +398,40 @@ def test_existing_name_needs_force(tmp_path):
     assert res.exit_code == 2 and "already exists" in res.output
     assert _cli("import", ok, "--name", "m", "--out", tmp_path / "zoo", "--force",
                 "--grads-batch", 2).exit_code == 0
+
+
+def test_identity_fed_weights_and_the_weight_layer_rule(tmp_path):
+    """The legacy torch exporter feeds shared conv biases through Identity nodes (refused
+    before simplification: "computes its weights at run time"); with one Conv on the feature
+    path the S_FU layers are the first two weight-bearing nodes (Conv, then a MatMul with a
+    constant weight), rule "first-two-weight-layers"; --layers gives rule "user"."""
+    rng = np.random.default_rng(8)
+    inits = [_init(rng, "w1", (4, 3, 3, 3)), _init(rng, "shared_b", (4,), 0.1),
+             _init(rng, "wh", (4, 6)), _init(rng, "wh2", (6, 6)), _init(rng, "wg", (6, K))]
+    nodes = [helper.make_node("Identity", ["shared_b"], ["b1"], "bias_alias"),
+             helper.make_node("Conv", ["x", "w1", "b1"], ["a"], "conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], "relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], "pool"),
+             helper.make_node("Flatten", ["p"], ["f"], "flatten"),
+             helper.make_node("MatMul", ["f", "wh"], ["h"], "hidden"),
+             helper.make_node("Tanh", ["h"], ["t"], "tanh"),
+             helper.make_node("MatMul", ["t", "wh2"], ["h2"], "hidden2"),
+             helper.make_node("MatMul", ["h2", "wg"], ["probs"], "head")]
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    path = tmp_path / "one_conv.onnx"
+    onnx.save(_model(nodes, inits, inp=inp), path)
+    out = import_onnx(path, tmp_path / "zoo", name="a", grads_batch=2)
+    m = load_manifest(out)
+    assert m.has_grads and m.layers.rule == "first-two-weight-layers"
+    assert m.source.options["onnx_nodes"] == {"features": "head", "conv1": "conv_a",
+                                              "conv2": "hidden"}
+    assert m.layers.conv2_weight_shape == (6, 4)
+    out = import_onnx(path, tmp_path / "zoo", name="b", grads_batch=2,
+                      layers=["hidden", "hidden2"])
+    m = load_manifest(out)
+    assert m.layers.rule == "user" and m.source.options["onnx_nodes"]["conv1"] == "hidden"
+    x = np.random.default_rng(9).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    _, got = open_session(out, "features").run(None, {"images": x})
+    assert _rel(got, want) <= FEAT_TOL

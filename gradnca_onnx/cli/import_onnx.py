@@ -31,7 +31,8 @@ def _two_nodes(value: str | None) -> list[str] | None:
         return None
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--layers {value!r} must name two Conv nodes: CONV1,CONV2")
+        raise ValueError(f"--layers {value!r} must name two weight-bearing nodes (Conv, or "
+                         "Gemm/MatMul with a constant weight): LAYER1,LAYER2")
     return parts
 
 
@@ -48,8 +49,10 @@ def _two_nodes(value: str | None) -> list[str] | None:
 @click.option("--features-node", metavar="NODE", default=None,
               help="Node (or tensor) whose output is the feature vector [default: the input of "
                    "the last Gemm/MatMul].")
-@click.option("--layers", metavar="CONV1,CONV2", default=None,
-              help="The two Conv nodes of S_FU [default: the first two in topological order].")
+@click.option("--layers", metavar="LAYER1,LAYER2", default=None,
+              help="The two S_FU layers: Conv (or Gemm/MatMul with constant weights) nodes "
+                   "[default: the first two Conv nodes in topological order, else the first "
+                   "two weight-bearing nodes].")
 @click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
               help="What the source model was trained on (manifest metadata).")
 @click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
