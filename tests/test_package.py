@@ -61,3 +61,43 @@ def test_console_entry_point_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "gradnca_onnx", "--version"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and gradnca_onnx.__version__ in out.stdout
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules (and a few heavy submodules) loaded by ``code`` in a fresh process."""
+    probe = code + textwrap.dedent("""
+        import sys
+        heavy = ("torch", "sklearn", "numba", "onnxruntime", "scipy.optimize", "scipy.stats",
+                 "gradnca_onnx._core", "gradnca_onnx.metrics", "matplotlib", "ray")
+        print("loaded:" + ",".join(m for m in heavy if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=300)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("loaded:")][-1]
+    return set(filter(None, line[len("loaded:"):].split(",")))
+
+
+def test_help_imports_no_heavy_package() -> None:
+    """Issue 16: `--help` took 2.3 s importing scipy.optimize, scipy.stats and the core for
+    nothing; no command's code is imported until it runs (under 1 s here, not asserted)."""
+    loaded = _modules_after(textwrap.dedent("""
+        from click.testing import CliRunner
+        from gradnca_onnx.cli import main
+        for args in (["--help"], ["rank", "--help"], ["export", "--help"], ["evaluate", "--help"]):
+            assert CliRunner().invoke(main, args).exit_code == 0
+    """))
+    assert loaded == set(), loaded
+
+
+def test_rank_without_metrics_does_not_import_them() -> None:
+    """Issue 16: `rank` imported the baseline metrics (scikit-learn's modules, numba: ~3 s)
+    even when none was asked for."""
+    loaded = _modules_after(textwrap.dedent("""
+        from click.testing import CliRunner
+        from gradnca_onnx.cli import main
+        res = CliRunner().invoke(main, ["rank", "--demo", "--models", "adrenal,retina",
+                                        "--no-cache", "--quiet"])
+        assert res.exit_code == 0, res.output
+    """))
+    assert "onnxruntime" in loaded and "gradnca_onnx._core" in loaded
+    assert not loaded & {"torch", "numba", "gradnca_onnx.metrics", "matplotlib", "ray"}, loaded

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 import click
 
-from ..evaluation import benchmark as bench
-from ..evaluation.report import Evaluation, evaluate
-from ..evaluation.table import SourceTargetTable, read_table
 from . import main
 from ._errors import check_output_dir, fail, user_errors
 
+if TYPE_CHECKING:
+    from ..evaluation.report import Evaluation
+    from ..evaluation.table import SourceTargetTable
+
 T = TypeVar("T")
+
+
+# The evaluation package pulls in scipy.stats (~1 s); only the commands that use it pay for it.
+def read_table(*args, **kwargs):  # noqa: ANN002, ANN003 - a thin lazy forwarder
+    from ..evaluation.table import read_table as _read
+
+    return _read(*args, **kwargs)
+
+
+def evaluate(*args, **kwargs):  # noqa: ANN002, ANN003
+    from ..evaluation.report import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+class _LazyBenchmark:
+    def __getattr__(self, name: str):
+        from ..evaluation import benchmark
+
+        return getattr(benchmark, name)
+
+
+bench = _LazyBenchmark()
 
 _BENCHMARKS = {"paper-dataset": "dataset", "paper-model": "model"}
 _MODEL_NOTE = (

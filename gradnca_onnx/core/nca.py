@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize
 
 from .. import _core
 from ._parallel import Products, single_threaded_blas
@@ -254,6 +253,8 @@ def fit_nca(
         def count(_: NDArray[np.float64]) -> None:
             nonlocal iterations
             iterations += 1
+
+        from scipy.optimize import minimize  # lazily: scipy.optimize costs ~1 s to import
 
         result = minimize(
             objective,

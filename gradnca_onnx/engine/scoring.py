@@ -313,8 +313,6 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
     baseline metric results (``None`` when it failed), which :func:`combine_zoo` turns into
     zoo-level values. Depends only on its arguments, so any process can run it.
     """
-    from ..metrics import compute_metrics
-
     if not entry.ok:
         return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None
     manifest = entry.manifest
@@ -326,6 +324,9 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
                                 resize=resize, progress=progress)
         per_model = None
         if metric_names:
+            # Imported only when asked for: scikit-learn and numba cost ~3 s to import.
+            from ..metrics import compute_metrics
+
             per_model = compute_metrics(list(metric_names), arrays["features"], target.labels,
                                         arrays.get("logits"), faithful=faithful, errors="record")
         return result, per_model
@@ -356,9 +357,9 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
     dataset scenario, ascending in the cross-domain one, where both terms are inverted).
     Baseline metrics cover every member that was scored, features-only ones included.
     """
-    from ..metrics import zoo_scores
-
     metric_names = list(metric_names)
+    if metric_names:
+        from ..metrics import zoo_scores
     good = [r for r in results if r.ok]
     full = [r for r in good if r.features_only is None]
     partial = [r for r in good if r.features_only is not None]
@@ -427,9 +428,8 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
     This is :func:`score_entry` per model in this process, then :func:`combine_zoo`;
     ``gradnca_onnx.executors.rank_targets`` runs the same steps on a Ray cluster.
     """
-    from ..metrics import resolve_names
 
-    metric_names = resolve_names(metrics) if metrics else []
+    metric_names = _resolve_metrics(metrics) if metrics else []
     check_scenario(scenario)
     check_scoring_target(target)
     entries = zoo_entries(zoo_dir, models)
@@ -444,3 +444,10 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
             per_model_metrics[result.name] = per_model
     return combine_zoo(target, results, per_model_metrics, scenario=scenario,
                        metric_names=metric_names, faithful=faithful)
+
+
+def _resolve_metrics(metrics):
+    # Imported only when metrics are asked for: scikit-learn and numba cost ~3 s to import.
+    from ..metrics import resolve_names
+
+    return resolve_names(metrics)

@@ -55,7 +55,6 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
         No target, two targets with one name, a target that cannot be scored, an unknown
         scenario or model name, a zoo without models.
     """
-    from ..metrics import resolve_names
 
     if not targets:
         raise ValueError("give at least one target")
@@ -64,7 +63,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
     if twice:
         raise ValueError(f"two targets are named {twice[0]!r}; each target needs its own name "
                          "(rename a file or folder)")
-    metric_names = resolve_names(metrics) if metrics else []
+    metric_names = _resolve_metrics(metrics) if metrics else []
     check_scenario(scenario)
     for target in targets:
         check_scoring_target(target)
@@ -115,3 +114,10 @@ def _failed(entry: object, error: str | None) -> ModelResult:
         return ModelResult(name=path.name, path=path, error=error)
     return ModelResult(name=manifest.name, path=path, error=error,
                        architecture=manifest.architecture, pretrained_on=manifest.pretrained_on)
+
+
+def _resolve_metrics(metrics):
+    # Imported only when metrics are asked for: scikit-learn and numba cost ~3 s to import.
+    from ..metrics import resolve_names
+
+    return resolve_names(metrics)
