@@ -313,7 +313,7 @@ def test_features_only_zoo_cache_and_executors(tmp_path):
         [m.to_dict() | {"cached": 0, "seconds": 0} for m in first.models]
     entries = list((tmp_path / "cache").rglob("*.npz"))
     keys = sorted(sorted(np.load(p).files) for p in entries)
-    assert keys.count(["features", "logits", "lp"]) == 2
+    assert keys.count(["features", "logits", "lp", "meta"]) == 2  # "meta": the cache key
     # The executors' path (one task per model x target) gives the same rankings.
     other = _small_target(seed=1, name="u")
     got = rank_targets(zoo, [target, other], executor=LocalExecutor(), cache=cache,
