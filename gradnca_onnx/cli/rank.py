@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +52,96 @@ def render_table(ranking) -> str:
             lines.append(f"! {m.name}: not scored: {m.error}")
         for note in dict.fromkeys(m.notes):
             lines.append(f"  note ({m.name}): {note}")
+    return "\n".join(lines) + "\n" + _resampling_table(ranking) + _folds_table(ranking)
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for j, r in enumerate(rows):
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
+def _iv(block, digits: int = 4) -> str:
+    """``lo-hi`` of a percentile interval block, ``-`` when there is none."""
+    if block is None:
+        return "-"
+    return f"{block['lo']:.{digits}f}..{block['hi']:.{digits}f}"
+
+
+def _resampling_table(ranking) -> str:
+    """The ``--resamples`` block: intervals, P(rank 1), rank interval, comparison with the top."""
+    rs = ranking.resampling
+    if rs is None:
+        return ""
+    pct = f"{100 * rs['level']:g}%"
+    sizes = "/".join(str(n) for n in rs["sizes"])
+    lines = ["", f"How sure: {rs['n_resamples']} class-stratified subsamples without "
+             f"replacement of {sizes} images (fraction {rs['fraction']:g}, seed {rs['seed']}), "
+             f"{pct} percentile intervals, S_FU {rs['fu_estimator']}"]
+    rows = [("rank", "model", f"S {pct}", f"S_LP {pct}", f"S_FU {pct}", "P(rank 1)", "ranks",
+             "P(>= top)", "vs top", *(f"{k} {pct}" for k in ranking.metrics))]
+    for m in ranking.models:
+        b = m.resampling
+        if b is None:
+            continue
+        ri = b["rank_interval"]
+        if b["distinguishable_from_top"] is None:
+            vs = NOT_AVAILABLE
+        elif b.get("is_top"):
+            vs = "top"
+        else:
+            vs = "below" if b["distinguishable_from_top"] else "indistinguishable"
+        rows.append((str(m.rank) if m.rank else "-", m.name, _iv(b["score"]), _iv(b["lp"]),
+                     _iv(b["fu"]) if b["fu"] is not None or m.features_only is None
+                     else NOT_AVAILABLE,
+                     _fmt(b["p_rank1"], 2), f"{ri[0]}-{ri[1]}" if ri else "-",
+                     _fmt(b["p_at_least_top"], 2), vs,
+                     *(_iv(b["metrics"].get(k)) for k in ranking.metrics)))
+    lines += _aligned(rows)
+    lines.append(f"  rule: {rs['rule']}")
+    return "\n".join(lines) + "\n"
+
+
+def _msd(block, digits: int = 4) -> str:
+    if block is None or block["mean"] is None:
+        return "-"
+    sd = "-" if block["sd"] is None else f"{block['sd']:.{digits}f}"
+    return f"{block['mean']:.{digits}f}±{sd}"
+
+
+def _folds_table(ranking) -> str:
+    """The ``--folds`` block: mean ± SD [min, max] per model, ranks per fold, Kendall tau."""
+    fs = ranking.folds
+    if fs is None:
+        return ""
+    sizes = "/".join(str(n) for n in dict.fromkeys(fs["n_samples"]))
+    lines = ["", f"Fold-to-fold spread: {fs['n_folds']} paper folds of the official train "
+             f"split (n={sizes} each); the ranking above is fold 1's"]
+    rows = [("model", "S mean±SD", "S min..max", "S_LP mean±SD", "S_FU mean±SD", "rank by fold",
+             *(f"{k} mean±SD" for k in ranking.metrics))]
+    for m in ranking.models:
+        b = m.folds
+        if b is None:
+            continue
+        s = b["score"]
+        rng = "-" if s["min"] is None else f"{s['min']:.4f}..{s['max']:.4f}"
+        ranks = ",".join("-" if r is None else str(r) for r in b["rank"]["values"])
+        rows.append((m.name, _msd(s), rng, _msd(b["lp"]), _msd(b["fu"]), ranks,
+                     *(_msd(b["metrics"].get(k)) for k in ranking.metrics)))
+    lines += _aligned(rows)
+    for term, label in (("score", "S"), ("lp", "S_LP"), ("fu", "S_FU")):
+        kt = fs["kendall_tau"][term]
+        if kt["mean"] is None:
+            lines.append(f"  Kendall tau between fold rankings by {label}: undefined")
+        else:
+            lines.append(f"  Kendall tau between fold rankings by {label}: mean {kt['mean']:.2f}"
+                         f", min {kt['min']:.2f}, max {kt['max']:.2f} over {len(kt['pairs'])} "
+                         "pairs of folds")
+    lines.append(f"  best model per fold: {', '.join(t or '-' for t in fs['top'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -58,18 +149,61 @@ def render_csv(ranking) -> str:
     """The ranking as CSV; empty cells are missing values, ``status`` says why.
 
     ``status`` is ``ranked``, ``features-only`` (S and S_FU empty: no grads.onnx) or ``failed``
-    (see ``error``).
+    (see ``error``). With ``--resamples`` or ``--folds`` their columns follow ``status``
+    (:func:`_extra_columns`).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    extra_header, extra_row = _extra_columns(ranking)
     w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
-                "pretrained_on", "error", "status"])
+                "pretrained_on", "error", "status", *extra_header])
     num = lambda v: "" if v is None else repr(v)  # noqa: E731
     for m in ranking.models:
         w.writerow([m.rank or "", m.name, num(m.score), num(m.lp), num(m.fu),
                     *(num(m.metrics.get(k)) for k in ranking.metrics),
-                    m.architecture, m.pretrained_on, m.error or "", m.status])
+                    m.architecture, m.pretrained_on, m.error or "", m.status, *extra_row(m)])
     return buf.getvalue()
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v)
+
+
+def _extra_columns(ranking):
+    """CSV columns of the resampling / fold blocks: (header, row function)."""
+    terms = ["score", "lp", "fu", *ranking.metrics]
+    if ranking.resampling is not None:
+        header = [f"{t}_{b}" for t in terms for b in ("lo", "hi")] + [
+            "p_rank1", "rank_lo", "rank_hi", "p_at_least_top", "distinguishable_from_top"]
+
+        def row(m):
+            b = m.resampling
+            if b is None:
+                return [""] * len(header)
+            iv = lambda t: (b["metrics"].get(t) if t in ranking.metrics else b.get(t))  # noqa
+            cells = [_num(None if iv(t) is None else iv(t)[k]) for t in terms
+                     for k in ("lo", "hi")]
+            ri = b["rank_interval"] or [None, None]
+            return cells + [_num(b["p_rank1"]), _num(ri[0]), _num(ri[1]),
+                            _num(b["p_at_least_top"]), _num(b["distinguishable_from_top"])]
+        return header, row
+    if ranking.folds is not None:
+        stats = ("mean", "sd", "min", "max")
+        header = [f"{t}_fold_{k}" for t in [*terms, "rank"] for k in stats] + ["ranks_by_fold"]
+
+        def row(m):
+            b = m.folds
+            if b is None:
+                return [""] * len(header)
+            get = lambda t: b["metrics"][t] if t in ranking.metrics else b[t]  # noqa: E731
+            cells = [_num(get(t)[k]) for t in [*terms, "rank"] for k in stats]
+            return cells + [";".join("" if r is None else str(r) for r in b["rank"]["values"])]
+        return header, row
+    return [], lambda m: []
 
 
 def render_csv_targets(rankings) -> str:
@@ -93,7 +227,9 @@ def render_json_targets(rankings) -> str:
     """One JSON document over several targets (each entry is a single-target result)."""
     from .. import __version__
 
-    return json.dumps({"schema": "gradnca-onnx/rank-targets/1", "package_version": __version__,
+    extended = any(r.schema.endswith("/2") for r in rankings)
+    schema = f"gradnca-onnx/rank-targets/{2 if extended else 1}"
+    return json.dumps({"schema": schema, "package_version": __version__,
                        "rankings": [r.to_dict() for r in rankings]}, indent=2) + "\n"
 
 
@@ -185,6 +321,34 @@ def _fail_all() -> list[str]:
     raise ValueError("--metrics all cannot be combined with other names")
 
 
+def _check_sureness_options(resamples, seed, fraction, level, fu, folds, split,
+                            executor_name) -> None:
+    """Refuse contradictory --resamples / --folds settings before any work."""
+    if resamples is not None and folds:
+        raise ValueError("give --resamples or --folds, not both (run rank twice)")
+    if resamples is not None:
+        from ..engine.resample import check_resample_options
+
+        check_resample_options(resamples, fraction, level, fu, seed)
+    if folds and split is not None:
+        raise ValueError(f"--folds scores the paper's folds of the train split; drop --split "
+                         f"{split}")
+    if (resamples is not None or folds) and executor_name != "local":
+        raise ValueError("--resamples and --folds run in this process; use --executor local")
+
+
+def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
+    """One target's ranking with its --resamples or --folds blocks."""
+    if sure["folds"]:
+        from ..engine.folds import rank_folds
+
+        return rank_folds(zoo_dir, path, **kwargs)
+    from ..engine.resample import resample_zoo
+
+    return resample_zoo(zoo_dir, target, sure["resamples"], seed=sure["seed"],
+                        fraction=sure["fraction"], level=sure["level"], fu=sure["fu"], **kwargs)
+
+
 @main.command("rank")
 @click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Zoo directory (one sub-directory per exported model).")
@@ -206,7 +370,7 @@ def _fail_all() -> list[str]:
 @click.option("--metrics", default=None,
               help="Baseline metrics from the same pass, comma-separated or 'all': gradnca, lp, "
                    "fu (always shown), logme, leep, nleep, parc, sfda, ncti, gbc, hscore, nce, "
-                   "transrate. Metrics needing logits are skipped, with a note, for headless "
+                   "transrate, params (parameter count of features.onnx). Metrics needing logits are skipped, with a note, for headless "
                    "models.")
 @click.option("--faithful", is_flag=True,
               help="Baseline metrics with the released code's quirks (README, Baseline metrics).")
@@ -232,10 +396,30 @@ def _fail_all() -> list[str]:
                    "on this machine).")
 @click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Ray: times a task whose worker died is run again before it is reported.")
+@click.option("--resamples", type=int, default=None, metavar="N",
+              help="How sure is the ranking: also score N class-stratified subsamples of the "
+                   "target (from the cached features) and report intervals, P(rank 1), rank "
+                   "intervals and which models are distinguishable from the top.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="--resamples: seed of the subsamples (same seed, same output).")
+@click.option("--fraction", type=float, default=0.5, show_default=True,
+              help="--resamples: share of each class kept per subsample (without replacement).")
+@click.option("--level", type=float, default=0.95, show_default=True,
+              help="--resamples: interval level; a model is distinguishable from the top when "
+                   "P(S >= top's S) < 1 - level.")
+@click.option("--fu-resample", type=click.Choice(["rebatch", "batches"]), default="rebatch",
+              show_default=True,
+              help="--resamples: S_FU from a grads.onnx pass per batch of each subsample "
+                   "(rebatch), or from the cached batches drawn with replacement (batches: no "
+                   "pass, narrower intervals; README).")
+@click.option("--folds", "folds", is_flag=True,
+              help="Score on each of the paper's five folds of the official train split and "
+                   "report the fold-to-fold spread of every score and of the ranking.")
 @user_errors
 def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
                  cache_dir, no_cache, device, threads, no_resize, demo, quiet, executor_name,
-                 ray_address, max_retries) -> None:
+                 ray_address, max_retries, resamples, seed, fraction, level, fu_resample,
+                 folds) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
@@ -250,6 +434,8 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         target_paths = target_paths or (target_default,)
     if zoo_dir is None or not target_paths:
         raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
+    _check_sureness_options(resamples, seed, fraction, level, fu_resample, folds, split,
+                            executor_name)
     # Every output path and setting is checked before the work starts, not after it.
     check_output_file(out, "--out")
     cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
@@ -259,7 +445,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     paths, expanded = expand_targets(target_paths)
     if not paths:
         raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
-    targets = [load_target(p, split) for p in paths]
+    targets = [None if folds else load_target(p, split) for p in paths]
     combined = expanded or len(targets) > 1
     model_names = [m.strip() for m in models.split(",")] if models else None
     executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
@@ -267,9 +453,18 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     # oversubscribe every node.
     runtime = RuntimeConfig(device=device,
                             threads=threads or (None if executor.in_process else 1))
+    sure = dict(resamples=resamples, seed=seed, fraction=fraction, level=level,
+                fu=fu_resample, folds=folds)
+    started = time.perf_counter()
     try:
         with _progress(not quiet) as progress:
-            if executor.in_process and not combined:
+            if resamples is not None or folds:
+                rankings = [_sure_ranking(zoo_dir, p, t, sure, scenario=scenario,
+                                          runtime=runtime, cache=cache, resize=not no_resize,
+                                          models=model_names, metrics=_baselines(metrics),
+                                          faithful=faithful, progress=progress)
+                            for p, t in zip(paths, targets)]
+            elif executor.in_process and not combined:
                 rankings = [rank_zoo(zoo_dir, targets[0], scenario=scenario, runtime=runtime,
                                      cache=cache, resize=not no_resize, models=model_names,
                                      metrics=_baselines(metrics), faithful=faithful,
@@ -281,6 +476,10 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                                         faithful=faithful, progress=progress)
     finally:
         executor.close()
+    if resamples is not None and not quiet:
+        n_models = sum(1 for r in rankings for m in r.models if m.resampling is not None)
+        click.echo(f"Resampling: {resamples} subsamples x {n_models} model(s) in "
+                   f"{time.perf_counter() - started:.1f} s (S_FU {fu_resample})", err=True)
     if not any(m.ok for r in rankings for m in r.models):
         # Nothing to rank: the input does not fit any model (e.g. --no-resize with another
         # image size); say why in one line rather than print an empty table.

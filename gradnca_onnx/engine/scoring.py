@@ -56,6 +56,9 @@ class ModelResult:
     architecture: str = ""
     pretrained_on: str = ""
     features_only: str | None = None
+    #: ``rank --resamples`` / ``rank --folds`` blocks (schema ``rank/2``), else ``None``.
+    resampling: dict[str, Any] | None = None
+    folds: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,13 +72,17 @@ class ModelResult:
         return "features-only" if self.features_only is not None else "ranked"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.name, "rank": self.rank, "score": self.score, "lp": self.lp,
             "fu": self.fu, "metrics": dict(self.metrics), "architecture": self.architecture,
             "pretrained_on": self.pretrained_on, "cached": self.cached,
             "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
             "features_only": self.features_only,
         }
+        for key in ("resampling", "folds"):  # schema rank/2 only
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass
@@ -89,12 +96,21 @@ class ZooRanking:
     scenario: str
     models: list[ModelResult]
     metrics: list[str] = field(default_factory=list)
+    #: zoo-level ``rank --resamples`` / ``rank --folds`` settings and results (schema rank/2).
+    resampling: dict[str, Any] | None = None
+    folds: dict[str, Any] | None = None
+
+    @property
+    def schema(self) -> str:
+        """``gradnca-onnx/rank/2`` when it carries resampling or fold blocks, else ``/1``."""
+        extended = self.resampling is not None or self.folds is not None
+        return "gradnca-onnx/rank/2" if extended else "gradnca-onnx/rank/1"
 
     def to_dict(self) -> dict[str, Any]:
         from ..metrics import METRICS
 
-        return {
-            "schema": "gradnca-onnx/rank/1", "package_version": __version__,
+        out = {
+            "schema": self.schema, "package_version": __version__,
             "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
                        "n_classes": self.n_classes},
             "scenario": self.scenario,
@@ -103,6 +119,10 @@ class ZooRanking:
                         for name in self.metrics},
             "models": [m.to_dict() for m in self.models],
         }
+        for key in ("resampling", "folds"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def check_scoring_target(target: TargetData) -> None:
@@ -240,18 +260,23 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
 
 def _grad_norms(model_dir: Path, manifest: Manifest, x: NDArray[np.float32],
                 feats: NDArray[np.float32], labels: NDArray, runtime: RuntimeConfig,
-                tick: Callable[[str, int], Callable[[int], None]]
+                tick: Callable[[str, int], Callable[[int], None]],
+                sessions: dict[str, Any] | None = None
                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per S_FU batch, the norms of the two conv weight gradients (``grads.onnx``)."""
-    grads_sess = None
+    """Per S_FU batch, the norms of the two conv weight gradients (``grads.onnx``).
+
+    ``sessions`` keeps the opened ``grads.onnx`` session (key ``"grads"``) for later calls.
+    """
+    sessions = {} if sessions is None else sessions
     slices = fu_batch_slices(len(x))
     n1, n2 = np.zeros(len(slices)), np.zeros(len(slices))
     step = tick("gradients", len(slices))
     for i, sl in enumerate(slices):
         _, cot = triplet_loss_grad(feats[sl], labels[sl])
         if cot.any():  # the gradient is linear in the cotangent: a zero one needs no pass
-            grads_sess = grads_sess or runtime.open(model_dir, manifest, "grads")
-            _, g1, g2 = run_grads(grads_sess, x[sl], cot)
+            if "grads" not in sessions:
+                sessions["grads"] = runtime.open(model_dir, manifest, "grads")
+            _, g1, g2 = run_grads(sessions["grads"], x[sl], cot)
             n1[i], n2[i] = np.linalg.norm(g1), np.linalg.norm(g2)
         step(i + 1)
     return n1, n2
@@ -313,8 +338,21 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
     baseline metric results (``None`` when it failed), which :func:`combine_zoo` turns into
     zoo-level values. Depends only on its arguments, so any process can run it.
     """
+    result, per_model, _ = score_entry_arrays(
+        entry, target, runtime=runtime, cache=cache, resize=resize, verify=verify,
+        metric_names=metric_names, faithful=faithful, progress=progress)
+    return result, per_model
+
+
+def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
+                       cache: FeatureCache | None = None, resize: bool = True,
+                       verify: bool = True, metric_names: Sequence[str] = (),
+                       faithful: bool = False, progress: Progress | None = None
+                       ) -> tuple[ModelResult, dict | None, dict[str, NDArray] | None]:
+    """:func:`score_entry`, plus the model's arrays (features, logits, gradient norms, S_LP;
+    ``None`` when it failed), as the cache holds them: what ``rank --resamples`` resamples."""
     if not entry.ok:
-        return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None
+        return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None, None
     manifest = entry.manifest
     assert manifest is not None
     try:
@@ -328,14 +366,15 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
             from ..metrics import compute_metrics
 
             per_model = compute_metrics(list(metric_names), arrays["features"], target.labels,
-                                        arrays.get("logits"), faithful=faithful, errors="record")
-        return result, per_model
+                                        arrays.get("logits"), faithful=faithful, errors="record",
+                                        model_dir=entry.path)
+        return result, per_model, arrays
     except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
         # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is
         # reported with its error; the rest of the zoo is still ranked.
         return ModelResult(name=manifest.name, path=entry.path, error=_one_line(exc),
                            architecture=manifest.architecture,
-                           pretrained_on=manifest.pretrained_on), None
+                           pretrained_on=manifest.pretrained_on), None, None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from ._common import DegenerateScoreWarning
 from .base import (
     METRICS,
     NO_LOGITS_NOTE,
+    NO_MODEL_NOTE,
     QUIRKS,
     Metric,
     MetricResult,
@@ -28,17 +29,20 @@ from .ncti import NCTITerms, ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda, sfda_probabilities
+from .static import count_parameters, params
 from .transrate import transrate
 
 __all__ = [
     "METRICS",
     "NO_LOGITS_NOTE",
+    "NO_MODEL_NOTE",
     "QUIRKS",
     "DegenerateScoreWarning",
     "Metric",
     "MetricResult",
     "NCTITerms",
     "compute_metrics",
+    "count_parameters",
     "faithful_options",
     "gbc",
     "hscore",
@@ -49,6 +53,7 @@ __all__ = [
     "ncti_terms",
     "ncti_zoo",
     "nleep",
+    "params",
     "parc",
     "resolve_names",
     "sfda",

@@ -27,12 +27,15 @@ from .ncti import ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda
+from .static import params
 from .transrate import transrate
 
 Status = Literal["ok", "skipped", "error"]
 
 #: The note a logits-based metric carries for a model without a classification head.
 NO_LOGITS_NOTE = "skipped: model has no logits"
+#: The note a static metric carries when it is given features but no zoo member.
+NO_MODEL_NOTE = "skipped: no model directory given"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Metric:
     zoo_step : ``zoo_step(per_model_terms (n_models, k), exclude=..., **zoo_options)`` for a
         metric whose score needs every model of the zoo (NCTI), else None.
     zoo_options : keyword options of ``zoo_step``.
+    needs_model : a static baseline: ``compute(model_dir)`` reads the member's graph and does
+        not look at the target (``params``).
     """
 
     name: str
@@ -60,6 +65,7 @@ class Metric:
     options: tuple[str, ...] = ()
     zoo_step: Callable[..., NDArray[np.float64]] | None = None
     zoo_options: tuple[str, ...] = ()
+    needs_model: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ METRICS: dict[str, Metric] = {
                hscore, ("shrinkage",)),
         Metric("nce", "NCE (Tran et al. 2019)", True, True, nce),
         Metric("transrate", "TransRate (Huang et al. 2022)", True, False, transrate, ("eps",)),
+        Metric("params", "parameter count of features.onnx (static baseline)", True, False,
+               params, needs_model=True),
     )
 }
 
@@ -177,6 +185,7 @@ def compute_metrics(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     faithful: bool = False,
     errors: Literal["raise", "record"] = "raise",
+    model_dir: str | Any | None = None,
 ) -> dict[str, MetricResult]:
     """Compute baseline metrics for one model from its features (and logits).
 
@@ -201,6 +210,9 @@ def compute_metrics(
         ``"record"`` turns a ``ValueError`` of one metric (e.g. NLEEP on fewer samples than
         mixture components) into an ``"error"`` result with the message as its note, so the
         other metrics of the model are still returned.
+    model_dir : path, optional
+        The zoo member the features come from; static metrics (``params``) read its graph,
+        and without it come back ``"skipped"`` with the note :data:`NO_MODEL_NOTE`.
 
     Returns
     -------
@@ -219,6 +231,9 @@ def compute_metrics(
     for name in selected:
         metric = METRICS[name]
         kwargs = {k: v for k, v in merged[name].items() if k in metric.options}
+        if metric.needs_model:
+            results[name] = _static_result(metric, model_dir, errors)
+            continue
         if metric.needs_logits and logits is None:
             results[name] = MetricResult(
                 name, math.nan, "skipped",
@@ -252,6 +267,19 @@ def compute_metrics(
         else:
             results[name] = MetricResult(name, float(value), "ok", note)
     return results
+
+
+def _static_result(metric: Metric, model_dir: Any, errors: str) -> MetricResult:
+    """A static metric's result: computed from the member's files, or skipped / failed."""
+    if model_dir is None:
+        return MetricResult(metric.name, math.nan, "skipped",
+                            f"{NO_MODEL_NOTE}; {metric.title} reads the model's graph")
+    try:
+        return MetricResult(metric.name, float(metric.compute(model_dir)), "ok")
+    except ValueError as err:
+        if errors == "raise":
+            raise
+        return MetricResult(metric.name, math.nan, "error", f"error: {err}")
 
 
 def zoo_scores(
