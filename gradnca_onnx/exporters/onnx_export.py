@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from typing import Iterator, Sequence
@@ -18,10 +19,19 @@ from .translations import GRAD_TRANSLATIONS, OPSET
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    # The exporter prints progress lines and warns about internals the user cannot act on.
+    # The exporter prints progress lines and warns (and logs, through onnx_ir and onnxscript)
+    # about internals the user cannot act on.
+    loggers = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        yield
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 #: Largest tensor (elements) the graph optimiser may fold into a constant. The default

@@ -171,7 +171,14 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
           layers: Sequence[str] | None, pretrained_on: str, grads_batch: int, opset: int,
           force: bool) -> Path:
     """Both graphs, through the torch interpreter and the exporter."""
-    net = OnnxNet(model, features_node=features_node).eval()
+    try:
+        net = OnnxNet(model, features_node=features_node).eval()
+    except (KeyError, StopIteration, IndexError, TypeError, NotImplementedError) as exc:
+        # An attribute or input combination the interpreter does not know: the features graph
+        # may still be fine (so --features-only-fallback applies), never a traceback.
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise GradientGraphError(f"{src.name}: the importer could not interpret the graph",
+                                 f"{type(exc).__name__}: {first}") from None
     plan = net.plan
     height, width, channels = _image_size(plan, input_size)
     convs, rule = _conv_paths(plan, layers)

@@ -15,9 +15,12 @@ from torch import nn
 from . import modules as m
 from .onnx_file import toposort
 from .errors import GradientGraphError, UnsupportedOperatorError
-from .ops import MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
+from .ops import _DTYPES, MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
 _NCHW = [0, 3, 1, 2]
+#: Pad modes with a torch equivalent; ONNX element types that carry a gradient.
+_PAD_MODES = ("constant", "reflect", "edge")
+_FLOAT_TYPES = (1, 10, 11, 16)
 
 
 @dataclass
@@ -152,6 +155,7 @@ class OnnxNet(nn.Module):
             if s.op not in TENSOR_OPS and s.module is None:
                 node = next(n for n in order if steps_by_node[id(n)] is s)
                 raise _unsupported(node, s.name, s.note)
+        self._check_differentiable(order, steps_by_node, image.name)
         # Keep only the weights the kept nodes use.
         kept = {s.module for s in self._steps if s.module}
         for path in list(self._modules):
@@ -275,6 +279,27 @@ class OnnxNet(nn.Module):
                 step.outputs = step.outputs[:1]
             steps.append(step)
         return steps
+
+    def _check_differentiable(self, order: list[onnx.NodeProto], steps_by_node: dict,
+                              image: str) -> None:
+        """Refuse, naming the node, what the interpreter cannot differentiate faithfully: a Pad
+        mode torch has no equivalent for, and a Cast of activations to a non-float type (the
+        gradient stops there, so S_FU would silently see zeros)."""
+        runtime = {image}
+        for s in self._steps:
+            node = next(n for n in order if steps_by_node[id(n)] is s)
+            live = any(i in runtime for i in s.inputs)
+            if s.op == "Pad" and s.attrs.get("mode", "constant") not in _PAD_MODES:
+                raise _unsupported(node, s.name, f" in mode {s.attrs['mode']!r}")
+            if s.op == "Cast":
+                to = s.attrs.get("to")
+                if to not in _DTYPES:
+                    raise _unsupported(node, s.name, f" to ONNX element type {to}")
+                if live and to not in _FLOAT_TYPES:
+                    raise _unsupported(node, s.name, " of activations to a non-float type (not "
+                                       "differentiable)")
+            if live and s.op not in ("Shape", "Size"):  # shapes carry no gradient
+                runtime.update(s.outputs)
 
     @staticmethod
     def _ancestors(steps: list[_Step], tensor: str) -> set[str]:
