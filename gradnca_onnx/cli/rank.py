@@ -412,6 +412,10 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
               help="--resamples: S_FU from a grads.onnx pass per batch of each subsample "
                    "(rebatch), or from the cached batches drawn with replacement (batches: no "
                    "pass, narrower intervals; README).")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path), default=None,
+              metavar="DIR",
+              help="--resamples: write a forest plot of S (intervals, P(best)) and a "
+                   "rank-probability heat map to DIR, PNG and PDF.")
 @click.option("--folds", "folds", is_flag=True,
               help="Score on each of the paper's five folds of the official train split and "
                    "report the fold-to-fold spread of every score and of the ranking.")
@@ -419,7 +423,7 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
 def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
                  cache_dir, no_cache, device, threads, no_resize, demo, quiet, executor_name,
                  ray_address, max_retries, resamples, seed, fraction, level, fu_resample,
-                 folds) -> None:
+                 plot_dir, folds) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
@@ -436,6 +440,10 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
     _check_sureness_options(resamples, seed, fraction, level, fu_resample, folds, split,
                             executor_name)
+    if plot_dir is not None and resamples is None:
+        raise ValueError("--plot draws the intervals of --resamples: add --resamples N")
+    if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
+        raise ValueError(f"--plot {plot_dir}: exists and is not a directory; give a directory")
     # Every output path and setting is checked before the work starts, not after it.
     check_output_file(out, "--out")
     cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
@@ -496,6 +504,11 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         atomic_write_text(out, text)
     else:
         sys.stdout.write(text)
+    if plot_dir is not None:
+        from ..engine.rank_plots import plot_ranking
+
+        for ranking in rankings:
+            plot_ranking(ranking, plot_dir, prefix=f"{ranking.target}_" if combined else "")
     for ranking in rankings:
         broken = [m for m in ranking.models if not m.ok]
         if broken:

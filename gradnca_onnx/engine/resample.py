@@ -252,6 +252,9 @@ def zoo_resample_scores(lp: NDArray, fu: NDArray, scenario: str) -> NDArray[np.f
 def rank_statistics(scores: NDArray[np.float64], top: int, level: float) -> list[dict[str, Any]]:
     """P(rank 1), the rank interval and the comparison with the top model, per model.
 
+    ``rank_probabilities[k - 1]`` is the share of resamples in which the model has rank k
+    (ties share the better rank, so a column of the heat map may sum to more than 1).
+
     ``scores`` is (n_resamples, n_models) of S; rows holding NaN are left out. ``top`` is the
     column of the plain ranking's first model.
     """
@@ -261,7 +264,8 @@ def rank_statistics(scores: NDArray[np.float64], top: int, level: float) -> list
     n_models = scores.shape[1]
     if s.shape[0] == 0:
         return [{"p_rank1": None, "rank_interval": None, "p_at_least_top": None,
-                 "distinguishable_from_top": None, "is_top": j == top, "n": 0}
+                 "distinguishable_from_top": None, "is_top": j == top,
+                 "rank_probabilities": None, "n": 0}
                 for j in range(n_models)]
     ranks = np.array([_ranks(row) for row in s])
     best = s == s.max(axis=1, keepdims=True)
@@ -277,6 +281,8 @@ def rank_statistics(scores: NDArray[np.float64], top: int, level: float) -> list
             "p_at_least_top": p_top,
             "distinguishable_from_top": bool(j != top and p_top < alpha),
             "is_top": j == top,
+            "rank_probabilities": [float(np.mean(ranks[:, j] == k))
+                                   for k in range(1, n_models + 1)],
             "n": int(s.shape[0]),
         })
     return out
@@ -330,6 +336,7 @@ def _summaries(scored: list[_Scored], ranking: ZooRanking, n: int, level: float,
             "p_at_least_top": st.get("p_at_least_top"),
             "distinguishable_from_top": st.get("distinguishable_from_top"),
             "is_top": bool(st.get("is_top", False)),
+            "rank_probabilities": st.get("rank_probabilities"),
             "n_scored": st.get("n", 0),
         }
         s.result.resampling = block
