@@ -13,6 +13,7 @@ import click
 
 from . import main
 from ._errors import fail, user_errors
+from ._member import features_only_options, warn_if_features_only
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -89,12 +90,8 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of random initialisation (no checkpoint).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
-@click.option("--features-only-fallback", "fallback", is_flag=True,
-              help="When the gradient graph cannot be built (fewer than two weight-bearing "
-                   "layers, an operator the tracer or exporter cannot handle), export the model "
-                   "features-only: it gets S_LP and the baseline metrics but no S_FU or S.")
-@click.option("--features-only", "features_only", is_flag=True,
-              help="Export features-only (no grads.onnx) without trying the gradient graph.")
+@features_only_options("export", "fewer than two weight-bearing layers, an operator the tracer "
+                       "or exporter cannot handle")
 @click.option("--out", "zoo_dir", required=True, metavar="ZOO_DIR",
               type=click.Path(file_okay=True, path_type=Path), help="Zoo directory.")
 @user_errors
@@ -137,10 +134,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
             f"{m.batch_policy.grads_batch}" if m.has_grads else "features-only (no grads.onnx)")
     click.echo(f"exported {m.name} to {out}: D={m.feature_dim}, "
                f"K={m.num_classes if m.num_classes is not None else '-'}, {what}")
-    if not m.has_grads and not features_only:
-        # The one line that says what prevented S_FU (on stderr, like every warning).
-        click.echo(f"Warning: S_FU not available for {m.name}: {m.features_only}; it is ranked "
-                   "by S_LP and the baseline metrics only", err=True)
+    warn_if_features_only(m, features_only)
 
 
 @main.group("zoo")

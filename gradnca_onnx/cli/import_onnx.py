@@ -12,6 +12,7 @@ import click
 
 from . import main
 from ._errors import fail, user_errors
+from ._member import features_only_options, warn_if_features_only
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -58,12 +59,8 @@ def _two_nodes(value: str | None) -> list[str] | None:
 @click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
-@click.option("--features-only-fallback", "fallback", is_flag=True,
-              help="When the gradient graph cannot be built (an operator the importer cannot "
-                   "differentiate, fewer than two Conv nodes), import the model features-only: "
-                   "it gets S_LP and the baseline metrics but no S_FU or S.")
-@click.option("--features-only", "features_only", is_flag=True,
-              help="Import features-only (no grads.onnx) without trying the gradient graph.")
+@features_only_options("import", "an operator the importer cannot differentiate, fewer than "
+                       "two weight-bearing nodes")
 @user_errors
 def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, norm: str | None,
                features_node: str | None, layers: str | None, pretrained_on: str,
@@ -85,7 +82,4 @@ def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, no
                f"K={m.num_classes if m.num_classes is not None else '-'}, "
                f"input {m.source.options.get('input_layout')} "
                f"{m.input.channels}x{m.input.height}x{m.input.width}, {what}")
-    if not m.has_grads and not features_only:
-        # The one line that says what prevented S_FU (on stderr, like every warning).
-        click.echo(f"Warning: S_FU not available for {m.name}: {m.features_only}; it is ranked "
-                   "by S_LP and the baseline metrics only", err=True)
+    warn_if_features_only(m, features_only)

@@ -31,7 +31,7 @@ from ..zoo import (
 )
 from .errors import GradientGraphError
 from .feature_model import FeatureModel, global_pools_as_means
-from .layers import LayerChoice, locate_layers, weight_name
+from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import publish, staging_dir
 from .onnx_export import export_features, export_grads
@@ -85,7 +85,7 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     model = loaded.module
     reason = None
     if features_only:
-        head = _head_only(model, example, loaded, head)
+        head = feature_layer(model, example[:1], spec=loaded.spec, head=head)
         layers, reason = None, REQUESTED
     else:
         try:
@@ -93,7 +93,7 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
         except GradientGraphError as exc:
             if not fallback:
                 raise
-            head = _head_only(model, example, loaded, head)
+            head = feature_layer(model, example[:1], spec=loaded.spec, head=head)
             layers, reason = None, exc.reason
     cut = layers.head if layers is not None else head
     w1 = f"model.{weight_name(model, layers.conv1)}" if layers is not None else None
@@ -101,25 +101,6 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     prep = _Prepared(FeatureModel(model, cut), FeatureModel(model, cut, with_logits=False),
                      FeatureModel(model, cut, with_logits=False), w1, w2, layers, cut, model)
     return prep, reason
-
-
-def _head_only(model: nn.Module, example: torch.Tensor, loaded: LoadedModel,
-               head: str | None) -> str:
-    # The feature layer alone, by the same precedence as locate_layers (no S_FU layers).
-    from .layers import execution_order, resolve_module
-
-    if head is None and loaded.spec is not None:
-        head = loaded.spec.head
-    if head is None:
-        order = execution_order(model, example[:1], (nn.Linear,))
-        if not order:
-            raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
-                             "unknown; name the module whose input is the feature vector with "
-                             "--head (or --head '' to use the model's output)")
-        head = order[-1]
-    if head:
-        resolve_module(model, head, "feature layer (--head)")
-    return head
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

@@ -170,6 +170,25 @@ def default_layers(model: nn.Module, example: torch.Tensor, head: str) -> tuple[
                              "the weight gradients of two", verb="export")
 
 
+def feature_layer(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | None = None,
+                  head: str | None = None) -> str:
+    """The module whose input is the feature vector: ``head``, else the paper's table, else the
+    last ``nn.Linear`` one forward pass calls (``""``: the model's output)."""
+    if head is None:
+        if spec is not None:
+            head = spec.head
+        else:
+            order = execution_order(model, example, (nn.Linear,))
+            if not order:
+                raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
+                                 "unknown; name the module whose input is the feature vector "
+                                 "with --head (or --head '' to use the model's output)")
+            head = order[-1]
+    if head:
+        resolve_module(model, head, "feature layer (--head)")
+    return head
+
+
 def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | None = None,
                   head: str | None = None, convs: Sequence[str] | None = None) -> LayerChoice:
     """Choose the feature layer and the two S_FU layers.
@@ -184,18 +203,7 @@ def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | N
         Unknown paths, fewer than two weight-bearing layers, the same layer twice, a layer
         without a 2-D or larger weight, or no Linear head found (then name one with ``head``).
     """
-    if head is None:
-        if spec is not None:
-            head = spec.head
-        else:
-            order = execution_order(model, example, (nn.Linear,))
-            if not order:
-                raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
-                                 "unknown; name the module whose input is the feature vector "
-                                 "with --head (or --head '' to use the model's output)")
-            head = order[-1]
-    if head:
-        resolve_module(model, head, "feature layer (--head)")
+    head = feature_layer(model, example, spec=spec, head=head)
     if convs is not None:
         rule = "user"
     elif spec is not None:
