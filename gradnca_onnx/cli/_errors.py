@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
-from ..zoo._atomic import probe_writable
+from ..zoo._atomic import directory_problem, probe_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,12 +158,7 @@ def check_output_dir(path: str | os.PathLike | None, option: str) -> None:
     if path is None:
         return
     p = Path(path)
-    probe = p
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserInputError(f"{option} {p}: {probe} is a file, not a directory; fix the path")
-    reason = probe_writable(probe)
-    if reason:
-        raise UserInputError(f"{option} {p}: {probe} is not writable ({reason}); choose another "
+    problem = directory_problem(p)
+    if problem:
+        raise UserInputError(f"{option} {p}: {problem}; fix the path or choose another "
                              "directory")

@@ -91,17 +91,11 @@ class FeatureCache:
             return
         hint = (f"choose another directory with {what} (or $GRADNCA_CACHE), or pass "
                 "--no-cache")
-        probe = self.root
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            raise ValueError(f"feature cache {self.root}: {probe} is not a directory; {hint}")
-        from ..zoo._atomic import probe_writable
+        from ..zoo._atomic import directory_problem
 
-        reason = probe_writable(probe)
-        if reason:
-            raise ValueError(f"feature cache {self.root}: {probe} is not writable ({reason}); "
-                             f"{hint}")
+        problem = directory_problem(self.root)
+        if problem:
+            raise ValueError(f"feature cache {self.root}: {problem}; {hint}")
 
     def entries(self) -> Iterator[CacheEntry]:
         """Every entry of the cache (sorted by key); damaged metadata shows as ``{}``."""

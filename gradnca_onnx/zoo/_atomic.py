@@ -93,3 +93,15 @@ def probe_writable(directory: Path) -> str | None:
     os.close(fd)
     os.unlink(name)
     return None
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (created and) written as a directory, or ``None``: the nearest
+    existing ancestor must be a writable directory."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    reason = probe_writable(probe)
+    return f"{probe} is not writable ({reason})" if reason else None
