@@ -1,0 +1,71 @@
+"""S_LP's numerical noise on real features (issue 17 item 3): perturbation and thread count.
+
+    python benchmarks/bench_lp_noise.py [--seeds 8] [--iters 50 300] [--models retina,...]
+
+Features: the bundled demo zoo's members on the demo target (real BreastMNIST images,
+n = 546). Per model and NCA iteration budget: S_LP of the features, then of the features times
+(1 + 1e-6 * N(0, 1)) for each seed, and S_LP with 1 and with 2 threads. Prints the spread
+(max - min) under the perturbation next to the smallest S_LP gap between two models of the zoo.
+``max_iter=50`` is the paper's (scikit-learn's default); more iterations move NCA closer to
+convergence. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+
+from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.demo import demo_paths
+from gradnca_onnx.engine import FeatureCache
+from gradnca_onnx.engine.scoring import model_passes
+from gradnca_onnx.engine.runtime import RuntimeConfig
+from gradnca_onnx.scores import label_prediction_probabilities
+from gradnca_onnx.zoo import list_zoo
+
+
+def lp(x, y, iters, threads=None) -> float:
+    return float(np.mean(label_prediction_probabilities(
+        x, y, n_components=min(50, x.shape[1]), max_iter=iters, n_threads=threads)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--iters", type=int, nargs="+", default=[50, 300])
+    ap.add_argument("--models", default=None)
+    ap.add_argument("--cache", default=None)
+    args = ap.parse_args()
+    zoo, path = demo_paths()
+    target = load_target(path)
+    cache = FeatureCache(args.cache or tempfile.mkdtemp(prefix="bench_lp_noise_"))
+    wanted = set(args.models.split(",")) if args.models else None
+    feats = {}
+    for e in list_zoo(zoo):
+        if wanted is None or e.path.name in wanted:
+            arrays, _, _ = model_passes(e.path, e.manifest, target, runtime=RuntimeConfig(),
+                                        cache=cache)
+            feats[e.path.name] = arrays["features"]
+    y = target.labels
+    for iters in args.iters:
+        t0 = time.perf_counter()
+        base = {m: lp(f, y, iters) for m, f in feats.items()}
+        gaps = np.diff(np.sort(list(base.values())))
+        print(f"max_iter={iters}: smallest S_LP gap between two models {gaps.min():.4f}, "
+              f"median gap {np.median(gaps):.4f}")
+        print(f"  {'model':16s} {'S_LP':>7s} {'spread 1e-6':>11s} {'SD':>7s} {'1 vs 2 threads':>15s}")
+        for m, f in feats.items():
+            rng = np.random.default_rng(0)
+            pert = [lp((f * (1 + 1e-6 * rng.standard_normal(f.shape))).astype(f.dtype), y, iters)
+                    for _ in range(args.seeds)]
+            thr = abs(lp(f, y, iters, 1) - lp(f, y, iters, 2))
+            print(f"  {m:16s} {base[m]:7.4f} {max(pert) - min(pert):11.5f} {np.std(pert):7.5f} "
+                  f"{thr:15.2e}")
+        print(f"  ({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
