@@ -23,7 +23,6 @@ probability is below ``alpha = 1 - level``.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,7 +389,6 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
     n = len(subsamples)
     draws = (batch_draws(len(target), n, seed=seed) if explicit is None else
              np.tile(np.arange(len(fu_batch_slices(len(target)))), (n, 1)))
-    t0 = time.perf_counter()
     scored: list[_Scored] = []
     per_model_metrics: dict[str, dict] = {}
     for entry in zoo_entries(zoo_dir, models):
@@ -413,7 +411,6 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
         "rule": f"distinguishable from the top: P(S >= S of the plain rank-1 model) over the "
                 f"resamples < {1.0 - level:.3g}",
     }
-    ranking.resampling_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     return ranking
 
 
