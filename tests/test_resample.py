@@ -176,7 +176,8 @@ def test_cli_resamples_on_the_demo_zoo(demo, tmp_path) -> None:
     (["--resamples", "1"], "--resamples"), (["--resamples", "3", "--folds"], "not both"),
     (["--resamples", "3", "--fraction", "0"], "--fraction"),
     (["--resamples", "3", "--executor", "ray"], "--executor local"),
-    (["--plot", "plots"], "add --resamples")])
+    (["--plot", "plots"], "add --resamples"),
+    (["--resamples", "3", "--plot", "/dev/null/plots"], "--plot")])
 def test_cli_bad_resampling_options_are_one_line_exit_2(tmp_path, extra, match) -> None:
     res = CliRunner().invoke(main, ["rank", "--demo", "--quiet", "--cache",
                                                     str(tmp_path / "c"), *extra])

@@ -15,7 +15,7 @@ from typing import Iterator
 import click
 
 from . import main
-from ._errors import check_output_file, user_errors
+from ._errors import check_output_dir, check_output_file, user_errors
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -442,8 +442,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                             executor_name)
     if plot_dir is not None and resamples is None:
         raise ValueError("--plot draws the intervals of --resamples: add --resamples N")
-    if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
-        raise ValueError(f"--plot {plot_dir}: exists and is not a directory; give a directory")
+    check_output_dir(plot_dir, "--plot")
     # Every output path and setting is checked before the work starts, not after it.
     check_output_file(out, "--out")
     cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
