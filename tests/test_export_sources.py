@@ -4,9 +4,10 @@ safetensors checkpoints, S_FU layers beyond Conv2d, features-only exports, mixed
 Every model is built in the test with random weights (nothing is downloaded) and compared with
 torch in the test, to the standard of the paper's nine CNNs (tests/test_export_models.py):
 features within 1e-5 relative (L2) of torch's fp32 forward; the S_FU ratio
-||grad W2|| / ||grad W1|| within max(1e-4, 3 x torch's own fp32 noise) of float64 autograd
-(the noise is measured on the same batch: for smooth transformer blocks it is ~1e-7, so the
-bound is 1e-4).
+||grad W2|| / ||grad W1|| within max(1e-4, 3 x the fp32 noise floor) of float64 autograd. The
+floor is measured on the same batch: torch's own fp32 deviation, and where onnxruntime misses
+1e-4, how far float64 moves under a 1e-7 input perturbation (a kink flipping sides). For the
+transformers it is ~1e-7, so the bound is 1e-4.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel(a, b) -> float:
+    """Relative L2 error; absolute where the reference is exactly zero (torchvision's ViT
+    initialises its head to zeros, so random-init logits are all 0)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    ref = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / (ref if ref > 0 else 1.0))
 
 
 def torch_ratio(model: nn.Module, head: str, l1: str, l2: str, x, c) -> float:
@@ -69,14 +73,36 @@ def check_parity(model: nn.Module, model_dir: Path, n: int = 2) -> None:
     c = torch.randn(n, m.feature_dim, generator=g)
     layers = (m.layers.features, m.layers.conv1, m.layers.conv2)
     ref = torch_ratio(copy.deepcopy(model).double(), *layers, x.double(), c.double())
-    floor = abs(torch_ratio(model, *layers, x, c) / ref - 1)
     feats, g1, g2 = run_grads(open_session(model_dir, "grads", manifest=m, threads=1),
                               x.numpy(), c.numpy())
     assert rel(feats, want[0].numpy()) <= FEAT_TOL
+    if ref == 0.0:
+        # timm's random-init ResNets zero the last BatchNorm scale of every block, so the
+        # second layer's gradient is exactly zero: so must onnxruntime's be.
+        assert not np.any(g2) and np.linalg.norm(g1) > 0
+        return
+    floor = abs(torch_ratio(model, *layers, x, c) / ref - 1)
     err = abs(np.linalg.norm(g2) / np.linalg.norm(g1) / ref - 1)
-    print(f"{m.name}: ratio error {err:.1e} (torch fp32 {floor:.1e})")
+    if err > RATIO_TOL:
+        floor = max(floor, _kink_floor(model, layers, x, c, ref))
+    print(f"{m.name}: ratio error {err:.1e} (fp32 noise floor {floor:.1e})")
     assert floor <= 1e-2
     assert err <= max(RATIO_TOL, 3 * floor)
+
+
+def _kink_floor(model: nn.Module, layers, x, c, ref: float) -> float:
+    """How far the float64 ratio itself moves when the images move by 1e-7 (relative): a ReLU
+    or max-pool input within rounding of its kink flips sides. Measured only when onnxruntime
+    misses 1e-4: MONAI's DenseNet121 with perturbed weights gives 1.8e-4 at seed 1, and so does
+    float64 torch on 1 of 6 such perturbed batches (the others: <= 4e-9)."""
+    md = copy.deepcopy(model).double()
+    worst = 0.0
+    for k in range(6):
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(k),
+                            dtype=torch.float64)
+        r = torch_ratio(md, *layers, x.double() * (1 + 1e-7 * noise), c.double())
+        worst = max(worst, abs(r / ref - 1))
+    return worst
 
 
 # --------------------------------------------------------------------------- layer rule

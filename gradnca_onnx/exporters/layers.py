@@ -136,17 +136,22 @@ def _forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
 
 def _with_gradient(model: nn.Module, head: str, example: torch.Tensor,
                    names: list[str]) -> list[str]:
-    """The subset of ``names`` whose weights receive a non-zero gradient from the features."""
+    """The subset of ``names`` whose weights the features depend on (autograd connects them).
+
+    Connection, not a non-zero value: the choice must not depend on the weights, or a
+    random-init model (timm's ResNets zero the last BatchNorm of every block, so the residual
+    convolutions get exactly zero gradient) and its fine-tuned checkpoint would differ.
+    """
     from .feature_model import FeatureModel
 
     params = dict(model.named_parameters())
     with torch.enable_grad():
         (feats,) = FeatureModel(model, head, with_logits=False)(example)
-        # A random direction, not the plain sum: the sum of LayerNorm-ed features is constant.
+        # A random direction, not the plain sum (the sum of LayerNorm-ed features is constant).
         direction = torch.randn(feats.shape, generator=torch.Generator().manual_seed(0))
         grads = torch.autograd.grad((feats * direction.to(feats.dtype)).sum(),
                                     [params[n] for n in names], allow_unused=True)
-    return [n for n, g in zip(names, grads) if g is not None and bool(g.abs().sum() > 0)]
+    return [n for n, g in zip(names, grads) if g is not None]
 
 
 def default_layers(model: nn.Module, example: torch.Tensor, head: str) -> tuple[list[str], str]:
