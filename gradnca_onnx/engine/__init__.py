@@ -6,6 +6,8 @@ weight gradient norms -> S_LP, S_FU (and the baseline metrics) -> zoo-level comb
 """
 
 from .cache import FeatureCache, default_cache_dir
+from .folds import rank_folds
+from .resample import resample_zoo
 from .runtime import RuntimeConfig
 from .scoring import ModelResult, ZooRanking, rank_zoo, score_model
 
@@ -15,6 +17,8 @@ __all__ = [
     "RuntimeConfig",
     "ZooRanking",
     "default_cache_dir",
+    "rank_folds",
     "rank_zoo",
+    "resample_zoo",
     "score_model",
 ]
