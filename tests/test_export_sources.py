@@ -367,3 +367,21 @@ def test_zoo_model_random_init_and_checkpoint(arch, size, kwargs, tmp_path):
     out = export_model(again, tmp_path, name="c", input_size=size, grads_batch=2)
     assert load_manifest(out).layers == load_manifest(tmp_path / "m").layers
     check_parity(again.module, out)
+
+
+def test_torchscript_features_only_and_fallback(tmp_path):
+    """--features-only and the fallback apply to TorchScript files too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    torch.jit.save(torch.jit.script(model), str(tmp_path / "m.pt"))
+    from gradnca_onnx.exporters import load_torchscript
+
+    with pytest.raises(GradientGraphError, match="runs 1 Conv2d layer"):
+        export_model(load_torchscript(tmp_path / "m.pt"), tmp_path / "zoo", input_size=16)
+    for name, kw in (("fo", {"features_only": True}), ("fb", {"features_only_fallback": True})):
+        out = export_model(load_torchscript(tmp_path / "m.pt"), tmp_path / "zoo", name=name,
+                           input_size=16, **kw)
+        m = load_manifest(out)
+        assert not m.has_grads and m.layers.features == "4" and m.num_classes == 2
+        check_parity(model, out)

@@ -35,7 +35,7 @@ from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import publish, staging_dir
 from .onnx_export import export_features, export_grads
-from .script_graph import feature_graph, locate_graph_layers, script_to_fx
+from .script_graph import feature_graph, graph_feature_layer, locate_graph_layers, script_to_fx
 from .translations import OPSET
 from .vjp_trace import named_tensors, trace_feature_vjp
 
@@ -76,12 +76,19 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     """The modules to export, and why there is no gradient graph (``None``: there is one)."""
     if loaded.kind == "torchscript":
         gm = script_to_fx(loaded.module, example)  # type: ignore[arg-type]
-        layers = locate_graph_layers(gm, head=head, convs=convs)
-        cut = layers.head
+        reason = REQUESTED if features_only else None
+        try:
+            layers = None if features_only else locate_graph_layers(gm, head=head, convs=convs)
+        except GradientGraphError as exc:  # fewer than two convolutions in the graph
+            if not fallback:
+                raise
+            layers, reason = None, exc.reason
+        cut = layers.head if layers is not None else graph_feature_layer(gm, head)
         prep = _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
                          feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
-                         f"{layers.conv1}.weight", f"{layers.conv2}.weight", layers, cut, None)
-        return prep, None
+                         f"{layers.conv1}.weight" if layers else None,
+                         f"{layers.conv2}.weight" if layers else None, layers, cut, None)
+        return prep, reason
     model = loaded.module
     reason = None
     if features_only:

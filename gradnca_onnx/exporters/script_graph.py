@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import fx, nn
 
+from .errors import GradientGraphError
 from .layers import LayerChoice
 
 _aten = torch.ops.aten
@@ -145,6 +146,17 @@ def check_graph_conv(gm: nn.Module, path: str) -> None:
         raise ValueError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")
 
 
+def graph_feature_layer(gm: fx.GraphModule, head: str | None = None) -> str:
+    """The feature layer of a converted TorchScript model: ``head``, else its last linear."""
+    if head is None:
+        _, linears = graph_layers(gm)
+        if not linears:
+            raise ValueError("the TorchScript model has no linear layer, so its feature layer is "
+                             "unknown; name it with --head (or --head '' for the output)")
+        head = linears[-1]
+    return head
+
+
 def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
                         convs: Sequence[str] | None = None) -> LayerChoice:
     """Feature layer and conv layers of a converted TorchScript model.
@@ -152,18 +164,14 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
     Defaults as for modules (:func:`~gradnca_onnx.exporters.layers.locate_layers`), read from the
     graph, whose order is the execution order: the last linear layer, the first two convs.
     """
-    found_convs, linears = graph_layers(gm)
-    if head is None:
-        if not linears:
-            raise ValueError("the TorchScript model has no linear layer, so its feature layer is "
-                             "unknown; name it with --head (or --head '' for the output)")
-        head = linears[-1]
+    found_convs, _ = graph_layers(gm)
+    head = graph_feature_layer(gm, head)
     rule = "user" if convs is not None else "first-two-convs"
     if convs is None:
         if len(found_convs) < 2:
-            raise ValueError(f"the model runs {len(found_convs)} Conv2d layer(s) "
-                             f"({', '.join(found_convs) or 'none'}); S_FU compares the weight "
-                             "gradients of two conv layers")
+            raise GradientGraphError(f"the TorchScript model runs {len(found_convs)} Conv2d "
+                                     f"layer(s) ({', '.join(found_convs) or 'none'}) and S_FU "
+                                     "compares the weight gradients of two", verb="export")
         convs = found_convs[:2]
     convs = list(convs)
     if len(convs) != 2 or convs[0] == convs[1]:
