@@ -88,15 +88,48 @@ def _parse_score_specs(specs: Sequence[str]) -> dict[str, SourceTargetTable]:
     return tables
 
 
+def _rank_scores(paths: Sequence[str], truth: SourceTargetTable,
+                 taken: Mapping[str, SourceTargetTable]) -> dict[str, SourceTargetTable]:
+    """Every score of the rank JSON files, methods that rank nothing dropped with a warning."""
+    from ..evaluation.rank_output import drop_unrankable, scores_from_rank
+
+    tables = scores_from_rank(paths)
+    clash = sorted(set(tables) & set(taken))
+    if clash:
+        raise ValueError(f"--scores name(s) {clash} are also scores of the --rank output; "
+                         "rename yours")
+    keep, dropped = drop_unrankable(truth, tables)
+    for name, why in dropped.items():
+        click.echo(f"Warning: {name} (from --rank) left out: {why}", err=True)
+    return keep
+
+
+def _replicate_tables(paths: Sequence[str]) -> dict[str, SourceTargetTable] | None:
+    if not paths:
+        return None
+    if len(paths) < 2:
+        raise ValueError("--replicate needs at least two replicate ground truths (one per seed, "
+                         "from `finetune summarize --replicates DIR`)")
+    tables: dict[str, SourceTargetTable] = {}
+    for path in paths:
+        name = Path(path).stem.removeprefix("truth_")
+        if name in tables:
+            raise ValueError(f"--replicate: two files are named {name!r}; give distinct files")
+        tables[name] = read_table(path, name=f"replicate {name!r} ({path})")
+    return tables
+
+
 def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, scenario: str,
          fmt: str, plot_dir: str | None, alpha: float, paper_cd: bool, n_bootstrap: int,
-         seed: int, note: str | None = None) -> None:
+         seed: int, note: str | None = None,
+         replicates: Mapping[str, SourceTargetTable] | None = None) -> None:
     check_output_dir(plot_dir, "--plot")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result: Evaluation = evaluate(truth, scores, scenario=scenario, alpha=alpha,
                                       cd_lookup="paper" if paper_cd else "correct",
-                                      n_bootstrap=n_bootstrap, seed=seed if n_bootstrap else None)
+                                      n_bootstrap=n_bootstrap, seed=seed if n_bootstrap else None,
+                                      replicates=replicates)
     for w in caught:
         # Only our data warnings (missing pairs, constant terms) concern the user's input.
         if issubclass(w.category, UserWarning):
@@ -126,11 +159,20 @@ def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, s
               help="A metric's scores, sources x targets CSV, higher = better; repeat per metric.")
 @click.option("--scenario", type=click.Choice(["dataset", "model"]), default=None,
               help="dataset (default) or model; implied by --benchmark.")
+@click.option("--rank", "rank_paths", multiple=True, metavar="RANK.json",
+              help="Every score of `rank --format json` output (one file per target, or one "
+                   "several-target file): GradNCA, S_LP, S_FU and each --metrics baseline, "
+                   "params included; methods that rank nothing are left out with a warning.")
+@click.option("--replicate", "replicate_paths", multiple=True, metavar="TRUTH_SEED.csv",
+              help="A seed replicate of the ground truth (`finetune summarize --replicates`); "
+                   "give two or more: per target, the tau between them is reported beside "
+                   "each metric's.")
 @_common_options
 @user_errors
 def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_specs: tuple[str, ...],
-                     scenario: str | None, fmt: str, plot_dir: str | None, alpha: float,
-                     paper_cd: bool, n_bootstrap: int, seed: int) -> None:
+                     scenario: str | None, rank_paths: tuple[str, ...],
+                     replicate_paths: tuple[str, ...], fmt: str, plot_dir: str | None,
+                     alpha: float, paper_cd: bool, n_bootstrap: int, seed: int) -> None:
     """Weighted Kendall tau of each metric per target, ranks, Friedman test and Nemenyi CD.
 
     Each target's own source row (a source named like the target) is left out of its ranking.
@@ -151,12 +193,20 @@ def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_s
                              "rename yours (e.g. mine=SCORES.csv)")
         scores = {**scores, **user_scores}
     else:
-        if not user_scores:
-            raise ValueError("give at least one --scores NAME=SCORES.csv to evaluate against --truth")
+        if not user_scores and not rank_paths:
+            raise ValueError("give at least one --scores NAME=SCORES.csv (or --rank RANK.json) "
+                             "to evaluate against --truth")
         truth = read_table(truth_path, name=f"truth ({truth_path})")  # type: ignore[arg-type]
         scores = user_scores
+    if rank_paths:
+        if benchmark_name is not None:
+            raise ValueError("--rank scores your own zoo; use it with --truth, not --benchmark")
+        scores = {**scores, **_rank_scores(rank_paths, truth, scores)}
+    replicates = _replicate_tables(replicate_paths)
+    if replicates is not None and benchmark_name is not None:
+        raise ValueError("--replicate goes with your own --truth, not --benchmark")
     _run(truth, scores, scenario=scenario or "dataset", fmt=fmt, plot_dir=plot_dir, alpha=alpha,
-         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed)
+         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed, replicates=replicates)
 
 
 @main.command("benchmark")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import main
-from ._errors import check_output_file, fail, user_errors
+from ._errors import check_output_dir, check_output_file, fail, user_errors
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -132,6 +132,13 @@ class _Bars:
                    "on this machine).")
 @click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Ray: times a run whose worker died is started again before it is failed.")
+@click.option("--seeds", "n_seeds", type=int, default=None, metavar="K",
+              help="After the grid, repeat its selected configuration (the lowest validation "
+                   "loss run) with K seeds: the grid's seed and the next K - 1. Finished "
+                   "replicates are kept; `summarize --replicates DIR` writes one ground truth "
+                   "per seed.")
+@click.option("--seed-list", "seed_list", default=None, metavar="S1,S2,...",
+              help="Like --seeds, with these seeds (at least two).")
 @click.pass_context
 @user_errors
 def finetune(ctx: click.Context, source: str | None, target: str | None, store: str | None,
@@ -139,7 +146,8 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
              head: str | None, trust_pickle: bool, trust_code: bool, source_name: str | None,
              target_name: str | None, fold: int, test_path: str | None, batch_size: str | None,
              device: str, threads: int | None, no_progress: bool, executor_name: str,
-             ray_address: str | None, max_retries: int) -> None:
+             ray_address: str | None, max_retries: int, n_seeds: int | None,
+             seed_list: str | None) -> None:
     """Fine-tune SOURCE on TARGET over a hyper-parameter grid; every run goes into STORE.
 
     The paper's protocol (REFERENCE section 7). A grid that is stopped resumes: finished runs
@@ -166,6 +174,10 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
     if kind == "ray":
         _import_ray()
     grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
+    seeds = _replicate_seeds(n_seeds, seed_list, grid.seed)
+    if seeds is not None and kind != "local":
+        raise ValueError("--seeds / --seed-list run the replicates in this process; use "
+                         "--executor local")
     if Path(store).exists():
         RunStore(store).close()  # a bad store fails before any slow loading
     else:
@@ -191,7 +203,11 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
                        f"images, {tgt.n_classes} classes); grid {grid.name}", err=True)
             with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]",
                        enabled=not no_progress and sys.stderr.isatty()) as bars:
-                if executor.in_process:
+                if seeds is not None:
+                    reps = runner.run_seeds(src, tgt, grid, st, seeds, device=device,
+                                            progress=bars)
+                    out = reps.grid
+                elif executor.in_process:
                     out = runner.run_grid(src, tgt, grid, st, device=device, progress=bars)
                 else:
                     from ..executors import run_grid_on
@@ -203,10 +219,36 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
         executor.close()
     click.echo(f"{out.total} runs: {out.finished} done now, {out.skipped} already in "
                f"{store}, {out.failed} failed")
-    if out.failed:
-        for err in out.errors[:5]:
+    errors = list(out.errors)
+    if seeds is not None:
+        cfg = runner.config_of(reps.selected)
+        click.echo(f"{len(seeds)} seed replicates of the selected run {reps.selected_key[:12]} "
+                   f"({cfg.label()}), seeds {','.join(map(str, seeds))}: {reps.finished} done "
+                   f"now, {reps.skipped} already in {store}, {reps.failed} failed")
+        errors += reps.errors
+    if errors:
+        for err in errors[:5]:
             click.echo(f"Warning: run failed: {' '.join(err.split())[:300]}", err=True)
         raise SystemExit(1)
+
+
+def _replicate_seeds(n_seeds: int | None, seed_list: str | None, first: int
+                     ) -> list[int] | None:
+    """The seed list of --seeds K / --seed-list S1,S2 (``None``: no replicates)."""
+    from ..training.grid import check_seeds, default_seeds
+
+    if n_seeds is not None and seed_list is not None:
+        raise ValueError("give --seeds K or --seed-list S1,S2,..., not both")
+    if n_seeds is not None:
+        return default_seeds(n_seeds, first)
+    if seed_list is None:
+        return None
+    try:
+        values = [int(v) for v in seed_list.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--seed-list {seed_list!r} must be integers separated by commas"
+                         ) from None
+    return check_seeds(values)
 
 
 def check_device(device: str) -> None:
@@ -239,24 +281,37 @@ def check_device(device: str) -> None:
               help="Write the ground-truth CSV here (default: print it).")
 @click.option("--value", type=click.Choice(["test_auc", "test_acc", "test_loss"]),
               default="test_auc", show_default=True, help="Value of the selected run.")
+@click.option("--replicates", "replicates_dir", metavar="DIR", type=click.Path(file_okay=False),
+              default=None,
+              help="Also write one ground truth per seed replicate (finetune --seeds) as "
+                   "DIR/truth_seed<S>.csv, for `evaluate --replicate`.")
 @user_errors
-def summarize(store: str, out: str | None, value: str) -> None:
+def summarize(store: str, out: str | None, value: str, replicates_dir: str | None) -> None:
     """Sources x targets ground truth: per pair, the run with the lowest validation loss."""
     from ..training.store import RunStore
-    from ..training.summary import ground_truth
+    from ..training.summary import ground_truth, replicate_ground_truths
 
     if not Path(store).is_file():
         raise ValueError(f"run store {store} does not exist")
     check_output_file(out, "--out")
+    check_output_dir(replicates_dir, "--replicates")
     with RunStore(store) as st:
         table = ground_truth(st, value=value)
+        reps = replicate_ground_truths(st, value=value) if replicates_dir else {}
         n = st.count("finished")
+    from ..zoo import atomic_write_text
+
+    if reps:
+        folder = Path(replicates_dir)  # type: ignore[arg-type]
+        folder.mkdir(parents=True, exist_ok=True)
+        for seed, rep in reps.items():
+            atomic_write_text(folder / f"truth_seed{seed}.csv", rep.to_csv())
+        click.echo(f"{len(reps)} replicate ground truths (seeds "
+                   f"{','.join(map(str, reps))}) -> {folder}", err=True)
     text = table.to_csv()
     if out is None:
         click.echo(text, nl=False)
         return
-    from ..zoo import atomic_write_text
-
     atomic_write_text(out, text)
     click.echo(f"{len(table.sources)} sources x {len(table.targets)} targets from {n} finished "
                f"runs -> {out}", err=True)

@@ -29,7 +29,9 @@ from .correlation import (
     weighted_tau,
 )
 from .ground_truth import ground_truth_from_runs, read_runs
+from .rank_output import drop_unrankable, scores_from_rank
 from .ranking import average_ranks, rank_methods
+from .replicates import ReplicateAgreement, replicate_agreement
 from .report import Evaluation, evaluate
 from .stats import FriedmanResult, critical_difference, friedman_test, nemenyi_pvalues, nemenyi_q
 from .table import SourceTargetTable, align, parse_table, read_table
@@ -40,6 +42,7 @@ __all__ = [
     "GRADNCA",
     "INVERTED_IN_MODEL_SCENARIO",
     "MissingValueWarning",
+    "ReplicateAgreement",
     "PAPER_METHODS",
     "SourceTargetTable",
     "align",
@@ -49,6 +52,7 @@ __all__ = [
     "correlation",
     "critical_difference",
     "derive_ground_truth",
+    "drop_unrankable",
     "evaluate",
     "friedman_test",
     "ground_truth_from_runs",
@@ -64,6 +68,8 @@ __all__ = [
     "rank_methods",
     "read_runs",
     "read_table",
+    "replicate_agreement",
+    "scores_from_rank",
     "top1_regret",
     "weighted_tau",
 ]

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from .bootstrap import bootstrap_ci
 from .correlation import MissingValueWarning, paired_values, per_target, top1_regret
 from .ranking import average_ranks, rank_methods
+from .replicates import ReplicateAgreement, format_agreement, replicate_agreement
 from .stats import FriedmanResult, QLookup, critical_difference, friedman_test, nemenyi_pvalues, nemenyi_q
 from .table import SourceTargetTable, align
 
@@ -46,6 +47,7 @@ class Evaluation:
     scores: dict[str, SourceTargetTable] = field(repr=False)
     tau_ci: NDArray[np.float64] | None = None
     ci_confidence: float | None = None
+    replicates: ReplicateAgreement | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; NaN becomes ``None``; integral ranks are ``int``."""
@@ -86,6 +88,8 @@ class Evaluation:
                                  for i, t in enumerate(self.targets)}
                              for j, m in enumerate(self.methods)},
             }
+        if self.replicates is not None:
+            out["replicates"] = self.replicates.to_dict()
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -121,6 +125,9 @@ class Evaluation:
             which = "the paper's q lookup (k + 1)" if self.cd_lookup == "paper" else "q for k methods"
             lines.append(f"Nemenyi critical difference (alpha = {self.alpha:g}, {which}: q = {self.q:.3f}): "
                          f"CD = {self.cd:.3f}")
+        if self.replicates is not None:
+            lines += ["", format_agreement(self.replicates, {"weighted_tau": self.tau,
+                                                             "kendall_tau": self.measures["kendall_tau"]})]
         return "\n".join(lines)
 
 
@@ -154,7 +161,8 @@ def _check_methods(scores: Mapping[str, SourceTargetTable]) -> tuple[str, ...]:
 def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *,
              scenario: str = "dataset", alpha: float = 0.05, cd_lookup: QLookup = "correct",
              n_bootstrap: int = 0, seed: int | None = None,
-             ci_confidence: float = 0.95) -> Evaluation:
+             ci_confidence: float = 0.95,
+             replicates: Mapping[str, SourceTargetTable] | None = None) -> Evaluation:
     """Evaluate several metrics against one ground truth, as the paper does (REFERENCE 8).
 
     Per target (each target's own source row dropped): weighted Kendall tau
@@ -183,6 +191,11 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         Seed of the bootstrap; the j-th method uses ``seed + j``.
     ci_confidence : float
         Coverage of the bootstrap intervals.
+    replicates : mapping of str to SourceTargetTable, optional
+        At least two seed replicates of the ground truth (``finetune summarize --replicates``),
+        with the truth's sources: per target, the tau between them (the ground truth's own
+        reproducibility) and every method's tau against each, in ``Evaluation.replicates``
+        (see :func:`~.replicates.replicate_agreement`).
 
     Returns
     -------
@@ -239,6 +252,10 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
                                             n_resamples=n_bootstrap, confidence=ci_confidence)
                                for j, m in enumerate(methods)], axis=1)
 
+    agreement = None
+    if replicates is not None:
+        reps = {n: align(r.select(None, targets), truth)[0] for n, r in replicates.items()}
+        agreement = replicate_agreement(reps, aligned, targets=targets)
     ranks = rank_methods(tau)
     avg = average_ranks(ranks)
     k, n = len(methods), len(targets)
@@ -254,4 +271,5 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         avg_rank=avg, friedman=friedman, cd=cd, q=q, alpha=float(alpha), cd_lookup=cd_lookup,
         nemenyi_p=pvals, measures=measures, n_sources=n_sources, truth=truth_t, scores=aligned,
         tau_ci=tau_ci, ci_confidence=ci_confidence if n_bootstrap else None,
+        replicates=agreement,
     )

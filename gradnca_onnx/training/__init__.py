@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .grid import PAPER, PAPER_BATCH_SIZES, PRESETS, PROTOCOL, QUICK, GridSpec, RunConfig, load_grid
+from .grid import (PAPER, PAPER_BATCH_SIZES, PRESETS, PROTOCOL, QUICK, GridSpec, RunConfig,
+                   check_seeds, default_seeds, load_grid)
 from .metrics import accuracy, auc_score, binary_auc
 from .store import RunStore, open_store, run_key
-from .summary import ground_truth
+from .summary import ground_truth, replicate_ground_truths, selected_runs
 
 # Torch-dependent names, imported on first access.
 _LAZY = {
@@ -29,12 +30,14 @@ _LAZY = {
     "Source": "source", "load_source": "source", "weights_sha256": "source",
     "GridOutcome": "runner", "TargetSplits": "runner", "load_target_splits": "runner",
     "run_grid": "runner", "run_one": "runner", "task_key": "runner",
+    "ReplicateOutcome": "runner", "run_seeds": "runner",
+    "config_of": "runner",
 }
 
 __all__ = sorted([
     "GridSpec", "PAPER", "PAPER_BATCH_SIZES", "PRESETS", "PROTOCOL", "QUICK", "RunConfig",
-    "RunStore", "accuracy", "auc_score", "binary_auc", "ground_truth", "load_grid", "open_store",
-    "run_key", *_LAZY,
+    "RunStore", "accuracy", "auc_score", "binary_auc", "check_seeds", "default_seeds", "ground_truth", "load_grid", "open_store",
+    "run_key", "replicate_ground_truths", "selected_runs", *_LAZY,
 ])
 
 

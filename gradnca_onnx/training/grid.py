@@ -266,6 +266,29 @@ def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridS
     return grid
 
 
+def default_seeds(k: int, first: int = 42) -> list[int]:
+    """The seed list of ``finetune --seeds K``: the grid's seed, then the next ``K - 1``.
+
+    The first replicate is then the selected grid run itself (same run key, never redone).
+    """
+    if isinstance(k, bool) or int(k) != k or k < 2:
+        raise ValueError(f"--seeds must be an integer >= 2 (replicates to compare); got {k!r}")
+    return [int(first) + i for i in range(int(k))]
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """``seeds`` as a list of at least two distinct non-negative integers, or ValueError."""
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ValueError(f"seed list {seeds!r} must be integers") from None
+    if any(o != s for o, s in zip(out, seeds)):
+        raise ValueError(f"seed list {list(seeds)!r} must be integers")
+    if len(out) < 2 or len(set(out)) != len(out) or min(out) < 0:
+        raise ValueError(f"seed list {out} must hold at least two distinct seeds >= 0")
+    return out
+
+
 def load_grid(spec: str | PathLike | GridSpec) -> GridSpec:
     """A preset name (``paper``, ``quick``), a YAML/JSON grid file, or a :class:`GridSpec`."""
     if isinstance(spec, GridSpec):

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, Union
 
@@ -24,7 +24,7 @@ import numpy as np
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
-from .grid import PROTOCOL, GridSpec, RunConfig, load_grid
+from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, default_seeds, load_grid
 from .loop import EpochMetrics, PreparedTarget, RunResult, finetune, prepare_target
 from .source import Source, load_source
 from .store import RunStore, open_store, run_key
@@ -310,3 +310,128 @@ def run_grid(source: Source | str | Any, target: TargetSplits | PathLike,
         if st is not store:
             st.close()
     return outcome
+
+
+@dataclass
+class ReplicateOutcome:
+    """What :func:`run_seeds` did: the grid, then the seed replicates of its selection."""
+
+    grid: GridOutcome
+    selected_key: str
+    selected: dict[str, Any]
+    seeds: list[int]
+    keys: list[str]
+    skipped: int = 0
+    finished: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def config_of(row: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` a stored run was made with (from its ``config_json``)."""
+    try:
+        cfg = json.loads(row["config_json"])["config"]
+        names = {f.name for f in fields(RunConfig)}
+        return RunConfig(**{k: v for k, v in cfg.items() if k in names})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"run {row.get('run_key', '?')[:12]}: its stored configuration cannot "
+                         f"be read ({exc}); it cannot be repeated") from None
+
+
+def _selected_grid_run(store: RunStore, source: Source, target: TargetSplits
+                       ) -> dict[str, Any]:
+    from .summary import selected_runs
+
+    row = selected_runs(store).get((source.name, target.name))
+    if row is None:
+        raise ValueError(f"pair {source.name} -> {target.name}: no finished grid run with a "
+                         "validation loss, so there is no selected configuration to repeat")
+    if task_key(source, target, config_of(row)) != row["run_key"]:
+        raise ValueError(
+            f"pair {source.name} -> {target.name}: the selected run {row['run_key'][:12]} was "
+            "made from other source or target settings under the same names; give this source "
+            "its own --source-name (or --target-name)")
+    return row
+
+
+def run_seeds(source: Source | str | Any, target: TargetSplits | PathLike,
+              grid: GridSpec | str, store: RunStore | PathLike, seeds: list[int], *,
+              device: str = "cpu", progress: Progress | None = None,
+              batch_sizes: tuple[int, ...] | None = None,
+              grid_progress: Progress | None = None) -> ReplicateOutcome:
+    """The grid, then its selected configuration once per seed (``finetune --seeds``).
+
+    The grid runs as in :func:`run_grid` (finished runs skipped). The selected configuration
+    is that of the run :func:`~.summary.ground_truth` takes the pair's value from (lowest
+    validation loss). It is repeated with every seed of ``seeds``, which is recorded in the
+    store first; each replicate is an ordinary run (its key holds the seed), so a finished
+    replicate is never redone and one cut off is redone by the next call. Replicates are left
+    out of :func:`~.summary.ground_truth`; :func:`~.summary.replicate_ground_truths` reads them.
+
+    Parameters
+    ----------
+    source, target, grid, store, device, batch_sizes
+        As for :func:`run_grid`.
+    seeds : list of int
+        At least two distinct seeds (:func:`default_seeds` gives the grid's seed and the next).
+    progress : Progress, optional
+        Events of the replicate runs (``grid_start`` once with the seed count).
+    grid_progress : Progress, optional
+        Events of the grid runs (default: ``progress``).
+
+    Returns
+    -------
+    ReplicateOutcome
+
+    Raises
+    ------
+    ValueError
+        Bad seeds, or no finished grid run with a validation loss to repeat.
+    """
+    seeds = check_seeds(seeds)
+    src = source if isinstance(source, Source) else load_source(source)
+    tgt = target if isinstance(target, TargetSplits) else load_target_splits(target)
+    spec = load_grid(grid).with_batch_sizes(batch_sizes)
+    st = open_store(store)
+    progress = progress or _Silent()
+    try:
+        grid_out = run_grid(src, tgt, spec, st, device=device,
+                            progress=grid_progress or progress, batch_sizes=None)
+        selected = _selected_grid_run(st, src, tgt)
+        base = config_of(selected)
+        configs = [replace(base, seed=s) for s in seeds]
+        keys = [task_key(src, tgt, c) for c in configs]
+        st.record_replicates(selected["run_key"], seeds, keys, source=src.name, target=tgt.name)
+        out = ReplicateOutcome(grid_out, selected["run_key"], selected, seeds, keys)
+        progress.grid_start(len(seeds), sum(st.is_finished(k) for k in keys))
+        _run_replicates(src, tgt, spec.name, st, configs, keys, out, device, progress)
+    finally:
+        if st is not store:
+            st.close()
+    return out
+
+
+def _run_replicates(src: Source, tgt: TargetSplits, grid_name: str, st: RunStore,
+                    configs: list[RunConfig], keys: list[str], out: ReplicateOutcome,
+                    device: str, progress: Progress) -> None:
+    prepared: PreparedTarget | None = None
+    for i, (cfg, key) in enumerate(zip(configs, keys)):
+        if st.is_finished(key):
+            out.skipped += 1
+            progress.run_end(cfg, None, True)
+            continue
+        if prepared is None:
+            prepared = prepare_target(tgt.train, tgt.val, tgt.test, image_size=cfg.image_size,
+                                      mean=src.mean, std=src.std, channels=src.channels,
+                                      resize_filter=cfg.resize_filter)
+        progress.run_start(cfg, i)
+        try:
+            _, result = run_one(src, tgt, cfg, st, grid_name=f"{grid_name} seed replicate",
+                                device=device, prepared=prepared, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - recorded in the store, the others go on
+            out.failed += 1
+            out.errors.append(f"seed {cfg.seed}: {type(exc).__name__}: {exc}")
+            progress.run_end(cfg, None, False)
+            continue
+        out.finished += 1
+        progress.run_end(cfg, result, False)

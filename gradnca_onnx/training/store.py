@@ -13,6 +13,10 @@ Tables
 ``predictions``
     The labels and class scores of the best-validation weights on val and test (``.npy``
     bytes), from which the stored AUCs can be recomputed.
+``replicates`` (schema 2, created by the first ``finetune --seeds``)
+    Seed replicates of a pair's selected configuration: per (selected run, seed) the run key
+    of the replicate, the pair's names and the whole seed list asked for (JSON). The selected
+    run itself is the replicate of its own seed. A store without replicates stays schema 1.
 
 Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, SQLite's rollback journal):
 a process killed mid-write leaves the previous state. A run is ``running`` from its start until
@@ -29,7 +33,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,7 +42,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``PRAGMA application_id`` of a run store ("gNCA"), so a foreign SQLite file is recognised.
 APPLICATION_ID = 0x674E4341
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema 1 = runs, epochs, predictions; schema 2 adds the ``replicates`` table (additive: a
+#: schema-1 store is read unchanged and becomes schema 2 when replicates are first recorded).
+REPLICATE_SCHEMA_VERSION = 2
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("run_key", "TEXT PRIMARY KEY"),
@@ -106,6 +113,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     split TEXT NOT NULL, labels BLOB NOT NULL, scores BLOB NOT NULL,
     PRIMARY KEY (run_key, split));
 CREATE INDEX IF NOT EXISTS runs_pair ON runs (source, target, status);
+"""
+
+REPLICATE_COLUMNS = ("selected_key", "seed", "run_key", "source", "target", "seeds_json",
+                     "created")
+_REPLICATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replicates (
+    selected_key TEXT NOT NULL, seed INTEGER NOT NULL, run_key TEXT NOT NULL,
+    source TEXT NOT NULL, target TEXT NOT NULL, seeds_json TEXT NOT NULL, created TEXT,
+    PRIMARY KEY (selected_key, seed))
 """
 
 
@@ -189,7 +205,7 @@ class RunStore:
                 )
             with self.transaction():
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("PRAGMA user_version = 1")
                 # Statement by statement: executescript would commit the open transaction.
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -247,6 +263,32 @@ class RunStore:
             db.execute("DELETE FROM predictions WHERE run_key = ?", (key,))
             db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(names)}) VALUES "
                        f"({', '.join('?' for _ in names)})", [values[n] for n in names])
+
+    def record_replicates(self, selected_key: str, seeds: Sequence[int],
+                          run_keys: Sequence[str], *, source: str, target: str) -> None:
+        """Record the seed replicates of a selected run (before they run; idempotent).
+
+        Parameters
+        ----------
+        selected_key : run key of the pair's selected (lowest validation loss) grid run
+        seeds : the seed list asked for, in order
+        run_keys : the run key of each seed's replicate (the selected key for its own seed)
+        source, target : the pair's names
+
+        The first call on a schema-1 store adds the ``replicates`` table and marks the store
+        schema 2 (in the same transaction).
+        """
+        if len(seeds) != len(run_keys):
+            raise ValueError("record_replicates: one run key per seed is needed")
+        seeds_json = json.dumps([int(s) for s in seeds])
+        with self.transaction() as db:
+            db.execute(_REPLICATE_SCHEMA)
+            if db.execute("PRAGMA user_version").fetchone()[0] < REPLICATE_SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {REPLICATE_SCHEMA_VERSION}")
+            for seed, key in zip(seeds, run_keys):
+                db.execute(f"INSERT OR REPLACE INTO replicates ({', '.join(REPLICATE_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' for _ in REPLICATE_COLUMNS)})",
+                           (selected_key, int(seed), key, source, target, seeds_json, _now()))
 
     def log_epoch(self, key: str, metrics: Mapping[str, Any]) -> None:
         """Record one epoch's metrics of a running run."""
@@ -326,6 +368,22 @@ class RunStore:
             raise ValueError(f"no {split} predictions for run {key[:12]} in {self.path}")
         return (np.load(io.BytesIO(row[0]), allow_pickle=False),
                 np.load(io.BytesIO(row[1]), allow_pickle=False))
+
+    def replicates(self) -> list[dict[str, Any]]:
+        """Replicate rows (see :meth:`record_replicates`), by selected run then seed order.
+
+        ``seeds`` holds the parsed seed list; an empty list when the store has no replicates.
+        """
+        has = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                               "name='replicates'").fetchone()
+        if not has:
+            return []
+        cur = self._db.execute(f"SELECT {', '.join(REPLICATE_COLUMNS)} FROM replicates "
+                               "ORDER BY selected_key, rowid")
+        rows = [dict(zip(REPLICATE_COLUMNS, r)) for r in cur.fetchall()]
+        for r in rows:
+            r["seeds"] = json.loads(r["seeds_json"])
+        return rows
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.runs())
