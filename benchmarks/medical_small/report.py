@@ -36,8 +36,15 @@ from gradnca_onnx.training import ground_truth
 METHOD_NAMES: dict[str, str] = {
     "logme": "LogME", "leep": "LEEP", "nleep": "NLEEP", "parc": "PARC", "sfda": "SFDA",
     "ncti": "NCTI", "gbc": "GBC", "hscore": "H-score", "nce": "NCE", "transrate": "TransRate",
-    "lp": "S_LP", "fu": "S_FU",
+    "lp": "S_LP", "fu": "S_FU", "params": "params",
 }
+#: Secondary methods beside the primary seven: four more baselines, the two GradNCA terms and
+#: the static baseline ``params`` (parameter count of features.onnx; rank JSON written before
+#: it existed has none, and it is then left out).
+SECONDARY: tuple[str, ...] = ("GBC", "H-score", "NCE", "TransRate", "S_LP", "S_FU", "params")
+#: Why a static baseline cannot rank (every candidate has the same value).
+STATIC_REASON = ("the same value for every candidate source (one architecture, so one "
+                 "parameter count): a static baseline that ranks nothing here")
 CONFIDENCE = 0.95
 
 
@@ -91,8 +98,9 @@ def _primary(tables: Mapping[str, SourceTargetTable], scenario: str) -> dict[str
 
 def _extended(tables: Mapping[str, SourceTargetTable], scenario: str) -> dict[str, SourceTargetTable]:
     out = _primary(tables, scenario)
-    for m in ("GBC", "H-score", "NCE", "TransRate", "S_LP", "S_FU"):
-        out[m] = tables[m]
+    for m in SECONDARY:
+        if m in tables:
+            out[m] = tables[m]
     return out
 
 
@@ -120,6 +128,8 @@ def rankable(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable]
             ok |= bool(np.isfinite(x).all() and np.unique(x).size > 1)
         if ok:
             keep[m] = table
+        elif m == "params":
+            dropped[m] = STATIC_REASON
         else:
             dropped[m] = "scores missing or constant over the sources on every target"
     return keep, dropped
@@ -299,7 +309,10 @@ def _scenario_section(name: str, ev: Mapping[str, Any], boot: Mapping[str, Any],
               f"[scatter grid]({plots}/scatter_grid.png), [tau heat map]({plots}/tau_heatmap.png).",
               ""]
     lines += ["Secondary: every metric of the package (the primary columns, plus GBC, H-score, "
-              "NCE, TransRate and the two GradNCA terms S_LP and S_FU raw, higher = better):", ""]
+              "NCE, TransRate, the two GradNCA terms S_LP and S_FU raw, and the static "
+              "baseline params, the parameter count of each source's features.onnx; higher = "
+              "better; the zoo records no source-dataset size, so that static baseline is not "
+              "available):", ""]
     rows = [[m, _f(ext["avg_rank"][m], 2), _f(_mean_tau(ext)[m], 3)] for m in ext["methods"]]
     lines += _md_table(["method", "avg rank", "mean tau"], rows) + [""]
     lines += ["Secondary: the seven methods computed as the released code computes them "
