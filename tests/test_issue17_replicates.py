@@ -107,6 +107,11 @@ def test_evaluate_reports_replicates_in_json_and_table(replicates) -> None:
     row = next(line for line in text.splitlines()[text.splitlines().index("weighted tau:"):]
                if line.startswith("t1"))
     assert f"{ceiling[0]:.2f}" in row and f"{res.tau[0, 0]:.2f}" in row
+    lines = text.splitlines()
+    mean_row = lines[lines.index(row) + 1]
+    want_mean = res.replicates.metric_mean()[0]
+    assert mean_row.strip().startswith("mean over the 3 replicates")
+    assert mean_row.split()[-2:] == [f"{v:.2f}" for v in want_mean]
     # Without replicates the output is unchanged.
     plain = evaluate(truth, scores)
     assert "replicates" not in plain.to_dict() and "replicates" not in plain.format_table()

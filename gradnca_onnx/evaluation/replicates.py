@@ -161,6 +161,10 @@ def replicate_agreement(replicates: Mapping[str, SourceTargetTable],
     return ReplicateAgreement(names, tgts, pairs, between, methods, against)
 
 
+def _cell(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.2f}"
+
+
 def format_agreement(agreement: ReplicateAgreement, truth_tau: Mapping[str, NDArray[np.float64]]
                      ) -> str:
     """Text block: per target the replicate tau (mean over pairs) and each metric's tau.
@@ -172,17 +176,18 @@ def format_agreement(agreement: ReplicateAgreement, truth_tau: Mapping[str, NDAr
     lines = [f"Ground-truth replicates ({k}: {', '.join(agreement.names)}): tau between "
              f"replicate ground truths (mean over {len(agreement.pairs)} pair"
              f"{'s' if len(agreement.pairs) != 1 else ''}; min..max) and each metric's tau "
-             "against --truth"]
+             "against --truth, then its mean tau against the replicates"]
     for measure, title in (("weighted_tau", "weighted tau"), ("kendall_tau", "Kendall tau-b")):
         ceiling = agreement.ceiling(measure)
+        means = agreement.metric_mean(measure)
         rows = [["Target", "replicates", *agreement.methods]]
         for i, t in enumerate(agreement.targets):
             vals = agreement.between[measure][i]
             fin = vals[np.isfinite(vals)]
             span = f" ({fin.min():.2f}..{fin.max():.2f})" if fin.size > 1 else ""
             rows.append([t, ("-" if math.isnan(ceiling[i]) else f"{ceiling[i]:.2f}") + span,
-                         *("-" if math.isnan(v) else f"{v:.2f}"
-                           for v in truth_tau[measure][i])])
+                         *(_cell(v) for v in truth_tau[measure][i])])
+            rows.append([f"  mean over the {k} replicates", "", *(_cell(v) for v in means[i])])
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines.append(f"{title}:")
         for n, r in enumerate(rows):
