@@ -270,3 +270,53 @@ def test_cli_images_no_model_can_take_is_one_line_exit_2(tmp_path) -> None:
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "takes 28x28 images" in lines[0]
+
+
+def test_split_pass_matches_the_whole_gradient_pass(zoo, tmp_path) -> None:
+    """forward.onnx + backward.onnx give grads.onnx's S_FU; the residual budget only decides
+    which chunks are recomputed with grads.onnx, and the note says how many."""
+    from gradnca_onnx.engine import RuntimeConfig
+    from gradnca_onnx.engine.scoring import model_passes
+    from gradnca_onnx.zoo import load_manifest
+
+    root, _ = zoo
+    target = load_target(BREAST, "fold1")
+    m = load_manifest(root / "cnn0")
+    assert m.split is not None and m.split.residual_bytes > 0
+    runs = {}
+    for label, budget in [("whole", 0), ("split", 2 << 30), ("mixed", m.split.residual_bytes)]:
+        runs[label] = model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
+                                   runtime=RuntimeConfig(threads=1, residual_memory=budget))
+    whole, split, mixed = (runs[k][0] for k in ("whole", "split", "mixed"))
+    for arrays in (split, mixed):
+        # Same graph nodes, so the same fp32 operations: bit for bit on this machine.
+        np.testing.assert_array_equal(arrays["grad_norms_w1"], whole["grad_norms_w1"])
+        np.testing.assert_array_equal(arrays["grad_norms_w2"], whole["grad_norms_w2"])
+        # Features from forward.onnx instead of features.onnx (another batch, another
+        # kernel order): within fp32 rounding.
+        err = np.abs(arrays["features"] - whole["features"]).max()
+        assert err <= 1e-6 * np.abs(whole["features"]).max()
+        np.testing.assert_allclose(arrays["logits"], whole["logits"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mixed["features"], split["features"])
+    assert mixed["lp"] == split["lp"]  # identical features: identical S_LP
+    chunks = -(-len(target) // 6 // 16)  # chunks of 16 in one S_FU batch (ceil)
+    notes = [n for n in runs["mixed"][2] if n.startswith("gradient pass:")]
+    assert len(notes) == 1 and "recomputed with grads.onnx" in notes[0], runs["mixed"][2]
+    assert chunks > 1 and not any(n.startswith("gradient pass:") for n in runs["split"][2])
+
+
+def test_residual_memory_option(zoo, tmp_path) -> None:
+    from gradnca_onnx.zoo import load_manifest
+
+    root, _ = zoo
+    one_chunk = load_manifest(root / "cnn0").split.residual_bytes
+    args = ["rank", "--zoo", str(root), "--target", str(BREAST), "--split", "fold1",
+            "--no-cache", "--quiet", "--format", "json"]
+    ok = CliRunner().invoke(main, args + ["--residual-memory", f"{one_chunk / 1024:.3f}KiB"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    assert all(any("recomputed with grads.onnx" in n for n in m["notes"]) for m in data["models"])
+    bad = CliRunner().invoke(main, args + ["--residual-memory", "lots"])
+    assert bad.exit_code == 2
+    lines = [ln for ln in bad.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--residual-memory must be a size" in lines[0], bad.output

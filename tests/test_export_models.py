@@ -12,7 +12,9 @@ the weight gradients cancel so much that this moves the ratio by more than 1e-4 
 224 px: torch's fp32 autograd itself is off by 4e-5 with oneDNN and 2e-4 without). So the test
 also measures that fp32 noise floor on the same batch, as the larger deviation of torch's two
 fp32 CPU paths (oneDNN on and off) from float64, and holds onnxruntime to
-max(1e-4, 3 x floor): a wrong graph is off by orders of magnitude more.
+max(1e-4, 3 x floor): a wrong graph is off by orders of magnitude more. The same bounds hold
+for both gradient passes: ``grads.onnx`` and the split pass (``forward.onnx`` then
+``backward.onnx``).
 """
 
 from __future__ import annotations
@@ -79,8 +81,23 @@ def parity(model, model_dir, *, n_features: int = 3, n_grads: int = 2, seed: int
     feats, g1, g2 = run_grads(sess, xg.numpy(), c.numpy())
     assert rel(feats, f32[:n_grads].numpy()) <= FEAT_TOL
     ratio = np.linalg.norm(g2) / np.linalg.norm(g1)
-    return (rel(f_onnx, f32.numpy()), rel(logits_onnx, logits32.numpy()),
-            abs(ratio / ratio_ref - 1), floor)
+    ratio_err = abs(ratio / ratio_ref - 1)
+    if m.split is not None:  # the split pass: forward.onnx, then backward.onnx
+        split_feats, split_logits, s1, s2 = split_pass(model_dir, m, xg.numpy(), c.numpy())
+        assert rel(split_feats, f32[:n_grads].numpy()) <= FEAT_TOL
+        assert rel(split_logits, logits32[:n_grads].numpy()) <= FEAT_TOL
+        ratio_err = max(ratio_err, abs(np.linalg.norm(s2) / np.linalg.norm(s1) / ratio_ref - 1))
+    return (rel(f_onnx, f32.numpy()), rel(logits_onnx, logits32.numpy()), ratio_err, floor)
+
+
+def split_pass(model_dir, m, x, c):
+    """Features, logits and the two weight gradients by forward.onnx and backward.onnx."""
+    names = [f"r{i}" for i in range(m.split.residuals)]
+    fw = open_session(model_dir, "forward", manifest=m, threads=1)
+    out = fw.run(["features", "logits", *names], {"images": x})
+    bw = open_session(model_dir, "backward", manifest=m, threads=1)
+    g1, g2 = bw.run(["grad_w1", "grad_w2"], {"cotangent": c, **dict(zip(names, out[2:]))})
+    return out[0], out[1], g1, g2
 
 
 def check_architecture(arch: str, size: int, zoo) -> None:
@@ -90,6 +107,7 @@ def check_architecture(arch: str, size: int, zoo) -> None:
     m = load_manifest(out)
     assert (m.layers.features, m.layers.conv1, m.layers.conv2) == (spec.head, spec.conv1,
                                                                     spec.conv2)
+    assert m.split is not None  # every paper architecture gets the split gradient pass
     assert (m.feature_dim, m.num_classes) == (spec.feature_dim, 1000)
     assert m.input.mean == (0.5, 0.5, 0.5)  # not an ImageNet source
     feat_err, logit_err, ratio_err, floor = parity(loaded.module, out)

@@ -135,7 +135,7 @@ def test_unsupported_operator_joins_the_zoo_features_only(tmp_path):
     d = zoo / "m"
     assert sorted(p.name for p in d.iterdir()) == ["features.onnx", "manifest.json"]
     m = load_manifest(d)
-    assert m.schema_version == 3 and not m.has_grads and "operator LRN" in m.features_only
+    assert m.schema_version == 4 and not m.has_grads and "operator LRN" in m.features_only
     assert (m.source.kind, m.source.reference, m.source.checkpoint) == ("onnx", path.name,
                                                                        path.name)
     assert m.source.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

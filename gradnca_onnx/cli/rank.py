@@ -349,6 +349,21 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
                         fraction=sure["fraction"], level=sure["level"], fu=sure["fu"], **kwargs)
 
 
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def memory_size(text: str, option: str) -> int:
+    """Bytes of a size such as ``2GiB``, ``512MiB``, ``1.5G`` or ``0``."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS:
+        raise ValueError(f"{option} must be a size such as 512MiB, 2GiB or 0; got {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
 @main.command("rank")
 @click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Zoo directory (one sub-directory per exported model).")
@@ -382,6 +397,11 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
               show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads (default: all cores).")
+@click.option("--residual-memory", "residual_memory", default="2GiB", show_default=True,
+              metavar="SIZE",
+              help="Memory the gradient pass may hold per S_FU batch for its residuals (e.g. "
+                   "512MiB, 4GiB); chunks past it are recomputed (a note says how many). 0: no "
+                   "split pass (features.onnx, then grads.onnx).")
 @click.option("--no-resize", is_flag=True,
               help="Refuse targets whose image size differs from a model's input size instead of "
                    "resizing them (bilinear).")
@@ -421,9 +441,9 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
                    "report the fold-to-fold spread of every score and of the ranking.")
 @user_errors
 def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
-                 cache_dir, no_cache, device, threads, no_resize, demo, quiet, executor_name,
-                 ray_address, max_retries, resamples, seed, fraction, level, fu_resample,
-                 plot_dir, folds) -> None:
+                 cache_dir, no_cache, device, threads, residual_memory, no_resize, demo, quiet,
+                 executor_name, ray_address, max_retries, resamples, seed, fraction, level,
+                 fu_resample, plot_dir, folds) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
@@ -449,6 +469,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     cache.check_writable("--cache" if cache_dir else
                          "--cache (GRADNCA_CACHE)" if os.environ.get("GRADNCA_CACHE") else "--cache")
     RuntimeConfig(device=device).providers()  # an unusable --device fails now
+    memory_size(residual_memory, "--residual-memory")
     paths, expanded = expand_targets(target_paths)
     if not paths:
         raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
@@ -459,7 +480,8 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     # A Ray task asks for one CPU: onnxruntime's default of one thread per core would
     # oversubscribe every node.
     runtime = RuntimeConfig(device=device,
-                            threads=threads or (None if executor.in_process else 1))
+                            threads=threads or (None if executor.in_process else 1),
+                            residual_memory=memory_size(residual_memory, "--residual-memory"))
     sure = dict(resamples=resamples, seed=seed, fraction=fraction, level=level,
                 fu=fu_resample, folds=folds)
     started = time.perf_counter()

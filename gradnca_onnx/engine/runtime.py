@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..zoo import FEATURES_FILE, GRADS_FILE, Manifest, session_options
+from ..zoo import (BACKWARD_FILE, BACKWARD_OUTPUTS, FEATURES_FILE, FORWARD_FILE, GRADS_FILE,
+                   Manifest, residual_names, session_options)
 from ..zoo.sessions import first_line, ort_errors, run_session  # noqa: F401 (re-exported)
 
 
@@ -24,11 +25,16 @@ class RuntimeConfig:
         Intra-op threads (``None``: onnxruntime's default, one per core).
     features_batch : int
         Images per call of the (dynamic-batch) features graph.
+    residual_memory : int
+        Bytes of residuals the split gradient pass may hold per S_FU batch (default 2 GiB;
+        see :mod:`gradnca_onnx.engine.split_pass`). 0 turns the split pass off: every member
+        then runs ``features.onnx`` and ``grads.onnx``.
     """
 
     device: str = "auto"
     threads: int | None = None
     features_batch: int = 64
+    residual_memory: int = 2 << 30
 
     def providers(self) -> list[str]:
         import onnxruntime as ort
@@ -48,14 +54,20 @@ class RuntimeConfig:
         return ["CPUExecutionProvider"]
 
     def open(self, model_dir: str | os.PathLike, manifest: Manifest, graph: str) -> Any:
-        """An onnxruntime session on ``features.onnx`` or ``grads.onnx`` of a model directory."""
+        """An onnxruntime session on one graph of a model directory: ``features``, ``grads``,
+        or the split pass's ``forward`` and ``backward``."""
         import onnxruntime as ort
 
-        if graph == "grads" and not manifest.has_grads:
+        if graph != "features" and not manifest.has_grads:
             # The scoring code never asks for it; a caller that does gets a clear line.
             raise ValueError(f"model {manifest.name!r} is features-only (no {GRADS_FILE}): "
                              f"{manifest.features_only}")
-        path = Path(model_dir) / {"features": FEATURES_FILE, "grads": GRADS_FILE}[graph]
+        if graph in ("forward", "backward") and manifest.split is None:
+            raise ValueError(f"model {manifest.name!r} has no split gradient pass (no "
+                             f"{FORWARD_FILE}); re-export it with this version")
+        files = {"features": FEATURES_FILE, "grads": GRADS_FILE, "forward": FORWARD_FILE,
+                 "backward": BACKWARD_FILE}
+        path = Path(model_dir) / files[graph]
         check_graph_file(Path(model_dir), path.name, manifest)
         opts = session_options(manifest.ort_optimization, threads=self.threads)
         opts.log_severity_level = 3
@@ -78,6 +90,17 @@ def _expected_io(manifest: Manifest, graph: str) -> tuple[dict, dict]:
             outputs["logits"] = (None, manifest.num_classes)
         return {"images": image}, outputs
     b = manifest.batch_policy.grads_batch
+    if graph in ("forward", "backward"):
+        assert manifest.split is not None
+        res = {name: None for name in residual_names(manifest.split.residuals)}
+        if graph == "forward":
+            outputs = {"features": (b, d)}
+            if manifest.num_classes is not None:
+                outputs["logits"] = (b, manifest.num_classes)
+            return {"images": (b,) + image[1:]}, {**outputs, **res}
+        return ({"cotangent": (b, d), **res},
+                dict(zip(BACKWARD_OUTPUTS, (manifest.layers.conv1_weight_shape,
+                                            manifest.layers.conv2_weight_shape))))
     return ({"images": (b,) + image[1:], "cotangent": (b, d)},
             {"features": (b, d), "grad_w1": manifest.layers.conv1_weight_shape,
              "grad_w2": manifest.layers.conv2_weight_shape})

@@ -26,6 +26,7 @@ from ..scores.feature_update import triplet_loss_grad
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
 from .cache import FeatureCache, cache_key, environment
 from .runtime import RuntimeConfig, ort_errors, run_session
+from .split_pass import split_passes, uses_split
 
 #: progress(model, stage, done, total); stages: "features", "gradients", "scores".
 Progress = Callable[[str, str, int, int], None]
@@ -217,7 +218,9 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
                  progress: Progress | None = None) -> tuple[dict[str, NDArray], bool, list[str]]:
     """Features, logits, per-batch gradient norms and S_LP of one model (cached).
 
-    A features-only member (``manifest.has_grads`` false) gets no gradient norms: its arrays
+    A member with the split gradient pass (manifest ``split``) runs each image forward once
+    (:mod:`gradnca_onnx.engine.split_pass`); others run ``features.onnx`` over every image and
+    then ``grads.onnx`` per S_FU batch. A features-only member (``manifest.has_grads`` false) gets no gradient norms: its arrays
     hold ``features``, ``lp`` and, with a head, ``logits``.
 
     Returns the arrays, whether they came from the cache, and notes for the user.
@@ -231,24 +234,36 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         notes.append(f"NCA projection capped at the feature dimension D={manifest.feature_dim} "
                      f"(the paper uses {LP_SETTINGS['n_components']})")
     env = environment(runtime.providers())
+    # The split pass's features come from forward.onnx, not features.onnx: equal within fp32
+    # rounding, not bit for bit, so the key says which pass made them.
+    split = uses_split(manifest, runtime.residual_memory)
     key = cache_key({
         "model": {k: v.sha256 for k, v in sorted(manifest.files.items())},
         "data": target.sha256, "preprocessing": settings, "lp": lp_settings,
         "ort": manifest.ort_optimization, "environment": env,
+        **({"pass": "split"} if split else {}),
     })
     hit = cache.load(key)
     if hit is not None and _valid_entry(hit, manifest, len(target)):
         return hit, True, notes  # an incomplete or damaged entry is recomputed
     x = _prepare(target, manifest)
     labels = target.labels
-    feats_sess = runtime.open(model_dir, manifest, "features")
-    feats, logits = _features(feats_sess, x, runtime.features_batch, manifest,
-                              tick("features", len(x)))
-    del feats_sess
-    arrays: dict[str, NDArray] = {"features": feats}
-    if manifest.has_grads:
-        arrays["grad_norms_w1"], arrays["grad_norms_w2"] = _grad_norms(
-            model_dir, manifest, x, feats, labels, runtime, tick)
+    if split:
+        feats, logits, n1, n2, pass_notes = split_passes(
+            lambda graph: runtime.open(model_dir, manifest, graph), manifest, x, labels,
+            runtime.residual_memory, tick)
+        notes.extend(pass_notes)
+        arrays: dict[str, NDArray] = {"features": feats, "grad_norms_w1": n1,
+                                      "grad_norms_w2": n2}
+    else:
+        feats_sess = runtime.open(model_dir, manifest, "features")
+        feats, logits = _features(feats_sess, x, runtime.features_batch, manifest,
+                                  tick("features", len(x)))
+        del feats_sess
+        arrays = {"features": feats}
+        if manifest.has_grads:
+            arrays["grad_norms_w1"], arrays["grad_norms_w2"] = _grad_norms(
+                model_dir, manifest, x, feats, labels, runtime, tick)
     lp = label_prediction_score(feats, labels, **lp_settings)
     arrays["lp"] = np.float64(lp)
     if logits is not None:

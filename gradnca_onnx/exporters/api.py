@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,9 @@ from torch import nn
 
 from .._version import __version__
 from ..zoo import (
+    BACKWARD_FILE,
     FEATURES_FILE,
+    FORWARD_FILE,
     GRADS_FILE,
     ORT_LEVELS,
     BatchPolicy,
@@ -25,6 +27,7 @@ from ..zoo import (
     LayerSpec,
     Manifest,
     SourceSpec,
+    SplitSpec,
     file_entry,
     parse_normalisation,
     write_manifest,
@@ -34,7 +37,7 @@ from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import publish, staging_dir
-from .onnx_export import export_features, export_grads
+from .onnx_export import export_features, export_grads, export_split
 from .script_graph import feature_graph, graph_feature_layer, locate_graph_layers, script_to_fx
 from .translations import OPSET
 from .vjp_trace import named_tensors, trace_feature_vjp
@@ -50,6 +53,7 @@ class _Prepared:
     features: nn.Module        # forward(images) -> (features, logits) or (features,)
     features_only: nn.Module   # forward(images) -> (features,)
     grad_features: nn.Module   # forward(images) -> (features,), traced for the VJP
+    grad_logits: nn.Module     # the same with the logits (the split forward returns them)
     w1: str | None             # qualified names of the S_FU weights in grad_features
     w2: str | None             # (None for a features-only export)
     layers: LayerChoice | None
@@ -86,6 +90,7 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
         cut = layers.head if layers is not None else graph_feature_layer(gm, head)
         prep = _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
                          feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
+                         feature_graph(gm, cut, global_pool_as_mean=True),
                          f"{layers.conv1}.weight" if layers else None,
                          f"{layers.conv2}.weight" if layers else None, layers, cut, None)
         return prep, reason
@@ -106,7 +111,8 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     w1 = f"model.{weight_name(model, layers.conv1)}" if layers is not None else None
     w2 = f"model.{weight_name(model, layers.conv2)}" if layers is not None else None
     prep = _Prepared(FeatureModel(model, cut), FeatureModel(model, cut, with_logits=False),
-                     FeatureModel(model, cut, with_logits=False), w1, w2, layers, cut, model)
+                     FeatureModel(model, cut, with_logits=False), FeatureModel(model, cut),
+                     w1, w2, layers, cut, model)
     return prep, reason
 
 
@@ -121,7 +127,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
                  grads_batch: int = DEFAULT_GRADS_BATCH, force: bool = False,
                  ort_optimization: str = "all", verify: bool = True,
                  features_only: bool = False, features_only_fallback: bool = False,
-                 layer_rule: str | None = None) -> Path:
+                 layer_rule: str | None = None, split_pass: bool = True) -> Path:
     """Export ``loaded`` into ``zoo_dir/<name>/`` and return that directory.
 
     Parameters
@@ -168,6 +174,11 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
     layer_rule : str, optional
         The rule recorded for ``convs`` (one of :data:`gradnca_onnx.zoo.LAYER_RULES`; default
         ``user`` when ``convs`` is given), for callers that chose them by a rule (the importer).
+    split_pass : bool, default=True
+        Also write the gradient pass split at the cotangent (``forward.onnx`` and
+        ``backward.onnx``, manifest ``split``), so that the engine runs each image forward
+        once. When the split cannot be exported the member is written without it (a warning
+        says why) and the engine uses ``grads.onnx`` alone.
 
     Raises
     ------
@@ -210,13 +221,16 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         if logits is not None and (logits.ndim != 2 or logits.shape[0] != example.shape[0]):
             logits = None  # a head whose output is not (batch, classes) gives no logits
             prep.features = prep.features_only
+            prep.grad_logits = prep.grad_features
         feature_dim = int(feats.shape[1])
         num_classes = int(logits.shape[1]) if logits is not None else None
         out_names = ["features"] + (["logits"] if logits is not None else [])
         _export_features(prep.features, example, staging / FEATURES_FILE, out_names, name)
+        split = None
         if reason is None:
-            reason = _grads_or_reason(prep, staging, chans, size, grads_batch, feature_dim, gen,
-                                      fallback=features_only_fallback)
+            reason, split = _grads_or_reason(prep, staging, chans, size, grads_batch,
+                                             feature_dim, gen, out_names,
+                                             fallback=features_only_fallback, split=split_pass)
         if verify:
             _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
 
@@ -243,7 +257,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
             files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
             package_version=__version__, producer=_producer(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            features_only=reason,
+            features_only=reason, split=split,
         )
         write_manifest(staging, manifest)
         return publish(staging, zoo_dir, name, force=force)
@@ -269,10 +283,15 @@ def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
 
 
 def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int, int],
-                     grads_batch: int, feature_dim: int, gen: torch.Generator, *,
-                     fallback: bool) -> str | None:
-    """Trace and export ``grads.onnx``; returns ``None``, or with ``fallback`` the one-line
-    reason it could not be built (otherwise that failure is a :class:`GradientGraphError`)."""
+                     grads_batch: int, feature_dim: int, gen: torch.Generator,
+                     out_names: list[str], *, fallback: bool, split: bool
+                     ) -> tuple[str | None, SplitSpec | None]:
+    """Trace and export ``grads.onnx`` (and with ``split`` the split pass).
+
+    Returns ``(None, split spec or None)``, or with ``fallback`` the one-line reason the
+    gradient graph could not be built (otherwise that failure is a
+    :class:`GradientGraphError`) and ``None``.
+    """
     images = torch.randn(grads_batch, chans, *size, generator=gen)
     cotangent = torch.randn(grads_batch, feature_dim, generator=gen)
     owner = prep.pools_owner
@@ -283,20 +302,50 @@ def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int
             # The math kernel of scaled-dot-product attention: its backward is made of ops
             # with ONNX translations (softmax, matmul); the fused CPU kernels' are not.
             stack.enter_context(sdpa_math())
-            grad_module = trace_feature_vjp(prep.grad_features, prep.w1, prep.w2, images,
-                                            cotangent)
-        export_grads(grad_module, images, cotangent, staging / GRADS_FILE)
-    except (RuntimeError, NotImplementedError, TypeError, AssertionError, IndexError,
-            KeyError, AttributeError, torch.onnx.errors.OnnxExporterError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            traced = trace_feature_vjp(prep.grad_logits, prep.w1, prep.w2, images, cotangent)
+        # The further outputs are the logits (named as in features.onnx), or unnamed ones
+        # that only the exported graph carries.
+        aux = (out_names[1:] + [f"aux{i}" for i in range(traced.n_aux)])[:traced.n_aux]
+        model = export_grads(traced.module(), images, cotangent, staging / GRADS_FILE,
+                             aux_names=aux)
+    except _EXPORT_ERRORS as exc:
         err = GradientGraphError(f"the gradient graph of {prep.w1} and {prep.w2} could not be "
-                                 f"traced or exported ({type(exc).__name__}: {first})",
-                                 verb="export")
+                                 f"traced or exported ({_first_line(exc)})", verb="export")
         if not fallback:
             raise err from None
         (staging / GRADS_FILE).unlink(missing_ok=True)
-        return err.reason
-    return None
+        return err.reason, None
+    return None, (_export_split(model, staging, out_names) if split else None)
+_EXPORT_ERRORS = (RuntimeError, NotImplementedError, TypeError, AssertionError, IndexError,
+                  KeyError, AttributeError, torch.onnx.errors.OnnxExporterError)
+
+
+def _first_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def _export_split(model: Any, staging: Path,
+                  out_names: list[str]) -> SplitSpec | None:
+    """Write ``forward.onnx`` and ``backward.onnx``; ``None`` (and a warning) if that fails.
+
+    The member stays complete without them: the engine then runs ``grads.onnx``, which
+    repeats the forward pass.
+    """
+    import warnings
+
+    import onnx
+
+    try:
+        halves = export_split(model, staging, out_names)
+    except (ValueError, onnx.checker.ValidationError, OSError) as exc:
+        for name in (FORWARD_FILE, BACKWARD_FILE):
+            (staging / name).unlink(missing_ok=True)
+        warnings.warn(f"the split gradient pass could not be exported ({_first_line(exc)}); "
+                      "the member uses grads.onnx alone, which repeats the forward pass",
+                      stacklevel=3)
+        return None
+    return SplitSpec(residuals=halves.residuals, residual_bytes=halves.residual_bytes)
 
 
 @contextlib.contextmanager

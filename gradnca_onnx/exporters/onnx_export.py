@@ -1,4 +1,4 @@
-"""Writing the two ONNX graphs with ``torch.onnx.export(dynamo=True)`` and checking them."""
+"""Writing the ONNX graphs with ``torch.onnx.export(dynamo=True)`` and checking them."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import io
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import onnx
 import torch
 from torch import nn
 
-from ..zoo import GRADS_INPUTS, GRADS_OUTPUTS
+from ..zoo import BACKWARD_FILE, BACKWARD_OUTPUTS, FORWARD_FILE, GRADS_INPUTS, GRADS_OUTPUTS
+from . import onnx_split
+from .onnx_split import SplitGraphs
 from .translations import GRAD_TRANSLATIONS, OPSET
 
 
@@ -72,13 +75,53 @@ def export_features(model: nn.Module, example: torch.Tensor, path: str | os.Path
 
 
 def export_grads(module: nn.Module, images: torch.Tensor, cotangent: torch.Tensor,
-                 path: str | os.PathLike) -> None:
-    """Export a traced gradient module at the fixed shapes of ``images`` and ``cotangent``."""
-    with _quiet():
-        program = torch.onnx.export(
-            module, (images, cotangent), dynamo=True, opset_version=OPSET,
-            input_names=list(GRADS_INPUTS), output_names=list(GRADS_OUTPUTS),
-            custom_translation_table=GRAD_TRANSLATIONS, verbose=False, optimize=False,
-        )
-        _optimize(program)
-    _save(program, path)
+                 path: str | os.PathLike, *, aux_names: Sequence[str] = ()) -> onnx.ModelProto:
+    """Export a traced gradient module at the fixed shapes of ``images`` and ``cotangent``.
+
+    ``module(images, cotangent)`` returns the features, the two weight gradients and
+    ``aux_names`` further outputs (the logits). ``path`` gets the graph without them
+    (``grads.onnx``); the whole exported graph is returned, for :func:`export_split`.
+    """
+    path = Path(path)
+    full = path.with_name(path.name + ".full.onnx")
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                module, (images, cotangent), dynamo=True, opset_version=OPSET,
+                input_names=list(GRADS_INPUTS),
+                output_names=list(GRADS_OUTPUTS) + list(aux_names),
+                custom_translation_table=GRAD_TRANSLATIONS, verbose=False, optimize=False,
+            )
+            _optimize(program)
+        program.save(os.fspath(full))
+        model = onnx.load(os.fspath(full))
+    finally:
+        for leftover in full.parent.glob(full.name + "*"):
+            leftover.unlink()
+    _write(onnx_split.prune(model, list(GRADS_OUTPUTS)), path)
+    return model
+
+
+def export_split(model: onnx.ModelProto, directory: str | os.PathLike,
+                 forward_outputs: Sequence[str]) -> SplitGraphs:
+    """Cut an :func:`export_grads` graph at the cotangent into ``forward.onnx`` (returning
+    ``forward_outputs`` and the residuals) and ``backward.onnx`` in ``directory``."""
+    halves = onnx_split.split(model, images=GRADS_INPUTS[0], cotangent=GRADS_INPUTS[1],
+                              forward_outputs=list(forward_outputs),
+                              backward_outputs=list(BACKWARD_OUTPUTS))
+    _write(halves.forward, Path(directory) / FORWARD_FILE)
+    _write(halves.backward, Path(directory) / BACKWARD_FILE)
+    return halves
+
+
+#: Graphs above this size keep their weights in a side file (protobuf's limit is 2 GB).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def _write(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, os.fspath(path), save_as_external_data=True,
+                        location=path.name + ".data")
+    else:
+        onnx.save_model(model, os.fspath(path))
+    onnx.checker.check_model(os.fspath(path), full_check=True)

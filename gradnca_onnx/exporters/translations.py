@@ -1,4 +1,5 @@
-"""ONNX translations (onnxscript) for the three backward ops torch's exporter cannot translate.
+"""ONNX translations (onnxscript) of backward ops: the ones torch's exporter cannot translate,
+and the ones whose default translation onnxruntime runs slowly.
 
 The gradient graph is traced at a fixed input size, so every shape is static here and the
 pooling backward passes become products with small constant matrices.
@@ -6,6 +7,8 @@ pooling backward passes become products with small constant matrices.
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -34,50 +37,212 @@ def convolution_backward(grad_output: Any, input: Any, weight: Any, bias_sizes: 
                          output_mask: Sequence[bool]) -> tuple[Any, Any, Any]:
     """``aten.convolution_backward`` for 1-D, 2-D and 3-D non-transposed convolutions.
 
-    Input gradient: ConvTranspose with the forward weight, and the output_padding that gives
-    back the input size (the forward's floor division dropped up to stride-1 rows).
-    Weight gradient: a convolution whose "batch" is the input channel within a group and whose
-    "channels" are (group, image), so that convolving with the output gradient sums over the
-    images; stride and dilation swap roles. The result can exceed the kernel by rows the
-    forward never reached, hence the slice.
+    Both gradients are written as forward convolutions and matrix products, which onnxruntime
+    runs at its forward speed; its ConvTranspose and a convolution with an activation-sized
+    kernel ran 1.5-2x and 5x slower (issue 16's profile). See :func:`conv_input_grad` and
+    :func:`conv_weight_grad`.
     """
     if transposed:
         raise NotImplementedError("gradients through transposed convolutions are not supported")
     nsp = len(input.shape) - 2
     if nsp not in (1, 2, 3):
         raise NotImplementedError(f"only 1-D to 3-D convolutions are supported, got {nsp}-D")
-    sp = list(range(3, 3 + nsp))  # the spatial axes after (a, b, c) in the 5-D layouts below
-    stride, padding, dilation = (_per_dim(v, nsp) for v in (stride, padding, dilation))
-    kernel = [int(k) for k in weight.shape[2:]]
-    in_sp = [int(s) for s in input.shape[2:]]
-    out_sp = [int(s) for s in grad_output.shape[2:]]
-    grad_input = grad_weight = grad_bias = None
-    if output_mask[0]:
-        out_pad = [in_sp[i] - ((out_sp[i] - 1) * stride[i] - 2 * padding[i]
-                               + dilation[i] * (kernel[i] - 1) + 1) for i in range(nsp)]
-        grad_input = op.ConvTranspose(grad_output, weight, strides=stride, pads=padding * 2,
-                                      dilations=dilation, group=groups, output_padding=out_pad)
-    if output_mask[1]:
-        n, cin, cout = int(input.shape[0]), int(input.shape[1]), int(grad_output.shape[1])
-        g = int(groups)
-        cin_g, cout_g = cin // g, cout // g
-        x = op.Reshape(input, op.Constant(value_ints=[n, g, cin_g, *in_sp]))
-        x = op.Transpose(x, perm=[2, 1, 0, *sp])
-        x = op.Reshape(x, op.Constant(value_ints=[cin_g, g * n, *in_sp]))
-        w = op.Reshape(grad_output, op.Constant(value_ints=[n, g, cout_g, *out_sp]))
-        w = op.Transpose(w, perm=[1, 2, 0, *sp])
-        w = op.Reshape(w, op.Constant(value_ints=[g * cout_g, n, *out_sp]))
-        y = op.Conv(x, w, strides=dilation, dilations=stride, pads=padding * 2, group=g)
-        y = op.Transpose(y, perm=[1, 0, *(a - 1 for a in sp)])
-        grad_weight = op.Slice(y, op.Constant(value_ints=[0] * nsp),
-                               op.Constant(value_ints=kernel),
-                               op.Constant(value_ints=[a - 1 for a in sp]))
+    conv = _ConvGeometry.of(input, weight, grad_output, stride, padding, dilation, groups)
+    grad_input = conv_input_grad(grad_output, weight, conv) if output_mask[0] else None
+    grad_weight = conv_weight_grad(grad_output, input, conv) if output_mask[1] else None
+    grad_bias = None
     if output_mask[2]:
-        grad_bias = op.ReduceSum(grad_output, op.Constant(value_ints=[0, *(a - 1 for a in sp)]),
+        grad_bias = op.ReduceSum(grad_output, op.Constant(value_ints=[0, *conv.spatial_axes]),
                                  keepdims=0)
     return (grad_input if grad_input is not None else _unused(),
             grad_weight if grad_weight is not None else _unused(),
             grad_bias if grad_bias is not None else _unused())
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """Static sizes of one forward convolution (the gradient graph has fixed shapes)."""
+
+    n: int
+    cin: int
+    cout: int
+    groups: int
+    kernel: tuple[int, ...]
+    in_sp: tuple[int, ...]
+    out_sp: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @classmethod
+    def of(cls, input: Any, weight: Any, grad_output: Any, stride: Sequence[int],
+           padding: Sequence[int], dilation: Sequence[int], groups: int) -> "_ConvGeometry":
+        nsp = len(input.shape) - 2
+        return cls(int(input.shape[0]), int(input.shape[1]), int(grad_output.shape[1]),
+                   int(groups), tuple(int(k) for k in weight.shape[2:]),
+                   tuple(int(s) for s in input.shape[2:]),
+                   tuple(int(s) for s in grad_output.shape[2:]),
+                   *(tuple(_per_dim(v, nsp)) for v in (stride, padding, dilation)))
+
+    @property
+    def nsp(self) -> int:
+        return len(self.kernel)
+
+    @property
+    def spatial_axes(self) -> list[int]:
+        return list(range(2, 2 + self.nsp))
+
+
+def _ints(values: Sequence[int]) -> Any:
+    return op.Constant(value_ints=[int(v) for v in values])
+
+
+def _flip(x: Any, axes: Sequence[int]) -> Any:
+    """Reverse ``x`` along ``axes`` (a Slice with step -1)."""
+    big = 1 << 62
+    return op.Slice(x, _ints([-1] * len(axes)), _ints([-big] * len(axes)), _ints(axes),
+                    _ints([-1] * len(axes)))
+
+
+def conv_input_grad(grad_output: Any, weight: Any, conv: _ConvGeometry) -> Any:
+    """The input gradient of a convolution, as forward convolutions.
+
+    Stride 1: a convolution of the output gradient with the flipped kernel, input and output
+    channels swapped within each group. Stride > 1 (dilation 1): the sub-pixel form. Input row
+    ``i`` with ``t = i + padding = stride * q + r`` receives ``sum_m g[q - m] w[r + stride * m]``,
+    so each phase ``r`` is a stride-1 convolution with the flipped sub-kernel
+    ``w[r::stride]``; one Conv computes every phase as extra output channels, and a reshape
+    interleaves them. Weight rearrangements act on constants, which onnxruntime folds when it
+    loads the graph. Anything else (strided and dilated at once) stays a ConvTranspose.
+    """
+    if all(s == 1 for s in conv.stride):
+        if all(d * (k - 1) >= p for d, k, p in zip(conv.dilation, conv.kernel, conv.padding)):
+            return _input_grad_stride1(grad_output, weight, conv)
+    elif all(d == 1 for d in conv.dilation) and all(p < k for p, k in zip(conv.padding,
+                                                                            conv.kernel)):
+        return _input_grad_subpixel(grad_output, weight, conv)
+    out_pad = [conv.in_sp[i] - ((conv.out_sp[i] - 1) * conv.stride[i] - 2 * conv.padding[i]
+                                + conv.dilation[i] * (conv.kernel[i] - 1) + 1)
+               for i in range(conv.nsp)]
+    return op.ConvTranspose(grad_output, weight, strides=list(conv.stride),
+                            pads=list(conv.padding) * 2, dilations=list(conv.dilation),
+                            group=conv.groups, output_padding=out_pad)
+
+
+def _swap_channels(weight: Any, groups: int, cout: int, cin: int, sub: Sequence[int]) -> Any:
+    """(g * cout_g, cin_g, *sub) -> (g * cin_g, cout_g, *sub): a group's channels swapped."""
+    g, cout_g, cin_g = groups, cout // groups, cin // groups
+    w = op.Reshape(weight, _ints([g, cout_g, cin_g, *sub]))
+    w = op.Transpose(w, perm=[0, 2, 1, *range(3, 3 + len(sub))])
+    return op.Reshape(w, _ints([g * cin_g, cout_g, *sub]))
+
+
+def _input_grad_stride1(grad_output: Any, weight: Any, conv: _ConvGeometry) -> Any:
+    w = _flip(_swap_channels(weight, conv.groups, conv.cout, conv.cin, conv.kernel),
+              conv.spatial_axes)
+    pads = [d * (k - 1) - p for d, k, p in zip(conv.dilation, conv.kernel, conv.padding)]
+    return op.Conv(grad_output, w, pads=pads * 2, dilations=list(conv.dilation),
+                   group=conv.groups)
+
+
+def _input_grad_subpixel(grad_output: Any, weight: Any, conv: _ConvGeometry) -> Any:
+    nsp, s, k, p = conv.nsp, conv.stride, conv.kernel, conv.padding
+    taps = [-(-k[i] // s[i]) for i in range(nsp)]      # M: kernel taps per phase
+    phases = [min(s[i], k[i]) for i in range(nsp)]     # P: phases with any tap
+    # Kernel axis k = m * P + r (zero-padded to M * P), then phases next to the channels.
+    w = op.Pad(weight, _ints([0] * (2 + nsp) + [0, 0] + [taps[i] * phases[i] - k[i]
+                                                         for i in range(nsp)]))
+    cout, cin_g = conv.cout, conv.cin // conv.groups
+    w = op.Reshape(w, _ints([cout, cin_g, *(d for i in range(nsp) for d in (taps[i], phases[i]))]))
+    m_axes = [2 + 2 * i for i in range(nsp)]
+    r_axes = [3 + 2 * i for i in range(nsp)]
+    w = op.Transpose(w, perm=[0, 1, *r_axes, *m_axes])  # (cout, cin_g, P..., M...)
+    w = op.Reshape(w, _ints([cout, cin_g * int(np.prod(phases)), *taps]))
+    w = _swap_channels(w, conv.groups, cout, conv.cin * int(np.prod(phases)), taps)
+    w = _flip(w, conv.spatial_axes)
+    # Conv output q' covers q = q0 .. q_max, the rows the input gradient needs.
+    q0 = [p[i] // s[i] for i in range(nsp)]
+    q_max = [(p[i] + conv.in_sp[i] - 1) // s[i] for i in range(nsp)]
+    left = [taps[i] - 1 - q0[i] for i in range(nsp)]
+    right = [max(q_max[i] - conv.out_sp[i] + 1, 0) for i in range(nsp)]
+    z = op.Conv(grad_output, w, pads=left + right, group=conv.groups)
+    zsp = [conv.out_sp[i] + left[i] + right[i] - taps[i] + 1 for i in range(nsp)]
+    z = op.Reshape(z, _ints([conv.n, conv.cin, *phases, *zsp]))
+    perm = [0, 1, *(a for i in range(nsp) for a in (2 + nsp + i, 2 + i))]
+    z = op.Transpose(z, perm=perm)                       # (n, cin, Z1, P1, Z2, P2, ...)
+    if phases != list(s):                                # kernel narrower than the stride
+        z = op.Pad(z, _ints([0] * (2 + 2 * nsp) + [0, 0]
+                            + [v for i in range(nsp) for v in (0, s[i] - phases[i])]))
+    z = op.Reshape(z, _ints([conv.n, conv.cin, *(zsp[i] * s[i] for i in range(nsp))]))
+    start = [p[i] - s[i] * q0[i] for i in range(nsp)]
+    return op.Slice(z, _ints(start), _ints([start[i] + conv.in_sp[i] for i in range(nsp)]),
+                    _ints(conv.spatial_axes))
+
+
+#: Columns (taps x input channels) per matrix product of :func:`conv_weight_grad`: enough
+#: for an efficient product, few enough that the gathered input stays a small multiple of it.
+WEIGHT_GRAD_COLUMNS = 64
+#: Fewest input channels for which the gathered-product form of the weight gradient pays:
+#: with an RGB stem every tap is a thin product, and the convolution form was faster.
+WEIGHT_GRAD_MIN_CIN = 16
+
+
+def conv_weight_grad(grad_output: Any, input: Any, conv: _ConvGeometry) -> Any:
+    """The weight gradient of a convolution.
+
+    Ungrouped: ``dW[:, :, tap] = G @ X_tap^T`` with ``G`` the output gradient as
+    (cout, n * out_pixels) and ``X_tap`` the input pixels that tap reads, gathered by strided
+    slices; taps are taken in groups of about :data:`WEIGHT_GRAD_COLUMNS` columns per product.
+    Grouped: a convolution whose "batch" is the input channel within a group and whose
+    "channels" are (group, image), so that convolving with the output gradient sums over the
+    images; stride and dilation swap roles.
+    """
+    if conv.groups == 1 and conv.cin >= WEIGHT_GRAD_MIN_CIN:
+        return _weight_grad_gemm(grad_output, input, conv)
+    return _weight_grad_conv(grad_output, input, conv)
+
+
+def _weight_grad_gemm(grad_output: Any, input: Any, conv: _ConvGeometry) -> Any:
+    nsp, ax = conv.nsp, conv.spatial_axes
+    g = op.Transpose(grad_output, perm=[1, 0, *ax])
+    g = op.Reshape(g, _ints([conv.cout, -1]))
+    x = op.Transpose(input, perm=[1, 0, *ax])           # (cin, n, *in_sp)
+    if any(conv.padding):
+        x = op.Pad(x, _ints([0, 0, *conv.padding, 0, 0, *conv.padding]))
+    taps = list(itertools.product(*(range(k) for k in conv.kernel)))
+    per = max(1, WEIGHT_GRAD_COLUMNS // conv.cin)
+    blocks = []
+    for first in range(0, len(taps), per):
+        cols = []
+        for tap in taps[first:first + per]:
+            lo = [tap[i] * conv.dilation[i] for i in range(nsp)]
+            hi = [lo[i] + conv.stride[i] * (conv.out_sp[i] - 1) + 1 for i in range(nsp)]
+            xs = op.Slice(x, _ints(lo), _ints(hi), _ints(ax), _ints(conv.stride))
+            cols.append(op.Reshape(xs, _ints([conv.cin, -1])))
+        xc = cols[0] if len(cols) == 1 else op.Concat(*cols, axis=0)
+        blocks.append(op.Gemm(g, xc, transB=1))          # (cout, taps_in_block * cin)
+    y = blocks[0] if len(blocks) == 1 else op.Concat(*blocks, axis=1)
+    y = op.Reshape(y, _ints([conv.cout, len(taps), conv.cin]))
+    y = op.Transpose(y, perm=[0, 2, 1])
+    return op.Reshape(y, _ints([conv.cout, conv.cin, *conv.kernel]))
+
+
+def _weight_grad_conv(grad_output: Any, input: Any, conv: _ConvGeometry) -> Any:
+    nsp = conv.nsp
+    sp = list(range(3, 3 + nsp))  # the spatial axes after (a, b, c) in the 5-D layouts below
+    n, g = conv.n, conv.groups
+    cin_g, cout_g = conv.cin // g, conv.cout // g
+    x = op.Reshape(input, _ints([n, g, cin_g, *conv.in_sp]))
+    x = op.Transpose(x, perm=[2, 1, 0, *sp])
+    x = op.Reshape(x, _ints([cin_g, g * n, *conv.in_sp]))
+    w = op.Reshape(grad_output, _ints([n, g, cout_g, *conv.out_sp]))
+    w = op.Transpose(w, perm=[1, 2, 0, *sp])
+    w = op.Reshape(w, _ints([g * cout_g, n, *conv.out_sp]))
+    y = op.Conv(x, w, strides=list(conv.dilation), dilations=list(conv.stride),
+                pads=list(conv.padding) * 2, group=g)
+    y = op.Transpose(y, perm=[1, 0, *(a - 1 for a in sp)])
+    # The result can exceed the kernel by rows the forward never reached, hence the slice.
+    return op.Slice(y, _ints([0] * nsp), _ints(conv.kernel), _ints([a - 1 for a in sp]))
 
 
 def pool_matrix(length: int, out_length: int, kernel: int, stride: int, padding: int,
@@ -136,8 +301,34 @@ def adaptive_avg_pool2d_backward(grad_output: Any, self: Any) -> Any:
                           adaptive_pool_matrix(int(w), int(wo)))
 
 
+def _pool_args(kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               dilation: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:
+    k = _per_dim(kernel_size, 2)
+    s = _per_dim(stride, 2) if len(stride) else k
+    return k, s, _per_dim(padding, 2), _per_dim(dilation, 2)
+
+
+def max_pool2d_with_indices(self: Any, kernel_size: Sequence[int], stride: Sequence[int] = (),
+                            padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1),
+                            ceil_mode: bool = False) -> tuple[Any, Any]:
+    """``aten.max_pool2d_with_indices`` with the index offsets as a constant.
+
+    ONNX numbers a MaxPool's indices over the whole tensor, ATen within each (image,
+    channel) plane. The default translation finds each plane's offset with a second MaxPool
+    (kernel 1, with indices) over the whole input, which took as long as the pooling itself;
+    with the static shapes of the gradient graph the offsets are ``(n * C + c) * H * W``.
+    """
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
+    n, c, h, w = (int(v) for v in self.shape)
+    values, flat = op.MaxPool(self, kernel_shape=k, strides=s, pads=p * 2, dilations=d,
+                              ceil_mode=int(bool(ceil_mode)))
+    offsets = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    return values, op.Sub(flat, op.Constant(value=ir.tensor(offsets)))
+
+
 #: The ``custom_translation_table`` given to ``torch.onnx.export`` for gradient graphs.
 GRAD_TRANSLATIONS: dict[Callable, Callable] = {
+    torch.ops.aten.max_pool2d_with_indices.default: max_pool2d_with_indices,
     torch.ops.aten.convolution_backward.default: convolution_backward,
     torch.ops.aten.avg_pool2d_backward.default: avg_pool2d_backward,
     torch.ops.aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,

@@ -10,8 +10,12 @@ and the conv-layer and gradient-batch fields are ``null``. Such a member gets S_
 baseline metrics but no S_FU. Schema 3 adds ``layers.rule``: how the two S_FU layers were
 chosen (:data:`LAYER_RULES`), since they may now be any weight-bearing layer (Conv1d/2d/3d,
 Linear, an attention block's input projection), not only the paper's two convolutions.
-Schema-1 and schema-2 manifests are still read unchanged (their rule is ``None``: unrecorded);
-writers write schema 3.
+Schema-1 and schema-2 manifests are still read unchanged (their rule is ``None``: unrecorded).
+Schema 4 adds the optional ``split`` block: the gradient pass cut in two at the cotangent,
+``forward.onnx`` (images to features, logits and residuals) and ``backward.onnx`` (cotangent
+and residuals to the two weight gradients), so that the engine runs each image forward once.
+``grads.onnx`` stays: the engine falls back to it for chunks whose residuals exceed its memory
+budget, and for re-batched passes. Writers write schema 4.
 """
 
 from __future__ import annotations
@@ -29,18 +33,27 @@ from .integrity import FileEntry, verify_files
 
 #: Version of the manifest layout; bump when a field changes meaning or is added.
 #: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``;
-#: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``.
-SCHEMA_VERSION = 3
+#: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``;
+#: 4: adds the optional ``split`` block (``forward.onnx`` and ``backward.onnx``).
+SCHEMA_VERSION = 4
 #: Oldest layout this package still reads.
 MIN_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FEATURES_FILE = "features.onnx"
 GRADS_FILE = "grads.onnx"
+FORWARD_FILE = "forward.onnx"
+BACKWARD_FILE = "backward.onnx"
 
 #: Graph inputs and outputs, fixed by the schema.
 FEATURES_INPUTS = ("images",)
 GRADS_INPUTS = ("images", "cotangent")
 GRADS_OUTPUTS = ("features", "grad_w1", "grad_w2")
+BACKWARD_OUTPUTS = ("grad_w1", "grad_w2")
+
+
+def residual_names(count: int) -> tuple[str, ...]:
+    """Names of the split graphs' residual tensors: ``r0``, ``r1``, ..."""
+    return tuple(f"r{i}" for i in range(count))
 
 #: Allowed onnxruntime graph-optimisation levels (names of ``ort.GraphOptimizationLevel``).
 ORT_LEVELS = ("disable_all", "basic", "extended", "all")
@@ -154,6 +167,27 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class SplitSpec:
+    """The split gradient pass (schema 4): ``forward.onnx`` and ``backward.onnx``.
+
+    Both are traced at the manifest's ``grads_batch``. ``residuals`` is the number of
+    residual tensors (``r0`` ... in both graphs); ``residual_bytes`` their size for one batch
+    of ``grads_batch`` images, which the engine holds per S_FU batch under its memory budget.
+    """
+
+    residuals: int
+    residual_bytes: int
+
+    @property
+    def forward_file(self) -> str:
+        return FORWARD_FILE
+
+    @property
+    def backward_file(self) -> str:
+        return BACKWARD_FILE
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the engine needs to know about one exported model.
 
@@ -177,6 +211,7 @@ class Manifest:
     producer: dict[str, str]
     created: str
     features_only: str | None = None
+    split: SplitSpec | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -192,6 +227,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists), in the layout of ``schema_version``."""
         d = asdict(self)
+        if self.schema_version < 4 and self.split is None:
+            d.pop("split")  # schema 1-3 have no such field (re-serialise unchanged)
         if self.schema_version < 3 and self.layers.rule is None:
             d["layers"].pop("rule")  # schema 1 and 2 have no such field (re-serialise unchanged)
         if self.schema_version < 2 and self.features_only is None:
@@ -206,6 +243,14 @@ class Manifest:
             d["graphs"]["grads"] = {"file": GRADS_FILE, "inputs": list(GRADS_INPUTS),
                                     "outputs": list(GRADS_OUTPUTS),
                                     "batch": self.batch_policy.grads_batch}
+        if self.split is not None:
+            res = list(residual_names(self.split.residuals))
+            d["graphs"]["forward"] = {"file": FORWARD_FILE, "inputs": list(FEATURES_INPUTS),
+                                      "outputs": list(self.features_outputs) + res,
+                                      "batch": self.batch_policy.grads_batch}
+            d["graphs"]["backward"] = {"file": BACKWARD_FILE, "inputs": ["cotangent"] + res,
+                                       "outputs": list(BACKWARD_OUTPUTS),
+                                       "batch": self.batch_policy.grads_batch}
         return json.loads(json.dumps(d))
 
     def to_json(self) -> str:
@@ -417,6 +462,22 @@ def _parse(data: Any, where: str) -> Manifest:
         raise fl.fail(GRADS_FILE, "is listed but 'features_only' says the model has no gradient "
                       "graph")
 
+    split = None
+    if version >= 4 and top.get("split", optional=True) is not None:
+        sp = top.sub("split")
+        if features_only is not None:
+            raise top.fail("split", "must be null for a features-only model (no gradient graph)")
+        split = SplitSpec(residuals=sp.int_("residuals"),
+                          residual_bytes=sp.int_("residual_bytes", minimum=0))
+        sp.done()
+        for needed in (FORWARD_FILE, BACKWARD_FILE):
+            if needed not in files:
+                raise fl.fail(needed, "is missing (the manifest has a 'split' block)")
+    elif version < 4 and "split" in data:
+        raise top.fail("split", f"needs schema_version 4 (the manifest says {version})")
+    else:
+        top.get("split", optional=True)  # absent or null: no split pass
+
     producer = top.get("producer")
     if not isinstance(producer, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in producer.items()):
@@ -429,7 +490,8 @@ def _parse(data: Any, where: str) -> Manifest:
         num_classes=top.int_("num_classes", optional=True), opset=top.int_("opset", minimum=7),
         batch_policy=policy, ort_optimization=ort_level, files=files,
         package_version=top.str_("package_version"), producer=dict(producer),
-        created=top.str_("created"), features_only=features_only, schema_version=version,
+        created=top.str_("created"), features_only=features_only, split=split,
+        schema_version=version,
     )
     graphs = top.get("graphs", optional=True)
     if graphs is not None and graphs != manifest.to_dict()["graphs"]:

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .manifest import FEATURES_FILE, GRADS_FILE, Manifest, load_manifest
+from .manifest import (BACKWARD_FILE, FEATURES_FILE, FORWARD_FILE, GRADS_FILE, Manifest,
+                       load_manifest)
 
-_GRAPHS = {"features": FEATURES_FILE, "grads": GRADS_FILE}
+_GRAPHS = {"features": FEATURES_FILE, "grads": GRADS_FILE, "forward": FORWARD_FILE,
+           "backward": BACKWARD_FILE}
 
 
 def first_line(exc: BaseException) -> str:
@@ -69,7 +71,7 @@ def open_session(model_dir: str | os.PathLike, graph: str, *, manifest: Manifest
     Parameters
     ----------
     model_dir : path
-    graph : {"features", "grads"}
+    graph : {"features", "grads", "forward", "backward"}
     manifest : Manifest, optional
         Already loaded manifest (read from ``model_dir`` otherwise).
     threads : int, optional
@@ -80,11 +82,13 @@ def open_session(model_dir: str | os.PathLike, graph: str, *, manifest: Manifest
     import onnxruntime as ort
 
     if graph not in _GRAPHS:
-        raise ValueError(f"graph must be 'features' or 'grads'; got {graph!r}")
+        raise ValueError(f"graph must be one of {list(_GRAPHS)}; got {graph!r}")
     m = manifest if manifest is not None else load_manifest(model_dir, verify=verify)
-    if graph == "grads" and not m.has_grads:
+    if graph != "features" and not m.has_grads:
         raise ValueError(f"model {m.name!r} is features-only (no {GRADS_FILE}): "
                          f"{m.features_only}")
+    if graph in ("forward", "backward") and m.split is None:
+        raise ValueError(f"model {m.name!r} has no split gradient pass (no {FORWARD_FILE})")
     path = Path(model_dir) / _GRAPHS[graph]
     return ort.InferenceSession(str(path), session_options(m.ort_optimization, threads=threads),
                                 providers=["CPUExecutionProvider"])
