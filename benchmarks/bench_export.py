@@ -2,9 +2,11 @@
 transformers (random init).
 
 For each architecture and image size: the time of ``export_model`` (features.onnx + tracing and
-exporting grads.onnx + a features check), the two files' sizes, and the time of one gradient
-pass (features and the two conv-weight gradients for a batch) in onnxruntime against torch
-eager autograd on the same CPU threads. Times are the fastest of a few interleaved runs;
+exporting grads.onnx, forward.onnx and backward.onnx + a features check), the files' sizes,
+and the time of one gradient pass (features and the two S_FU weight gradients for a batch) in
+onnxruntime, by the split pass (forward.onnx then backward.onnx, what ``rank`` runs) and by
+grads.onnx, against the floor: torch eager forward + backward with only the two S_FU weights
+requiring grad, on the same CPU threads. Times are the fastest of a few interleaved runs;
 ratios come from one benchmark run.
 
     python benchmarks/bench_export.py                       # all nine, 64 and 224 px
@@ -58,7 +60,8 @@ def _interleaved_min(fns: dict, repeats: int) -> dict:
     return best
 
 
-def bench_one(arch: str, size: int, batch: int, zoo: Path, threads: int, repeats: int) -> dict:
+def bench_one(arch: str, size: int, batch: int, zoo: Path, thread_counts: list[int],
+              repeats: int) -> list[dict]:
     kwargs = TRANSFORMERS[arch](size) if arch in TRANSFORMERS else {}
     loaded = create_model(arch, arch_kwargs=kwargs, seed=0)
     name = f"{arch.replace(':', '-')}-{size}"
@@ -66,13 +69,13 @@ def bench_one(arch: str, size: int, batch: int, zoo: Path, threads: int, repeats
     out = export_model(loaded, zoo, name=name, input_size=size, grads_batch=batch, force=True)
     export_s = time.perf_counter() - t
     m = load_manifest(out, verify=False)
-    sizes = {f: m.files[f].bytes / 1e6 for f in ("features.onnx", "grads.onnx")}
+    sizes = {f: m.files[f].bytes / 1e6 for f in m.files}
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g)
     c = torch.randn(batch, m.feature_dim, generator=g)
-    sess = open_session(out, "grads", manifest=m, threads=threads)
     feed = {"images": x.numpy(), "cotangent": c.numpy()}
+    res = [f"r{i}" for i in range(m.split.residuals)]
 
     model = loaded.module
     for p in model.parameters():  # autograd then computes only what the two gradients need
@@ -85,22 +88,43 @@ def bench_one(arch: str, size: int, batch: int, zoo: Path, threads: int, repeats
         (f,) = fm(x)
         torch.autograd.grad(f, [w1, w2], c)
 
-    best = _interleaved_min({"ort": lambda: sess.run(None, feed), "torch": torch_pass}, repeats)
-    ort_s, torch_s = best["ort"], best["torch"]
+    rows = []
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        sess = open_session(out, "grads", manifest=m, threads=threads)
+        fwd = open_session(out, "forward", manifest=m, threads=threads)
+        bwd = open_session(out, "backward", manifest=m, threads=threads)
+
+        def split_pass():
+            held = fwd.run(res, {"images": feed["images"]})
+            bwd.run(None, {"cotangent": feed["cotangent"], **dict(zip(res, held))})
+
+        best = _interleaved_min({"split": split_pass, "grads": lambda: sess.run(None, feed),
+                                 "torch": torch_pass}, repeats)
+        rows.append({
+            "arch": arch, "size": size, "batch": batch, "threads": threads,
+            "export_s": export_s, "features_mb": sizes["features.onnx"],
+            "grads_mb": sizes["grads.onnx"],
+            "split_mb": sizes["forward.onnx"] + sizes["backward.onnx"],
+            "residual_mib_per_image": m.split.residual_bytes / batch / 2**20,
+            "split_s": best["split"], "grads_s": best["grads"], "torch_s": best["torch"],
+            "split_over_floor": best["split"] / best["torch"],
+            "grads_over_floor": best["grads"] / best["torch"]})
     shutil.rmtree(out, ignore_errors=True)  # disk
-    return {"arch": arch, "size": size, "batch": batch, "export_s": export_s,
-            "features_mb": sizes["features.onnx"], "grads_mb": sizes["grads.onnx"],
-            "ort_s": ort_s, "torch_s": torch_s, "ort_over_torch": ort_s / torch_s}
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| architecture | px | batch | export (s) | features.onnx (MB) | grads.onnx (MB) "
-             "| grads: onnxruntime (s) | grads: torch eager (s) | ort / torch |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| architecture | px | batch | threads | export (s) | features / grads / split "
+             "(MB) | residuals (MiB/image) | split pass (s) | grads.onnx (s) | floor: torch (s) "
+             "| split / floor | grads / floor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['export_s']:.1f} "
-                     f"| {r['features_mb']:.1f} | {r['grads_mb']:.1f} | {r['ort_s']:.3f} "
-                     f"| {r['torch_s']:.3f} | {r['ort_over_torch']:.2f} |")
+        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['threads']} "
+                     f"| {r['export_s']:.1f} | {r['features_mb']:.1f} / {r['grads_mb']:.1f} / "
+                     f"{r['split_mb']:.1f} | {r['residual_mib_per_image']:.2f} "
+                     f"| {r['split_s']:.3f} | {r['grads_s']:.3f} | {r['torch_s']:.3f} "
+                     f"| {r['split_over_floor']:.2f} | {r['grads_over_floor']:.2f} |")
     return "\n".join(lines)
 
 
@@ -113,8 +137,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[64, 224])
     ap.add_argument("--batch", nargs="+", type=int, default=[16, 8],
                     help="grads batch per size (same order as --sizes)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads for both runtimes (1: robust on a shared machine)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="CPU threads for both runtimes, one run per count")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -123,19 +147,18 @@ def main() -> None:
     archs = args.archs or (list(TRANSFORMERS) if args.transformers
                            else list(PAPER_ARCHITECTURES))
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size, batch in zip(args.sizes, args.batch):
             for arch in archs:
                 if arch == "maxvit_t" and size != 224:
                     continue
-                r = bench_one(arch, size, batch, Path(tmp), args.threads, args.repeats)
-                rows.append(r)
-                print(f"{arch:20s} {size:4d}px B={batch:<3d} export {r['export_s']:6.1f}s  "
-                      f"files {r['features_mb']:6.1f}+{r['grads_mb']:6.1f} MB  ort "
-                      f"{r['ort_s']:7.3f}s  torch {r['torch_s']:7.3f}s  ratio "
-                      f"{r['ort_over_torch']:.2f}", flush=True)
+                for r in bench_one(arch, size, batch, Path(tmp), args.threads, args.repeats):
+                    rows.append(r)
+                    print(f"{arch:20s} {size:4d}px B={batch:<3d} T={r['threads']} export "
+                          f"{r['export_s']:6.1f}s  split {r['split_s']:7.3f}s  grads "
+                          f"{r['grads_s']:7.3f}s  floor {r['torch_s']:7.3f}s  split/floor "
+                          f"{r['split_over_floor']:.2f}", flush=True)
     print()
     print(markdown(rows))
     if args.json:

@@ -9,7 +9,8 @@ pooled from ../shared/data, resized), timed
   * reference: torch eager forward for the features + scikit-learn NCA/k-NN + the S_FU pass
     with pytorch-metric-learning and autograd, per model (REFERENCE 3-4);
   * ours: ``rank_zoo`` on onnxruntime (no cache), and one model's stages: the forward pass
-    (features, logits, residuals), the cotangent, the backward, S_LP;
+    (features, logits, residuals), the cotangent, the backward, S_LP, and (not part of
+    ``rank`` unless asked for) every baseline metric;
   * floor: torch eager forward + the backward S_FU needs, with only the two S_FU weights
     requiring grad, over the S_FU batches (what any gradient-based score must pay);
   * onnxruntime's forward alone (features.onnx over every image), for scale.
@@ -94,13 +95,19 @@ def _stages(model_dir: Path, target, threads: int) -> dict[str, float]:
     x = _prepare(target, manifest)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    feats, _, _, _, _ = split_passes(lambda g: runtime.open(model_dir, manifest, g), manifest,
+    feats, logits, _, _, _ = split_passes(lambda g: runtime.open(model_dir, manifest, g), manifest,
                                      x, target.labels, runtime.residual_memory,
                                      lambda stage, total: (lambda done: None), timings)
     timings["pass"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     label_prediction_score(feats, target.labels, **LP_SETTINGS)
     timings["lp"] = time.perf_counter() - t0
+    from gradnca_onnx.metrics import compute_metrics, resolve_names
+
+    t0 = time.perf_counter()
+    compute_metrics(resolve_names("all"), feats, target.labels, logits, errors="record",
+                    model_dir=model_dir)
+    timings["metrics"] = time.perf_counter() - t0
     sess = runtime.open(model_dir, manifest, "features")
     t0 = time.perf_counter()
     for s in range(0, len(x), 64):
@@ -202,6 +209,7 @@ def main() -> None:
             print(f"  one model: score {score:.1f} s = forward {st.get('forward', 0):.1f} + "
                   f"cotangent {st.get('cotangent', 0):.2f} + backward {st.get('backward', 0):.1f}"
                   f" + recompute {st.get('recompute', 0):.1f} + S_LP {st['lp']:.1f} "
+                  f"(+ all baseline metrics {st['metrics']:.1f}) "
                   f"(rank per model {per_model:.1f} s) | floor (torch forward + S_FU backward) "
                   f"{floor:.1f} s -> gradient pass {st['pass'] / floor:.2f}x floor, whole "
                   f"score {score / floor:.2f}x | onnxruntime features.onnx alone "

@@ -65,18 +65,19 @@ CONVS = [  # (input channels, input size, kernel, stride, padding, dilation, gro
     (16, 8, 3, 1, 1, 1, 1),        # stride 1: flipped-kernel Conv; weight gradient by Gemm
     (3, 8, 3, 1, 0, 1, 1),         # stride 1, no padding; RGB: the weight gradient's Conv form
     (16, 9, 3, 1, 2, 2, 1),        # stride 1, dilated
+    (4, 9, 3, 1, 3, 1, 1),         # stride 1, padding past the kernel span: ConvTranspose
     (4, 8, 3, 1, 1, 1, 2),         # stride 1, grouped
-    (16, 9, 3, 2, 1, 1, 1),        # sub-pixel, odd input (no row dropped)
-    (3, 8, 3, 2, 1, 1, 1),         # sub-pixel, even input (the forward dropped a row)
-    (16, 9, 3, 2, 0, 1, 1),        # sub-pixel, no padding
+    (16, 9, 3, 2, 1, 1, 1),        # strided (ConvTranspose), odd input (no row dropped)
+    (3, 8, 3, 2, 1, 1, 1),         # strided, even input (the forward dropped a row)
+    (16, 9, 3, 2, 0, 1, 1),        # strided, no padding
     (16, 8, 1, 2, 0, 1, 1),        # 1x1 stride 2: kernel narrower than the stride
     (4, 9, 2, 2, 0, 1, 1),         # kernel = stride
     (16, 9, 4, 2, 1, 1, 1),        # kernel 4, stride 2
     (3, 15, 7, 2, 3, 1, 1),        # the ResNet stem
     (16, 11, 5, 3, 2, 1, 1),       # stride 3 (taps in two Gemm blocks)
-    (4, 10, 5, 2, 4, 1, 1),        # padding past the kernel's first phase
+    (4, 10, 5, 2, 4, 1, 1),        # padding past the dilated kernel span
     (4, 9, 3, 2, 1, 1, 4),         # depthwise, strided
-    (4, 10, 3, 2, 2, 2, 1),        # strided and dilated: ConvTranspose
+    (4, 10, 3, 2, 2, 2, 1),        # strided and dilated
     (16, (9, 7), (3, 1), (2, 1), (1, 0), 1, 1),   # per-axis sizes
 ]
 
