@@ -130,6 +130,7 @@ def test_report_and_figures(study):
     assert {"2 pre-train", "3 export", "4 fine-tune", "5 rank"} <= set(timings)
 
 
+@pytest.mark.slow  # 60 s; resuming is also tested on its parts (test_training, test_executors)
 def test_resume_redoes_only_lost_work_and_reproduces(study):
     work, first, data = study
     assert "10 runs in 10 pairs, 10 to do" in first

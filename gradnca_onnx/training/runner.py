@@ -24,7 +24,7 @@ import numpy as np
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
-from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, default_seeds, load_grid
+from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, load_grid
 from .loop import EpochMetrics, PreparedTarget, RunResult, finetune, prepare_target
 from .source import Source, load_source
 from .store import RunStore, open_store, run_key
@@ -294,18 +294,8 @@ def run_grid(source: Source | str | Any, target: TargetSplits | PathLike,
                                               std=src.std, channels=src.channels,
                                               resize_filter=cfg.resize_filter)
             progress.run_start(cfg, i)
-            try:
-                _, result = run_one(src, tgt, cfg, st, grid_name=spec.name, device=device,
-                                    prepared=prepared[pk], progress=progress)
-            except Exception as exc:
-                if stop_on_error:
-                    raise
-                outcome.failed += 1
-                outcome.errors.append(f"{cfg.label()}: {type(exc).__name__}: {exc}")
-                progress.run_end(cfg, None, False)
-                continue
-            outcome.finished += 1
-            progress.run_end(cfg, result, False)
+            _run_counted(src, tgt, cfg, st, spec.name, device, prepared[pk], progress, outcome,
+                         cfg.label(), stop_on_error=stop_on_error)
     finally:
         if st is not store:
             st.close()
@@ -411,6 +401,26 @@ def run_seeds(source: Source | str | Any, target: TargetSplits | PathLike,
     return out
 
 
+def _run_counted(src: Source, tgt: TargetSplits, cfg: RunConfig, st: RunStore, grid_name: str,
+                 device: str, prepared: PreparedTarget, progress: Progress, outcome: Any,
+                 label: str, *, stop_on_error: bool = False) -> None:
+    """:func:`run_one`, counted in ``outcome`` (``finished``, or ``failed`` with the error
+    under ``label``) and reported to ``progress``; the failure is recorded in the store and
+    the other runs go on, unless ``stop_on_error``."""
+    try:
+        _, result = run_one(src, tgt, cfg, st, grid_name=grid_name, device=device,
+                            prepared=prepared, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - recorded in the store, the others go on
+        if stop_on_error:
+            raise
+        outcome.failed += 1
+        outcome.errors.append(f"{label}: {type(exc).__name__}: {exc}")
+        progress.run_end(cfg, None, False)
+        return
+    outcome.finished += 1
+    progress.run_end(cfg, result, False)
+
+
 def _run_replicates(src: Source, tgt: TargetSplits, grid_name: str, st: RunStore,
                     configs: list[RunConfig], keys: list[str], out: ReplicateOutcome,
                     device: str, progress: Progress) -> None:
@@ -425,13 +435,5 @@ def _run_replicates(src: Source, tgt: TargetSplits, grid_name: str, st: RunStore
                                       mean=src.mean, std=src.std, channels=src.channels,
                                       resize_filter=cfg.resize_filter)
         progress.run_start(cfg, i)
-        try:
-            _, result = run_one(src, tgt, cfg, st, grid_name=f"{grid_name} seed replicate",
-                                device=device, prepared=prepared, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - recorded in the store, the others go on
-            out.failed += 1
-            out.errors.append(f"seed {cfg.seed}: {type(exc).__name__}: {exc}")
-            progress.run_end(cfg, None, False)
-            continue
-        out.finished += 1
-        progress.run_end(cfg, result, False)
+        _run_counted(src, tgt, cfg, st, f"{grid_name} seed replicate", device, prepared,
+                     progress, out, f"seed {cfg.seed}")

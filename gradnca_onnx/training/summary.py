@@ -35,12 +35,7 @@ def ground_truth(store: RunStore | PathLike, *, value: str = "test_auc") -> Sour
         An empty store, or a source (target) name that stands for two different sets of
         weights (data) in the store, which would mix different models in one row (column).
     """
-    st = open_store(store)
-    try:
-        rows = grid_runs(st)
-    finally:
-        if st is not store:
-            st.close()
+    st, rows = _grid_rows(store)
     as_text = [{"source": r["source"], "target": r["target"],
                 "val_loss": "" if r["val_loss"] is None else repr(r["val_loss"]),
                 value: "" if r[value] is None else repr(r[value])} for r in rows]
@@ -96,12 +91,7 @@ def selected_runs(store: RunStore | PathLike) -> dict[tuple[str, str], dict[str,
     dict
         ``(source, target) -> run row``; pairs without a usable run are absent.
     """
-    st = open_store(store)
-    try:
-        rows = grid_runs(st)
-    finally:
-        if st is not store:
-            st.close()
+    _, rows = _grid_rows(store)
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         loss = r["val_loss"]
@@ -162,3 +152,13 @@ def replicate_ground_truths(store: RunStore | PathLike, *, value: str = "test_au
         if st is not store:
             st.close()
     return tables
+
+
+def _grid_rows(store: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The store (opened if a path) and its grid runs; a store opened here is closed again."""
+    st = open_store(store)
+    try:
+        return st, grid_runs(st)
+    finally:
+        if st is not store:
+            st.close()
