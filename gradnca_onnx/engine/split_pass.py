@@ -40,8 +40,7 @@ def chunks_held(manifest: Manifest, budget: int) -> int:
 def split_passes(open_graph: Callable[[str], Any], manifest: Manifest, x: NDArray[np.float32],
                  labels: NDArray, budget: int,
                  tick: Callable[[str, int], Callable[[int], None]],
-                 timings: dict[str, float] | None = None) -> tuple[NDArray[np.float32], NDArray[np.float32] | None,
-                            NDArray[np.float64], NDArray[np.float64], list[str]]:
+                 timings: dict[str, float] | None = None) -> tuple[Any, ...]:
     """Features, logits and the per-S_FU-batch gradient norms, each image forward once.
 
     Parameters
@@ -64,85 +63,104 @@ def split_passes(open_graph: Callable[[str], Any], manifest: Manifest, x: NDArra
 
     Returns
     -------
-    features, logits (``None`` without a head), norms of grad W1 and grad W2 per S_FU batch,
-    and notes for the user.
+    features : ndarray (n, D), float32
+    logits : ndarray (n, K), float32, or ``None`` without a head
+    norms_w1, norms_w2 : ndarray, float64
+        Norms of the two weight gradients per S_FU batch.
+    notes : list of str
     """
-    assert manifest.split is not None and manifest.batch_policy.grads_batch is not None
-    b = manifest.batch_policy.grads_batch
-    n, d = len(x), manifest.feature_dim
-    has_logits = manifest.num_classes is not None
-    names = residual_names(manifest.split.residuals)
-    feats = np.empty((n, d), np.float32)
-    logits = np.empty((n, manifest.num_classes), np.float32) if has_logits else None
-    slices = fu_batch_slices(n)
+    run = _SplitRun(open_graph, manifest, x, chunks_held(manifest, budget), _Clock(timings))
+    slices = fu_batch_slices(len(x))
     n1, n2 = np.zeros(len(slices)), np.zeros(len(slices))
-    keep = chunks_held(manifest, budget)
-    recomputed = total = 0
-    feat_step, grad_step = tick("features", n), tick("gradients", len(slices))
-    sessions: dict[str, Any] = {}
-    clock = _Clock(timings)
-
-    def session(graph: str) -> Any:
-        if graph not in sessions:
-            sessions[graph] = open_graph(graph)
-        return sessions[graph]
-
-    wanted = ["features"] + (["logits"] if has_logits else []) + list(names)
+    feat_step, grad_step = tick("features", len(x)), tick("gradients", len(slices))
     for i, sl in enumerate(slices):
-        starts = range(sl.start, sl.stop, b)
-        held: list[dict[str, NDArray] | None] = []
-        for j, start in enumerate(starts):
-            stop = min(start + b, sl.stop)
-            with clock("forward"):
-                out = run_session(session("forward"), wanted,
-                                  {"images": _padded(x[start:stop], b)},
-                                  where=f"{manifest.name}: forward.onnx")
-            _check_width(out[0], d, "features", manifest)
-            feats[start:stop] = out[0][: stop - start]
-            if logits is not None:
-                _check_width(out[1], manifest.num_classes, "logits", manifest)
-                logits[start:stop] = out[1][: stop - start]
-            first = 2 if has_logits else 1
-            held.append(dict(zip(names, out[first:])) if j < keep else None)
-            del out
-            feat_step(stop)
-        with clock("cotangent"):
-            _, cot = triplet_loss_grad(feats[sl], labels[sl])
-        g1 = g2 = None
-        for j, start in enumerate(starts):
-            stop = min(start + b, sl.stop)
-            c = cot[start - sl.start: stop - sl.start]
-            if not c.any():  # linear in the cotangent: a zero chunk adds nothing
-                continue
-            total += 1
-            c = _padded(c, b)
-            if held[j] is not None:
-                with clock("backward"):
-                    w1, w2 = run_session(session("backward"), list(BACKWARD_OUTPUTS),
-                                         {"cotangent": c, **held[j]},
-                                         where=f"{manifest.name}: backward.onnx")
-            else:
-                recomputed += 1
-                with clock("recompute"):
-                    _, w1, w2 = run_session(
-                        session("grads"), ["features", "grad_w1", "grad_w2"],
-                        {"images": _padded(x[start:stop], b), "cotangent": c},
-                        where=f"{manifest.name}: grads.onnx")
-            held[j] = None  # free this chunk's residuals as soon as they are used
-            g1 = w1.astype(np.float64) if g1 is None else g1 + w1
-            g2 = w2.astype(np.float64) if g2 is None else g2 + w2
-        del held
+        held = run.forward(sl, feat_step)
+        with run.clock("cotangent"):
+            _, cot = triplet_loss_grad(run.feats[sl], labels[sl])
+        g1, g2 = run.backward(sl, cot, held)
         if g1 is not None:
             n1[i], n2[i] = np.linalg.norm(g1), np.linalg.norm(g2)
         grad_step(i + 1)
     notes = []
-    if recomputed:
+    if run.recomputed:
+        b = run.b
         per_image = manifest.split.residual_bytes / b / 2**20
-        notes.append(f"gradient pass: {recomputed} of {total} chunks of {b} images recomputed "
-                     f"with grads.onnx (their residuals, {per_image:.1f} MiB per image, did not "
-                     f"fit the {budget / 2**20:.0f} MiB residual budget; raise it with "
-                     "--residual-memory)")
-    return feats, logits, n1, n2, notes
+        notes.append(f"gradient pass: {run.recomputed} of {run.total} chunks of {b} images "
+                     f"recomputed with grads.onnx (their residuals, {per_image:.1f} MiB per "
+                     f"image, did not fit the {budget / 2**20:.0f} MiB residual budget; raise "
+                     "it with --residual-memory)")
+    return run.feats, run.logits, n1, n2, notes
+
+
+class _SplitRun:
+    """The state of one model's split pass: sessions, outputs and chunk counts."""
+
+    def __init__(self, open_graph: Callable[[str], Any], manifest: Manifest,
+                 x: NDArray[np.float32], keep: int, clock: "_Clock") -> None:
+        assert manifest.split is not None and manifest.batch_policy.grads_batch is not None
+        self.open_graph, self.m, self.x, self.keep, self.clock = (open_graph, manifest, x,
+                                                                  keep, clock)
+        self.b = manifest.batch_policy.grads_batch
+        self.names = residual_names(manifest.split.residuals)
+        n, k = len(x), manifest.num_classes
+        self.feats = np.empty((n, manifest.feature_dim), np.float32)
+        self.logits = np.empty((n, k), np.float32) if k is not None else None
+        self.sessions: dict[str, Any] = {}
+        self.recomputed = self.total = 0
+
+    def session(self, graph: str) -> Any:
+        if graph not in self.sessions:
+            self.sessions[graph] = self.open_graph(graph)
+        return self.sessions[graph]
+
+    def chunks(self, sl: slice) -> list[tuple[int, int]]:
+        return [(a, min(a + self.b, sl.stop)) for a in range(sl.start, sl.stop, self.b)]
+
+    def forward(self, sl: slice, step: Callable[[int], None]) -> list[dict | None]:
+        """Run one S_FU batch forward; the first ``keep`` chunks' residuals, ``None`` after."""
+        m, has_logits = self.m, self.logits is not None
+        wanted = ["features"] + (["logits"] if has_logits else []) + list(self.names)
+        held: list[dict | None] = []
+        for j, (a, z) in enumerate(self.chunks(sl)):
+            with self.clock("forward"):
+                out = run_session(self.session("forward"), wanted,
+                                  {"images": _padded(self.x[a:z], self.b)},
+                                  where=f"{m.name}: forward.onnx")
+            _check_width(out[0], m.feature_dim, "features", m)
+            self.feats[a:z] = out[0][: z - a]
+            if has_logits:
+                _check_width(out[1], m.num_classes, "logits", m)
+                self.logits[a:z] = out[1][: z - a]
+            held.append(dict(zip(self.names, out[1 + has_logits:])) if j < self.keep else None)
+            step(z)
+        return held
+
+    def backward(self, sl: slice, cot: NDArray, held: list[dict | None]) -> tuple[Any, Any]:
+        """The batch's two weight gradients (float64 sums over its chunks; ``None`` if its
+        cotangent is zero)."""
+        g1 = g2 = None
+        for j, (a, z) in enumerate(self.chunks(sl)):
+            c = cot[a - sl.start: z - sl.start]
+            if not c.any():  # linear in the cotangent: a zero chunk adds nothing
+                continue
+            self.total += 1
+            c = _padded(c, self.b)
+            if held[j] is not None:
+                with self.clock("backward"):
+                    w1, w2 = run_session(self.session("backward"), list(BACKWARD_OUTPUTS),
+                                         {"cotangent": c, **held[j]},
+                                         where=f"{self.m.name}: backward.onnx")
+            else:
+                self.recomputed += 1
+                with self.clock("recompute"):
+                    _, w1, w2 = run_session(
+                        self.session("grads"), ["features", "grad_w1", "grad_w2"],
+                        {"images": _padded(self.x[a:z], self.b), "cotangent": c},
+                        where=f"{self.m.name}: grads.onnx")
+            held[j] = None  # free this chunk's residuals as soon as they are used
+            g1 = w1.astype(np.float64) if g1 is None else g1 + w1
+            g2 = w2.astype(np.float64) if g2 is None else g2 + w2
+        return g1, g2
 
 
 class _Clock:
