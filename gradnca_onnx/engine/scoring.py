@@ -220,8 +220,8 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
 
     A member with the split gradient pass (manifest ``split``) runs each image forward once
     (:mod:`gradnca_onnx.engine.split_pass`); others run ``features.onnx`` over every image and
-    then ``grads.onnx`` per S_FU batch. A features-only member (``manifest.has_grads`` false) gets no gradient norms: its arrays
-    hold ``features``, ``lp`` and, with a head, ``logits``.
+    then ``grads.onnx`` per S_FU batch. A features-only member (``manifest.has_grads`` false)
+    gets no gradient norms: its arrays hold ``features``, ``lp`` and, with a head, ``logits``.
 
     Returns the arrays, whether they came from the cache, and notes for the user.
     """

@@ -43,6 +43,10 @@ def split(model: onnx.ModelProto, *, images: str, cotangent: str, forward_output
           backward_outputs: list[str]) -> SplitGraphs:
     """Cut ``model`` at its ``cotangent`` input (see the module docstring)."""
     g = model.graph
+    have = {o.name for o in g.output}
+    absent = [o for o in [*forward_outputs, *backward_outputs] if o not in have]
+    if absent:
+        raise ValueError(f"the gradient graph has no output(s) {absent}")
     infos = _value_infos(model)
     on_images = _dependents(g, images)
     backward_nodes = _backward_nodes(g, cotangent, forward_outputs, infos)
