@@ -31,9 +31,8 @@ def named_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 class GradModule(nn.Module):
     """A traced graph whose trailing inputs are the model's tensors, held as buffers.
 
-    ``forward(*inputs)`` runs the graph on the inputs followed by the tensors: for the whole
-    VJP, ``(images, cotangent) -> (features, grad_w1, grad_w2)``; for the halves of
-    :func:`split_vjp`, the forward's and the backward's inputs and outputs.
+    ``forward(images, cotangent)`` runs the graph on them followed by the tensors:
+    ``(features, grad_w1, grad_w2, *aux)`` for a :class:`TracedVJP`.
     """
 
     def __init__(self, graph: fx.GraphModule, tensors: list[torch.Tensor]) -> None:
