@@ -27,6 +27,11 @@ from scipy.stats import weightedtau
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "benchmarks" / "medical_small" / "study.py"
 
+# The miniature study takes 3.5 minutes here, a quarter of the default suite's budget; its
+# stages (pre-training, export, ranking, fine-tuning, the ground truth, the report's taus) are
+# each tested on their own in the default suite, so the end-to-end run is under -m slow.
+pytestmark = pytest.mark.slow
+
 
 def _run(work: Path, data: Path) -> str:
     env = {**os.environ, "GRADNCA_MEDICAL_DATA": str(data)}
@@ -130,7 +135,6 @@ def test_report_and_figures(study):
     assert {"2 pre-train", "3 export", "4 fine-tune", "5 rank"} <= set(timings)
 
 
-@pytest.mark.slow  # 60 s; resuming is also tested on its parts (test_training, test_executors)
 def test_resume_redoes_only_lost_work_and_reproduces(study):
     work, first, data = study
     assert "10 runs in 10 pairs, 10 to do" in first
