@@ -303,6 +303,12 @@ def test_split_pass_matches_the_whole_gradient_pass(zoo, tmp_path) -> None:
     notes = [n for n in runs["mixed"][2] if n.startswith("gradient pass:")]
     assert len(notes) == 1 and "recomputed with grads.onnx" in notes[0], runs["mixed"][2]
     assert chunks > 1 and not any(n.startswith("gradient pass:") for n in runs["split"][2])
+    # A cache hit reports the pass's notes too (they are kept with the entry).
+    cache = FeatureCache(tmp_path / "cache")
+    rt = RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes)
+    first = model_passes(root / "cnn0", m, target, cache=cache, runtime=rt)
+    again = model_passes(root / "cnn0", m, target, cache=cache, runtime=rt)
+    assert not first[1] and again[1] and again[2] == first[2] == runs["mixed"][2]
 
 
 def test_residual_memory_option(zoo, tmp_path) -> None:

@@ -149,7 +149,7 @@ def test_one_conv_model_uses_first_two_weight_layers(tmp_path):
     m = load_manifest(out)
     assert (m.layers.conv1, m.layers.conv2, m.layers.rule) == ("embed", "fc1",
                                                                "first-two-weight-layers")
-    assert m.layers.conv2_weight_shape == (32, 16) and m.schema_version == 4
+    assert m.layers.conv2_weight_shape == (32, 16) and m.schema_version == 5
     check_parity(model, out)
 
 

@@ -135,7 +135,7 @@ def test_unsupported_operator_joins_the_zoo_features_only(tmp_path):
     d = zoo / "m"
     assert sorted(p.name for p in d.iterdir()) == ["features.onnx", "manifest.json"]
     m = load_manifest(d)
-    assert m.schema_version == 4 and not m.has_grads and "operator LRN" in m.features_only
+    assert m.schema_version == 5 and not m.has_grads and "operator LRN" in m.features_only
     assert (m.source.kind, m.source.reference, m.source.checkpoint) == ("onnx", path.name,
                                                                        path.name)
     assert m.source.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -246,9 +246,13 @@ def test_rank_mixed_zoo_all_metrics(tmp_path):
     feats = _engine_features(d, target)
     settings = dict(LP_SETTINGS, n_components=min(LP_SETTINGS["n_components"], D))
     assert lrn["lp"] == label_prediction_score(feats, target.labels, **settings)
-    # Every baseline is there and finite for it, as for the others.
+    # Every baseline is there and finite for it, as for the others; source_images is null
+    # with a note for every member: none of these manifests records the source dataset's size.
     assert set(lrn["metrics"]) == set(data["metrics"]) and len(data["metrics"]) >= 10
-    assert all(v is not None and np.isfinite(v) for v in lrn["metrics"].values())
+    assert all(v is not None and np.isfinite(v) for k, v in lrn["metrics"].items()
+               if k != "source_images")
+    assert all(m["metrics"]["source_images"] is None and any(
+        n.startswith("source_images: skipped") for n in m["notes"]) for m in models)
     # The full members are ranked 1.. by S, which is S over them alone (the paper's min-max
     # over the members that have both terms), as if the features-only member were absent.
     full = [m for m in models if m["model"] != "lrn"]

@@ -388,7 +388,7 @@ def test_option_errors() -> None:
 # ---------------------------------------------------------------- registry and skip logic
 def test_registry_declares_every_metric() -> None:
     assert list(gm.METRICS) == ["logme", "leep", "nleep", "parc", "sfda", "ncti", "gbc",
-                                "hscore", "nce", "transrate", "params"]
+                                "hscore", "nce", "transrate", "params", "source_images"]
     assert {n for n, m in gm.METRICS.items() if m.needs_logits} == {"leep", "nce"}
     assert all(m.higher_is_better for m in gm.METRICS.values())
     assert [n for n, m in gm.METRICS.items() if m.zoo_step is not None] == ["ncti"]

@@ -58,7 +58,7 @@ def test_manifest_round_trip(tmp_path):
     assert m.input.mean == (0.485, 0.456, 0.406)
     assert m.layers.conv2_weight_shape == (64, 64, 3, 3)
     data = json.loads((d / "manifest.json").read_text())
-    assert data["schema_version"] == 4 and data["features_only"] is None
+    assert data["schema_version"] == 5 and data["features_only"] is None
     assert data["graphs"]["features"]["outputs"] == ["features", "logits"]
     assert data["graphs"]["grads"] == {"file": "grads.onnx", "inputs": ["images", "cotangent"],
                                        "outputs": ["features", "grad_w1", "grad_w2"], "batch": 8}
@@ -79,7 +79,7 @@ def _edit(d: Path, fn) -> None:
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("feature_dim"), "'feature_dim' is missing"),
     (lambda d: d.update(feature_dim="512"), "'feature_dim' must be an integer"),
-    (lambda d: d.update(schema_version=5), "schema_version 5 is newer"),
+    (lambda d: d.update(schema_version=6), "schema_version 6 is newer"),
     (lambda d: d.update(split={"residuals": 3, "residual_bytes": 10}),
      "'files.forward.onnx' is missing"),
     (lambda d: d.update(schema_version=3, split=None), "'split' needs schema_version 4"),
@@ -272,8 +272,8 @@ def test_committed_schema_1_manifests_load_unchanged(tmp_path):
     shutil.copytree(dirs[0], copy)
     write_manifest(copy, load_manifest(copy))
     again = load_manifest(copy)
-    assert again.schema_version == 4 and again == replace(load_manifest(dirs[0]),
-                                                          schema_version=4)
+    assert again.schema_version == 5 and again == replace(load_manifest(dirs[0]),
+                                                          schema_version=5)
     assert again.layers.rule is None  # schema 1 did not record it: null, not invented
 
 
@@ -284,7 +284,7 @@ def test_features_only_manifest_validates_and_round_trips(tmp_path):
     assert m.source.kind == "onnx" and m.layers.conv1 is None
     assert m.batch_policy.grads_batch is None
     data = json.loads((d / "manifest.json").read_text())
-    assert data["schema_version"] == 4 and list(data["graphs"]) == ["features"]
+    assert data["schema_version"] == 5 and list(data["graphs"]) == ["features"]
     assert data["layers"]["conv1"] is None and data["batch_policy"]["grads_batch"] is None
     assert Manifest.from_dict(data) == m
     # A features-only member may also leave the gradient fields out altogether.

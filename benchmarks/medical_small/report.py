@@ -36,15 +36,21 @@ from gradnca_onnx.training import ground_truth
 METHOD_NAMES: dict[str, str] = {
     "logme": "LogME", "leep": "LEEP", "nleep": "NLEEP", "parc": "PARC", "sfda": "SFDA",
     "ncti": "NCTI", "gbc": "GBC", "hscore": "H-score", "nce": "NCE", "transrate": "TransRate",
-    "lp": "S_LP", "fu": "S_FU", "params": "params",
+    "lp": "S_LP", "fu": "S_FU", "params": "params", "source_images": "source_images",
 }
 #: Secondary methods beside the primary seven: four more baselines, the two GradNCA terms and
-#: the static baseline ``params`` (parameter count of features.onnx; rank JSON written before
-#: it existed has none, and it is then left out).
-SECONDARY: tuple[str, ...] = ("GBC", "H-score", "NCE", "TransRate", "S_LP", "S_FU", "params")
+#: the static baselines ``params`` (parameter count of features.onnx) and ``source_images``
+#: (the number of pre-training images the manifest records; 0 for the random-init control).
+#: Rank JSON written before one existed has none, and it is then left out.
+SECONDARY: tuple[str, ...] = ("GBC", "H-score", "NCE", "TransRate", "S_LP", "S_FU", "params",
+                              "source_images")
 #: Why a static baseline cannot rank (every candidate has the same value).
-STATIC_REASON = ("the same value for every candidate source (one architecture, so one "
-                 "parameter count): a static baseline that ranks nothing here")
+STATIC_REASONS = {
+    "params": "the same value for every candidate source (one architecture, so one "
+              "parameter count): a static baseline that ranks nothing here",
+    "source_images": "the same value for every candidate source (all pre-trained on one "
+                     "dataset): a static baseline that ranks nothing here",
+}
 CONFIDENCE = 0.95
 
 
@@ -52,12 +58,14 @@ CONFIDENCE = 0.95
 # tables
 
 
-def _rank_tables(study: Any, scenario: str, faithful: bool = False) -> dict[str, SourceTargetTable]:
-    """Method -> sources x targets table from the per-target rank JSON files (own row NaN)."""
+def _rank_tables(study: Any, scenario: str, faithful: bool = False, *,
+                 folder: str | None = None) -> dict[str, SourceTargetTable]:
+    """Method -> sources x targets table from the per-target rank JSON files (own row NaN) of
+    the pass in ``folder`` (default: the scenario's plain or ``--faithful`` pass)."""
     sources = list(study.members(scenario))
     targets = list(study.cfg.targets)
     vals: dict[str, np.ndarray] = {}
-    folder = scenario + ("-faithful" if faithful else "")
+    folder = folder or scenario + ("-faithful" if faithful else "")
     for j, t in enumerate(targets):
         doc = json.loads((study.work / "rank" / folder / f"{t}.json").read_text())
         for m in doc["models"]:
@@ -128,8 +136,8 @@ def rankable(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable]
             ok |= bool(np.isfinite(x).all() and np.unique(x).size > 1)
         if ok:
             keep[m] = table
-        elif m == "params":
-            dropped[m] = STATIC_REASON
+        elif m in STATIC_REASONS:
+            dropped[m] = STATIC_REASONS[m]
         else:
             dropped[m] = "scores missing or constant over the sources on every target"
     return keep, dropped
@@ -202,6 +210,128 @@ def _paper(scenario: str) -> dict[str, Any]:
     ev = evaluate(truth, scores, scenario=scenario).to_dict()
     return {"avg_rank": ev["avg_rank"], "mean_tau": _mean_tau(ev), "n_targets": len(ev["targets"]),
             "friedman_p": (ev["friedman"] or {}).get("p_value")}
+
+
+# ----------------------------------------------------------------------------------------------
+# how sure the ranking is (issue 17 item 7) and the smoothed S_LP (item 3)
+
+
+def sureness(study: Any, scenario: str, truth: SourceTargetTable) -> list[dict[str, Any]]:
+    """Per target, ``rank --resamples`` against the ground truth.
+
+    Whether the ground truth's best source is in the set the tool calls indistinguishable
+    from the top (the plain top plus every model not distinguishable from it), and the
+    P(rank 1) the tool gave its own top pick and the truth's best source.
+    """
+    rows = []
+    for j, t in enumerate(truth.targets):
+        doc = json.loads((study.work / "rank" / f"{scenario}-resamples" / f"{t}.json").read_text())
+        models = {m["model"]: m for m in doc["models"] if m.get("resampling")}
+        col = truth.values[:, j]
+        cand = [truth.sources[i] for i in np.flatnonzero(~np.isnan(col))]
+        best_auc = np.nanmax(col)
+        best = [truth.sources[i] for i in np.flatnonzero(col == best_auc)]
+        top = next(m["model"] for m in doc["models"] if m["rank"] == 1)
+        top_set = [n for n in cand if models[n]["resampling"]["distinguishable_from_top"] is False]
+        p1 = {n: models[n]["resampling"]["p_rank1"] for n in cand}
+        truth_best = best[0]
+        rows.append({
+            "target": t, "n_candidates": len(cand), "truth_best": truth_best,
+            "truth_best_tied": best[1:], "plain_top": top, "top_right": top in best,
+            "top_set": top_set, "best_in_top_set": any(b in top_set for b in best),
+            "p_rank1_plain_top": p1[top], "p_rank1_truth_best": p1[truth_best],
+            # Brier score of P(rank 1) as a forecast of the truth's best source.
+            "brier": float(sum((p1[n] - (n in best)) ** 2 for n in cand)),
+            "brier_uniform": float(sum((1 / len(cand) - (n in best)) ** 2 for n in cand)),
+            "n_resamples": doc["resampling"]["n_resamples"],
+        })
+    return rows
+
+
+def _sureness_lines(rows_by_scenario: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    cases = [r for rows in rows_by_scenario.values() for r in rows]
+    n = len(cases)
+    n_res = cases[0]["n_resamples"]
+    lines = ["## How sure is the ranking? (`rank --resamples`)", "",
+             f"`gradnca-onnx rank --resamples {n_res} --seed 0` per scenario and target: each "
+             "resample keeps half of every class without replacement (README, How sure is the "
+             "ranking), S_FU re-batched through `grads.onnx`. The *top set* is the plain "
+             "rank-1 model plus every model not distinguishable from it (P(S >= top's S) >= "
+             "0.05 over the resamples). The rule was fixed before these figures were seen.", ""]
+    rows = []
+    for scen, rs in rows_by_scenario.items():
+        for r in rs:
+            rows.append([scen, r["target"], r["truth_best"] + (" (tied)" if r["truth_best_tied"] else ""),
+                         r["plain_top"], "yes" if r["top_right"] else "no",
+                         f"{len(r['top_set'])} of {r['n_candidates']}: " + ", ".join(r["top_set"]),
+                         "yes" if r["best_in_top_set"] else "no",
+                         _f(r["p_rank1_plain_top"], 2), _f(r["p_rank1_truth_best"], 2),
+                         _f(r["brier"], 2), _f(r["brier_uniform"], 2)])
+    lines += _md_table(["scenario", "target", "truth's best", "plain top", "top right",
+                        "top set", "truth's best in it", "P(rank 1) of the top",
+                        "P(rank 1) of the truth's best", "Brier", "Brier, uniform"], rows)
+    hits = sum(r["top_right"] for r in cases)
+    covered = sum(r["best_in_top_set"] for r in cases)
+    size = np.mean([len(r["top_set"]) for r in cases])
+    cands = np.mean([r["n_candidates"] for r in cases])
+    conf = np.mean([r["p_rank1_plain_top"] for r in cases])
+    p_truth = np.mean([r["p_rank1_truth_best"] for r in cases])
+    brier = np.mean([r["brier"] for r in cases])
+    uniform = np.mean([r["brier_uniform"] for r in cases])
+    lines += ["", "What this says (computed from the table; 8 cases are too few for more than "
+              "a description):", "",
+              f"- The plain top was the truth's best in {hits} of {n} cases; its mean P(rank 1) "
+              f"was {conf:.2f}, so the tool's confidence in its pick was "
+              f"{'above' if conf > hits / n else 'at or below'} its hit rate ({hits / n:.2f}).",
+              f"- The truth's best source was in the top set in {covered} of {n} cases; the top "
+              f"set held {size:.1f} of {cands:.1f} candidates on average.",
+              f"- Mean P(rank 1) of the truth's best source: {p_truth:.2f} (a uniform guess: "
+              f"{1 / cands:.2f}). Mean Brier score of P(rank 1) {brier:.2f} against "
+              f"{uniform:.2f} for a uniform forecast (lower is better).", ""]
+    return lines
+
+
+def smoothed_lp(study: Any, scenario: str, truth: SourceTargetTable) -> dict[str, Any]:
+    """Per target, tau of S and S_LP with the paper's S_LP and with ``--lp-jitters K``."""
+    plain = _rank_tables(study, scenario)
+    smooth = _rank_tables(study, scenario, folder=f"{scenario}-lp-jitters")
+    out: dict[str, Any] = {"jitters": study.cfg.lp_jitters, "tau": {}, "max_abs_lp_shift": float(
+        np.nanmax(np.abs(smooth["S_LP"].values - plain["S_LP"].values)))}
+    for label, tables in (("paper", plain), ("smoothed", smooth)):
+        for m in (GRADNCA, "S_LP"):
+            taus = {}
+            for j, t in enumerate(truth.targets):
+                keep = ~np.isnan(truth.values[:, j])
+                x = tables[m].select(truth.sources, [t]).values[keep, 0]
+                taus[t] = float(correlation(x, truth.values[keep, j], "weighted_tau"))
+            out["tau"][f"{m} ({label})"] = taus
+    return out
+
+
+def _smoothed_lines(by_scenario: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    k = next(iter(by_scenario.values()))["jitters"]
+    lines = ["## The smoothed S_LP (`rank --lp-jitters`)", "",
+             f"S_LP as the mean over {k} copies of the features jittered by 1e-6 (an extension "
+             "that smooths NCA's numerical noise; README, S_LP's numerical noise) against the "
+             "paper's S_LP: weighted Kendall tau per target (GradNCA as in each scenario's "
+             "rank output; the model scenario's S is Eq. 8).", ""]
+    rows, changed = [], 0
+    for scen, res in by_scenario.items():
+        targets = list(next(iter(res["tau"].values())))
+        for m in (GRADNCA, "S_LP"):
+            a, b = res["tau"][f"{m} (paper)"], res["tau"][f"{m} (smoothed)"]
+            diff = [t for t in targets if not np.isclose(a[t], b[t], rtol=0, atol=1e-12)]
+            changed += len(diff)
+            rows.append([scen, m, *(f"{a[t]:.2f} -> {b[t]:.2f}" for t in targets),
+                         f"{np.mean(list(a.values())):.3f} -> {np.mean(list(b.values())):.3f}"])
+    lines += _md_table(["scenario", "method",
+                        *(f"target {i + 1}" for i in range(len(targets))), "mean tau"], rows)
+    names = {s: ", ".join(next(iter(r["tau"].values()))) for s, r in by_scenario.items()}
+    shift = max(r["max_abs_lp_shift"] for r in by_scenario.values())
+    lines += ["", f"Targets in order: {next(iter(names.values()))}. The largest S_LP change is "
+              f"{shift:.4f}; {changed} of the {sum(2 * len(next(iter(r['tau'].values()))) for r in by_scenario.values())} "
+              "taus above change.", ""]
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,9 +440,9 @@ def _scenario_section(name: str, ev: Mapping[str, Any], boot: Mapping[str, Any],
               ""]
     lines += ["Secondary: every metric of the package (the primary columns, plus GBC, H-score, "
               "NCE, TransRate, the two GradNCA terms S_LP and S_FU raw, and the static "
-              "baseline params, the parameter count of each source's features.onnx; higher = "
-              "better; the zoo records no source-dataset size, so that static baseline is not "
-              "available):", ""]
+              "baselines params, the parameter count of each source's features.onnx, and "
+              "source_images, the number of images it was pre-trained on as its manifest "
+              "records it (0 for the random-init control); higher = better):", ""]
     rows = [[m, _f(ext["avg_rank"][m], 2), _f(_mean_tau(ext)[m], 3)] for m in ext["methods"]]
     lines += _md_table(["method", "avg rank", "mean tau"], rows) + [""]
     lines += ["Secondary: the seven methods computed as the released code computes them "
@@ -397,6 +527,14 @@ def build(study: Any) -> None:
         if dropped:
             sections += ["Not rankable here (left out of the analysis named in brackets): "
                          + "; ".join(f"{m}: {why}" for m, why in dropped.items()) + ".", ""]
+    sure = {scen: sureness(study, scen, _truth(study, scen)) for scen in ("dataset", "model")}
+    smooth = {scen: smoothed_lp(study, scen, _truth(study, scen)) for scen in ("dataset", "model")}
+    summary["sureness"], summary["smoothed_lp"] = sure, smooth
+    sections += _sureness_lines(sure) + _smoothed_lines(smooth)
+    for scen in ("dataset", "model"):
+        for kind in ("resamples", "lp-jitters"):
+            for rank_json in sorted((study.work / "rank" / f"{scen}-{kind}").glob("*.json")):
+                shutil.copyfile(rank_json, res / scen / f"rank-{kind}-{rank_json.name}")
     (res / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     # The run store is the primary record (every run's epochs and predictions): ship it.
     with open(study.store, "rb") as f, gzip.GzipFile(res / "runs.sqlite.gz", "wb", mtime=0) as g:

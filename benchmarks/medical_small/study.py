@@ -57,6 +57,10 @@ class StudyConfig:
     bootstrap: int = 1000
     image_size: int = 28
     seed: int = 0
+    #: ``rank --resamples`` per scenario and target (issue 17 item 7) and K of the smoothed
+    #: S_LP (``rank --lp-jitters``, item 3), each a pass of its own after the paper's.
+    resamples: int = 100
+    lp_jitters: int = 5
 
 
 def _mini_grid() -> Any:
@@ -92,6 +96,8 @@ CONFIGS: dict[str, Callable[[], StudyConfig]] = {
         pretrain_max_images=256,
         grid=_mini_grid(),
         bootstrap=50,
+        resamples=4,
+        lp_jitters=2,
     ),
 }
 
@@ -227,7 +233,7 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
             "n_train": int(len(labels)), "n_classes": int(train.n_classes),
             "best_epoch": best["epoch"],
             "val_loss": best["val_loss"], "val_acc": best["val_acc"],
-            "bn_recalibrated": len(slow_bn),
+            "bn_recalibrated": len(slow_bn), "seed": seed,
             "seconds": time.perf_counter() - start, "device": device}
 
 
@@ -263,14 +269,14 @@ def _recalibrate_bn(model: Any, x: Any, layers: list) -> None:
 
 
 def export_one(arch: str, checkpoint: str | None, zoo: str, name: str, *, description: str,
-               image_size: int, seed: int) -> dict[str, Any]:
+               image_size: int, seed: int, source_images: int) -> dict[str, Any]:
     from gradnca_onnx.exporters.api import export_model
     from gradnca_onnx.exporters.loading import load_torchvision
 
     start = time.perf_counter()
     loaded = load_torchvision(arch, checkpoint, seed=seed)
     export_model(loaded, zoo, name=name, input_size=image_size, norm="half",
-                 pretrained_on=description, force=True)
+                 pretrained_on=description, source_images=source_images, force=True)
     return {"name": name, "seconds": time.perf_counter() - start}
 
 
@@ -337,12 +343,15 @@ class Study:
 
     def stage_pretrain(self) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # A unit's seed is its place in the full list, not in what is left to do, so a
+        # resumed stage trains a model with the seed a fresh run gives it.
+        seeds = {u: self.cfg.seed + i for i, u in enumerate(self.pretrain_units())}
         units = [(a, d) for a, d in self.pretrain_units() if not self.checkpoint(a, d).exists()]
         start = time.perf_counter()
         calls = [((a, str(self.data_dir / f"{d}.npz"), str(self.checkpoint(a, d))),
-                  {"epochs": self.cfg.pretrain_epochs, "seed": self.cfg.seed + i,
+                  {"epochs": self.cfg.pretrain_epochs, "seed": seeds[(a, d)],
                    "max_images": self.cfg.pretrain_max_images, "device": self.device})
-                 for i, (a, d) in enumerate(units)]
+                 for a, d in units]
 
         def done(i: int, meta: dict[str, Any]) -> None:
             a, d = units[i]
@@ -360,13 +369,20 @@ class Study:
                  if not (self.zoos[s] / m / "manifest.json").exists()]
         start = time.perf_counter()
         calls = [((arch, None if ck is None else str(ck), str(self.zoos[s]), m),
-                  {"description": desc, "image_size": self.cfg.image_size, "seed": self.cfg.seed})
+                  {"description": desc, "image_size": self.cfg.image_size, "seed": self.cfg.seed,
+                   "source_images": self.source_images(ck)})
                  for s, m, (arch, ck, desc) in units]
         pool_run(export_one, calls, self.workers,
                  lambda i, r: log(f"exported {units[i][0]}/{r['name']} ({r['seconds']:.0f} s)"))
         if units:
             self.timings.add("3 export", time.perf_counter() - start, len(units))
         log(f"export: {len(units)} models exported now")
+
+    def source_images(self, checkpoint: Path | None) -> int:
+        """Images a source was pre-trained on (manifest ``source_images``; 0: random init)."""
+        if checkpoint is None:
+            return 0
+        return int(json.loads(checkpoint.with_suffix(".json").read_text())["n_train"])
 
     def _source(self, scenario: str, member: str) -> Any:
         from gradnca_onnx.training import load_source
@@ -428,15 +444,28 @@ class Study:
         finally:
             st.close()
 
+    def rank_passes(self) -> list[tuple[str, str, list[str]]]:
+        """(scenario, output folder, extra ``rank`` options) of every rank pass.
+
+        The package's defaults with every metric; ``--faithful`` (the released code's metric
+        behaviour, REFERENCE 6) for the secondary analysis; ``--resamples`` (how sure the
+        ranking is, issue 17 item 7) and ``--lp-jitters`` (the smoothed S_LP, item 3) with S and
+        its terms only. Every pass after the first reuses the feature cache.
+        """
+        metrics = ["--metrics", "all"]
+        out = [(s, s, metrics) for s in ("dataset", "model")]
+        out += [(s, f"{s}-faithful", [*metrics, "--faithful"]) for s in ("dataset", "model")]
+        out += [(s, f"{s}-resamples", ["--resamples", str(self.cfg.resamples), "--seed", "0"])
+                for s in ("dataset", "model")]
+        out += [(s, f"{s}-lp-jitters", ["--lp-jitters", str(self.cfg.lp_jitters)])
+                for s in ("dataset", "model")]
+        return out
+
     def stage_rank(self) -> None:
-        """Every target with the package's defaults, then again with ``--faithful`` (the
-        released code's metric behaviour, REFERENCE 6) for the secondary analysis; the
-        second pass reuses the feature cache."""
+        """Every rank pass (:meth:`rank_passes`) for every target, one JSON file each."""
         start, n = time.perf_counter(), 0
-        for scenario, faithful in (("dataset", False), ("model", False), ("dataset", True),
-                                   ("model", True)):
+        for scenario, folder, extra in self.rank_passes():
             members = list(self.members(scenario))
-            folder = scenario + ("-faithful" if faithful else "")
             for t in self.cfg.targets:
                 out = self.work / "rank" / folder / f"{t}.json"
                 if out.exists():
@@ -445,11 +474,10 @@ class Study:
                 cmd = [sys.executable, "-m", "gradnca_onnx", "rank", "--zoo", str(self.zoos[scenario]),
                        "--target", str(self.data_dir / f"{t}.npz"), "--split", "fold1",
                        "--scenario", "dataset" if scenario == "dataset" else "cross-domain",
-                       "--models", ",".join(models), "--metrics", "all", "--format", "json",
+                       "--models", ",".join(models), "--format", "json",
                        "--out", str(out), "--cache", str(self.work / "cache"), "--quiet",
                        "--threads", str(self.workers), "--device",
-                       "cuda" if self.device.startswith("cuda") else "cpu",
-                       *(["--faithful"] if faithful else [])]
+                       "cuda" if self.device.startswith("cuda") else "cpu", *extra]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -11,11 +11,16 @@ from typing import Any
 
 import click
 
+from ..zoo.manifest import check_source_images
 from . import main
 from ._errors import fail, user_errors
 from ._member import features_only_options, warn_if_features_only
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
+#: Help of ``--source-images`` (export and import).
+SOURCE_IMAGES_HELP = ("How many images the source model was pre-trained on, as you state it "
+                      "(manifest metadata, not checked; the source_images baseline) [default: "
+                      "not recorded].")
 
 
 def _exporters() -> Any:
@@ -85,6 +90,8 @@ def _layer_paths(value: str | None) -> list[str] | None:
               help="Model name in the zoo [default: architecture + checkpoint name].")
 @click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
               help="What the source model was trained on (manifest metadata).")
+@click.option("--source-images", "source_images", metavar="N", default=None,
+              help=SOURCE_IMAGES_HELP)
 @click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -98,9 +105,9 @@ def _layer_paths(value: str | None) -> list[str] | None:
 def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
                input_size: int, channels: int | None, norm: str | None, layers: str | None,
-               head: str | None, name: str | None, pretrained_on: str, grads_batch: int,
-               seed: int, force: bool, fallback: bool, features_only: bool,
-               zoo_dir: Path) -> None:
+               head: str | None, name: str | None, pretrained_on: str,
+               source_images: str | None, grads_batch: int, seed: int, force: bool,
+               fallback: bool, features_only: bool, zoo_dir: Path) -> None:
     """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json).
 
     --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME.
@@ -114,6 +121,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         raise ValueError("a TorchScript file holds its own weights: drop --checkpoint/--arch-kwarg")
     convs = _layer_paths(layers)
     kwargs = _pairs(arch_kwargs, "--arch-kwarg")
+    count = check_source_images(source_images)
     ex = _exporters()
     if arch is not None:
         loaded = ex.create_model(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
@@ -126,7 +134,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     out = ex.export_model(loaded, zoo_dir, name=name, input_size=input_size, channels=channels,
                           norm=norm, pretrained_on=pretrained_on, head=head, convs=convs,
                           grads_batch=grads_batch, force=force, features_only=features_only,
-                          features_only_fallback=fallback)
+                          features_only_fallback=fallback, source_images=count)
     from ..zoo import read_manifest
 
     m = read_manifest(out)

@@ -10,9 +10,11 @@ from typing import Any
 
 import click
 
+from ..zoo.manifest import check_source_images
 from . import main
 from ._errors import fail, user_errors
 from ._member import features_only_options, warn_if_features_only
+from .export import SOURCE_IMAGES_HELP
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -56,6 +58,8 @@ def _two_nodes(value: str | None) -> list[str] | None:
                    "two weight-bearing nodes].")
 @click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
               help="What the source model was trained on (manifest metadata).")
+@click.option("--source-images", "source_images", metavar="N", default=None,
+              help=SOURCE_IMAGES_HELP)
 @click.option("--grads-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Fixed batch of grads.onnx (the engine pads/chunks other sizes).")
 @click.option("--force", is_flag=True, help="Replace an existing model of the same name.")
@@ -64,14 +68,16 @@ def _two_nodes(value: str | None) -> list[str] | None:
 @user_errors
 def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, norm: str | None,
                features_node: str | None, layers: str | None, pretrained_on: str,
-               grads_batch: int, force: bool, fallback: bool, features_only: bool) -> None:
+               source_images: str | None, grads_batch: int, force: bool, fallback: bool,
+               features_only: bool) -> None:
     """Import an ONNX image classifier MODEL.onnx into ZOO_DIR/NAME."""
     convs = _two_nodes(layers)
+    count = check_source_images(source_images)
     out = _importers().import_onnx(model, zoo_dir, name=name, input_size=input_size, norm=norm,
                                    features_node=features_node, layers=convs,
                                    pretrained_on=pretrained_on, grads_batch=grads_batch,
                                    force=force, features_only=features_only,
-                                   features_only_fallback=fallback)
+                                   features_only_fallback=fallback, source_images=count)
     from ..zoo import read_manifest
 
     m = read_manifest(out)

@@ -385,10 +385,15 @@ def memory_size(text: str, option: str) -> int:
 @click.option("--metrics", default=None,
               help="Baseline metrics from the same pass, comma-separated or 'all': gradnca, lp, "
                    "fu (always shown), logme, leep, nleep, parc, sfda, ncti, gbc, hscore, nce, "
-                   "transrate, params (parameter count of features.onnx). Metrics needing logits are skipped, with a note, for headless "
+                   "transrate, params (parameter count of features.onnx), source_images (source-dataset size the manifest records, null when it does not). Metrics needing logits are skipped, with a note, for headless "
                    "models.")
 @click.option("--faithful", is_flag=True,
               help="Baseline metrics with the released code's quirks (README, Baseline metrics).")
+@click.option("--lp-jitters", "lp_jitters", type=int, default=0, show_default=True,
+              metavar="K",
+              help="S_LP as the mean over K >= 2 copies of the features jittered by 1e-6 "
+                   "(smooths NCA's numerical noise, K times the S_LP cost; an extension, not "
+                   "the paper's). 0: the paper's S_LP.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Feature cache directory (default: $GRADNCA_CACHE or "
                                  "~/.cache/gradnca-onnx).")
@@ -441,12 +446,13 @@ def memory_size(text: str, option: str) -> int:
                    "report the fold-to-fold spread of every score and of the ranking.")
 @user_errors
 def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
-                 cache_dir, no_cache, device, threads, residual_memory, no_resize, demo, quiet,
+                 lp_jitters, cache_dir, no_cache, device, threads, residual_memory, no_resize, demo, quiet,
                  executor_name, ray_address, max_retries, resamples, seed, fraction, level,
                  fu_resample, plot_dir, folds) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
+    from ..scores.label_prediction import check_jitters
     from ..executors import make_executor, rank_targets
     from ..zoo import atomic_write_text
 
@@ -470,6 +476,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                          "--cache (GRADNCA_CACHE)" if os.environ.get("GRADNCA_CACHE") else "--cache")
     RuntimeConfig(device=device).providers()  # an unusable --device fails now
     memory_size(residual_memory, "--residual-memory")
+    check_jitters(lp_jitters, "--lp-jitters")
     paths, expanded = expand_targets(target_paths)
     if not paths:
         raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
@@ -491,18 +498,20 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                 rankings = [_sure_ranking(zoo_dir, p, t, sure, scenario=scenario,
                                           runtime=runtime, cache=cache, resize=not no_resize,
                                           models=model_names, metrics=_baselines(metrics),
-                                          faithful=faithful, progress=progress)
+                                          faithful=faithful, progress=progress,
+                                          lp_jitters=lp_jitters)
                             for p, t in zip(paths, targets)]
             elif executor.in_process and not combined:
                 rankings = [rank_zoo(zoo_dir, targets[0], scenario=scenario, runtime=runtime,
                                      cache=cache, resize=not no_resize, models=model_names,
                                      metrics=_baselines(metrics), faithful=faithful,
-                                     progress=progress)]
+                                     progress=progress, lp_jitters=lp_jitters)]
             else:
                 rankings = rank_targets(zoo_dir, targets, executor=executor, scenario=scenario,
                                         runtime=runtime, cache=cache, resize=not no_resize,
                                         models=model_names, metrics=_baselines(metrics),
-                                        faithful=faithful, progress=progress)
+                                        faithful=faithful, progress=progress,
+                                        lp_jitters=lp_jitters)
     finally:
         executor.close()
     if resamples is not None and not quiet:

@@ -152,6 +152,12 @@ class FeatureCache:
         except Exception:  # noqa: BLE001 - zipfile, zlib, numpy, OS: any damage is a miss
             return None  # a damaged entry is recomputed, then overwritten
 
+    def meta(self, key: str) -> dict[str, Any]:
+        """The JSON ``meta`` stored with ``key``'s entry (``{}`` when missing or unreadable)."""
+        if self.root is None or not self._path(key).is_file():
+            return {}
+        return _read_meta(self._path(key))
+
     def save(self, key: str, arrays: Mapping[str, NDArray],
              meta: Mapping[str, Any] | None = None) -> None:
         """Store ``arrays`` (and a JSON ``meta`` for ``cache ls``) under ``key`` atomically."""

@@ -114,7 +114,7 @@ def rank_folds(zoo_dir: str | Path, target_path: str | os.PathLike, *,
                runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
                resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
                metrics: str | Sequence[str] | None = None, faithful: bool = False,
-               progress: Progress | None = None) -> ZooRanking:
+               progress: Progress | None = None, lp_jitters: int = 0) -> ZooRanking:
     """Rank the zoo on each paper fold of a target and summarise the fold-to-fold spread.
 
     Returns fold 1's :class:`ZooRanking` (the paper's) with ``folds`` blocks: per model the
@@ -125,7 +125,8 @@ def rank_folds(zoo_dir: str | Path, target_path: str | os.PathLike, *,
     targets = load_folds(target_path, n_folds)
     rankings = [rank_zoo(zoo_dir, t, scenario=scenario, runtime=runtime, cache=cache,
                          resize=resize, verify=verify, models=models, metrics=metrics,
-                         faithful=faithful, progress=_per_fold(progress, i))
+                         faithful=faithful, progress=_per_fold(progress, i),
+                         lp_jitters=lp_jitters)
                 for i, t in enumerate(targets, start=1)]
     return summarise_folds(rankings)
 

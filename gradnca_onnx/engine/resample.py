@@ -35,9 +35,10 @@ from ..data.dataset import TargetData
 from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
 from .cache import FeatureCache
 from .runtime import RuntimeConfig
+from ..scores.label_prediction import check_jitters
 from .scoring import (LP_SETTINGS, ModelResult, Progress, ZooRanking, _grad_norms, _prepare,
-                      check_scenario, check_scoring_target, combine_zoo, score_entry_arrays,
-                      zoo_entries)
+                      check_scenario, check_scoring_target, combine_zoo, lp_settings,
+                      score_entry_arrays, zoo_entries)
 
 #: How S_FU is resampled: re-batched gradient passes, or the cached batches resampled.
 FU_ESTIMATORS = ("rebatch", "batches")
@@ -194,12 +195,6 @@ def resample_member(features: NDArray, labels: NDArray, subsamples: Sequence[NDA
     return MemberResamples(lp=lp, fu=fus, metrics=per_metric)
 
 
-def _lp_settings(feature_dim: int) -> dict:
-    settings = dict(LP_SETTINGS)
-    settings["n_components"] = min(settings["n_components"], int(feature_dim))
-    return settings
-
-
 def _fu_function(entry: Any, target: TargetData, arrays: dict[str, NDArray], how: str,
                  draws: NDArray[np.int64], runtime: RuntimeConfig
                  ) -> Callable[[int, NDArray[np.int64]], float]:
@@ -351,7 +346,8 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
                  cache: FeatureCache | None = None, resize: bool = True, verify: bool = True,
                  models: Sequence[str] | None = None, metrics: str | Sequence[str] | None = None,
                  faithful: bool = False, progress: Progress | None = None,
-                 subsamples: Sequence[NDArray[np.int64]] | None = None) -> ZooRanking:
+                 subsamples: Sequence[NDArray[np.int64]] | None = None,
+                 lp_jitters: int = 0) -> ZooRanking:
     """:func:`~gradnca_onnx.engine.rank_zoo`, plus how sure each number and rank is.
 
     The plain ranking is computed (and cached) first; then every model is scored on each of
@@ -383,6 +379,7 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
         check_resample_options(max(2, len(subsamples)), 1.0, level, fu, seed)
         subsamples = _check_subsamples(subsamples, len(target))
     check_scenario(scenario)
+    check_jitters(lp_jitters, "lp_jitters")
     check_scoring_target(target)
     metric_names = resolve_names(metrics) if metrics else []
     runtime = runtime or RuntimeConfig()
@@ -394,20 +391,22 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
     for entry in zoo_entries(zoo_dir, models):
         result, per_model, arrays = score_entry_arrays(
             entry, target, runtime=runtime, cache=cache, resize=resize, verify=verify,
-            metric_names=metric_names, faithful=faithful, progress=progress)
+            metric_names=metric_names, faithful=faithful, progress=progress,
+            lp_jitters=lp_jitters)
         samples = None
         if arrays is not None:
             per_model_metrics[result.name] = per_model or {}
             samples = _resample_one(entry, target, arrays, subsamples, draws, fu, runtime,
-                                    metric_names, faithful, progress)
+                                    metric_names, faithful, progress, lp_jitters)
         scored.append(_Scored(result, samples))
     ranking = combine_zoo(target, [s.result for s in scored], per_model_metrics,
-                          scenario=scenario, metric_names=metric_names, faithful=faithful)
+                          scenario=scenario, metric_names=metric_names, faithful=faithful,
+                          lp_jitters=lp_jitters)
     _summaries(scored, ranking, n, level, faithful)
     ranking.resampling = {
         "n_resamples": n, "seed": int(seed), "scheme": SCHEME, "fraction": float(fraction),
         "sizes": sorted({int(len(s)) for s in subsamples}), "fu_estimator": fu,
-        "level": float(level), "interval": "percentile",
+        "level": float(level), "interval": "percentile", "lp_jitters": int(lp_jitters),
         "rule": f"distinguishable from the top: P(S >= S of the plain rank-1 model) over the "
                 f"resamples < {1.0 - level:.3g}",
     }
@@ -417,7 +416,7 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
 def _resample_one(entry: Any, target: TargetData, arrays: dict[str, NDArray],
                   subsamples: Sequence[NDArray[np.int64]], draws: NDArray[np.int64], fu: str,
                   runtime: RuntimeConfig, metric_names: Sequence[str], faithful: bool,
-                  progress: Progress | None) -> MemberResamples:
+                  progress: Progress | None, lp_jitters: int = 0) -> MemberResamples:
     manifest = entry.manifest
     fu_fn = (_fu_function(entry, target, arrays, fu, draws, runtime)
              if manifest.has_grads else None)
@@ -425,6 +424,6 @@ def _resample_one(entry: Any, target: TargetData, arrays: dict[str, NDArray],
             if progress else None)
     return resample_member(arrays["features"], target.labels, subsamples,
                            logits=arrays.get("logits"),
-                           lp_settings=_lp_settings(manifest.feature_dim),
+                           lp_settings=lp_settings(manifest.feature_dim, lp_jitters),
                            metric_names=metric_names, faithful=faithful, model_dir=entry.path,
                            fu=fu_fn, tick=tick)

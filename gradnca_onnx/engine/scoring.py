@@ -23,6 +23,7 @@ from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
 from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
 from ..scores.feature_update import triplet_loss_grad
+from ..scores.label_prediction import JITTER_SCALE, check_jitters
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
 from .cache import FeatureCache, cache_key, environment
 from .runtime import RuntimeConfig, ort_errors, run_session
@@ -33,6 +34,16 @@ Progress = Callable[[str, str, int, int], None]
 
 #: S_LP settings of the paper (REFERENCE section 3); part of every cache key.
 LP_SETTINGS = {"n_components": 50, "n_neighbors": 5, "random_state": 42}
+
+
+def lp_settings(feature_dim: int, jitters: int = 0) -> dict[str, int]:
+    """The paper's S_LP settings for features of dimension ``feature_dim`` (the projection
+    capped at ``feature_dim``), with ``jitters`` (the smoothed variant) when it is not 0."""
+    settings = dict(LP_SETTINGS)
+    settings["n_components"] = min(settings["n_components"], int(feature_dim))
+    if jitters:
+        settings["jitters"] = int(jitters)
+    return settings
 
 
 @dataclass
@@ -100,11 +111,14 @@ class ZooRanking:
     #: zoo-level ``rank --resamples`` / ``rank --folds`` settings and results (schema rank/2).
     resampling: dict[str, Any] | None = None
     folds: dict[str, Any] | None = None
+    #: K of the smoothed S_LP (``rank --lp-jitters K``); 0: the paper's S_LP.
+    lp_jitters: int = 0
 
     @property
     def schema(self) -> str:
-        """``gradnca-onnx/rank/2`` when it carries resampling or fold blocks, else ``/1``."""
-        extended = self.resampling is not None or self.folds is not None
+        """``gradnca-onnx/rank/2`` when it carries resampling or fold blocks or the smoothed
+        S_LP's ``lp`` block, else ``/1``."""
+        extended = self.resampling is not None or self.folds is not None or bool(self.lp_jitters)
         return "gradnca-onnx/rank/2" if extended else "gradnca-onnx/rank/1"
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +134,9 @@ class ZooRanking:
                         for name in self.metrics},
             "models": [m.to_dict() for m in self.models],
         }
+        if self.lp_jitters:
+            out["lp"] = {"definition": "jitter-mean", "jitters": self.lp_jitters,
+                         "jitter_scale": JITTER_SCALE}
         for key in ("resampling", "folds"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -215,8 +232,13 @@ def _valid_entry(hit: dict[str, NDArray], manifest: Manifest, n: int) -> bool:
 
 def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
                  runtime: RuntimeConfig, cache: FeatureCache, resize: bool = True,
-                 progress: Progress | None = None) -> tuple[dict[str, NDArray], bool, list[str]]:
+                 progress: Progress | None = None, lp_jitters: int = 0
+                 ) -> tuple[dict[str, NDArray], bool, list[str]]:
     """Features, logits, per-batch gradient norms and S_LP of one model (cached).
+
+    ``lp_jitters=K`` (K >= 2) replaces the paper's S_LP with the mean over ``K`` feature
+    jitters (:func:`~gradnca_onnx.scores.label_prediction_score`). The cache holds the
+    paper's S_LP; the smoothed one is computed from the (cached) features on every call.
 
     A member with the split gradient pass (manifest ``split``) runs each image forward once
     (:mod:`gradnca_onnx.engine.split_pass`); others run ``features.onnx`` over every image and
@@ -228,9 +250,9 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     tick = (lambda stage, total: (lambda done: progress(manifest.name, stage, done, total))) \
         if progress else (lambda stage, total: (lambda done: None))
     settings, notes = _input_settings(target, manifest, resize)
-    lp_settings = dict(LP_SETTINGS)
-    if manifest.feature_dim < lp_settings["n_components"]:
-        lp_settings["n_components"] = manifest.feature_dim
+    lp_jitters = check_jitters(lp_jitters, "lp_jitters")
+    paper_lp = lp_settings(manifest.feature_dim)
+    if manifest.feature_dim < LP_SETTINGS["n_components"]:
         notes.append(f"NCA projection capped at the feature dimension D={manifest.feature_dim} "
                      f"(the paper uses {LP_SETTINGS['n_components']})")
     env = environment(runtime.providers())
@@ -239,15 +261,20 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     split = uses_split(manifest, runtime.residual_memory)
     key = cache_key({
         "model": {k: v.sha256 for k, v in sorted(manifest.files.items())},
-        "data": target.sha256, "preprocessing": settings, "lp": lp_settings,
+        "data": target.sha256, "preprocessing": settings, "lp": paper_lp,
         "ort": manifest.ort_optimization, "environment": env,
         **({"pass": "split"} if split else {}),
     })
     hit = cache.load(key)
     if hit is not None and _valid_entry(hit, manifest, len(target)):
-        return hit, True, notes  # an incomplete or damaged entry is recomputed
+        # An incomplete or damaged entry is recomputed. The pass's own notes (chunks
+        # recomputed) are kept with the entry, so a cache hit reports them too.
+        kept = cache.meta(key).get("pass_notes")
+        notes.extend(str(n) for n in (kept if isinstance(kept, list) else ()))
+        return _smoothed_lp(hit, target, manifest, lp_jitters, notes), True, notes
     x = _prepare(target, manifest)
     labels = target.labels
+    pass_notes: list[str] = []
     if split:
         feats, logits, n1, n2, pass_notes = split_passes(
             lambda graph: runtime.open(model_dir, manifest, graph), manifest, x, labels,
@@ -264,13 +291,24 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         if manifest.has_grads:
             arrays["grad_norms_w1"], arrays["grad_norms_w2"] = _grad_norms(
                 model_dir, manifest, x, feats, labels, runtime, tick)
-    lp = label_prediction_score(feats, labels, **lp_settings)
-    arrays["lp"] = np.float64(lp)
+    arrays["lp"] = np.float64(label_prediction_score(feats, labels, **paper_lp))
     if logits is not None:
         arrays["logits"] = logits
     cache.save(key, arrays, meta={"model": manifest.name, "target": target.name,
-                                  "split": target.split, **env})
-    return arrays, False, notes
+                                  "split": target.split, **env, "pass_notes": pass_notes})
+    return _smoothed_lp(arrays, target, manifest, lp_jitters, notes), False, notes
+
+
+def _smoothed_lp(arrays: dict[str, NDArray], target: TargetData, manifest: Manifest,
+                 jitters: int, notes: list[str]) -> dict[str, NDArray]:
+    """``arrays`` with the smoothed S_LP in place of the paper's when ``jitters`` is set."""
+    if not jitters:
+        return arrays
+    notes.append(f"S_LP: mean over {jitters} feature jitters of 1e-6 (the smoothed variant, "
+                 "--lp-jitters; not the paper's S_LP)")
+    lp = label_prediction_score(arrays["features"], target.labels,
+                                **lp_settings(manifest.feature_dim, jitters))
+    return {**arrays, "lp": np.float64(lp)}
 
 
 def _grad_norms(model_dir: Path, manifest: Manifest, x: NDArray[np.float32],
@@ -299,12 +337,12 @@ def _grad_norms(model_dir: Path, manifest: Manifest, x: NDArray[np.float32],
 
 def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
            runtime: RuntimeConfig | None, cache: FeatureCache | None, resize: bool,
-           progress: Progress | None) -> tuple[ModelResult, dict[str, NDArray]]:
+           progress: Progress | None, lp_jitters: int = 0) -> tuple[ModelResult, dict[str, NDArray]]:
     t0 = time.perf_counter()
     path = Path(model_dir)
     arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
                                          cache=cache or FeatureCache(None), resize=resize,
-                                         progress=progress)
+                                         progress=progress, lp_jitters=lp_jitters)
     fu = (feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
           if manifest.has_grads else None)
     result = ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu,
@@ -316,13 +354,15 @@ def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
 
 def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
                 runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
-                resize: bool = True, progress: Progress | None = None) -> ModelResult:
+                resize: bool = True, progress: Progress | None = None,
+                lp_jitters: int = 0) -> ModelResult:
     """S_LP and S_FU of one exported model on a target (errors are raised, not recorded).
 
-    A features-only member comes back with ``fu`` ``None`` and ``features_only`` set.
+    A features-only member comes back with ``fu`` ``None`` and ``features_only`` set;
+    ``lp_jitters`` as :func:`model_passes`.
     """
     return _score(model_dir, manifest, target, runtime=runtime, cache=cache, resize=resize,
-                  progress=progress)[0]
+                  progress=progress, lp_jitters=lp_jitters)[0]
 
 
 def zoo_entries(zoo_dir: str | Path, models: Sequence[str] | None = None) -> list[Any]:
@@ -346,7 +386,8 @@ def zoo_entries(zoo_dir: str | Path, models: Sequence[str] | None = None) -> lis
 def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
                 cache: FeatureCache | None = None, resize: bool = True, verify: bool = True,
                 metric_names: Sequence[str] = (), faithful: bool = False,
-                progress: Progress | None = None) -> tuple[ModelResult, dict | None]:
+                progress: Progress | None = None, lp_jitters: int = 0
+                ) -> tuple[ModelResult, dict | None]:
     """The per-(model, target) unit of :func:`rank_zoo`: one zoo entry scored on ``target``.
 
     Returns the model's result (its ``error`` set when it cannot be scored) and its per-model
@@ -355,14 +396,15 @@ def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None
     """
     result, per_model, _ = score_entry_arrays(
         entry, target, runtime=runtime, cache=cache, resize=resize, verify=verify,
-        metric_names=metric_names, faithful=faithful, progress=progress)
+        metric_names=metric_names, faithful=faithful, progress=progress, lp_jitters=lp_jitters)
     return result, per_model
 
 
 def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
                        cache: FeatureCache | None = None, resize: bool = True,
                        verify: bool = True, metric_names: Sequence[str] = (),
-                       faithful: bool = False, progress: Progress | None = None
+                       faithful: bool = False, progress: Progress | None = None,
+                       lp_jitters: int = 0
                        ) -> tuple[ModelResult, dict | None, dict[str, NDArray] | None]:
     """:func:`score_entry`, plus the model's arrays (features, logits, gradient norms, S_LP;
     ``None`` when it failed), as the cache holds them: what ``rank --resamples`` resamples."""
@@ -374,7 +416,7 @@ def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig
         if verify:
             verify_files(entry.path, manifest.files)
         result, arrays = _score(entry.path, manifest, target, runtime=runtime, cache=cache,
-                                resize=resize, progress=progress)
+                                resize=resize, progress=progress, lp_jitters=lp_jitters)
         per_model = None
         if metric_names:
             # Imported only when asked for: scikit-learn and numba cost ~3 s to import.
@@ -399,7 +441,8 @@ def _one_line(exc: BaseException) -> str:
 
 def combine_zoo(target: TargetData, results: list[ModelResult],
                 per_model_metrics: dict[str, dict], *, scenario: str = "dataset",
-                metric_names: Sequence[str] = (), faithful: bool = False) -> ZooRanking:
+                metric_names: Sequence[str] = (), faithful: bool = False,
+                lp_jitters: int = 0) -> ZooRanking:
     """The zoo-level step of :func:`rank_zoo`: S over the zoo, baseline metrics, ranks.
 
     ``results`` are the per-model results in zoo order; ``per_model_metrics`` maps a scored
@@ -453,7 +496,7 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
         results = order + [r for r in results if not r.ok]
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
                       n_classes=target.n_classes, scenario=scenario, models=results,
-                      metrics=metric_names)
+                      metrics=metric_names, lp_jitters=int(lp_jitters))
 
 
 def check_scenario(scenario: str) -> None:
@@ -466,7 +509,7 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
              runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
              resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
              metrics: str | Sequence[str] | None = None, faithful: bool = False,
-             progress: Progress | None = None) -> ZooRanking:
+             progress: Progress | None = None, lp_jitters: int = 0) -> ZooRanking:
     """Score every model of a zoo on ``target`` and rank them.
 
     A model that cannot be scored (unreadable manifest, files failing their sha256, a graph
@@ -476,7 +519,9 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
 
     ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
     computed from the same features and logits; ``faithful`` switches them to the released
-    code's quirks. The ranking itself is always by the paper's score S; features-only members
+    code's quirks. ``lp_jitters=K`` (K >= 2) uses the smoothed S_LP (the mean over ``K``
+    feature jitters; an extension, the paper's S_LP by default) in S and in the output. The
+    ranking itself is always by the score S; features-only members
     (no ``grads.onnx``) have no S and follow the ranked ones (see :func:`combine_zoo`).
 
     This is :func:`score_entry` per model in this process, then :func:`combine_zoo`;
@@ -485,6 +530,7 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
 
     metric_names = _resolve_metrics(metrics) if metrics else []
     check_scenario(scenario)
+    check_jitters(lp_jitters, "lp_jitters")
     check_scoring_target(target)
     entries = zoo_entries(zoo_dir, models)
     results: list[ModelResult] = []
@@ -492,12 +538,13 @@ def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "datase
     for entry in entries:
         result, per_model = score_entry(entry, target, runtime=runtime, cache=cache,
                                         resize=resize, verify=verify, metric_names=metric_names,
-                                        faithful=faithful, progress=progress)
+                                        faithful=faithful, progress=progress,
+                                        lp_jitters=lp_jitters)
         results.append(result)
         if per_model is not None:
             per_model_metrics[result.name] = per_model
     return combine_zoo(target, results, per_model_metrics, scenario=scenario,
-                       metric_names=metric_names, faithful=faithful)
+                       metric_names=metric_names, faithful=faithful, lp_jitters=lp_jitters)
 
 
 def _resolve_metrics(metrics):

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from ..scores import fu_batch_slices
 from ..scores.feature_update import triplet_loss_grad
 from ..zoo import BACKWARD_OUTPUTS, Manifest, residual_names
+from ..zoo.batching import add_chunk, pad_rows
 from ..zoo.sessions import run_session
 
 #: Default budget for the residuals held per S_FU batch (bytes): 2 GiB. resnet18 at 224 px
@@ -124,7 +125,7 @@ class _SplitRun:
         for j, (a, z) in enumerate(self.chunks(sl)):
             with self.clock("forward"):
                 out = run_session(self.session("forward"), wanted,
-                                  {"images": _padded(self.x[a:z], self.b)},
+                                  {"images": pad_rows(self.x[a:z], self.b)},
                                   where=f"{m.name}: forward.onnx")
             _check_width(out[0], m.feature_dim, "features", m)
             self.feats[a:z] = out[0][: z - a]
@@ -144,7 +145,7 @@ class _SplitRun:
             if not c.any():  # linear in the cotangent: a zero chunk adds nothing
                 continue
             self.total += 1
-            c = _padded(c, self.b)
+            c = pad_rows(c, self.b)
             if held[j] is not None:
                 with self.clock("backward"):
                     w1, w2 = run_session(self.session("backward"), list(BACKWARD_OUTPUTS),
@@ -155,11 +156,10 @@ class _SplitRun:
                 with self.clock("recompute"):
                     _, w1, w2 = run_session(
                         self.session("grads"), ["features", "grad_w1", "grad_w2"],
-                        {"images": _padded(self.x[a:z], self.b), "cotangent": c},
+                        {"images": pad_rows(self.x[a:z], self.b), "cotangent": c},
                         where=f"{self.m.name}: grads.onnx")
             held[j] = None  # free this chunk's residuals as soon as they are used
-            g1 = w1.astype(np.float64) if g1 is None else g1 + w1
-            g2 = w2.astype(np.float64) if g2 is None else g2 + w2
+            g1, g2 = add_chunk(g1, w1), add_chunk(g2, w2)
         return g1, g2
 
 
@@ -177,14 +177,6 @@ class _Clock:
         finally:
             if self.timings is not None:
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
-
-
-def _padded(a: NDArray, b: int) -> NDArray[np.float32]:
-    """``a`` as float32 with zero rows appended up to ``b`` rows (the graphs' fixed batch)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if len(a) == b:
-        return a
-    return np.concatenate([a, np.zeros((b - len(a), *a.shape[1:]), np.float32)])
 
 
 def _check_width(out: NDArray, size: int | None, name: str, manifest: Manifest) -> None:

@@ -11,6 +11,7 @@ from ..engine.cache import FeatureCache
 from ..engine.runtime import RuntimeConfig
 from ..engine.scoring import (ModelResult, Progress, ZooRanking, check_scenario,
                               check_scoring_target, combine_zoo, score_entry, zoo_entries)
+from ..scores.label_prediction import check_jitters
 from .base import Executor, LocalExecutor, task_gpus
 
 
@@ -19,7 +20,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
                  runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
                  resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
                  metrics: str | Sequence[str] | None = None, faithful: bool = False,
-                 progress: Progress | None = None) -> list[ZooRanking]:
+                 progress: Progress | None = None, lp_jitters: int = 0) -> list[ZooRanking]:
     """Rank the models of a zoo on every target, one task per (model, target).
 
     Each task is :func:`gradnca_onnx.engine.scoring.score_entry` (the unit of
@@ -38,7 +39,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
         Distinct names (they label the rows of a combined result).
     executor : LocalExecutor or RayExecutor, optional
         Default: a :class:`LocalExecutor`.
-    scenario, runtime, cache, resize, verify, models, metrics, faithful
+    scenario, runtime, cache, resize, verify, models, metrics, faithful, lp_jitters
         As for :func:`~gradnca_onnx.engine.rank_zoo`.
     progress : callable, optional
         In-process executors get per-model progress; others report finished tasks as
@@ -65,6 +66,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
                          "(rename a file or folder)")
     metric_names = _resolve_metrics(metrics) if metrics else []
     check_scenario(scenario)
+    check_jitters(lp_jitters, "lp_jitters")
     for target in targets:
         check_scoring_target(target)
     executor = executor or LocalExecutor()
@@ -84,7 +86,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
     gpus = task_gpus(executor, device)
     shared = [executor.share(t) for t in targets]
     kwargs = dict(runtime=runtime, cache=cache, resize=resize, verify=verify,
-                  metric_names=metric_names, faithful=faithful,
+                  metric_names=metric_names, faithful=faithful, lp_jitters=lp_jitters,
                   progress=progress if executor.in_process else None)
     calls = [((entry, handle), kwargs) for handle in shared for entry in entries]
     slots: list[list[tuple[ModelResult, dict | None] | None]] = [
@@ -103,7 +105,8 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
             if metric_results is not None:
                 per_model[result.name] = metric_results
         rankings.append(combine_zoo(target, results, per_model, scenario=scenario,
-                                    metric_names=metric_names, faithful=faithful))
+                                    metric_names=metric_names, faithful=faithful,
+                                    lp_jitters=lp_jitters))
     return rankings
 
 

@@ -32,6 +32,7 @@ from ..zoo import (
     parse_normalisation,
     write_manifest,
 )
+from ..zoo.manifest import check_source_images
 from .errors import GradientGraphError
 from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
@@ -127,7 +128,8 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
                  grads_batch: int = DEFAULT_GRADS_BATCH, force: bool = False,
                  ort_optimization: str = "all", verify: bool = True,
                  features_only: bool = False, features_only_fallback: bool = False,
-                 layer_rule: str | None = None, split_pass: bool = True) -> Path:
+                 layer_rule: str | None = None, split_pass: bool = True,
+                 source_images: int | None = None) -> Path:
     """Export ``loaded`` into ``zoo_dir/<name>/`` and return that directory.
 
     Parameters
@@ -179,6 +181,10 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         ``backward.onnx``, manifest ``split``), so that the engine runs each image forward
         once. When the split cannot be exported the member is written without it (a warning
         says why) and the engine uses ``grads.onnx`` alone.
+    source_images : int, optional
+        How many images the source model was pre-trained on, as you state it (the manifest's
+        ``source_images``, read by the static baseline of that name; nothing checks it).
+        ``None``: not recorded, and that baseline is skipped for the member.
 
     Raises
     ------
@@ -199,6 +205,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         raise ValueError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
     if not pretrained_on or not pretrained_on.strip():
         raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+    source_images = check_source_images(source_images)
     if features_only and convs is not None:
         raise ValueError("--layers names the layers of S_FU, which a features-only export does "
                          "not compute; drop --layers or --features-only")
@@ -257,7 +264,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
             files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
             package_version=__version__, producer=_producer(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            features_only=reason, split=split,
+            features_only=reason, split=split, source_images=source_images,
         )
         write_manifest(staging, manifest)
         return publish(staging, zoo_dir, name, force=force)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from ..zoo.manifest import check_source_images
 from .errors import GradientGraphError
 from .features_only import find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
@@ -99,7 +100,8 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
                 features_node: str | None = None, layers: Sequence[str] | None = None,
                 pretrained_on: str = "unknown", grads_batch: int = DEFAULT_GRADS_BATCH,
                 force: bool = False, features_only: bool = False,
-                features_only_fallback: bool = False) -> Path:
+                features_only_fallback: bool = False,
+                source_images: int | None = None) -> Path:
     """Import an ONNX classifier into ``zoo_dir/<name>/`` and return that directory.
 
     A features-only member (no ``grads.onnx``; S_LP and the baseline metrics, no S_FU) is
@@ -125,8 +127,9 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         The two S_FU layers (Conv, or Gemm/MatMul nodes with constant weights); default: the
         first two Conv nodes in topological order that the features depend on, else (a ViT)
         the first two weight-bearing nodes (see :func:`_conv_paths`).
-    pretrained_on, grads_batch, force
-        As :func:`gradnca_onnx.exporters.export_model`.
+    pretrained_on, grads_batch, force, source_images
+        As :func:`gradnca_onnx.exporters.export_model` (``source_images``: how many images
+        the source model was pre-trained on, as you state it; ``None``: not recorded).
     features_only : bool, default=False
         Write a features-only member without trying the gradient graph.
     features_only_fallback : bool, default=False
@@ -141,8 +144,9 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
     ValueError
         Unsafe or malformed file, custom operators, unknown node names, ``layers`` with
         ``features_only``, a features graph onnxruntime cannot run, an existing name without
-        ``force``.
+        ``force``, a ``source_images`` that is not an integer >= 0.
     """
+    source_images = check_source_images(source_images)  # before any work on the file
     src = Path(path)
     model = load_onnx(src)  # the safety checks run on the file as it is
     opset = opset_version(model)
@@ -153,23 +157,26 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
                              "import does not compute; drop --layers or --features-only")
         return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                               features_node=features_node, pretrained_on=pretrained_on,
-                              opset=opset, force=force, reason=REQUESTED)
+                              opset=opset, force=force, reason=REQUESTED,
+                              source_images=source_images)
     try:
         return _full(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                      features_node=features_node, layers=layers, pretrained_on=pretrained_on,
-                     grads_batch=grads_batch, opset=opset, force=force)
+                     grads_batch=grads_batch, opset=opset, force=force,
+                     source_images=source_images)
     except GradientGraphError as exc:
         if not features_only_fallback:
             raise
         return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                               features_node=features_node, pretrained_on=pretrained_on,
-                              opset=opset, force=force, reason=exc.reason)
+                              opset=opset, force=force, reason=exc.reason,
+                              source_images=source_images)
 
 
 def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
           input_size: int | None, norm: str | None, features_node: str | None,
           layers: Sequence[str] | None, pretrained_on: str, grads_batch: int, opset: int,
-          force: bool) -> Path:
+          force: bool, source_images: int | None) -> Path:
     """Both graphs, through the torch interpreter and the exporter."""
     try:
         net = OnnxNet(model, features_node=features_node).eval()
@@ -198,7 +205,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
         return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
                             channels=channels, norm=norm, pretrained_on=pretrained_on,
                             head=plan.head, convs=convs, grads_batch=grads_batch, force=force,
-                            layer_rule=rule)
+                            layer_rule=rule, source_images=source_images)
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -208,7 +215,8 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
 
 def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
                    input_size: int | None, norm: str | None, features_node: str | None,
-                   pretrained_on: str, opset: int, force: bool, reason: str) -> Path:
+                   pretrained_on: str, opset: int, force: bool, reason: str,
+                   source_images: int | None) -> Path:
     """A features-only member: the original graph cut at its features (no torch involved)."""
     cut = find_features(model, features_node)
     height, width, channels = _image_size(cut, input_size)
@@ -218,4 +226,5 @@ def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: s
                          "no Conv node tells it; export the model with a fixed channel dimension")
     return write_features_only(model, src, zoo_dir, name=name, cut=cut, channels=channels,
                                height=height, width=width, reason=reason, norm=norm,
-                               pretrained_on=pretrained_on, opset=opset, force=force)
+                               pretrained_on=pretrained_on, opset=opset, force=force,
+                               source_images=source_images)

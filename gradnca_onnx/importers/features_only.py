@@ -36,6 +36,7 @@ from ..zoo import (
     sha256_file,
     write_manifest,
 )
+from ..zoo.manifest import check_source_images
 from .onnx_file import toposort
 
 _NCHW = [0, 3, 1, 2]
@@ -337,7 +338,8 @@ def _first_line(exc: BaseException) -> str:
 def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.PathLike, *,
                         name: str, cut: FeaturesCut, channels: int, height: int, width: int,
                         reason: str, norm: str | None = None, pretrained_on: str = "unknown",
-                        opset: int, force: bool = False) -> Path:
+                        opset: int, force: bool = False,
+                        source_images: int | None = None) -> Path:
     """Write ``zoo_dir/<name>/`` with ``features.onnx`` and a features-only manifest.
 
     Parameters
@@ -355,7 +357,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
         The NCHW images the member takes.
     reason : str
         Why there is no gradient graph (the manifest's ``features_only``).
-    norm, pretrained_on, force
+    norm, pretrained_on, force, source_images
         As for :func:`~gradnca_onnx.importers.import_onnx`.
     opset : int
         The classifier's default-domain opset (the cut graph keeps it).
@@ -371,6 +373,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
 
     if not pretrained_on or not pretrained_on.strip():
         raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+    source_images = check_source_images(source_images)
     mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
     staging = staging_dir(zoo_dir, name, force=force)
     try:
@@ -435,7 +438,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
             package_version=__version__,
             producer={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            features_only=reason,
+            features_only=reason, source_images=source_images,
         )
         write_manifest(staging, manifest)
         return publish(staging, zoo_dir, name, force=force)

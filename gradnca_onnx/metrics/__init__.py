@@ -29,7 +29,7 @@ from .ncti import NCTITerms, ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda, sfda_probabilities
-from .static import count_parameters, params
+from .static import count_parameters, params, source_images
 from .transrate import transrate
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "resolve_names",
     "sfda",
     "sfda_probabilities",
+    "source_images",
     "transrate",
     "zoo_scores",
 ]

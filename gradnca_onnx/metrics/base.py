@@ -27,7 +27,7 @@ from .ncti import ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda
-from .static import params
+from .static import params, source_images
 from .transrate import transrate
 
 Status = Literal["ok", "skipped", "error"]
@@ -53,8 +53,11 @@ class Metric:
     zoo_step : ``zoo_step(per_model_terms (n_models, k), exclude=..., **zoo_options)`` for a
         metric whose score needs every model of the zoo (NCTI), else None.
     zoo_options : keyword options of ``zoo_step``.
-    needs_model : a static baseline: ``compute(model_dir)`` reads the member's graph and does
-        not look at the target (``params``).
+    needs_model : a static baseline: ``compute(model_dir)`` reads the member's files (graph or
+        manifest) and does not look at the target (``params``, ``source_images``).
+    unrecorded : for a static baseline whose ``compute`` may return ``None`` (a property the
+        member's manifest does not record): why, and how to record it; the result is then
+        ``"skipped"`` with this as its note.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Metric:
     zoo_step: Callable[..., NDArray[np.float64]] | None = None
     zoo_options: tuple[str, ...] = ()
     needs_model: bool = False
+    unrecorded: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,10 @@ METRICS: dict[str, Metric] = {
         Metric("transrate", "TransRate (Huang et al. 2022)", True, False, transrate, ("eps",)),
         Metric("params", "parameter count of features.onnx (static baseline)", True, False,
                params, needs_model=True),
+        Metric("source_images", "source-dataset size recorded in manifest.json (static "
+               "baseline)", True, False, source_images, needs_model=True,
+               unrecorded="skipped: the model's manifest does not record source_images (the "
+                          "source dataset's size); export or import it with --source-images N"),
     )
 }
 
@@ -211,8 +219,10 @@ def compute_metrics(
         mixture components) into an ``"error"`` result with the message as its note, so the
         other metrics of the model are still returned.
     model_dir : path, optional
-        The zoo member the features come from; static metrics (``params``) read its graph,
-        and without it come back ``"skipped"`` with the note :data:`NO_MODEL_NOTE`.
+        The zoo member the features come from; static metrics read its graph (``params``) or
+        manifest (``source_images``), and without it come back ``"skipped"`` with the note
+        :data:`NO_MODEL_NOTE`. A property the manifest does not record (``source_images``)
+        is ``"skipped"`` too, with a note that says so, never a made-up value.
 
     Returns
     -------
@@ -270,16 +280,24 @@ def compute_metrics(
 
 
 def _static_result(metric: Metric, model_dir: Any, errors: str) -> MetricResult:
-    """A static metric's result: computed from the member's files, or skipped / failed."""
+    """A static metric's result: computed from the member's files, or skipped / failed.
+
+    Skipped without ``model_dir``, and when ``compute`` returns ``None`` (the member does not
+    record the property; the note is the metric's ``unrecorded`` text).
+    """
     if model_dir is None:
         return MetricResult(metric.name, math.nan, "skipped",
-                            f"{NO_MODEL_NOTE}; {metric.title} reads the model's graph")
+                            f"{NO_MODEL_NOTE}; {metric.title} reads the model's files")
     try:
-        return MetricResult(metric.name, float(metric.compute(model_dir)), "ok")
+        value = metric.compute(model_dir)
     except ValueError as err:
         if errors == "raise":
             raise
         return MetricResult(metric.name, math.nan, "error", f"error: {err}")
+    if value is None:
+        return MetricResult(metric.name, math.nan, "skipped",
+                            metric.unrecorded or f"skipped: {metric.title} is not recorded")
+    return MetricResult(metric.name, float(value), "ok")
 
 
 def zoo_scores(

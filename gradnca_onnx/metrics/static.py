@@ -2,8 +2,13 @@
 
 Public benchmarks of transferability metrics report that such baselines (model size, the size
 of the source data) are hard to beat, so ``rank --metrics all`` reports them beside the
-target-based metrics. Only ``params`` exists: the zoo manifest records no source-dataset size
-(adding it would change the manifest schema), so that baseline is not computed.
+target-based metrics. Two exist:
+
+* ``params``: the parameter count of the member's ``features.onnx``, read from the graph;
+* ``source_images``: the size of the source dataset, as the member's manifest records it
+  (schema 5, ``export``/``import --source-images N``). It is what the exporter's user stated,
+  not something the package can verify; a manifest that does not record it gives no value
+  (the metric is skipped with a note), never an estimate.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from ..zoo.manifest import read_manifest
 
 #: ONNX tensor element types counted as parameters (float16, float, double, bfloat16).
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})
@@ -56,3 +63,28 @@ def count_parameters(model_dir: str | os.PathLike) -> int:
 def params(model_dir: str | os.PathLike) -> float:
     """The ``params`` baseline: :func:`count_parameters` (higher is better), as a float."""
     return float(count_parameters(model_dir))
+
+
+def source_images(model_dir: str | os.PathLike) -> float | None:
+    """The ``source_images`` baseline: how many images the source model was pre-trained on.
+
+    Read from the member's ``manifest.json`` through the manifest loader (validated, the ONNX
+    files not read), as the exporter's user stated it (higher is better).
+
+    Parameters
+    ----------
+    model_dir : path of a zoo member (the folder holding ``manifest.json``)
+
+    Returns
+    -------
+    float or None
+        The recorded count, or ``None`` when the manifest does not record it (a manifest
+        older than schema 5, or a member exported without ``--source-images``).
+
+    Raises
+    ------
+    ValueError
+        No ``manifest.json`` in ``model_dir``, or one that does not validate.
+    """
+    count = read_manifest(model_dir).source_images
+    return None if count is None else float(count)

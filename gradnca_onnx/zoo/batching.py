@@ -18,6 +18,21 @@ from .manifest import GRADS_INPUTS, GRADS_OUTPUTS
 from .sessions import run_session
 
 
+def pad_rows(a: ArrayLike, b: int) -> NDArray[np.float32]:
+    """``a`` as contiguous float32 with zero rows appended up to ``b`` rows (the graphs' fixed
+    batch); zero images with zero cotangent rows add nothing to a weight gradient."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if len(a) == b:
+        return a
+    return np.concatenate([a, np.zeros((b - len(a), *a.shape[1:]), np.float32)])
+
+
+def add_chunk(total: NDArray[np.float64] | None, chunk: NDArray) -> NDArray[np.float64]:
+    """``total + chunk`` in float64 (``chunk`` itself when ``total`` is ``None``): the chunk
+    sums of the batch policy are done in float64, whatever the graph's dtype."""
+    return chunk.astype(np.float64) if total is None else total + chunk
+
+
 def grads_batch_size(session: Any) -> int:
     """The fixed batch of a ``grads.onnx`` session (its ``images`` input's first dimension)."""
     names = [i.name for i in session.get_inputs()]
@@ -68,14 +83,9 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
     g1 = g2 = None
     for start in range(0, n, b):
         stop = min(start + b, n)
-        xb, cb = x[start:stop], c[start:stop]
-        if stop - start < b:
-            pad = b - (stop - start)
-            xb = np.concatenate([xb, np.zeros((pad, *in_shape), np.float32)])
-            cb = np.concatenate([cb, np.zeros((pad, d), np.float32)])
-        f, w1, w2 = run_session(session, list(GRADS_OUTPUTS), {"images": xb, "cotangent": cb},
-                                where="grads.onnx")
+        f, w1, w2 = run_session(session, list(GRADS_OUTPUTS),
+                                {"images": pad_rows(x[start:stop], b),
+                                 "cotangent": pad_rows(c[start:stop], b)}, where="grads.onnx")
         feats[start:stop] = f[: stop - start]
-        g1 = w1.astype(np.float64) if g1 is None else g1 + w1
-        g2 = w2.astype(np.float64) if g2 is None else g2 + w2
+        g1, g2 = add_chunk(g1, w1), add_chunk(g2, w2)
     return feats, g1, g2  # type: ignore[return-value]

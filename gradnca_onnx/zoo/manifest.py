@@ -15,7 +15,10 @@ Schema 4 adds the optional ``split`` block: the gradient pass cut in two at the 
 ``forward.onnx`` (images to features, logits and residuals) and ``backward.onnx`` (cotangent
 and residuals to the two weight gradients), so that the engine runs each image forward once.
 ``grads.onnx`` stays: the engine falls back to it for chunks whose residuals exceed its memory
-budget, and for re-batched passes. Writers write schema 4.
+budget, and for re-batched passes. Schema 5 adds the optional top-level ``source_images``:
+how many images the source model was pre-trained on, as the exporter's user states it
+(``--source-images``; ``null``: not recorded). The package cannot check it: it is reported
+metadata, read by the static baseline ``source_images``. Writers write schema 5.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +38,9 @@ from .integrity import FileEntry, verify_files
 #: Version of the manifest layout; bump when a field changes meaning or is added.
 #: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``;
 #: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``;
-#: 4: adds the optional ``split`` block (``forward.onnx`` and ``backward.onnx``).
-SCHEMA_VERSION = 4
+#: 4: adds the optional ``split`` block (``forward.onnx`` and ``backward.onnx``);
+#: 5: adds the optional ``source_images`` (the source dataset's size, as the user states it).
+SCHEMA_VERSION = 5
 #: Oldest layout this package still reads.
 MIN_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -88,6 +93,39 @@ def check_model_name(name: str) -> str:
             "'-', starting with a letter or digit"
         )
     return name
+
+
+_COUNT_RE = re.compile(r"^\s*[0-9]+\s*$")
+
+
+def check_source_images(count: Any) -> int | None:
+    """Return ``count`` as a manifest ``source_images`` value, else raise ``ValueError``.
+
+    Parameters
+    ----------
+    count : int, str or None
+        How many images the source model was pre-trained on: an integer >= 0 (0: a
+        random-initialised model, trained on nothing), or the decimal digits of one
+        (command-line text); ``None`` means not recorded.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    ValueError
+        A negative number, or anything that is not a whole number (a bool, a float,
+        other text).
+    """
+    if count is None:
+        return None
+    value = int(count) if isinstance(count, str) and _COUNT_RE.match(count) else count
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"--source-images {count!r} must be a whole number >= 0 (how many "
+                         "images the source model was pre-trained on; 0 for random "
+                         "initialisation); leave it out when unknown")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -193,6 +231,8 @@ class Manifest:
 
     ``features_only`` is ``None`` for a full member (both graphs) and, for a member without
     ``grads.onnx``, the one-line reason its gradient graph could not be built.
+    ``source_images`` (schema 5) is how many images the source model was pre-trained on, as
+    the exporter's user stated it, or ``None`` when not recorded; nothing checks it.
     """
 
     name: str
@@ -212,6 +252,7 @@ class Manifest:
     created: str
     features_only: str | None = None
     split: SplitSpec | None = None
+    source_images: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -227,6 +268,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists), in the layout of ``schema_version``."""
         d = asdict(self)
+        if self.schema_version < 5 and self.source_images is None:
+            d.pop("source_images")  # schema 1-4 have no such field (re-serialise unchanged)
         if self.schema_version < 4 and self.split is None:
             d.pop("split")  # schema 1-3 have no such field (re-serialise unchanged)
         if self.schema_version < 3 and self.layers.rule is None:
@@ -478,6 +521,8 @@ def _parse(data: Any, where: str) -> Manifest:
     else:
         top.get("split", optional=True)  # absent or null: no split pass
 
+    source_images = _source_images(top, version)
+
     producer = top.get("producer")
     if not isinstance(producer, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in producer.items()):
@@ -491,13 +536,22 @@ def _parse(data: Any, where: str) -> Manifest:
         batch_policy=policy, ort_optimization=ort_level, files=files,
         package_version=top.str_("package_version"), producer=dict(producer),
         created=top.str_("created"), features_only=features_only, split=split,
-        schema_version=version,
+        source_images=source_images, schema_version=version,
     )
     graphs = top.get("graphs", optional=True)
     if graphs is not None and graphs != manifest.to_dict()["graphs"]:
         raise top.fail("graphs", "disagrees with the other fields (file names, outputs, batch)")
     top.done()
     return manifest
+
+
+def _source_images(top: _Fields, version: int) -> int | None:
+    """The optional ``source_images`` (schema 5); absent and ``null`` both mean not recorded."""
+    if version >= 5:
+        return top.int_("source_images", minimum=0, optional=True)
+    if "source_images" in top.data:
+        raise top.fail("source_images", f"needs schema_version 5 (the manifest says {version})")
+    return None
 
 
 # --------------------------------------------------------------------------- files
@@ -546,8 +600,9 @@ def load_manifest(model_dir: str | os.PathLike, *, verify: bool = True) -> Manif
 def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
     """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``.
 
-    The file is always written in the current layout (:data:`SCHEMA_VERSION`); every
-    schema-1 manifest is a valid schema-2 one, so upgrading loses nothing.
+    The file is always written in the current layout (:data:`SCHEMA_VERSION`); every older
+    manifest is a valid one of the current schema (each schema only added fields or values),
+    so upgrading loses nothing.
     """
     manifest = replace(manifest, schema_version=SCHEMA_VERSION)
     manifest.validate(where=f"manifest for {manifest.name!r}")
