@@ -1,7 +1,7 @@
 """Peak memory (RSS) and time of one model's score, with and without the split gradient pass.
 
     python benchmarks/bench_memory.py [--archs resnet18 densenet121] [--size 224] [--n 1100]
-                                      [--budgets 2GiB 0] [--threads 2]
+                                      [--budgets 2GiB 0] [--threads 2] [--arena on off]
 
 Each architecture (random init) is exported once; then, per residual budget, a fresh child
 process scores it on n real images (11 classes pooled from ../shared/data, resized) and reports
@@ -28,6 +28,14 @@ from conftest import real_images
 from gradnca_onnx.cli.rank import memory_size
 from gradnca_onnx.data.dataset import from_arrays
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
+if not {arena}:  # onnxruntime's CPU memory arena off in every session (a measurement)
+    import gradnca_onnx.engine.runtime as rt
+    _opts = rt.session_options
+    def _no_arena(*a, **k):
+        so = _opts(*a, **k)
+        so.enable_cpu_mem_arena = False
+        return so
+    rt.session_options = _no_arena
 images, labels = real_images("pool11", {n}, seed=0)
 target = from_arrays(images, labels, name="pool11")
 runtime = RuntimeConfig(threads={threads}, residual_memory=memory_size({budget!r}, "budget"))
@@ -46,6 +54,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1100)
     ap.add_argument("--budgets", nargs="+", default=["2GiB", "0"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arena", nargs="+", choices=["on", "off"], default=["on"],
+                    help="onnxruntime's CPU memory arena in every session (default on, as the "
+                         "engine runs).")
     args = ap.parse_args()
 
     from gradnca_onnx.exporters import load_torchvision
@@ -58,15 +69,16 @@ def main() -> None:
                            pretrained_on="random init")
         m = load_manifest(out, verify=False)
         per_image = m.split.residual_bytes / m.batch_policy.grads_batch / 2**20
-        for budget in args.budgets:
+        for budget, arena in [(b, a) for b in args.budgets for a in args.arena]:
             code = CHILD.format(tests=str(ROOT / "tests"), n=args.n, threads=args.threads,
-                                budget=budget, zoo=str(zoo))
+                                budget=budget, zoo=str(zoo), arena=arena == "on")
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True)
             row = json.loads(res.stdout.strip().splitlines()[-1])
             notes = [n for n in row["notes"] if n.startswith("gradient pass:")]
-            print(f"{arch} {args.size}px n={args.n} T={args.threads} budget {budget}: peak RSS "
+            print(f"{arch} {args.size}px n={args.n} T={args.threads} budget {budget} arena "
+                  f"{arena}: peak RSS "
                   f"{row['rss_mib']:.0f} MiB, {row['seconds']:.1f} s (residuals "
                   f"{per_image:.1f} MiB/image) S_FU {row['fu']:.6f} "
                   f"{notes[0] if notes else ''}  [{time.perf_counter() - t0:.0f} s with start-up]",

@@ -103,3 +103,43 @@ def test_study_secondary_tables_carry_params() -> None:
     one_arch = {**ext, "params": SourceTargetTable(src, tgt, np.full((3, 2), 7.0), "p")}
     keep, dropped = report.rankable(truth, one_arch)
     assert dropped["params"] == report.STATIC_REASONS["params"] and "GBC" in keep
+
+
+def _fake_resample_study(tmp_path, docs: dict) -> object:
+    """A study-like object whose rank/<scenario>-resamples/<target>.json are ``docs``."""
+    from types import SimpleNamespace
+
+    folder = tmp_path / "rank" / "dataset-resamples"
+    folder.mkdir(parents=True)
+    for t, models in docs.items():
+        doc = {"resampling": {"n_resamples": 10},
+               "models": [{"model": name, "rank": rank,
+                           "resampling": {"p_rank1": p, "distinguishable_from_top": d}}
+                          for name, rank, p, d in models]}
+        (folder / f"{t}.json").write_text(json.dumps(doc))
+    return SimpleNamespace(work=tmp_path, cfg=SimpleNamespace(targets=tuple(docs)))
+
+
+def test_study_sureness_against_the_ground_truth(tmp_path) -> None:
+    """Issue 17 item 7's per-case figures: the top set, whether the truth's best is in it,
+    P(rank 1) and its Brier score, from rank --resamples output and a ground truth."""
+    report = _report_module()
+    study = _fake_resample_study(tmp_path, {
+        # t1: the tool's top (a) is right, c is distinguishable from it.
+        "t1": [("a", 1, 0.7, False), ("b", 2, 0.3, False), ("c", 3, 0.0, True)],
+        # t2: the top (b) is wrong; the truth's best (c) is distinguishable from it.
+        "t2": [("b", 1, 0.9, False), ("a", 2, 0.1, False), ("c", 3, 0.0, True)],
+    })
+    truth = SourceTargetTable(("a", "b", "c"), ("t1", "t2"),
+                              [[0.9, 0.6], [0.8, 0.7], [0.5, 0.8]], "truth")
+    rows = report.sureness(study, "dataset", truth)
+    r1, r2 = rows
+    assert (r1["truth_best"], r1["plain_top"], r1["top_right"]) == ("a", "a", True)
+    assert r1["top_set"] == ["a", "b"] and r1["best_in_top_set"]
+    assert r1["brier"] == pytest.approx(0.3 ** 2 + 0.3 ** 2 + 0.0)
+    assert r1["brier_uniform"] == pytest.approx((2 / 3) ** 2 + 2 * (1 / 3) ** 2)
+    assert (r2["truth_best"], r2["plain_top"], r2["top_right"]) == ("c", "b", False)
+    assert r2["top_set"] == ["a", "b"] and not r2["best_in_top_set"]
+    assert r2["p_rank1_truth_best"] == 0.0 and r2["p_rank1_plain_top"] == 0.9
+    text = "\n".join(report._sureness_lines({"dataset": rows}))
+    assert "in 1 of 2 cases" in text and "top set held 2.0 of 3.0" in text

@@ -59,7 +59,7 @@ class StudyConfig:
     seed: int = 0
     #: ``rank --resamples`` per scenario and target (issue 17 item 7) and K of the smoothed
     #: S_LP (``rank --lp-jitters``, item 3), each a pass of its own after the paper's.
-    resamples: int = 100
+    resamples: int = 50
     lp_jitters: int = 5
 
 
