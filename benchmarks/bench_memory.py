@@ -1,7 +1,7 @@
 """Peak memory (RSS) and time of one model's score, with and without the split gradient pass.
 
     python benchmarks/bench_memory.py [--archs resnet18 densenet121] [--size 224] [--n 1100]
-                                      [--budgets 2GiB 0] [--threads 2] [--arena on off]
+                                      [--budgets 2GiB 0] [--threads 2] [--arena engine on off]
 
 Each architecture (random init) is exported once; then, per residual budget, a fresh child
 process scores it on n real images (11 classes pooled from ../shared/data, resized) and reports
@@ -28,14 +28,10 @@ from conftest import real_images
 from gradnca_onnx.cli.rank import memory_size
 from gradnca_onnx.data.dataset import from_arrays
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
-if not {arena}:  # onnxruntime's CPU memory arena off in every session (a measurement)
-    import gradnca_onnx.engine.runtime as rt
-    _opts = rt.session_options
-    def _no_arena(*a, **k):
-        so = _opts(*a, **k)
-        so.enable_cpu_mem_arena = False
-        return so
-    rt.session_options = _no_arena
+if {arena!r} != "engine":  # every session with onnxruntime's CPU arena on or off
+    from gradnca_onnx.engine import runtime as rt
+    _open = rt.RuntimeConfig.open
+    rt.RuntimeConfig.open = lambda self, *a, arena=True, **k: _open(self, *a, arena={arena!r} == "on", **k)
 images, labels = real_images("pool11", {n}, seed=0)
 target = from_arrays(images, labels, name="pool11")
 runtime = RuntimeConfig(threads={threads}, residual_memory=memory_size({budget!r}, "budget"))
@@ -54,9 +50,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1100)
     ap.add_argument("--budgets", nargs="+", default=["2GiB", "0"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--arena", nargs="+", choices=["on", "off"], default=["on"],
-                    help="onnxruntime's CPU memory arena in every session (default on, as the "
-                         "engine runs).")
+    ap.add_argument("--arena", nargs="+", choices=["engine", "on", "off"], default=["engine"],
+                    help="onnxruntime's CPU memory arena: as the engine runs (off for the split "
+                         "pass's sessions, on otherwise), or on / off in every session.")
     args = ap.parse_args()
 
     from gradnca_onnx.exporters import load_torchvision
@@ -71,7 +67,7 @@ def main() -> None:
         per_image = m.split.residual_bytes / m.batch_policy.grads_batch / 2**20
         for budget, arena in [(b, a) for b in args.budgets for a in args.arena]:
             code = CHILD.format(tests=str(ROOT / "tests"), n=args.n, threads=args.threads,
-                                budget=budget, zoo=str(zoo), arena=arena == "on")
+                                budget=budget, zoo=str(zoo), arena=arena)
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True)

@@ -326,3 +326,33 @@ def test_residual_memory_option(zoo, tmp_path) -> None:
     assert bad.exit_code == 2
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--residual-memory must be a size" in lines[0], bad.output
+
+
+def test_split_pass_sessions_run_without_the_memory_arena(zoo, monkeypatch) -> None:
+    """The split pass opens forward/backward (and grads for recomputed chunks) without
+    onnxruntime's CPU arena (README, residual memory); the other sessions keep it."""
+    from gradnca_onnx.engine import RuntimeConfig
+    from gradnca_onnx.engine import runtime as rt
+    from gradnca_onnx.engine.scoring import model_passes
+    from gradnca_onnx.zoo import load_manifest
+
+    root, _ = zoo
+    m = load_manifest(root / "cnn0")
+    opened = []
+    real_open = rt.RuntimeConfig.open
+
+    def spy(self, *args, **kwargs):
+        session = real_open(self, *args, **kwargs)
+        opened.append((args[2], session.get_session_options().enable_cpu_mem_arena))
+        return session
+
+    monkeypatch.setattr(rt.RuntimeConfig, "open", spy)
+    target = load_target(BREAST, "fold1")
+    model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
+                 runtime=RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes))
+    assert {"forward", "backward", "grads"} <= {g for g, _ in opened}
+    assert all(arena is False for _, arena in opened)
+    opened.clear()
+    model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
+                 runtime=RuntimeConfig(threads=1, residual_memory=0))
+    assert sorted(opened) == [("features", True), ("grads", True)]

@@ -53,9 +53,15 @@ class RuntimeConfig:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def open(self, model_dir: str | os.PathLike, manifest: Manifest, graph: str) -> Any:
+    def open(self, model_dir: str | os.PathLike, manifest: Manifest, graph: str, *,
+             arena: bool = True) -> Any:
         """An onnxruntime session on one graph of a model directory: ``features``, ``grads``,
-        or the split pass's ``forward`` and ``backward``."""
+        or the split pass's ``forward`` and ``backward``.
+
+        ``arena=False`` turns off onnxruntime's CPU memory arena, so that the session returns
+        its buffers after each run instead of keeping its largest run's worth: the split pass
+        holds up to three sessions at once, and their arenas were most of its peak memory.
+        """
         import onnxruntime as ort
 
         if graph != "features" and not manifest.has_grads:
@@ -71,6 +77,7 @@ class RuntimeConfig:
         check_graph_file(Path(model_dir), path.name, manifest)
         opts = session_options(manifest.ort_optimization, threads=self.threads)
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = bool(arena)
         try:
             session = ort.InferenceSession(os.fspath(path), opts, providers=self.providers())
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
