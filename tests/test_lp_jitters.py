@@ -15,24 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import load_target
-from gradnca_onnx.demo import demo_paths
-from gradnca_onnx.engine import FeatureCache, rank_zoo
+from gradnca_onnx.engine import rank_zoo
 from gradnca_onnx.engine.resample import resample_zoo
 from gradnca_onnx.scores import label_prediction_score
 from gradnca_onnx.scores.label_prediction import JITTER_SCALE, jittered_features
 
 from test_label_prediction import random_problem, sklearn_slp
-
-CNNS = ["retina", "pneumonia", "blood-cells"]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    zoo, target = demo_paths()
-    cache = FeatureCache(tmp_path_factory.mktemp("cache"))
-    return zoo, load_target(target).subset(np.arange(150)), cache
-
+from test_resample import CNNS, demo  # noqa: F401 (test_resample's demo fixture, shared)
 
 def test_jitter_mean_matches_the_sklearn_pipeline_on_each_jittered_copy() -> None:
     X, y = random_problem(200, 64, 3, seed=5)

@@ -21,6 +21,7 @@ from _hardening_helpers import DEMO_ZOO, small_target
 from gradnca_onnx.cli import main
 from gradnca_onnx.zoo import SCHEMA_VERSION, Manifest, load_manifest, read_manifest, write_manifest
 from gradnca_onnx.zoo.manifest import check_source_images
+from test_export_cli import assert_one_line_error
 from test_zoo_manifest import make_features_only_dir, make_model_dir
 
 IMAGENET_1K = 1_281_167  # the ILSVRC-2012 training set
@@ -28,15 +29,6 @@ IMAGENET_1K = 1_281_167  # the ILSVRC-2012 training set
 
 def _run(*args) -> object:
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _one_error_line(res, *fragments: str) -> str:
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def _with_count(model_dir: Path, count: int | None) -> Manifest:
@@ -267,6 +259,5 @@ def test_bad_count_is_one_line_and_exit_2(tmp_path, command, value) -> None:
     else:
         args = ["import", _tiny_classifier(tmp_path / "tiny.onnx"), "--name", "x",
                 "--source-images", value, "--out", tmp_path / "z"]
-    line = _one_error_line(_run(*args), "--source-images", "must be a whole number >= 0")
-    assert value in line
+    assert_one_line_error(_run(*args), "--source-images", "must be a whole number >= 0", value)
     assert not (tmp_path / "z").exists()  # refused before any work
