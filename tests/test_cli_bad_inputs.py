@@ -388,3 +388,25 @@ def test_env_cache_pointing_at_a_file(state, tmp_path, monkeypatch) -> None:
     assert f.read_text() == "x" and json.loads((state["zoo"] / "adrenal" /
                                                 "manifest.json").read_text())
     assert os.path.isdir(state["cache"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["rank", "--demo", "--lp-jitters", "x"], "'--lp-jitters': 'x' is not a valid integer"),
+    (["rank", "--demo", "--resamples", "x"], "'--resamples'"),
+    (["rank", "--demo", "--scenario", "foo"], "'--scenario'"),
+    (["rank", "--bogus"], "No such option '--bogus'"),
+    (["finetune", "summarize", "--bogus"], "finetune summarize --help"),
+    (["export", "--grads-batch", "0"], "'--grads-batch'"),
+])
+def test_click_usage_errors_are_one_line_exit_2(args, fragment) -> None:
+    """An option click itself refuses (not an integer, unknown) gets the package's one-line
+    error, with where to look, not click's usage block."""
+    from click.testing import CliRunner
+
+    from gradnca_onnx.cli import main
+
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], lines
+    assert "--help')" in lines[0]

@@ -323,6 +323,8 @@ def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int
         (staging / GRADS_FILE).unlink(missing_ok=True)
         return err.reason, None
     return None, (_export_split(model, staging, out_names) if split else None)
+
+
 # What tracing and torch.onnx raise for a model they cannot handle; NotImplementedError is the
 # translations' documented limit (transposed or 4-D+ convolutions). Each becomes the one-line
 # GradientGraphError (or, with the fallback, a features-only member), as before this tuple.
