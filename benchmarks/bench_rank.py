@@ -13,9 +13,15 @@ pooled from ../shared/data, resized), timed
     ``rank`` unless asked for) every baseline metric;
   * floor: torch eager forward + the backward S_FU needs, with only the two S_FU weights
     requiring grad, over the S_FU batches (what any gradient-based score must pay);
-  * onnxruntime's forward alone (features.onnx over every image), for scale.
+  * onnxruntime's forward alone (features.onnx over every image), for scale;
+  * the compute floor: the multiply-adds of that forward and backward (direct convolution,
+    only the kernel taps that read the image, not its zero padding; counted with forward
+    hooks) at this machine's float32 GEMM rate (a large torch.mm on the same threads), and
+    the reference's time over it: the largest speed-up any implementation of the score by
+    direct convolution could reach here, S_LP left out.
 With ``--profile``, onnxruntime's per-operator shares of the forward and backward graphs.
-Torch and onnxruntime get the same thread count. Ratios are printed; nothing is asserted.
+Torch, onnxruntime and the reference's BLAS get the same thread count. Ratios are printed;
+nothing is asserted.
 """
 
 from __future__ import annotations
@@ -51,6 +57,67 @@ def _floor(model, conv1, conv2, x, slices) -> float:
     for p in model.parameters():
         p.requires_grad_(True)
     return time.perf_counter() - t0
+
+
+def _gemm_rate(threads: int) -> float:
+    """This machine's float32 multiply-add rate (per second) on ``threads`` threads: the
+    fastest of a few 2048^3 torch.mm runs, the kernel convolutions are built on."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2048 ** 3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _image_taps(length: int, out: int, kernel: int, stride: int, pad: int, dil: int) -> int:
+    """(output position, kernel tap) pairs of one dimension whose tap reads the input, not
+    the zero padding."""
+    pos = np.arange(out)[:, None] * stride - pad + np.arange(kernel)[None, :] * dil
+    return int(((pos >= 0) & (pos < length)).sum())
+
+
+def _pass_macs(model, conv1: str, conv2: str, size: int) -> int:
+    """Multiply-adds per image of the forward to the features and the backward S_FU needs,
+    counting only kernel taps that read the input (a product with the zero padding is no
+    work a cleverer kernel must do, so the count is a floor for any direct convolution).
+
+    Forward: every convolution and linear layer but the head (the last child). Backward: the
+    input gradient of every such layer but the first S_FU convolution (its input is the
+    image), plus the two S_FU weight gradients, each as many multiply-adds as its forward.
+    """
+    import torch
+
+    head = list(model.children())[-1]
+    count: dict = {}
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Linear):
+            count[mod] = out.numel() * mod.in_features
+            return
+        taps = 1
+        for i in range(2):
+            taps *= _image_taps(inp[0].shape[2 + i], out.shape[2 + i], mod.kernel_size[i],
+                                mod.stride[i], mod.padding[i], mod.dilation[i])
+        count[mod] = taps * mod.out_channels * mod.in_channels // mod.groups
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+              and m is not head]
+    hooks = [m.register_forward_hook(hook) for m in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    first, second = model.get_submodule(conv1), model.get_submodule(conv2)
+    forward = sum(count.values())
+    return forward + (forward - count[first]) + count[first] + count[second]
 
 
 def _reference(models, x, y, labels, conv1, conv2) -> dict[str, float]:
@@ -95,9 +162,10 @@ def _stages(model_dir: Path, target, threads: int) -> dict[str, float]:
     x = _prepare(target, manifest)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    feats, logits, _, _, _ = split_passes(lambda g: runtime.open(model_dir, manifest, g), manifest,
-                                     x, target.labels, runtime.residual_memory,
-                                     lambda stage, total: (lambda done: None), timings)
+    # without the memory arenas, as rank_zoo opens the split pass's sessions
+    feats, logits, _, _, _ = split_passes(
+        lambda g: runtime.open(model_dir, manifest, g, arena=False), manifest, x,
+        target.labels, runtime.residual_memory, lambda stage, total: (lambda done: None), timings)
     timings["pass"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     label_prediction_score(feats, target.labels, **LP_SETTINGS)
@@ -162,6 +230,7 @@ def main() -> None:
 
     import torch
     import torchvision
+    from threadpoolctl import threadpool_limits
 
     from conftest import real_images
     from gradnca_onnx.data.dataset import from_arrays
@@ -191,7 +260,10 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             t0 = time.perf_counter()
-            ref = _reference(models, x, y, labels, spec.conv1, spec.conv2)
+            with threadpool_limits(limits=threads, user_api="blas"):
+                # scikit-learn's BLAS on the same threads as torch: unpinned, its two
+                # threads busy-wait against any other load (NCA 1.6 to 6.8 s a model here)
+                ref = _reference(models, x, y, labels, spec.conv1, spec.conv2)
             t_ref = time.perf_counter() - t0
             t0 = time.perf_counter()
             ranking = rank_zoo(zoo, target, cache=FeatureCache(None),
@@ -199,6 +271,8 @@ def main() -> None:
             t_ours = time.perf_counter() - t0
             assert all(r.ok for r in ranking.models), [r.error for r in ranking.models]
             floor = _floor(models[0], spec.conv1, spec.conv2, x, fu_batch_slices(len(x)))
+            compute = (_pass_macs(models[0], spec.conv1, spec.conv2, x.shape[-1]) * len(x)
+                       / _gemm_rate(threads))
             st = _stages(zoo / f"{args.arch}-0", target, threads)
             per_model = t_ours / args.models
             score = st["pass"] + st["lp"]
@@ -214,6 +288,11 @@ def main() -> None:
                   f"{floor:.1f} s -> gradient pass {st['pass'] / floor:.2f}x floor, whole "
                   f"score {score / floor:.2f}x | onnxruntime features.onnx alone "
                   f"{st['ort_forward_only']:.1f} s")
+            ref_model = t_ref / args.models
+            print(f"  compute floor (image-tap multiply-adds at this machine's GEMM rate) "
+                  f"{compute:.2f} s per model -> at most {ref_model / compute:.1f}x faster than "
+                  f"the reference with S_LP free, {ref_model / (compute + st['lp']):.1f}x with "
+                  f"this S_LP; rank's gradient pass {st['pass'] / compute:.2f}x the compute floor")
             if args.profile:
                 for graph, shares in _profile(zoo / f"{args.arch}-0", threads).items():
                     print(f"  {graph}.onnx: " + ", ".join(f"{op} {100 * v:.0f}%"
