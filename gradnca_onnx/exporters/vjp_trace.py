@@ -211,11 +211,11 @@ def small_map_convs(graph: fx.GraphModule, tensors: list[torch.Tensor], *,
                     skip: set[int]) -> list[torch.Tensor]:
     """Write the convolutions on the smallest feature maps as one matrix product per batch.
 
-    On a feature map of H x W <= kh x kw positions the convolution is the product of the
-    flattened input with the layer's (Cin·H·W, Cout·Ho·Wo) linear-map matrix, which does no
-    more multiply-adds than the direct convolution (none with the zero padding) and runs as
-    one batched GEMM instead of one small GEMM per image. Only matrices up to twice the size
-    of the layer's weight (which the graph then no longer holds) are made: a 3x3 layer at 1x1
+    A convolution is the product of the flattened input with the layer's (Cin·H·W,
+    Cout·Ho·Wo) linear-map matrix. On the smallest maps that product does no more
+    multiply-adds than the direct convolution (none with the zero padding) and runs as one
+    batched GEMM instead of one small GEMM per image. Only matrices up to twice the size of
+    the layer's weight (which the graph then no longer holds) are made: a 3x3 layer at 1x1
     (resnet18's last stage at 28 px) or at 2x2 (1.8x; its third stage), a strided one from
     2x2 to 1x1, a 1x1 layer at 1x1 (squeeze-excitation). On those onnxruntime ran the layer
     1.6-4.4x faster than its Conv (batch 183, one thread), and the strided one's input
