@@ -329,6 +329,216 @@ def fuzz_onnx_model(tmp: Path, blob: bytes) -> None:
     fuzz_onnx_bytes(tmp, blob)
 
 
+# --------------------------------------------------------------------------- issue 24 targets
+
+#: What may stand at an output path; only "missing" and "regular" may be written.
+OUTPUT_KINDS = ("missing", "regular", "link-to-file", "dangling-link", "fifo", "directory",
+                "char-device")
+
+
+def _state(path: Path) -> tuple:
+    """What is at ``path`` without following a link: (file type, content or link target)."""
+    import stat
+
+    try:
+        st_ = os.lstat(path)
+    except FileNotFoundError:
+        return ("missing",)
+    if stat.S_ISLNK(st_.st_mode):
+        return ("link", os.readlink(path))
+    if stat.S_ISREG(st_.st_mode):
+        return ("file", path.read_bytes())
+    return (stat.S_IFMT(st_.st_mode),)
+
+
+def make_output_kind(path: Path, kind: str) -> bool:
+    """Put a ``kind`` of thing at ``path``; ``False`` when this machine cannot (no mknod)."""
+    import stat
+
+    if kind == "regular":
+        path.write_bytes(b"user data")
+    elif kind == "link-to-file":
+        (path.parent / "linked.txt").write_bytes(b"linked data")
+        path.symlink_to(path.parent / "linked.txt")
+    elif kind == "dangling-link":
+        path.symlink_to(path.parent / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "char-device":
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except (PermissionError, OSError):
+            return False
+    return True
+
+
+def fuzz_output_path(tmp: Path, kind: str, is_input: bool, via: str) -> None:
+    """The output policy: only a new or regular file that is not an input is written; any
+    other path is refused (a documented error) and left exactly as it was."""
+    from gradnca_onnx.cli._errors import check_output_file
+    from gradnca_onnx.zoo._atomic import atomic_write_text
+
+    out = tmp / "out.csv"
+    if not make_output_kind(out, kind):
+        return
+    inputs = {"--target": [out if via == "same" else tmp / "." / "out.csv"]} if is_input else {}
+    before = {p.name: _state(p) for p in tmp.iterdir()}
+    with time_limit():
+        try:
+            check_output_file(out, "--out", inputs)
+            atomic_write_text(out, "result")
+            written = True
+        except (ValueError, FileExistsError):
+            written = False
+    # A missing input is no input to protect (the command fails reading it first).
+    allowed = kind == "missing" or (kind == "regular" and not is_input)
+    assert written == allowed, (kind, is_input)
+    after = {p.name: _state(p) for p in tmp.iterdir()}
+    if written:
+        assert after.pop("out.csv") == ("file", b"result")
+        before.pop("out.csv", None)
+    assert after == before, (kind, is_input)
+
+
+@st.composite
+def wide_images(draw) -> np.ndarray:
+    """Grey images of a bit depth above 8 (or bool / float), as a user's export holds them."""
+    kind = draw(st.sampled_from(["u16", "u12", "bool", "f01", "fwide", "i32"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    shape = (12, 8, 8)
+    if kind == "u16":
+        return rng.integers(0, 65536, shape).astype(np.uint16)
+    if kind == "u12":
+        return rng.integers(0, 4096, shape).astype(np.uint16)
+    if kind == "bool":
+        return rng.random(shape) < 0.5
+    if kind == "f01":
+        return rng.random(shape).astype(np.float32)
+    if kind == "fwide":
+        return (rng.random(shape) * draw(st.sampled_from([2.0, 1000.0, -1.0]))).astype(np.float32)
+    return rng.integers(-2, 70000, shape).astype(np.int32)
+
+
+def fuzz_bit_depth(tmp: Path, images: np.ndarray) -> None:
+    """A wide npz target loads as uint8 that keeps the order of the intensities (one map for
+    the whole target: a brighter pixel never becomes darker), or is refused."""
+    from gradnca_onnx.data import load_target
+
+    arrays = small_arrays(n_train=12)
+    arrays["train_images"] = images
+    p = tmp / "t.npz"
+    np.savez(p, **arrays)
+    out = check(load_target, p, "train")
+    if out is None:
+        return
+    got = out.images.reshape(len(images), -1).astype(np.int64).ravel()
+    src = images.reshape(len(images), -1).astype(np.float64).ravel()
+    assert out.images.dtype == np.uint8
+    order = np.argsort(src, kind="stable")
+    assert (np.diff(got[order]) >= 0).all(), "the intensity map is not monotone"
+    if images.dtype != bool and np.ptp(src) > 0:
+        assert got.max() > got.min()  # never decoded to a constant image
+
+
+@st.composite
+def class_counts(draw) -> list[int]:
+    return draw(st.lists(st.integers(1, 120), min_size=2, max_size=6).filter(
+        lambda c: sum(c) >= 6))  # S_FU needs six images
+
+
+def fuzz_folder_order(counts: list[int]) -> None:
+    """The class-interleaved order: a permutation, the same on every call, and every S_FU batch
+    holds each class within C + 1 of its share (so every class whose share of a batch is
+    above C + 1 is in it)."""
+    from gradnca_onnx.data.dataset import class_interleaved_order
+    from gradnca_onnx.scores.feature_update import fu_batch_slices
+
+    y = np.repeat(np.arange(len(counts)), counts)
+    order = class_interleaved_order(y)
+    assert np.array_equal(np.sort(order), np.arange(y.size))
+    assert np.array_equal(order, class_interleaved_order(y))
+    ys = y[order]
+    for sl in fu_batch_slices(y.size):
+        size = sl.stop - sl.start
+        for c, n_c in enumerate(counts):
+            share = n_c * size / y.size
+            assert abs(int((ys[sl] == c).sum()) - share) <= len(counts) + 1, (counts, c, sl)
+
+
+@st.composite
+def nested_text(draw) -> str:
+    """JSON-like text nested to a depth around the loader's limit, sometimes very deep."""
+    depth = draw(st.one_of(st.integers(0, 70), st.integers(1000, 200000)))
+    opener = draw(st.sampled_from(["[", "{\"a\":", "[[", "[{\"b\":"]))
+    closer = {"[": "]", "{\"a\":": "}", "[[": "]]", "[{\"b\":": "}]"}[opener]
+    body = draw(st.sampled_from(["1", "\"[[[\"", "null", ""]))
+    tail = draw(st.sampled_from(["", "x", "]"]))
+    return opener * depth + body + closer * draw(st.sampled_from([depth, depth // 2])) + tail
+
+
+def fuzz_nesting(tmp: Path, text: str) -> None:
+    """Any nesting in a manifest or a rank JSON: a result or one ValueError, never a
+    RecursionError; and a zoo listing holds the member as failed, never dies."""
+    from gradnca_onnx.zoo.listing import list_zoo
+
+    model = tmp / "zoo" / "m"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "manifest.json").write_text(text)
+    entries = check(list_zoo, tmp / "zoo")
+    assert entries is not None and len(entries) == 1 and not entries[0].ok
+    from gradnca_onnx._loaders import load_json
+
+    try:
+        with time_limit():
+            load_json(text, "x.json")
+    except (ValueError,):  # json.JSONDecodeError is a ValueError
+        pass
+
+
+@st.composite
+def cache_entry(draw) -> dict[str, np.ndarray]:
+    """A feature-cache entry of the right names, with odd dtypes, shapes and values."""
+    n, d, k = 30, 8, 5
+    entry = {"features": np.ones((n, d), np.float32), "lp": np.array(0.5),
+             "grad_norms_w1": np.ones(k), "grad_norms_w2": np.ones(k),
+             "logits": np.zeros((n, 3), np.float32)}
+    key = draw(st.sampled_from(sorted(entry)))
+    how = draw(st.sampled_from(["value", "dtype", "shape", "drop", "none"]))
+    if how == "value":
+        v = draw(st.sampled_from([np.nan, np.inf, -1.0, 5.0, 1.0, 0.0, -0.0, 1e300]))
+        entry[key] = entry[key].astype(np.float64)
+        entry[key].reshape(-1)[0] = v
+    elif how == "dtype":
+        entry[key] = np.asarray(entry[key]).astype(draw(st.sampled_from(["U3", "i8", "b1",
+                                                                          "c8", "O"])))
+    elif how == "shape":
+        entry[key] = np.zeros(draw(st.lists(st.integers(0, 31), max_size=3)))
+    elif how == "drop":
+        del entry[key]
+    return entry
+
+
+def fuzz_cache_entry(entry: dict[str, np.ndarray]) -> None:
+    """A cache entry is trusted only when every value is what a computation gives: the right
+    shapes, finite floats, S_LP in [0, 1], norms >= 0; otherwise a reason (never a raise)."""
+    from types import SimpleNamespace
+
+    from gradnca_onnx.engine.scoring import entry_problem
+
+    manifest = SimpleNamespace(feature_dim=8, has_grads=True, num_classes=3)
+    why = entry_problem(entry, manifest, 30)
+    if why is None:
+        for name in ("features", "lp", "grad_norms_w1", "grad_norms_w2", "logits"):
+            a = entry[name]
+            assert a.dtype.kind == "f" and np.isfinite(a).all()
+        assert 0.0 <= float(entry["lp"]) <= 1.0
+        assert (entry["grad_norms_w1"] >= 0).all() and (entry["grad_norms_w2"] >= 0).all()
+    else:
+        assert isinstance(why, str) and why
+
+
 def fresh_dir(base: Path, counter: list[int]) -> Path:
     """A new empty directory per example (hypothesis reuses the test's tmp_path)."""
     counter[0] += 1
@@ -337,4 +547,6 @@ def fresh_dir(base: Path, counter: list[int]) -> Path:
     return d
 
 
-__all__ = [n for n in dir() if n.startswith(("fuzz_", "mutated_", "SEED_", "folder_", "npz_"))]
+__all__ = [n for n in dir() if n.startswith(("fuzz_", "mutated_", "SEED_", "folder_", "npz_",
+                                              "wide_", "class_", "nested_", "cache_",
+                                              "OUTPUT_", "make_"))]

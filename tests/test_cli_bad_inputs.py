@@ -155,7 +155,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
         "t.npz", Path(c.target).read_bytes()[:3000])), "t.npz"),
     ("target-random-bytes", lambda c: c.rank("--target", c.file(
         "t.npz", b"PK" + bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8)))),
-     "pickled"),
+     "corrupt, truncated"),  # not "pickled": NumPy's unpickling fallback (issue 24)
     ("target-unknown-keys", lambda c: c.rank("--target", str(write_npz(
         c.tmp / "k.npz", foo=np.zeros(3)))), "neither a MedMNIST"),
     ("target-one-class", lambda c: c.rank("--target", c.labels(np.zeros(30))), "class"),
@@ -303,6 +303,9 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("evaluate-alpha-nan", lambda c: ["evaluate", "--truth", c.file("t.csv", TRUTH.encode()),
                                       "--scores", f"m={c.tmp / 't.csv'}", "--alpha", "nan"],
      "alpha"),
+    ("evaluate-bootstrap-5", lambda c: ["evaluate", "--truth", c.file("t.csv", TRUTH.encode()),
+                                        "--scores", f"m={c.tmp / 't.csv'}", "--bootstrap", "5"],
+     "--bootstrap"),
     ("evaluate-plot-is-file", lambda c: ["evaluate", "--truth", c.file("t.csv", TRUTH.encode()),
                                          "--scores", f"m={c.tmp / 't.csv'}", "--plot",
                                          c.file("p")], "--plot"),

@@ -120,6 +120,10 @@ def test_image_folder_round_trip(tmp_path):
     assert (t.name, t.split, t.class_names) == ("mri", "all", ("glioma", "meningioma", "notumor"))
     assert len(t) == 13 and t.images.shape[1:] == (224, 224, 3)
     files = [f for c in t.class_names for f in sorted((root / c).glob("*.jpg"))]
+    # Folders load in the seeded class-interleaved order (issue 24), not class by class.
+    listed = [i for i, c in enumerate(t.class_names) for _ in (root / c).glob("*.jpg")]
+    files = [files[i] for i in data.class_interleaved_order(listed)]
+    assert t.order == data.FOLDER_ORDER
     for img, f in zip(t.images, files):
         with Image.open(f) as im:
             np.testing.assert_array_equal(img, np.asarray(im.convert("RGB")))

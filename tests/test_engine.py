@@ -180,7 +180,7 @@ def test_cli_json_and_csv(zoo, tmp_path) -> None:
     data = json.loads(out.read_text())
     assert data["schema"] == "gradnca-onnx/rank/1" and data["scenario"] == "dataset"
     assert data["target"] == {"name": "breastmnist", "split": "fold1-train", "n_samples": 200,
-                              "n_classes": 2}
+                              "n_classes": 2, "order": "dataset", "notes": []}
     assert sorted(m["rank"] for m in data["models"])[0] == 1
     res = CliRunner().invoke(main, ["rank", "--zoo", str(root), "--target", str(BREAST),
                                     "--split", "fold1", "--format", "csv", "--quiet",

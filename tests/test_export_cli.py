@@ -76,10 +76,10 @@ def test_export_and_list(factory_module, tmp_path):
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-5
 
     res = run("export", "--factory", f"{factory_module}:tiny", "--input-size", 16, "--name", "t2",
-              "--norm", "0.4,0.2", "--layers", "3,0", "--head", "", "--out", zoo)
+              "--norm", "0.4,0.2", "--layers", "0,3", "--head", "", "--out", zoo)
     assert res.exit_code == 0, res.output
     m2 = load_manifest(zoo / "t2")
-    assert (m2.layers.conv1, m2.layers.conv2, m2.num_classes, m2.feature_dim) == ("3", "0", None, 3)
+    assert (m2.layers.conv1, m2.layers.conv2, m2.num_classes, m2.feature_dim) == ("0", "3", None, 3)
 
     res = run("zoo", "ls", zoo)
     assert res.exit_code == 0, res.output

@@ -2,7 +2,9 @@
 time so the default suite stays fast and deterministic. Long runs: scripts/fuzz_long.py.
 
 Targets: the npz and image-folder target loaders, the manifest parser, the evaluate CSV reader
-and the ONNX importer's file loading (``importers.onnx_file.load_onnx``). The property: a
+and the ONNX importer's file loading (``importers.onnx_file.load_onnx``); since issue 24 also
+output paths (links, FIFOs, devices, inputs), bit depths, the folder order, nesting and cache
+entries. The property: a
 result or a ``ValueError`` (one ``Error:`` line at the CLI), never another exception, a hang or
 a write beside the input.
 """
@@ -75,3 +77,37 @@ def test_fuzz_onnx_bytes(fresh, blob) -> None:
 @given(blob=F.mutated_onnx())
 def test_fuzz_onnx_protobuf(fresh, blob) -> None:
     F.fuzz_onnx_model(fresh(), blob)
+
+
+# ---- issue 24: output paths, bit depths, orders, nesting, cache contents
+
+
+@settings(SHORT, max_examples=40)
+@given(kind=st.sampled_from(F.OUTPUT_KINDS), is_input=st.booleans(),
+       via=st.sampled_from(["same", "dotted"]))
+def test_fuzz_output_path(fresh, kind, is_input, via) -> None:
+    F.fuzz_output_path(fresh(), kind, is_input, via)
+
+
+@settings(SHORT, max_examples=30)
+@given(images=F.wide_images())
+def test_fuzz_bit_depth(fresh, images) -> None:
+    F.fuzz_bit_depth(fresh(), images)
+
+
+@settings(SHORT, max_examples=100)
+@given(counts=F.class_counts())
+def test_fuzz_folder_order(counts) -> None:
+    F.fuzz_folder_order(counts)
+
+
+@settings(SHORT, max_examples=30)
+@given(text=F.nested_text())
+def test_fuzz_nesting(fresh, text) -> None:
+    F.fuzz_nesting(fresh(), text)
+
+
+@settings(SHORT, max_examples=100)
+@given(entry=F.cache_entry())
+def test_fuzz_cache_entry(entry) -> None:
+    F.fuzz_cache_entry(entry)

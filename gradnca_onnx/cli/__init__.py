@@ -7,11 +7,14 @@ below.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from typing import Iterator
 
 import click
 
 from .._version import __version__
+from ._warnings import plain_warnings
 
 
 class _OneLineUsageError(click.ClickException):
@@ -20,17 +23,43 @@ class _OneLineUsageError(click.ClickException):
     exit_code = 2
 
 
+#: Exit status when the reader of standard output went away (``| head``): 128 + SIGPIPE, what
+#: a shell reports for ``ls`` in ``ls | head``.
+EXIT_BROKEN_PIPE = 141
+
+
 class _Group(click.Group):
     """click's group, with usage errors (an option that is not an integer, an unknown option)
-    as one ``Error:`` line and exit code 2 instead of click's usage block."""
+    as one ``Error:`` line and exit code 2 instead of click's usage block, and a closed output
+    pipe as a quiet exit (:func:`_quiet_broken_pipe`)."""
 
     def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         with _one_line_usage():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
-        with _one_line_usage():
+        with _quiet_broken_pipe(), _one_line_usage(), plain_warnings():
             return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """End quietly, like ``ls | head``, when the reader of standard output has gone away.
+
+    Standard output is flushed here, inside the guard, so a write still buffered at exit
+    cannot fail later; after a broken pipe it is pointed at ``/dev/null`` so that Python's
+    own flush at exit finds nothing to complain about. Exit status 141 (128 + SIGPIPE).
+    """
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no real descriptor (tests, wrappers)
+            pass
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
 
 
 @contextlib.contextmanager

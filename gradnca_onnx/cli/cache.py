@@ -9,6 +9,7 @@ import click
 
 from . import main
 from ._errors import user_errors
+from ._text import printable
 
 _CACHE_OPTION = click.option(
     "--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
@@ -43,18 +44,23 @@ def cache_group() -> None:
 @_CACHE_OPTION
 @user_errors
 def cache_ls(cache_dir: Path | None) -> None:
-    """One line per cache entry: key, model, target, versions, size, age."""
+    """One line per cache entry: key, model, target, versions, size, age.
+
+    Each line goes through :func:`printable`: an entry's metadata is file content, and a
+    control character in it must not act on the terminal.
+    """
     cache = _cache(cache_dir)
     total = count = 0
     for e in cache.entries():
         m = e.meta
-        providers = "+".join(p.replace("ExecutionProvider", "")
-                             for p in m.get("providers", [])) or "?"
+        listed = m.get("providers")
+        providers = "+".join(str(p).replace("ExecutionProvider", "")  # meta is file content
+                             for p in (listed if isinstance(listed, list) else [])) or "?"
         versions = (f"gradnca-onnx {m.get('package', '?')}, onnxruntime "
                     f"{m.get('onnxruntime', '?')}, {providers}")
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
-        click.echo(f"{e.key[:16]}  {m.get('model', '?')}  {m.get('target', '?')} "
-                   f"({m.get('split', '?')})  {versions}  {_size(e.bytes)}  {when}")
+        click.echo(printable(f"{e.key[:16]}  {m.get('model', '?')}  {m.get('target', '?')} "
+                             f"({m.get('split', '?')})  {versions}  {_size(e.bytes)}  {when}"))
         total += e.bytes
         count += 1
     click.echo(f"{count} entries, {_size(total)} in {cache.root}", err=True)

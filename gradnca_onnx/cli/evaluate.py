@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 import click
 
 from . import main
-from ._errors import check_output_dir, fail, user_errors
+from ._errors import Inputs, check_output_dir, fail, user_errors
 
 if TYPE_CHECKING:
     from ..evaluation.report import Evaluation
@@ -41,6 +41,8 @@ class _LazyBenchmark:
 bench = _LazyBenchmark()
 
 _BENCHMARKS = {"paper-dataset": "dataset", "paper-model": "model"}
+#: The files ``--plot DIR`` receives (``evaluation.plots.plot_evaluation``): each is checked
+#: before any work to be new or a regular file that is not an input.
 _MODEL_NOTE = (
     "Model scenario: PARC, NCTI, LEEP and NLEEP are reported as 1 - score and GradNCA uses the "
     "inverted normalisation (paper Eq. 8). The paper prints average ranks 3.91 (SFDA) and 4.73 "
@@ -65,27 +67,62 @@ def _common_options(func: Callable[..., T]) -> Callable[..., T]:
                      show_default=True,
                      help="Bootstrap resamples of the sources for tau confidence intervals "
                           "(JSON key tau_ci); 0 = none."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the bootstrap (an integer >= 0)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _score_spec(spec: str) -> tuple[str, str]:
+    """(name, path) of a ``--scores NAME=SCORES.csv`` value (a bare path is named after its
+    file)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = Path(spec).stem, spec
+    return name.strip(), path.strip()
+
+
 def _parse_score_specs(specs: Sequence[str]) -> dict[str, SourceTargetTable]:
     tables: dict[str, SourceTargetTable] = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            # A bare path is named after its file.
-            name, path = Path(spec).stem, spec
-        name, path = name.strip(), path.strip()
+        name, path = _score_spec(spec)
         if not name or not path:
             raise ValueError(f"--scores expects NAME=SCORES.csv; got {spec!r}")
         if name in tables:
             raise ValueError(f"--scores: method name {name!r} is given twice; give each a unique name")
         tables[name] = read_table(path, name=f"scores {name!r} ({path})")
     return tables
+
+
+def _check_truth_targets(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable],
+                         truth_path: str) -> str | None:
+    """Refuse a method that misses a ground-truth target another method scores; return the
+    warning for targets that no method scores (``None`` when every target is scored).
+
+    A target none scores is legitimate (the paper's released AUCs_*.csv hold chestmnist,
+    which no released metric scores) but left out of every tau, average rank and test, so the
+    user must hear that the evaluation does not cover it.
+
+    Raises
+    ------
+    ValueError
+        Naming the scores file and the target(s) it lacks.
+    """
+    scored = [t for t in truth.targets if any(t in table.targets for table in scores.values())]
+    for table in scores.values():
+        lacks = [t for t in scored if t not in table.targets]
+        if lacks:
+            raise ValueError(f"{table.name} has no score for target(s) {lacks} of --truth "
+                             f"{truth_path}, which other methods score; score every target, "
+                             "or drop those columns from the ground truth")
+    missing = [t for t in truth.targets if t not in scored]
+    if not (missing and scores):
+        return None
+    return (f"target(s) {missing} of --truth {truth_path} are scored by no --scores/--rank "
+            f"method; they are left out and the evaluation covers the other {len(scored)} "
+            "target(s)")
 
 
 def _rank_scores(paths: Sequence[str], truth: SourceTargetTable,
@@ -122,14 +159,19 @@ def _replicate_tables(paths: Sequence[str]) -> dict[str, SourceTargetTable] | No
 def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, scenario: str,
          fmt: str, plot_dir: str | None, alpha: float, paper_cd: bool, n_bootstrap: int,
          seed: int, note: str | None = None,
-         replicates: Mapping[str, SourceTargetTable] | None = None) -> None:
-    check_output_dir(plot_dir, "--plot")
+         replicates: Mapping[str, SourceTargetTable] | None = None,
+         inputs: Inputs | None = None, warning: str | None = None) -> None:
+    from ..evaluation.plots import PLOT_FILES
+
+    check_output_dir(plot_dir, "--plot", inputs, files=PLOT_FILES)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result: Evaluation = evaluate(truth, scores, scenario=scenario, alpha=alpha,
                                       cd_lookup="paper" if paper_cd else "correct",
                                       n_bootstrap=n_bootstrap, seed=seed if n_bootstrap else None,
                                       replicates=replicates)
+    if warning:  # given only once the evaluation stands: a refused input says one line
+        click.echo(f"Warning: {warning}", err=True)
     for w in caught:
         # Only our data warnings (missing pairs, constant terms) concern the user's input.
         if issubclass(w.category, UserWarning):
@@ -202,11 +244,15 @@ def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_s
         if benchmark_name is not None:
             raise ValueError("--rank scores your own zoo; use it with --truth, not --benchmark")
         scores = {**scores, **_rank_scores(rank_paths, truth, scores)}
+    unscored = _check_truth_targets(truth, scores, truth_path) if truth_path else None
     replicates = _replicate_tables(replicate_paths)
     if replicates is not None and benchmark_name is not None:
         raise ValueError("--replicate goes with your own --truth, not --benchmark")
+    inputs = {"--truth": truth_path, "--scores": [_score_spec(s)[1] for s in score_specs],
+              "--rank": rank_paths, "--replicate": replicate_paths}
     _run(truth, scores, scenario=scenario or "dataset", fmt=fmt, plot_dir=plot_dir, alpha=alpha,
-         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed, replicates=replicates)
+         paper_cd=paper_cd, n_bootstrap=n_bootstrap, seed=seed, replicates=replicates,
+         inputs=inputs, warning=unscored)
 
 
 @main.command("benchmark")

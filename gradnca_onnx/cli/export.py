@@ -11,12 +11,15 @@ from typing import Any
 
 import click
 
-from ..zoo.manifest import check_source_images
+from ..zoo.manifest import check_model_name, check_source_images
 from . import main
-from ._errors import fail, user_errors
+from ._errors import UserInputError, check_zoo_out, fail, user_errors
 from ._member import features_only_options, warn_if_features_only
+from ._text import printable
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
+#: A ``--arch-kwarg`` value starting with one of these is JSON: it must parse.
+JSON_STARTS = ("{", "[", '"')
 #: Help of ``--source-images`` (export and import).
 SOURCE_IMAGES_HELP = ("How many images the source model was pre-trained on, as you state it "
                       "(manifest metadata, not checked; the source_images baseline) [default: "
@@ -43,9 +46,27 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
                              "(e.g. transform_input=true)")
         try:
             out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if raw.lstrip().startswith(JSON_STARTS):  # meant as JSON: never a silent string
+                where = (f"at character {exc.pos + 1}: {exc.msg}"
+                         if isinstance(exc, json.JSONDecodeError) else "nested too deeply")
+                raise UserInputError(f"{option} {key.strip()}: {raw!r} starts like JSON but is "
+                                     f"not valid JSON ({where}); fix it (strings inside need "
+                                     "double quotes), or quote a plain string as '\"TEXT\"'"
+                                     ) from None
             out[key.strip()] = raw  # plain strings need no JSON quotes
     return out
+
+
+def check_name(name: str | None) -> None:
+    """Refuse a ``--name`` that is not a usable model name (an empty one included: it must
+    not silently become the default name)."""
+    if name is None:
+        return
+    try:
+        check_model_name(name)
+    except ValueError as exc:
+        raise UserInputError(f"--name: {exc}") from None
 
 
 def _layer_paths(value: str | None) -> list[str] | None:
@@ -71,7 +92,9 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @click.option("--trust-pickle", is_flag=True,
               help="Allow a checkpoint that pickles a whole model (runs code from the file).")
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
-              help="Constructor argument for --arch/--factory (JSON value); repeatable.")
+              help="Constructor argument for --arch/--factory; repeatable. VALUE is read as "
+                   "JSON (true, 3, 0.5, null, [1, 2], {\"a\": 1}, \"text\"), else kept as a "
+                   "plain string; a VALUE starting with {, [ or \" must be valid JSON.")
 @click.option("--input-size", type=click.IntRange(min=1), default=224, show_default=True,
               help="Image height = width the graphs are traced at.")
 @click.option("--channels", type=click.IntRange(min=1), default=None,
@@ -122,7 +145,12 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     convs = _layer_paths(layers)
     kwargs = _pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
+    check_name(name)
     ex = _exporters()
+    if channels is not None:  # before the model is built (the export checks it again)
+        from ..exporters.errors import check_channels
+
+        check_channels(channels, f"--channels {channels}")
     if arch is not None:
         loaded = ex.create_model(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
                                  trust_pickle=trust_pickle, seed=seed)
@@ -131,6 +159,9 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                                  trust_pickle=trust_pickle, seed=seed)
     else:
         loaded = ex.load_torchscript(torchscript)
+    check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs={
+        "--checkpoint": checkpoint, "--torchscript": torchscript,
+        "--arch": arch[3:] if arch is not None and arch.startswith("hf:") else None})
     out = ex.export_model(loaded, zoo_dir, name=name, input_size=input_size, channels=channels,
                           norm=norm, pretrained_on=pretrained_on, head=head, convs=convs,
                           grads_batch=grads_batch, force=force, features_only=features_only,
@@ -156,7 +187,11 @@ def zoo_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
 @user_errors
 def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
-    """List the models in ZOO_DIR with their manifests; broken ones are flagged."""
+    """List the models in ZOO_DIR with their manifests; broken ones are flagged.
+
+    The table shows every manifest string through :func:`printable` (a control or bidi
+    character as a visible escape); ``--json`` keeps the values exact.
+    """
     from ..zoo import list_zoo
 
     entries = list_zoo(zoo_dir, verify=verify)
@@ -172,20 +207,20 @@ def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
             if m is None:
                 continue
             i = m.input
-            rows.append((m.name, m.architecture, m.pretrained_on,
-                         f"{i.channels}x{i.height}x{i.width}", _norm_label(i.mean, i.std),
-                         str(m.feature_dim), str(m.num_classes or "-"),
-                         *((f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch))
-                           if m.has_grads else ("features-only (no S_FU)", "-")),
-                         f"{sum(f.bytes for f in m.files.values()) / 1e6:.1f}"))
+            rows.append(tuple(printable(c) for c in (
+                m.name, m.architecture, m.pretrained_on, f"{i.channels}x{i.height}x{i.width}",
+                _norm_label(i.mean, i.std), str(m.feature_dim), str(m.num_classes or "-"),
+                *((f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch))
+                  if m.has_grads else ("features-only (no S_FU)", "-")),
+                f"{sum(f.bytes for f in m.files.values()) / 1e6:.1f}")))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         for e in entries:
             if e.manifest is None:
-                click.echo(f"BROKEN {e.path.name}: {e.error}")
+                click.echo(f"BROKEN {printable(e.path.name)}: {printable(e.error)}")
         if not entries:
-            click.echo(f"(no models in {zoo_dir})")
+            click.echo(f"(no models in {printable(zoo_dir)})")
     if any(not e.ok for e in entries):
         raise SystemExit(1)
 

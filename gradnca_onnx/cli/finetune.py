@@ -5,6 +5,7 @@ torch is imported only when a grid runs, so ``finetune summarize`` works without
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import click
 
 from . import main
-from ._errors import check_output_dir, check_output_file, fail, user_errors
+from ._errors import (UserInputError, check_output_dir, check_output_file, fail,
+                      user_errors)
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -179,12 +181,18 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
         raise ValueError("--seeds / --seed-list run the replicates in this process; use "
                          "--executor local")
     if Path(store).exists():
+        _check_store(store)
         RunStore(store).close()  # a bad store fails before any slow loading
     else:
         check_output_file(store, "--store")
     runner = _training_runner()
     import torch
 
+    from ..engine.runtime import cap_threads
+
+    threads, capped = cap_threads(threads, "--threads")
+    if capped:
+        click.echo(f"Warning: {capped}", err=True)
     if threads:
         torch.set_num_threads(threads)
     check_device(device)  # before any run is recorded, and on a finished store too
@@ -195,6 +203,10 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
                       trust_code=trust_code)
     tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
     grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
+    from ..training.loop import check_batch_size
+
+    for size in grid.batch_sizes(tgt.name):  # batch size 1 with BatchNorm: before the store
+        check_batch_size(src.module, size, src.name)
     executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
     try:
         with RunStore(store) as st:
@@ -230,6 +242,23 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
         for err in errors[:5]:
             click.echo(f"Warning: run failed: {' '.join(err.split())[:300]}", err=True)
         raise SystemExit(1)
+
+
+def _check_store(store: str) -> None:
+    """Refuse a ``--store`` that exists but is no regular file, before SQLite opens it.
+
+    Links are followed (SQLite writes through them, replacing nothing); a device, FIFO or
+    socket is refused: SQLite would read nothing from it, write runs into it, and leave a
+    journal file beside it. A directory gets the run store's own message.
+    """
+    from ..zoo._atomic import not_regular
+
+    p = Path(store)
+    if p.is_dir() or p.is_file():
+        return
+    kind = not_regular(p.resolve()) or "not a regular file"
+    raise UserInputError(f"--store {store} is {kind}, not a run store file; give the path of "
+                         "a run store (RUNS.sqlite) or of a new file")
 
 
 def _replicate_seeds(n_seeds: int | None, seed_list: str | None, first: int
@@ -291,10 +320,13 @@ def summarize(store: str, out: str | None, value: str, replicates_dir: str | Non
     from ..training.store import RunStore
     from ..training.summary import ground_truth, replicate_ground_truths
 
-    if not Path(store).is_file():
+    if not Path(store).exists():
         raise ValueError(f"run store {store} does not exist")
-    check_output_file(out, "--out")
-    check_output_dir(replicates_dir, "--replicates")
+    _check_store(store)
+    # The store is the one input: no output may replace it (nor a file of another output).
+    inputs = {"--store": store}
+    check_output_file(out, "--out", inputs, stdout=True)
+    check_output_dir(replicates_dir, "--replicates", inputs)
     with RunStore(store) as st:
         table = ground_truth(st, value=value)
         reps = replicate_ground_truths(st, value=value) if replicates_dir else {}
@@ -303,6 +335,9 @@ def summarize(store: str, out: str | None, value: str, replicates_dir: str | Non
 
     if reps:
         folder = Path(replicates_dir)  # type: ignore[arg-type]
+        names = [f"truth_seed{seed}.csv" for seed in reps]
+        check_output_dir(folder, "--replicates", inputs, files=names)
+        _check_out_not_replicate(out, [folder / name for name in names])
         folder.mkdir(parents=True, exist_ok=True)
         for seed, rep in reps.items():
             atomic_write_text(folder / f"truth_seed{seed}.csv", rep.to_csv())
@@ -315,3 +350,14 @@ def summarize(store: str, out: str | None, value: str, replicates_dir: str | Non
     atomic_write_text(out, text)
     click.echo(f"{len(table.sources)} sources x {len(table.targets)} targets from {n} finished "
                f"runs -> {out}", err=True)
+
+
+def _check_out_not_replicate(out: str | None, paths: list[Path]) -> None:
+    """Refuse an ``--out`` that is one of the replicate files ``--replicates`` writes."""
+    if out is None:
+        return
+    real = os.path.realpath(out)
+    for path in paths:
+        if os.path.realpath(path) == real:
+            raise UserInputError(f"--out {out} is also the --replicates file {path}; choose "
+                                 "another path")

@@ -12,9 +12,9 @@ import click
 
 from ..zoo.manifest import check_source_images
 from . import main
-from ._errors import fail, user_errors
+from ._errors import check_zoo_out, fail, user_errors
 from ._member import features_only_options, warn_if_features_only
-from .export import SOURCE_IMAGES_HELP
+from .export import SOURCE_IMAGES_HELP, check_name
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -48,7 +48,8 @@ def _two_nodes(value: str | None) -> list[str] | None:
               help="Image height = width [default: the graph input's fixed size].")
 @click.option("--norm", metavar="imagenet|half|MEAN,STD", default=None,
               help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
-                   "else half].")
+                   "else half]. A graph with an integer input (uint8, int16, int32, int64) takes "
+                   "pixel values 0..255 and normalises them itself: no --norm.")
 @click.option("--features-node", metavar="NODE", default=None,
               help="Node (or tensor) whose output is the feature vector [default: the input of "
                    "the last Gemm/MatMul].")
@@ -73,6 +74,8 @@ def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, no
     """Import an ONNX image classifier MODEL.onnx into ZOO_DIR/NAME."""
     convs = _two_nodes(layers)
     count = check_source_images(source_images)
+    check_name(name)
+    check_zoo_out(zoo_dir, name, {"MODEL.onnx": model}, force=force)
     out = _importers().import_onnx(model, zoo_dir, name=name, input_size=input_size, norm=norm,
                                    features_node=features_node, layers=convs,
                                    pretrained_on=pretrained_on, grads_batch=grads_batch,
@@ -84,8 +87,10 @@ def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, no
     nodes = m.source.options.get("onnx_nodes", {})
     what = (f"conv nodes {nodes.get('conv1')} / {nodes.get('conv2')}" if m.has_grads else
             "features-only (no grads.onnx)")
+    pixels = m.source.options.get("input_dtype")
     click.echo(f"imported {m.name} to {out}: D={m.feature_dim}, "
                f"K={m.num_classes if m.num_classes is not None else '-'}, "
                f"input {m.source.options.get('input_layout')} "
-               f"{m.input.channels}x{m.input.height}x{m.input.width}, {what}")
+               f"{m.input.channels}x{m.input.height}x{m.input.width}"
+               f"{f' ({pixels} pixels 0..255)' if pixels else ''}, {what}")
     warn_if_features_only(m, features_only)

@@ -15,7 +15,8 @@ from typing import Iterator
 import click
 
 from . import main
-from ._errors import check_output_dir, check_output_file, user_errors
+from ._errors import check_not_input, check_output_dir, check_output_file, user_errors
+from ._text import printable
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -31,27 +32,34 @@ def render_table(ranking) -> str:
     """The ranking as an aligned text table, then one line per failure and per note.
 
     A features-only member shows ``n/a`` for S and S_FU, ``-`` for its rank, and a note.
+    Every zoo- or target-supplied string (names, pre-trained on, errors, notes) goes through
+    :func:`printable`: a control or bidi character shows as an escape, never acts.
     """
     rows = [("rank", "model", "S", "S_LP", "S_FU", *ranking.metrics, "pre-trained on", "")]
     for m in ranking.models:
         na = m.ok and m.features_only is not None
         score = NOT_AVAILABLE if na else _fmt(m.score)
         fu = NOT_AVAILABLE if na else _fmt(m.fu)
-        rows.append((str(m.rank) if m.rank else "-", m.name, score, _fmt(m.lp), fu,
+        rows.append((str(m.rank) if m.rank else "-", printable(m.name), score, _fmt(m.lp), fu,
                      *(_fmt(m.metrics.get(k)) for k in ranking.metrics),
-                     m.pretrained_on or "", "cached" if m.cached else ""))
+                     printable(m.pretrained_on or ""), "cached" if m.cached else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"Target {ranking.target} ({ranking.split}, n={ranking.n_samples}, "
+    lines = [f"Target {printable(ranking.target)} ({printable(ranking.split)}, "
+             f"n={ranking.n_samples}, "
              f"{ranking.n_classes} classes), {ranking.scenario} scenario"]
+    if ranking.order != "dataset":
+        # S_FU's batches are consecutive images: say when they are not the file's own order.
+        lines[0] += f", images in {printable(ranking.order)} order"
+    lines += [f"  note (target): {printable(n)}" for n in ranking.target_notes]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     for m in ranking.models:
         if m.error:
-            lines.append(f"! {m.name}: not scored: {m.error}")
+            lines.append(f"! {printable(m.name)}: not scored: {printable(m.error)}")
         for note in dict.fromkeys(m.notes):
-            lines.append(f"  note ({m.name}): {note}")
+            lines.append(f"  note ({printable(m.name)}): {printable(note)}")
     return "\n".join(lines) + "\n" + _resampling_table(ranking) + _folds_table(ranking)
 
 
@@ -95,7 +103,8 @@ def _resampling_table(ranking) -> str:
             vs = "top"
         else:
             vs = "below" if b["distinguishable_from_top"] else "indistinguishable"
-        rows.append((str(m.rank) if m.rank else "-", m.name, _iv(b["score"]), _iv(b["lp"]),
+        rows.append((str(m.rank) if m.rank else "-", printable(m.name), _iv(b["score"]),
+                     _iv(b["lp"]),
                      _iv(b["fu"]) if b["fu"] is not None or m.features_only is None
                      else NOT_AVAILABLE,
                      _fmt(b["p_rank1"], 2), f"{ri[0]}-{ri[1]}" if ri else "-",
@@ -130,7 +139,7 @@ def _folds_table(ranking) -> str:
         s = b["score"]
         rng = "-" if s["min"] is None else f"{s['min']:.4f}..{s['max']:.4f}"
         ranks = ",".join("-" if r is None else str(r) for r in b["rank"]["values"])
-        rows.append((m.name, _msd(s), rng, _msd(b["lp"]), _msd(b["fu"]), ranks,
+        rows.append((printable(m.name), _msd(s), rng, _msd(b["lp"]), _msd(b["fu"]), ranks,
                      *(_msd(b["metrics"].get(k)) for k in ranking.metrics)))
     lines += _aligned(rows)
     for term, label in (("score", "S"), ("lp", "S_LP"), ("fu", "S_FU")):
@@ -141,7 +150,8 @@ def _folds_table(ranking) -> str:
             lines.append(f"  Kendall tau between fold rankings by {label}: mean {kt['mean']:.2f}"
                          f", min {kt['min']:.2f}, max {kt['max']:.2f} over {len(kt['pairs'])} "
                          "pairs of folds")
-    lines.append(f"  best model per fold: {', '.join(t or '-' for t in fs['top'])}")
+    lines.append("  best model per fold: "
+                 f"{', '.join(printable(t) if t else '-' for t in fs['top'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -321,15 +331,28 @@ def _fail_all() -> list[str]:
     raise ValueError("--metrics all cannot be combined with other names")
 
 
+#: Options that act only with --resamples (parameter name -> option).
+_RESAMPLE_ONLY = {"seed": "--seed", "fraction": "--fraction", "level": "--level",
+                  "fu_resample": "--fu-resample"}
+
+
 def _check_sureness_options(resamples, seed, fraction, level, fu, folds, split,
                             executor_name) -> None:
-    """Refuse contradictory --resamples / --folds settings before any work."""
+    """Refuse contradictory --resamples / --folds settings, bad values (with or without
+    --resamples) and --resamples settings given without it, before any work."""
+    from ..engine.resample import check_resample_options
+
     if resamples is not None and folds:
         raise ValueError("give --resamples or --folds, not both (run rank twice)")
-    if resamples is not None:
-        from ..engine.resample import check_resample_options
-
-        check_resample_options(resamples, fraction, level, fu, seed)
+    check_resample_options(resamples, fraction, level, fu, seed)
+    ctx = click.get_current_context(silent=True)
+    given = [opt for name, opt in _RESAMPLE_ONLY.items()
+             if ctx is not None and ctx.get_parameter_source(name)
+             is click.core.ParameterSource.COMMANDLINE]
+    if resamples is None and given:
+        # A setting that silently does nothing would let the user believe it was applied.
+        raise ValueError(f"{', '.join(given)} act(s) only with --resamples N; add --resamples "
+                         f"N (e.g. 200) or drop {', '.join(given)}")
     if folds and split is not None:
         raise ValueError(f"--folds scores the paper's folds of the train split; drop --split "
                          f"{split}")
@@ -347,6 +370,14 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
 
     return resample_zoo(zoo_dir, target, sure["resamples"], seed=sure["seed"],
                         fraction=sure["fraction"], level=sure["level"], fu=sure["fu"], **kwargs)
+
+
+def _plot_files(target_paths) -> list[str]:
+    """The files ``--plot`` writes for one target (several targets: known after loading, so
+    the writer checks those itself)."""
+    from ..engine.rank_plots import plot_files
+
+    return plot_files() if len(target_paths) == 1 and not Path(target_paths[0]).is_dir() else []
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
@@ -410,6 +441,10 @@ def memory_size(text: str, option: str) -> int:
 @click.option("--no-resize", is_flag=True,
               help="Refuse targets whose image size differs from a model's input size instead of "
                    "resizing them (bilinear).")
+@click.option("--size", "size", default=None, metavar="HxW|N",
+              help="Image folders: resize every image to H x W (N: N x N) pixels, bilinear, while "
+                   "loading; needed when a folder's images differ in size (the target's notes "
+                   "record it). Models then resize to their own input as usual.")
 @click.option("--demo", is_flag=True,
               help="Rank the bundled demo zoo on the bundled BreastMNIST target (offline).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -448,10 +483,12 @@ def memory_size(text: str, option: str) -> int:
 def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metrics, faithful,
                  lp_jitters, cache_dir, no_cache, device, threads, residual_memory, no_resize, demo, quiet,
                  executor_name, ray_address, max_retries, resamples, seed, fraction, level,
-                 fu_resample, plot_dir, folds) -> None:
+                 fu_resample, plot_dir, folds, size) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
+    from ..data.preprocess import parse_size
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
+    from ..engine.runtime import cap_threads
     from ..scores.label_prediction import check_jitters
     from ..executors import make_executor, rank_targets
     from ..zoo import atomic_write_text
@@ -466,21 +503,34 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
     _check_sureness_options(resamples, seed, fraction, level, fu_resample, folds, split,
                             executor_name)
+    if size is not None and folds:
+        raise ValueError("--size resizes image folders, and --folds scores npz files: drop --size")
+    hw = None if size is None else parse_size(size, "--size")
+    threads, capped = cap_threads(threads, "--threads")
+    if capped:
+        click.echo(f"Warning: {capped}", err=True)
     if plot_dir is not None and resamples is None:
         raise ValueError("--plot draws the intervals of --resamples: add --resamples N")
-    check_output_dir(plot_dir, "--plot")
-    # Every output path and setting is checked before the work starts, not after it.
-    check_output_file(out, "--out")
-    cache = FeatureCache(None if no_cache else (cache_dir or default_cache_dir()))
-    cache.check_writable("--cache" if cache_dir else
-                         "--cache (GRADNCA_CACHE)" if os.environ.get("GRADNCA_CACHE") else "--cache")
+    # Every output path and setting is checked before the work starts, not after it. No
+    # output may replace an input or land inside the zoo, the cache or a target folder.
+    cache_root = None if no_cache else (cache_dir or default_cache_dir())
+    cache_option = ("--cache (GRADNCA_CACHE)" if cache_dir is None and
+                    os.environ.get("GRADNCA_CACHE") else "--cache")
+    inputs = {"--target": target_paths, "--zoo": zoo_dir}
+    check_not_input(cache_root, cache_option, inputs)  # cache entries are written there
+    inputs[cache_option] = cache_root
+    check_output_dir(plot_dir, "--plot", inputs, files=() if plot_dir is None else
+                     _plot_files(target_paths))
+    check_output_file(out, "--out", inputs, stdout=True)
+    cache = FeatureCache(cache_root)
+    cache.check_writable(cache_option)
     RuntimeConfig(device=device).providers()  # an unusable --device fails now
     memory_size(residual_memory, "--residual-memory")
     check_jitters(lp_jitters, "--lp-jitters")
     paths, expanded = expand_targets(target_paths)
     if not paths:
         raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
-    targets = [None if folds else load_target(p, split) for p in paths]
+    targets = [None if folds else load_target(p, split, size=hw) for p in paths]
     combined = expanded or len(targets) > 1
     model_names = [m.strip() for m in models.split(",")] if models else None
     executor = make_executor(executor_name, address=ray_address, max_retries=max_retries)
@@ -542,6 +592,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     for ranking in rankings:
         broken = [m for m in ranking.models if not m.ok]
         if broken:
-            where = f" on {ranking.target}" if combined else ""
+            where = f" on {printable(ranking.target)}" if combined else ""
             click.echo(f"Warning: {len(broken)} model(s) could not be scored{where}: "
-                       f"{', '.join(m.name for m in broken)} (see the report)", err=True)
+                       f"{', '.join(printable(m.name) for m in broken)} (see the report)",
+                       err=True)

@@ -9,9 +9,12 @@ NumPy and Pillow only; never imports torch.
 """
 
 from .dataset import (
+    DATASET_ORDER,
+    FOLDER_ORDER,
     SPLITS,
     TargetData,
     check_target_labels,
+    class_interleaved_order,
     content_sha256,
     from_arrays,
     load_target,
@@ -25,6 +28,7 @@ from .folders import (
     split_subfolders,
 )
 from .folds import Fold, fold_arrays, make_paper_folds, write_paper_folds
+from .intensity import BIT_DEPTHS, IntensityMap, ValueRange, bit_depth
 from .medmnist import (
     MEDMNIST_KEYS,
     MEDMNIST_SIZES,
@@ -43,6 +47,7 @@ from .preprocess import (
     as_nhwc,
     normalization,
     normalize,
+    parse_size,
     preprocess,
     resize,
     to_grey,
@@ -50,20 +55,27 @@ from .preprocess import (
 )
 
 __all__ = [
+    "BIT_DEPTHS",
+    "DATASET_ORDER",
     "DEFAULT_FILTER",
+    "FOLDER_ORDER",
     "Fold",
     "HALF_MEAN",
     "HALF_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "IntensityMap",
     "MEDMNIST_KEYS",
     "MEDMNIST_SIZES",
     "RESIZE_FILTERS",
     "SPLITS",
     "TargetData",
+    "ValueRange",
     "as_nhwc",
+    "bit_depth",
     "check_target_labels",
+    "class_interleaved_order",
     "content_sha256",
     "find_duplicates",
     "fold_arrays",
@@ -76,6 +88,7 @@ __all__ = [
     "medmnist_flag",
     "normalization",
     "normalize",
+    "parse_size",
     "npz_keys",
     "preprocess",
     "read_npz",

@@ -1,9 +1,17 @@
 """The target dataset object and the one entry point that loads any supported target.
 
 A :class:`TargetData` is a read-only set of uint8 images (channels last) with integer labels, a
-name, where it came from, which split it is, and a content hash that caches (the engine's
-feature cache, the fine-tuning run store) can key on. :func:`load_target` dispatches on what a
-path holds: an official MedMNIST npz, a paper fold npz, or a folder of class sub-folders.
+name, where it came from, which split it is, the order of its images, notes on how it was read,
+and a content hash that caches (the engine's feature cache, the fine-tuning run store) can key
+on. :func:`load_target` dispatches on what a path holds: an official MedMNIST npz, a paper fold
+npz, or a folder of class sub-folders.
+
+Order matters: S_FU cuts the target into batches of ``floor(n/6)`` consecutive images, and a
+batch needs two classes to hold a triplet. MedMNIST and paper fold npz files keep the dataset's
+order (the paper's). An image folder has no order of its own (its files are listed class by
+class), so :func:`class_interleaved_order` gives it one: each class shuffled with
+``numpy.random.default_rng(0)``, then the classes interleaved in proportion, so that every S_FU
+batch holds every class in proportion (:data:`FOLDER_ORDER`, recorded in the rank output).
 """
 
 from __future__ import annotations
@@ -29,6 +37,12 @@ SPLITS = ("train", "val", "test", "all")
 #: allocated for.
 MAX_CLASSES = 100_000
 _FOLD_SPLIT = re.compile(r"^fold([1-9][0-9]*)(?:-(train|val))?$")
+#: ``TargetData.order`` of a target in its source's own order (npz files, arrays).
+DATASET_ORDER = "dataset"
+#: Seed of :func:`class_interleaved_order` for image folders.
+FOLDER_ORDER_SEED = 0
+#: ``TargetData.order`` of an image folder (:func:`class_interleaved_order`).
+FOLDER_ORDER = f"class-interleaved, seed {FOLDER_ORDER_SEED}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +67,13 @@ class TargetData:
         ``train``, ``val``, ``test``, ``all``, or ``fold<i>-train`` / ``fold<i>-val``.
     class_names : tuple of str
         One name per class (default ``"0"``, ``"1"``, ...).
+    order : str
+        How the images are ordered: ``"dataset"`` (the source's own order: npz files, arrays)
+        or :data:`FOLDER_ORDER` (image folders, :func:`class_interleaved_order`). S_FU's
+        batches are consecutive images, so the rank output and the feature cache key record it.
+    notes : tuple of str
+        How the images were read where it is not plain uint8 (e.g. 16-bit values mapped to
+        0..255, images resized while loading); shown with the ranking.
     """
 
     images: NDArray[np.uint8]
@@ -62,6 +83,8 @@ class TargetData:
     source: str = ""
     split: str = "all"
     class_names: tuple[str, ...] = ()
+    order: str = DATASET_ORDER
+    notes: tuple[str, ...] = ()
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +119,8 @@ class TargetData:
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "n_classes", n_classes)
         object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "order", str(self.order))
+        object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
         object.__setattr__(self, "sha256", content_sha256(images, labels))
 
     def __len__(self) -> int:
@@ -131,13 +156,52 @@ class TargetData:
         images.setflags(write=False)
         labels.setflags(write=False)
         return TargetData(images, labels, self.name, self.n_classes, self.source,
-                          self.split if split is None else split, self.class_names)
+                          self.split if split is None else split, self.class_names, self.order,
+                          self.notes)
 
 
 def _frozen(a: NDArray, dtype: type) -> NDArray:
     if a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable:
         return a
     return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def class_interleaved_order(labels: ArrayLike, *,
+                            seed: int = FOLDER_ORDER_SEED) -> NDArray[np.int64]:
+    """A seeded order in which every stretch of consecutive images holds every class in
+    proportion (the order of image folders, :data:`FOLDER_ORDER`).
+
+    Each class's images (in code order 0..C-1) are shuffled with one
+    ``numpy.random.default_rng(seed)`` stream; the i-th of class c's ``n_c`` images gets the
+    position key ``(i + 0.5) / n_c``, and the images are sorted by key (ties: lower class
+    first). A 31/29 folder alternates its classes, so each of S_FU's batches of
+    ``floor(n/6)`` consecutive images holds both.
+
+    Parameters
+    ----------
+    labels : array-like, int (N,)
+        Class codes.
+    seed : int
+        Seed of the within-class shuffle.
+
+    Returns
+    -------
+    ndarray, int64 (N,)
+        Indices into ``labels``.
+    """
+    y = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    idx, keys, codes = [], [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        idx.append(members)
+        keys.append((np.arange(members.size) + 0.5) / members.size)
+        codes.append(np.full(members.size, c))
+    if not idx:
+        return np.zeros(0, dtype=np.int64)
+    # lexsort: the last key is the primary one.
+    order = np.lexsort((np.concatenate(codes), np.concatenate(keys)))
+    return np.concatenate(idx)[order].astype(np.int64)
 
 
 def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> str:
@@ -165,9 +229,11 @@ def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             flat = y.reshape(-1)
-            bad = flat[np.flatnonzero(flat != np.round(flat))[:1]].tolist() or ["NaN"]
+            # The first value that is not finite (NaN, inf, -inf) or not a whole number.
+            first = flat[np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]]
+            shown = "NaN" if np.isnan(first) else repr(first.item())  # inf, -inf, 0.5
             raise ValueError(f"{where}: labels must be integers; got non-integer values "
-                             f"(e.g. {bad[0]})")
+                             f"(e.g. {shown})")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2) or y.shape[0] != n_samples:
@@ -250,15 +316,17 @@ def parse_split(split: str | None, fold: int | None) -> tuple[str | None, int | 
                 raise ValueError(f"split {split!r} and fold={fold} disagree; give one of them")
             return m.group(2) or "train", int(m.group(1))
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)} or 'fold1'..'fold5'")
+            raise ValueError(f"unknown split {split!r}; use train, val, test, all or "
+                             "fold1..fold5 (--split on the command line, split= in Python)")
     if fold is not None and (not isinstance(fold, (int, np.integer)) or fold < 1):
         raise ValueError(f"fold must be a positive integer (1 = the paper's fold); got {fold!r}")
     return split, fold
 
 
 def load_target(path: PathLike, split: str | None = None, *, fold: int | None = None,
-                name: str | None = None, dedupe: bool = False, size: int | None = None,
-                filter: str = "bilinear", n_folds: int = 5, stratified: bool = False) -> TargetData:
+                name: str | None = None, dedupe: bool = False,
+                size: int | tuple[int, int] | None = None, filter: str = "bilinear",
+                n_folds: int = 5, stratified: bool = False) -> TargetData:
     """Load one split of a target dataset from a file or folder.
 
     Parameters
@@ -268,7 +336,9 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
         * a paper fold npz (keys ``train_imgs_fold<i>``, ``train_labels_fold<i>``,
           ``val_imgs_fold<i>``, ``val_labels_fold<i>``);
         * a folder with one sub-folder of images per class (sorted names = class codes), or
-          with ``train``/``val``/``test`` sub-folders of that layout.
+          with ``train``/``val``/``test`` sub-folders of that layout. Its images come in
+          :data:`FOLDER_ORDER` (:func:`class_interleaved_order`); npz files keep their order.
+          16-bit, float and boolean images are mapped to uint8 (:mod:`.intensity`).
     split : {"train", "val", "test", "all", "fold1", ..., "fold5"}, optional
         Default: ``train`` for npz files, ``all`` for a class folder. ``"fold<i>"`` is short for
         ``split="train", fold=i`` and ``"fold<i>-val"`` for ``split="val", fold=i`` (the
@@ -283,9 +353,9 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
         Dataset name (default: the MedMNIST flag from the file name, or the folder name).
     dedupe : bool
         Folders only: drop byte-identical duplicate files (keep the first in sorted order).
-    size : int, optional
-        Folders only: resize every image to ``size`` x ``size`` while loading (needed when the
-        images differ in size; saves memory for large ones).
+    size : int or (height, width), optional
+        Folders only: resize every image to ``size`` x ``size`` (or height x width) while
+        loading (needed when the images differ in size; saves memory for large ones).
     filter : str
         Pillow filter for ``size`` (default ``bilinear``).
     n_folds, stratified : int, bool
@@ -305,13 +375,16 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
                                 "or a folder of class sub-folders")
     if p.is_dir():
         if fold is not None:
-            raise ValueError(f"{p}: folds exist for npz files only; load the folder and use "
-                             "make_paper_folds on its labels")
+            raise ValueError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
+                             "an image folder; give a split of the folder instead (--split "
+                             "all|train|val|test on the command line, split= in Python)")
         return folders.load_image_folder(p, split="all" if split is None else split, name=name,
                                          dedupe=dedupe, size=size, filter=filter)
     if dedupe or size is not None:
-        raise ValueError(f"{p}: dedupe and size apply to image folders only; resize npz images "
-                         "with gradnca_onnx.data.resize")
+        raise ValueError(f"{p}: resizing while loading (--size on the command line, size= in "
+                         "Python) and dedupe apply to image folders only; an npz target's images "
+                         "share one size already (rank resizes them to each model's input): "
+                         "leave the size out")
     return medmnist.load_npz_target(p, "train" if split is None else split, fold=fold, name=name,
                                     n_folds=n_folds, stratified=stratified)
 

@@ -1,26 +1,33 @@
 """Image folders: one sub-folder of images per class (read with Pillow).
 
-Class codes follow the sorted sub-folder names and images the sorted file names, so the same
+Class codes follow the sorted sub-folder names. Files are listed in sorted order, then put in
+the seeded class-interleaved order of :func:`~.dataset.class_interleaved_order`, so the same
 folder always gives the same arrays (and the same content hash). Hidden entries (names starting
 with ``.``, e.g. ``.ipynb_checkpoints``) and files without an image extension are ignored.
+16-bit, 32-bit integer and float images are read without clipping and mapped to uint8
+(:mod:`.intensity`); an image over Pillow's decompression-bomb limit is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from .dataset import TargetData
+from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
+from .intensity import IntensityMap, ValueRange
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
 
 PathLike = Union[str, "os.PathLike[str]"]
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 #: Sub-folder names that mark an official split (lower-cased) rather than a class.
@@ -71,6 +78,9 @@ def list_image_folder(root: PathLike) -> tuple[list[Path], NDArray[np.int64], tu
     for code, d in enumerate(classes):
         found = sorted((f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
                         and f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: f.name)
+        if not found and any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir()):
+            raise ValueError(f"{d}: holds sub-folders, not images; give the folder whose "
+                             "sub-folders are the classes, each holding images")
         if not found:
             raise ValueError(
                 f"{d}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images or "
@@ -98,26 +108,118 @@ def find_duplicates(paths: Sequence[PathLike]) -> list[list[Path]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def _read_image(path: Path, mode: str) -> NDArray[np.uint8]:
+def _bomb(path: Path, exc: BaseException) -> ValueError:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return ValueError(
+        f"{path}: the image has {pixels}, more than Pillow's decompression-bomb limit of "
+        f"{Image.MAX_IMAGE_PIXELS:,} (a damaged or hostile file, or a huge scan); downscale it "
+        "(e.g. to at most 4096x4096) or remove it")
+
+
+def _decode(path: Path, read: Callable[[Image.Image], T]) -> T:
+    """``read(image)`` on the opened file; Pillow's failures become one ``ValueError`` naming
+    the file.
+
+    A decompression bomb is refused: Pillow raises above twice ``Image.MAX_IMAGE_PIXELS`` and
+    only warns between the limit and twice it, so the warning is raised as an error here.
+    """
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(mode))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return read(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read the image ({exc}); remove or replace the file") from None
 
 
-def _image_mode(path: Path) -> str:
-    try:
-        with Image.open(path) as im:  # reads the header only
-            return im.mode
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read the image ({exc}); remove or replace the file") from None
+def _is_wide(mode: str) -> bool:
+    """Whether a Pillow mode holds more than 8 bits per pixel (``I;16*``, ``I``, ``F``)."""
+    return mode == "F" or mode.startswith("I")
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    """Pillow mode and ``(width, height)`` of an image file (reads the header only)."""
+    return _decode(path, lambda im: (im.mode, im.size))
+
+
+def _raw_pixels(path: Path, mode: str) -> NDArray:
+    """The stored values: a wide mode as numpy reads it (uint16, int32, float32: never
+    ``convert("L")``, which clips 16-bit values at 255), any other converted to ``mode``."""
+    return _decode(path, lambda im: np.asarray(im) if _is_wide(im.mode)
+                   else np.asarray(im.convert(mode)))
+
+
+def _sibling_split_files(root: Path, split: str) -> list[Path]:
+    """The images of the other split folders of ``root`` (their values share one scale)."""
+    out: list[Path] = []
+    if split == "all":
+        return out
+    for other in split_subfolders(root).values():
+        if other == _split_dir(root, split):
+            continue
+        try:
+            out.extend(list_image_folder(other)[0])
+        except ValueError:
+            continue  # a broken split folder is reported when that split is loaded
+    return out
+
+
+def _intensity(files: list[Path], modes: list[str], siblings: list[Path]) -> IntensityMap | None:
+    """The folder's one map of wide pixel values (16-bit, 32-bit integer, float) to uint8, by
+    the largest value over its files and its sibling split folders; ``None`` when every file
+    is 8-bit (Pillow converts those)."""
+    wide = [f for f, m in zip(files, modes) if _is_wide(m)]
+    if not wide:
+        return None
+    seen = ValueRange(n_uint8=len(files) - len(wide))
+    for f in wide:
+        seen.add(_raw_pixels(f, "L"), str(f))
+    for f in siblings:
+        try:
+            if _is_wide(_header(f)[0]):
+                seen.add(_raw_pixels(f, "L"), str(f))
+        except ValueError:
+            continue  # reported when that split is loaded
+    return seen.mapping()
+
+
+def _load_one(path: Path, mode: str, imap: IntensityMap | None) -> NDArray[np.uint8]:
+    """One image as uint8 (H, W, C) in ``mode`` ("L" or "RGB")."""
+    if imap is None:
+        img = _decode(path, lambda im: np.asarray(im.convert(mode)))
+    else:
+        img = imap.apply(_raw_pixels(path, mode))
+        if mode == "RGB" and img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=-1)  # as convert("RGB") replicates L
+    return img.reshape(img.shape[0], img.shape[1], -1)
+
+
+def _split_folders_hint(folder: Path) -> None:
+    """Refuse, with the --split advice, a folder whose sub-folders are splits, not classes."""
+    splits = split_subfolders(folder)
+    nested = [d for d in splits.values()
+              if any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir())]
+    if nested:
+        names = ", ".join(sorted(d.name for d in splits.values()))
+        choices = "|".join(k for k in SPLIT_DIRS if k in splits)
+        raise ValueError(f"{folder}: holds split sub-folders ({names}), not class folders; "
+                         f"choose one split (--split {choices} on the command line, split= in "
+                         "Python)")
 
 
 def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = None,
-                      dedupe: bool = False, size: int | None = None,
+                      dedupe: bool = False, size: int | tuple[int, int] | None = None,
                       filter: str = DEFAULT_FILTER, mode: str = "auto") -> TargetData:
     """Load a folder of class sub-folders.
+
+    The images come in :data:`~.dataset.FOLDER_ORDER` (:func:`~.dataset.class_interleaved_order`:
+    classes interleaved in proportion, each shuffled with seed 0), not class by class, so that
+    each of S_FU's batches of consecutive images holds every class. 16-bit, 32-bit integer and
+    float images are mapped to uint8 by one map for the whole folder
+    (:mod:`~gradnca_onnx.data.intensity`); the target's ``notes`` say how.
 
     Parameters
     ----------
@@ -132,9 +234,9 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     dedupe : bool
         Drop byte-identical files (sha256 of the bytes), keeping the first in sorted order. A
         duplicate filed under two classes is an error (its label is ambiguous).
-    size : int, optional
-        Resize every image to ``size`` x ``size`` (Pillow, ``filter``) while loading. Needed when
-        the images differ in size.
+    size : int or (height, width), optional
+        Resize every image to ``size`` x ``size`` (or height x width; Pillow, ``filter``) while
+        loading. Needed when the images differ in size.
     filter : str
         Pillow resize filter name (default ``bilinear``).
     mode : {"auto", "L", "RGB"}
@@ -156,38 +258,39 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
         if sub is None:
             raise ValueError(
                 f"{root}: no {split!r} sub-folder (looked for {list(SPLIT_DIRS.get(split, ()))}); "
-                "use split='all' for a folder of class sub-folders"
+                "for a folder of class sub-folders leave the split out or give all (--split all "
+                "on the command line, split='all' in Python)"
             )
         folder = sub
+    elif root.is_dir():
+        _split_folders_hint(root)
     files, labels, classes = list_image_folder(folder)
     if dedupe:
-        keep = np.ones(len(files), dtype=bool)
-        index = {f: i for i, f in enumerate(files)}
-        for group in find_duplicates(files):
-            ids = [index[f] for f in group]
-            if len({int(labels[i]) for i in ids}) > 1:
-                raise ValueError(
-                    f"{folder}: identical files under different classes: "
-                    f"{', '.join(str(f.relative_to(folder)) for f in group)}; keep one of them"
-                )
-            keep[ids[1:]] = False
-        files = [f for f, k in zip(files, keep) if k]
-        labels = labels[keep]
+        files, labels = _deduplicated(folder, files, labels)
     if np.unique(labels).size < 2:
         raise ValueError(f"{folder}: only one class sub-folder ({classes}); a target needs at least 2")
+    headers = [_header(f) for f in files]
+    modes = [m for m, _ in headers]
     if mode == "auto":
-        mode = "L" if all(_image_mode(f) in _GREY_MODES for f in files) else "RGB"
+        mode = "L" if all(m in _GREY_MODES or _is_wide(m) for m in modes) else "RGB"
+    shapes = {wh for _, wh in headers}
+    if size is None and len(shapes) > 1:
+        sizes = sorted(f"{w}x{h}" for w, h in shapes)
+        raise ValueError(f"{folder}: images differ in size ({', '.join(sizes[:4])}); give one "
+                         "size to resize them to while loading (--size HxW on the command line, "
+                         "size= in Python)")
+    imap = _intensity(files, modes, _sibling_split_files(root, split))
+    order = class_interleaved_order(labels)
     images: list[NDArray[np.uint8]] = []
-    for f in files:
-        img = _read_image(f, mode)
+    for i in order:
+        img = _load_one(files[i], mode, imap)
         if size is not None:
             img = resize(img[None], size, filter=filter)[0]
-        images.append(img.reshape(img.shape[0], img.shape[1], -1))
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        sizes = sorted({f"{s[1]}x{s[0]}" for s in shapes})
-        raise ValueError(f"{folder}: images differ in size ({', '.join(sizes[:4])}); pass size=... "
-                         "to resize them while loading")
+        images.append(img)
+    notes = [imap.note] if imap is not None and imap.note else []
+    if size is not None and any(_resized_wh(wh, size) != wh for wh in shapes):
+        h, w = images[0].shape[:2]
+        notes.append(f"images resized to {h}x{w} while loading ({filter})")
     if name is None:
         # A split folder is named after the dataset folder above it.
         is_split = any(root.name.lower() in v for v in SPLIT_DIRS.values())
@@ -195,4 +298,30 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
                 f"{root.parent.name}-{root.name}" if is_split else root.name)
     stacked = np.stack(images)
     stacked.setflags(write=False)  # ours alone: TargetData keeps it without a copy
-    return TargetData(stacked, labels, name, len(classes), str(folder), split, classes)
+    return TargetData(stacked, labels[order], name, len(classes), str(folder), split, classes,
+                      FOLDER_ORDER, tuple(notes))
+
+
+def _resized_wh(width_height: tuple[int, int], size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` after resizing to ``size`` (an int: square; else height, width)."""
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    h, w = size
+    return int(w), int(h)
+
+
+def _deduplicated(folder: Path, files: list[Path],
+                  labels: NDArray[np.int64]) -> tuple[list[Path], NDArray[np.int64]]:
+    """``files`` and ``labels`` without byte-identical duplicates (the first in sorted order
+    kept); a duplicate filed under two classes is refused."""
+    keep = np.ones(len(files), dtype=bool)
+    index = {f: i for i, f in enumerate(files)}
+    for group in find_duplicates(files):
+        ids = [index[f] for f in group]
+        if len({int(labels[i]) for i in ids}) > 1:
+            raise ValueError(
+                f"{folder}: identical files under different classes: "
+                f"{', '.join(str(f.relative_to(folder)) for f in group)}; keep one of them"
+            )
+        keep[ids[1:]] = False
+    return [f for f, k in zip(files, keep) if k], labels[keep]

@@ -13,8 +13,8 @@ frequencies (largest remainders), drawn class by class from the same seeded glob
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Union
@@ -100,8 +100,8 @@ def make_paper_folds(train_labels: ArrayLike, val_labels: ArrayLike, *,
         raise ValueError(
             f"cannot draw {c}*{train_per_class} = {k_train} train images from a train split of "
             f"{n_train}: the paper's folds need {train_per_class} train images per class; use "
-            "the full official splits instead (fold 0: 'finetune --fold 0', or fold=None in "
-            "load_target_splits)"
+            "the full official splits instead (rank --split train, finetune --fold 0; split= "
+            "or fold=None in Python)"
         )
     if stratified and ytr.ndim != 1:
         raise ValueError("stratified folds need single-label targets")
@@ -138,21 +138,17 @@ def fold_arrays(splits: Mapping[str, NDArray], folds: list[Fold]) -> dict[str, N
 
 
 def atomic_savez(path: PathLike, arrays: Mapping[str, NDArray], *, compressed: bool = False) -> Path:
-    """Write an npz next to ``path`` and move it into place, so a reader never sees half a file."""
+    """Write an npz atomically with the package's one output writer (a reader never sees half a
+    file; a link, device or FIFO at ``path`` is refused, never replaced)."""
+    # Imported here: the zoo layer imports this package's preprocessing at import time.
+    from ..zoo._atomic import atomic_write_bytes
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # A file object, not a name: np.savez would append ".npz" to a temporary name.
-            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    # A file object, not a name: np.savez would append ".npz" to a name without it.
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tokenize
@@ -13,8 +14,9 @@ from typing import Iterable, Union
 import numpy as np
 from numpy.typing import NDArray
 
-from .dataset import TargetData, check_target_labels
+from .dataset import DATASET_ORDER, TargetData, check_target_labels
 from .folds import make_paper_folds
+from .intensity import ValueRange
 from .preprocess import as_nhwc
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -33,13 +35,47 @@ _READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, S
                 tokenize.TokenError, KeyError, NotImplementedError)
 
 
-def _why(exc: BaseException) -> str:
-    """What is wrong with an npz that NumPy cannot read, without NumPy's advice to unpickle."""
+#: What to do about pixel values without a defined conversion, in an npz.
+_NPZ_ADVICE = ("store the images as uint8 (0..255) or uint16 arrays, or as floats within 0..1")
+_PICKLED = ("holds pickled (object) arrays, which gradnca-onnx never loads (unpickling can run "
+            "code); save images and labels as plain numeric arrays")
+
+
+def _unreadable(p: Path, what: str, exc: BaseException,
+                damage: str = "corrupt or truncated") -> ValueError:
+    """One line on an npz (or one of its arrays) that NumPy cannot read, without NumPy's advice
+    to unpickle: pickled arrays are said to be pickled, anything else corrupt or truncated."""
     text = str(exc)
-    if "pickle" in text:
-        return ("it holds pickled (object) arrays, which gradnca-onnx never loads (unpickling "
-                "can run code); store images and labels as plain numeric arrays")
-    return f"{type(exc).__name__}: {' '.join(text.split())[:200]}"
+    if "pickle" in text and not isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return ValueError(f"{p}: {what} {_PICKLED}")
+    return ValueError(f"{p}: {what} cannot be read ({type(exc).__name__}: "
+                      f"{' '.join(text.split())[:200]}); the file is {damage}: download or "
+                      "write it again")
+
+
+def _header_problem(zf: zipfile.ZipFile, p: Path, key: str) -> str | None:
+    """What is wrong with an array whose ``.npy`` header promises more bytes than the archive
+    member holds (a damaged header would otherwise allocate its claimed size: "out of
+    memory"), or that holds pickled (object) data; ``None`` when nothing is."""
+    member = f"{key}.npy" if f"{key}.npy" in zf.namelist() else key
+    info = zf.getinfo(member)
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            return None  # newer header versions: np.load checks them
+        held = info.file_size - fh.tell()
+    if dtype.hasobject:
+        return f"{p}: array {key!r} {_PICKLED}"
+    needed = math.prod(int(d) for d in shape) * dtype.itemsize
+    if needed > held:
+        return (f"{p}: array {key!r}: its header claims shape {tuple(shape)} ({needed:,} bytes) "
+                f"but the file holds {held:,} bytes of it; the file is corrupt or truncated: "
+                "download or write it again")
+    return None
 
 
 def medmnist_flag(path: PathLike) -> str:
@@ -62,13 +98,14 @@ def npz_keys(path: PathLike) -> list[str]:
         what = "a .npy array" if magic[:4] == b"\x93NUM" else "not an npz (zip) archive"
         raise ValueError(f"{p}: is {what}; give a MedMNIST npz, a paper fold npz or a folder of "
                          "class sub-folders")
+    if not zipfile.is_zipfile(p):
+        # np.load would fall back to unpickling it and call it pickled data.
+        raise ValueError(f"{p}: starts like an npz (zip) archive but is not a readable one; the "
+                         "file is corrupt, truncated or not an npz: download or write it again")
     try:
         f = np.load(p, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise ValueError(
-            f"{p}: cannot read it as an npz archive ({_why(exc)}); the file is corrupt, "
-            "truncated or not an npz: download or write it again"
-        ) from None
+        raise _unreadable(p, "the archive", exc, "corrupt, truncated or not an npz") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{p}: is a .npy array, not an .npz archive; give a MedMNIST or fold npz")
     with f:
@@ -79,8 +116,9 @@ def read_npz(path: PathLike, keys: Iterable[str]) -> dict[str, NDArray]:
     """Read the named arrays of an npz file.
 
     A corrupt or truncated file raises one ``ValueError`` naming the file (zip, zlib, OS and
-    NumPy errors are caught: a truncated member often only fails when it is read); a missing key
-    raises one naming the key and the keys the file has.
+    NumPy errors are caught: a truncated member often only fails when it is read), and so does
+    an array whose header claims more data than the file holds, or pickled (object) data; a
+    missing key raises one naming the key and the keys the file has.
     """
     p = Path(path)
     wanted = list(keys)
@@ -89,15 +127,23 @@ def read_npz(path: PathLike, keys: Iterable[str]) -> dict[str, NDArray]:
     if missing:
         raise ValueError(f"{p}: missing key(s) {missing}; the file has {present}")
     out: dict[str, NDArray] = {}
+    k = wanted[0] if wanted else ""
+    try:
+        problems = []
+        with zipfile.ZipFile(p) as zf:
+            for k in wanted:  # a loop, not a comprehension: the except names this k
+                problems.append(_header_problem(zf, p, k))
+    except _READ_ERRORS as exc:
+        raise _unreadable(p, f"array {k!r}", exc) from None
+    problem = next((m for m in problems if m), None)
+    if problem:
+        raise ValueError(problem)
     try:
         with np.load(p, allow_pickle=False) as f:
             for k in wanted:
                 out[k] = f[k]
     except _READ_ERRORS as exc:
-        raise ValueError(
-            f"{p}: array {k!r} cannot be read ({_why(exc)}); the file is corrupt or "
-            "truncated: download or write it again"
-        ) from None
+        raise _unreadable(p, f"array {k!r}", exc) from None
     return out
 
 
@@ -126,6 +172,27 @@ def _images(x: NDArray, where: str) -> NDArray[np.uint8]:
     return as_nhwc(x, name=where)
 
 
+def _image_keys(keys: Iterable[str]) -> list[str]:
+    """The image arrays among an npz file's keys (official or fold keys)."""
+    return [k for k in keys if k in MEDMNIST_KEYS and k.endswith("_images")
+            or ((m := _FOLD_KEY.match(k)) is not None and m.group(2) == "imgs")]
+
+
+def _converted(x: NDArray, p: Path, keys: list[str], where: str) -> tuple[NDArray, tuple[str, ...]]:
+    """``x`` as uint8 pixel values, and a note on how, like a folder's images
+    (:mod:`.intensity`): booleans 0/255, floats within 0..1 times 255, 16-bit integers by the
+    bit depth of the largest value over all the file's image arrays (one map for every split)."""
+    if x.dtype == np.uint8:
+        return x, ()
+    seen = ValueRange(advice=_NPZ_ADVICE)
+    seen.add(x, where)
+    if x.dtype.kind in "ui":
+        for k in _image_keys(keys):
+            seen.add(read_npz(p, [k])[k], f"{p} {k}")
+    imap = seen.mapping()
+    return imap.apply(x), tuple(n for n in (imap.note,) if n)
+
+
 def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
     """Classes coded by the label arrays of all splits (validated first: a string, NaN or huge
     label is one clear error, not a crash or a huge allocation)."""
@@ -142,13 +209,16 @@ def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
 
 
 def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classes: int,
-            source: str, split: str) -> TargetData:
-    x = _images(images, f"{where} images")
+            p: Path, keys: list[str], split: str, notes: tuple[str, ...] = ()) -> TargetData:
+    """A split of an npz file, in the file's order (the paper's), its pixels as uint8."""
+    x, more = _converted(images, p, keys, f"{where} images")
+    x = _images(x, f"{where} images")
     y = check_target_labels(labels, x.shape[0], where=f"{where} labels")
     # These arrays are ours alone (fresh from the file): read-only, TargetData keeps them uncopied.
     x.setflags(write=False)
     y.setflags(write=False)
-    return TargetData(x, y, name, n_classes, source, split)
+    return TargetData(x, y, name, n_classes, str(p), split, (), DATASET_ORDER,
+                      tuple(dict.fromkeys(notes + more)))
 
 
 def load_npz_target(path: PathLike, split: str = "train", *, fold: int | None = None,
@@ -181,30 +251,35 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
             split_name = "test"  # the paper tests on the full official test set
         elif split in ("train", "val"):
             if fold > n_folds:
-                raise ValueError(f"{p}: fold {fold} asked but n_folds is {n_folds}")
+                raise ValueError(f"{p}: fold {fold} asked, but there are {n_folds} folds "
+                                 f"(n_folds={n_folds} in Python); use fold1..fold{n_folds}")
             folds = make_paper_folds(labels["train_labels"], labels["val_labels"],
                                      n_classes=n_classes, n_folds=n_folds, stratified=stratified)
             idx = getattr(folds[fold - 1], split)
             arr = read_npz(p, [f"{split}_images"])[f"{split}_images"]
             where = f"{p} fold {fold} {split}"
             return _target(arr[idx], labels[f"{split}_labels"][idx], where=where, name=name,
-                           n_classes=n_classes, source=str(p), split=f"fold{fold}-{split}")
+                           n_classes=n_classes, p=p, keys=keys, split=f"fold{fold}-{split}")
         else:
             raise ValueError(f"{p}: split 'all' cannot be combined with a fold")
     else:
         split_name = split
     if split_name == "all":
         arrays = read_npz(p, [f"{s}_images" for s in MEDMNIST_SPLITS])
-        parts = [_images(arrays[f"{s}_images"], f"{p} {s}_images") for s in MEDMNIST_SPLITS]
+        converted = [_converted(arrays[f"{s}_images"], p, keys, f"{p} {s}_images")
+                     for s in MEDMNIST_SPLITS]
+        parts = [_images(x, f"{p} {s}_images") for (x, _), s in zip(converted, MEDMNIST_SPLITS)]
         if len({a.shape[1:] for a in parts}) != 1:
-            raise ValueError(f"{p}: the splits have different image shapes; load them one by one")
+            raise ValueError(f"{p}: the splits have different image shapes; load one split at a "
+                             "time (--split train|val|test on the command line, split= in "
+                             "Python)")
         images = np.concatenate(parts)
         y = np.concatenate([labels[f"{s}_labels"] for s in MEDMNIST_SPLITS])
-        return _target(images, y, where=str(p), name=name, n_classes=n_classes, source=str(p),
-                       split="all")
+        return _target(images, y, where=str(p), name=name, n_classes=n_classes, p=p, keys=keys,
+                       split="all", notes=tuple(n for _, ns in converted for n in ns))
     arr = read_npz(p, [f"{split_name}_images"])[f"{split_name}_images"]
     return _target(arr, labels[f"{split_name}_labels"], where=f"{p} {split_name}", name=name,
-                   n_classes=n_classes, source=str(p), split=split_name)
+                   n_classes=n_classes, p=p, keys=keys, split=split_name)
 
 
 def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: str) -> TargetData:
@@ -222,4 +297,4 @@ def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: st
                            f"{p} fold {fold} labels")
     return _target(arrays[f"{split}_imgs_fold{fold}"], arrays[f"{split}_labels_fold{fold}"],
                    where=f"{p} fold {fold} {split}", name=name, n_classes=n_classes,
-                   source=str(p), split=f"fold{fold}-{split}")
+                   p=p, keys=keys, split=f"fold{fold}-{split}")

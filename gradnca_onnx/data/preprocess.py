@@ -53,8 +53,10 @@ def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
     """Return ``images`` as uint8 ``(N, H, W, C)`` with C = 1 or 3.
 
-    ``(N, H, W)`` grey stacks get a channel axis. Integer arrays within 0..255 are cast; float
-    arrays are refused (their scale is ambiguous).
+    ``(N, H, W)`` grey stacks get a channel axis. Integer arrays within 0..255 are cast;
+    boolean arrays become 0 and 255 (black and white, not the nearly black 0 and 1); float
+    arrays are refused (their scale is ambiguous). The target loaders convert 16-bit and float
+    images first (:mod:`gradnca_onnx.data.intensity`).
     """
     x = np.asarray(images)
     if x.dtype.kind not in "uib":
@@ -71,9 +73,14 @@ def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
                             and x.shape[-1] in (2, 4) else
                             "; 3-D volumes are not supported" if x.ndim == 4 else "")
         )
-    if x.dtype != np.uint8:
+    if x.dtype == np.bool_:
+        x = np.where(x, np.uint8(255), np.uint8(0))
+    elif x.dtype != np.uint8:
         if x.size and (x.min() < 0 or x.max() > 255):
-            raise ValueError(f"{name} has values outside 0..255 (min {x.min()}, max {x.max()})")
+            raise ValueError(
+                f"{name} has values outside 0..255 (min {x.min()}, max {x.max()}); give uint8 "
+                "pixel values (16-bit images: load them with load_target, which maps them to "
+                "0..255 by their bit depth)")
         x = x.astype(np.uint8)
     return x
 
@@ -109,6 +116,27 @@ def _hw(size: Size) -> tuple[int, int]:
         h, w = parts
     if h < 1 or w < 1:
         raise ValueError(f"size must be positive; got {size!r}")
+    return h, w
+
+
+#: Largest side :func:`parse_size` accepts (a larger one is a typo or runs out of memory).
+MAX_SIDE = 8192
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``(height, width)`` of a size written ``N`` (square) or ``HxW`` (e.g. ``224``, ``64x96``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``option``: not of that form, a side below 1 or above :data:`MAX_SIDE`.
+    """
+    parts = str(text).strip().lower().split("x")
+    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"{option} must be N or HxW in pixels (e.g. 224 or 64x96); got {text!r}")
+    h, w = (int(parts[0]), int(parts[-1]))
+    if min(h, w) < 1 or max(h, w) > MAX_SIDE:
+        raise ValueError(f"{option} {text}: each side must be 1..{MAX_SIDE} pixels")
     return h, w
 
 

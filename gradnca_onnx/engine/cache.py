@@ -8,8 +8,11 @@ entry or none.
 
 Every key also holds the package version, the onnxruntime version and the execution providers
 (:func:`environment`), so an upgrade that changes a score is never served an entry computed
-before it. A damaged entry (truncated, flipped bytes, arrays of the wrong shape) is treated as
-missing: it is recomputed and overwritten, never a crash.
+before it. A damaged entry (truncated, flipped bytes, arrays of the wrong shape, dtype or
+values: see ``entry_problem`` in :mod:`gradnca_onnx.engine.scoring`) is treated as missing: it
+is recomputed and overwritten, with a note on the model, never a crash. Something other than a
+regular file at an entry's path (a directory, FIFO, link) is never read nor replaced: the
+model is computed without the cache, with a note.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from ..zoo._atomic import atomic_write_bytes
+from ..zoo._atomic import NotRegularFileError, atomic_write_bytes, not_regular
 
 #: Bump when the meaning of cached arrays changes.
 #: 2: keys hold the package, onnxruntime and execution-provider versions; entries a ``meta``.
@@ -140,17 +143,30 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.npz"
 
     def load(self, key: str) -> dict[str, NDArray] | None:
-        """The arrays stored under ``key``, or ``None`` (missing or unreadable entry)."""
+        """The arrays stored under ``key``, or ``None`` (missing or unusable entry)."""
+        return self.lookup(key)[0]
+
+    def lookup(self, key: str) -> tuple[dict[str, NDArray] | None, str | None]:
+        """``(arrays, problem)`` of ``key``'s entry.
+
+        ``arrays`` is ``None`` when there is no usable entry; ``problem`` then says why an
+        entry that is there cannot be used (``None``: there is none). Only a regular file is
+        read: a directory, FIFO, device or link at the entry's path is a problem, never
+        opened (a FIFO would block, a device never end).
+        """
         if self.root is None:
-            return None
+            return None, None
         path = self._path(key)
+        kind = not_regular(path)
+        if kind is not None:
+            return None, f"{kind} stands at its path {path}"
         if not path.is_file():
-            return None
+            return None, None
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files if k != "meta"}
-        except Exception:  # noqa: BLE001 - zipfile, zlib, numpy, OS: any damage is a miss
-            return None  # a damaged entry is recomputed, then overwritten
+                return {k: f[k] for k in f.files if k != "meta"}, None
+        except Exception as exc:  # noqa: BLE001 - zipfile, zlib, numpy, OS: any damage
+            return None, f"unreadable ({type(exc).__name__})"  # recomputed, then overwritten
 
     def meta(self, key: str) -> dict[str, Any]:
         """The JSON ``meta`` stored with ``key``'s entry (``{}`` when missing or unreadable)."""
@@ -159,11 +175,21 @@ class FeatureCache:
         return _read_meta(self._path(key))
 
     def save(self, key: str, arrays: Mapping[str, NDArray],
-             meta: Mapping[str, Any] | None = None) -> None:
-        """Store ``arrays`` (and a JSON ``meta`` for ``cache ls``) under ``key`` atomically."""
+             meta: Mapping[str, Any] | None = None) -> str | None:
+        """Store ``arrays`` (and a JSON ``meta`` for ``cache ls``) under ``key`` atomically.
+
+        Returns ``None`` when stored, else why not: something other than a regular file
+        (a directory, FIFO, link) stands at the entry's path or its shard directory's, and is
+        left as it is rather than replaced.
+        """
         if self.root is None:
-            return
+            return None
         path = self._path(key)
+        for where in (path.parent, path):
+            kind = not_regular(where)
+            if kind is not None and not (where == path.parent and kind == "a directory"):
+                return (f"the result is not cached: {kind} stands at {where}, where the cache "
+                        "keeps this entry (left as it is; remove it to cache this model)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -174,7 +200,11 @@ class FeatureCache:
         payload = {k: np.asarray(v) for k, v in arrays.items()}
         payload["meta"] = np.asarray(json.dumps({"created": time.time(), **(meta or {})}))
         np.savez(buf, **payload)
-        atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except NotRegularFileError:  # one appeared at the path while the data was written
+            return f"the result is not cached: something other than a file appeared at {path}"
+        return None
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

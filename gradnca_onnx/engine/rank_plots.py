@@ -12,10 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from ..zoo._atomic import atomic_write_bytes
+from ..zoo._atomic import atomic_write_bytes, not_regular
 from .scoring import ZooRanking
 
 FORMATS = ("png", "pdf")
+#: The figures of one ranking, each written as ``<prefix><stem>.<format>``.
+STEMS = ("forest", "rank_probabilities")
+
+
+def plot_files(prefix: str = "") -> list[str]:
+    """The names of the files :func:`plot_ranking` writes for ``prefix``."""
+    return [f"{prefix}{stem}.{fmt}" for stem in STEMS for fmt in FORMATS]
 
 
 def _ranked(ranking: ZooRanking) -> list[Any]:
@@ -96,6 +103,13 @@ def plot_ranking(ranking: ZooRanking, directory: str | Path, prefix: str = "") -
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--plot {out}: exists and is not a directory; give a directory")
+    # All four files are checked before the first is written, so a refusal leaves none new.
+    for name in plot_files(prefix):
+        kind = not_regular(out / name)
+        if kind is not None:
+            raise ValueError(f"--plot {out}: {out / name} is {kind}, not a regular file; "
+                             "remove it or give --plot another directory")
     out.mkdir(parents=True, exist_ok=True)
-    return (plot_forest(ranking, out / f"{prefix}forest")
-            + plot_rank_probabilities(ranking, out / f"{prefix}rank_probabilities"))
+    forest, probabilities = STEMS
+    return (plot_forest(ranking, out / f"{prefix}{forest}")
+            + plot_rank_probabilities(ranking, out / f"{prefix}{probabilities}"))

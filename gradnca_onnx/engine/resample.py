@@ -50,9 +50,14 @@ SCHEME = "stratified-subsample-without-replacement"
 
 def check_resample_options(n_resamples: Any, fraction: Any, level: Any, fu: Any,
                            seed: Any) -> None:
-    """Refuse bad resampling settings with one line naming the option."""
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) \
-            or n_resamples < 2:
+    """Refuse bad resampling settings with one line naming the option.
+
+    ``n_resamples`` ``None`` checks the other settings only (the command line checks them
+    even without ``--resamples``: a bad value is an error whatever else is given).
+    """
+    if n_resamples is not None and (
+            isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer))
+            or n_resamples < 2):
         raise ValueError(f"--resamples must be an integer >= 2 (intervals need at least two "
                          f"resamples; 200 is a good start); got {n_resamples!r}")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \

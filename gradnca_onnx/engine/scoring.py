@@ -11,6 +11,7 @@ has features, features-only ones included.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,7 +23,7 @@ from .. import __version__
 from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
 from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
-from ..scores.feature_update import triplet_loss_grad
+from ..scores.feature_update import fu_undefined_reason, triplet_loss_grad
 from ..scores.label_prediction import JITTER_SCALE, check_jitters
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
 from .cache import FeatureCache, cache_key, environment
@@ -113,6 +114,10 @@ class ZooRanking:
     folds: dict[str, Any] | None = None
     #: K of the smoothed S_LP (``rank --lp-jitters K``); 0: the paper's S_LP.
     lp_jitters: int = 0
+    #: The target's image order (``TargetData.order``: S_FU batches are consecutive images)
+    #: and its notes on how it was read (16-bit values mapped, resized while loading).
+    order: str = "dataset"
+    target_notes: list[str] = field(default_factory=list)
 
     @property
     def schema(self) -> str:
@@ -127,7 +132,8 @@ class ZooRanking:
         out = {
             "schema": self.schema, "package_version": __version__,
             "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
-                       "n_classes": self.n_classes},
+                       "n_classes": self.n_classes, "order": self.order,
+                       "notes": list(self.target_notes)},
             "scenario": self.scenario,
             "metrics": {name: {"title": METRICS[name].title,
                                "higher_is_better": METRICS[name].higher_is_better}
@@ -214,20 +220,36 @@ def _check_output(out: NDArray, size: int | None, name: str, field: str, where: 
                          "the model")
 
 
-def _valid_entry(hit: dict[str, NDArray], manifest: Manifest, n: int) -> bool:
-    """Whether a cache entry has every array, with the shapes this model and target give."""
-    try:
-        if hit["features"].shape != (n, manifest.feature_dim) or np.shape(hit["lp"]) != ():
-            return False
-        if manifest.has_grads:
-            k = len(fu_batch_slices(n))
-            if hit["grad_norms_w1"].shape != (k,) or hit["grad_norms_w2"].shape != (k,):
-                return False
-        if manifest.num_classes is not None and "logits" in hit:
-            return hit["logits"].shape == (n, manifest.num_classes)
-        return manifest.num_classes is None or "logits" in hit
-    except (KeyError, AttributeError, ValueError):
-        return False
+def entry_problem(hit: dict[str, NDArray], manifest: Manifest, n: int) -> str | None:
+    """Why a cache entry cannot be trusted for this model and target, or ``None``.
+
+    Every array must be there with the shape this model and target give, a real floating
+    dtype and finite values; S_LP must lie in [0, 1] (a mean probability) and the gradient
+    norms be >= 0. An entry with the right shapes but a string, NaN or 5.0 in it is as bad
+    as a truncated one: it is recomputed, never scored.
+    """
+    expected = {"features": (n, manifest.feature_dim), "lp": ()}
+    if manifest.has_grads:
+        k = len(fu_batch_slices(n))
+        expected.update(grad_norms_w1=(k,), grad_norms_w2=(k,))
+    if manifest.num_classes is not None:
+        expected["logits"] = (n, manifest.num_classes)
+    for name, shape in expected.items():
+        if name not in hit:
+            return f"no {name!r} array"
+        a = hit[name]
+        if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+            return f"{name!r} is not floating point (dtype {getattr(a, 'dtype', type(a))})"
+        if a.shape != shape:
+            return f"{name!r} has shape {list(a.shape)}, not {list(shape)}"
+        if not np.isfinite(a).all():
+            return f"{name!r} holds NaN or inf"
+    if not 0.0 <= float(hit["lp"]) <= 1.0:
+        return f"S_LP {float(hit['lp']):g} is outside [0, 1]"
+    for name in ("grad_norms_w1", "grad_norms_w2"):
+        if name in expected and (hit[name] < 0).any():
+            return f"{name!r} holds a negative norm"
+    return None
 
 
 def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
@@ -264,11 +286,15 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         "data": target.sha256, "preprocessing": settings, "lp": paper_lp,
         "ort": manifest.ort_optimization, "environment": env,
         **({"pass": "split"} if split else {}),
+        # S_FU's batches follow the image order; a dataset-ordered target keeps its old key.
+        **({"order": target.order} if target.order != "dataset" else {}),
     })
-    hit = cache.load(key)
-    if hit is not None and _valid_entry(hit, manifest, len(target)):
-        # An incomplete or damaged entry is recomputed. The pass's own notes (chunks
-        # recomputed) are kept with the entry, so a cache hit reports them too.
+    hit, problem = cache.lookup(key)
+    if hit is not None:
+        problem = entry_problem(hit, manifest, len(target))
+    if hit is not None and problem is None:
+        # The pass's own notes (chunks recomputed) are kept with the entry, so a cache hit
+        # reports them too.
         kept = cache.meta(key).get("pass_notes")
         notes.extend(str(n) for n in (kept if isinstance(kept, list) else ()))
         return _smoothed_lp(hit, target, manifest, lp_jitters, notes), True, notes
@@ -296,8 +322,15 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     arrays["lp"] = np.float64(label_prediction_score(feats, labels, **paper_lp))
     if logits is not None:
         arrays["logits"] = logits
-    cache.save(key, arrays, meta={"model": manifest.name, "target": target.name,
-                                  "split": target.split, **env, "pass_notes": pass_notes})
+    unsaved = cache.save(key, arrays, meta={"model": manifest.name, "target": target.name,
+                                            "split": target.split, **env,
+                                            "pass_notes": pass_notes})
+    if unsaved:
+        notes.append(f"feature cache: {unsaved}")
+    elif problem is not None:
+        # An incomplete, damaged or poisoned entry was recomputed and is now overwritten.
+        notes.append(f"feature cache entry {key[:12]} was bad ({problem}); recomputed and "
+                     "overwritten")
     return _smoothed_lp(arrays, target, manifest, lp_jitters, notes), False, notes
 
 
@@ -345,7 +378,10 @@ def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
     arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
                                          cache=cache or FeatureCache(None), resize=resize,
                                          progress=progress, lp_jitters=lp_jitters)
-    fu = (feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"])
+    why = lambda: fu_undefined_reason(  # noqa: E731 - only called when S_FU is undefined
+        arrays["features"], target.labels, target=f"{target.name!r} (split {target.split})",
+        images=target.images)
+    fu = (feature_update_score(arrays["grad_norms_w1"], arrays["grad_norms_w2"], why=why)
           if manifest.has_grads else None)
     result = ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu,
                          notes=notes, cached=cached, seconds=time.perf_counter() - t0,
@@ -424,9 +460,14 @@ def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig
             # Imported only when asked for: scikit-learn and numba cost ~3 s to import.
             from ..metrics import compute_metrics
 
-            per_model = compute_metrics(list(metric_names), arrays["features"], target.labels,
-                                        arrays.get("logits"), faithful=faithful, errors="record",
-                                        model_dir=entry.path)
+            # A metric's warnings are in its result's note (shown as the model's notes by
+            # combine_zoo), so they are not raised again here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per_model = compute_metrics(list(metric_names), arrays["features"],
+                                            target.labels, arrays.get("logits"),
+                                            faithful=faithful, errors="record",
+                                            model_dir=entry.path)
         return result, per_model, arrays
     except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
         # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is
@@ -463,8 +504,6 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
     full = [r for r in good if r.features_only is None]
     partial = [r for r in good if r.features_only is not None]
     if full:
-        import warnings
-
         from ..scores import ConstantTermWarning
 
         with warnings.catch_warnings(record=True) as caught:
@@ -482,13 +521,20 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
     if good:
         for name in metric_names:
             have = [r for r in good if r.name in per_model_metrics]
-            values = zoo_scores(name, [per_model_metrics[r.name][name] for r in have],
-                                faithful=faithful)
+            # The zoo step's warnings (NCTI: a term constant over the zoo) become notes of
+            # every model it covers, as combine's do above; not raw warnings on the terminal.
+            with warnings.catch_warnings(record=True) as zoo_caught:
+                warnings.simplefilter("always")
+                values = zoo_scores(name, [per_model_metrics[r.name][name] for r in have],
+                                    faithful=faithful)
             for r, v in zip(have, values):
                 res = per_model_metrics[r.name][name]
                 r.metrics[name] = None if not np.isfinite(v) else float(v)
-                if res.note and (res.status != "ok" or not np.isfinite(v)):
+                if res.note and (res.status != "ok" or not np.isfinite(v) or res.warned):
                     r.notes.append(f"{name}: {res.note}")
+                if res.terms is not None:
+                    r.notes.extend(f"{name}: {' '.join(str(w.message).split())}"
+                                   for w in zoo_caught)
         # Rank 1 = best; ties share the better rank, broken by name for a stable order.
         order = sorted(full, key=lambda r: (-r.score, r.name))
         for i, r in enumerate(order):
@@ -498,7 +544,8 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
         results = order + [r for r in results if not r.ok]
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
                       n_classes=target.n_classes, scenario=scenario, models=results,
-                      metrics=metric_names, lp_jitters=int(lp_jitters))
+                      metrics=metric_names, lp_jitters=int(lp_jitters), order=target.order,
+                      target_notes=list(target.notes))
 
 
 def check_scenario(scenario: str) -> None:

@@ -35,7 +35,19 @@ def _figure(width: float, height: float) -> "Figure":
     return Figure(figsize=(width, height), layout="constrained")
 
 
+#: The figures :func:`plot_evaluation` writes (stems in ``out``), each in every format.
+PLOT_STEMS: tuple[str, ...] = ("scatter_grid", "critical_difference", "tau_heatmap")
+#: Their file names, for a caller that checks an output directory before any work.
+PLOT_FILES: tuple[str, ...] = tuple(f"{stem}.{fmt}" for stem in PLOT_STEMS for fmt in FORMATS)
+
+
 def _save(fig: "Figure", stem: PathLike) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` with the package's one output writer
+    (atomic; a link, device or FIFO at a path is refused, never written through)."""
+    import io
+
+    from ..zoo._atomic import atomic_write_bytes
+
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -43,7 +55,9 @@ def _save(fig: "Figure", stem: PathLike) -> list[Path]:
         path = stem.with_name(f"{stem.name}.{fmt}")
         # No creation date in the PDF, so the same evaluation gives the same bytes.
         meta = {"CreationDate": None} if fmt == "pdf" else None
-        fig.savefig(path, dpi=150, metadata=meta)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
+        atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
 
@@ -226,11 +240,11 @@ def plot_evaluation(evaluation: "Evaluation", directory: PathLike) -> list[Path]
     if out.exists() and not out.is_dir():
         raise ValueError(f"plot directory {str(out)!r} exists and is not a directory")
     scen = f"{evaluation.scenario} scenario"
-    paths = plot_scatter_grid(evaluation.truth, evaluation.scores, out / "scatter_grid", tau=evaluation.tau)
+    paths = plot_scatter_grid(evaluation.truth, evaluation.scores, out / PLOT_STEMS[0], tau=evaluation.tau)
     if evaluation.cd is not None:
         paths += plot_critical_difference(dict(zip(evaluation.methods, evaluation.avg_rank)),
-                                          evaluation.cd, out / "critical_difference",
+                                          evaluation.cd, out / PLOT_STEMS[1],
                                           title=f"Average rank, {scen}")
     paths += plot_tau_heatmap(evaluation.tau, evaluation.methods, evaluation.targets,
-                              out / "tau_heatmap", title=f"Weighted Kendall tau, {scen}")
+                              out / PLOT_STEMS[2], title=f"Weighted Kendall tau, {scen}")
     return paths

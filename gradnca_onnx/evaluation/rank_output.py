@@ -15,33 +15,51 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .._loaders import load_json
 from .table import PathLike, SourceTargetTable
 
 #: rank JSON field -> method name (the metrics keep their registry names).
 TERM_NAMES: dict[str, str] = {"score": "GradNCA", "lp": "S_LP", "fu": "S_FU"}
 
 
+#: The rank JSON layouts this reader knows: one target, and several targets.
+RANK_SCHEMAS = ("gradnca-onnx/rank/1", "gradnca-onnx/rank/2")
+RANK_TARGETS_SCHEMAS = ("gradnca-onnx/rank-targets/1", "gradnca-onnx/rank-targets/2")
+
+_GIVE = "give the output of `gradnca-onnx rank --format json`"
+
+
 def _load(path: PathLike) -> Mapping[str, Any]:
     p = Path(path)
+    where = f"--rank {p}"
     if not p.is_file():
-        raise ValueError(f"--rank {p}: no such file; give the output of `gradnca-onnx rank "
-                         "--format json`")
+        raise ValueError(f"{where}: no such file; {_GIVE}")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = load_json(p.read_text(encoding="utf-8"), where)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--rank {p}: not JSON ({type(exc).__name__}); give the output of "
-                         "`gradnca-onnx rank --format json`") from None
+        raise ValueError(f"{where}: not JSON ({type(exc).__name__}); {_GIVE}") from None
     return doc
 
 
 def _rankings(doc: Any, where: str) -> list[Mapping[str, Any]]:
-    schema = doc.get("schema", "") if isinstance(doc, dict) else ""
-    if schema.startswith("gradnca-onnx/rank-targets/"):
-        return list(doc.get("rankings") or [])
-    if schema.startswith("gradnca-onnx/rank/"):
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema in RANK_TARGETS_SCHEMAS:
+        rankings = doc.get("rankings")
+        if not isinstance(rankings, list) or not all(isinstance(r, dict) for r in rankings):
+            raise ValueError(f"{where}: 'rankings' is not a list of rank documents; {_GIVE}")
+        for r in rankings:
+            _rankings(r, where)  # each must be a rank document this reader knows
+        return rankings
+    if schema in RANK_SCHEMAS:
         return [doc]
-    raise ValueError(f"{where}: not a rank JSON document (schema {schema or 'missing'}); give "
-                     "the output of `gradnca-onnx rank --format json`")
+    if isinstance(schema, str) and schema.startswith(("gradnca-onnx/rank/",
+                                                      "gradnca-onnx/rank-targets/")):
+        # A newer layout may mean something else by the same fields: never guess.
+        raise ValueError(f"{where}: rank schema {schema!r} is not one this gradnca-onnx reads "
+                         f"({', '.join(RANK_SCHEMAS + RANK_TARGETS_SCHEMAS)}); upgrade "
+                         "gradnca-onnx or rank again with this version")
+    raise ValueError(f"{where}: not a rank JSON document (schema {schema or 'missing'}); "
+                     f"{_GIVE}")
 
 
 def _cells(model: Mapping[str, Any]) -> dict[str, float]:
@@ -74,12 +92,13 @@ def scores_from_rank(documents: Iterable[PathLike | Mapping[str, Any]]
             if target in per_target:
                 raise ValueError(f"{where}: target {target!r} is scored twice; give each "
                                  "target's rank output once")
-            cells: dict[str, dict[str, float]] = {}
-            for m in ranking.get("models") or []:
-                name = str(m["model"])
-                if name not in sources:
-                    sources.append(name)
-                cells[name] = {} if m.get("error") else _cells(m)
+            try:
+                cells = {str(m["model"]): {} if m.get("error") else _cells(m)
+                         for m in ranking.get("models") or []}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{where}: target {target!r}: a model entry is malformed "
+                                 f"({type(exc).__name__}: {exc}); {_GIVE}") from None
+            sources += [name for name in cells if name not in sources]
             per_target[target] = cells
     if not sources:
         raise ValueError("the rank output holds no models")

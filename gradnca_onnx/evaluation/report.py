@@ -6,7 +6,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +20,9 @@ from .table import SourceTargetTable, align
 
 #: Extra per-target measures reported beside the weighted tau.
 EXTRA_MEASURES: tuple[str, ...] = ("kendall_tau", "spearman", "pearson", "top1_regret")
+#: Smallest significance level of the critical difference: q is the studentized range's
+#: (1 - alpha) quantile, and 1 - alpha in float64 loses alpha's digits far below this.
+MIN_ALPHA = 1e-6
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,10 @@ class Evaluation:
     """Per-target correlations, ranks and significance of several metrics (see :func:`evaluate`).
 
     Arrays are indexed ``[target, method]`` in the order of :attr:`targets` and :attr:`methods`.
+    A target whose ground truth is constant ranks no method: its row of :attr:`ranks` is NaN
+    and it is left out of the average ranks and the tests (:attr:`notes` says so).
+    ``friedman_note`` and ``cd_note`` say, in words, why the Friedman test or the critical
+    difference is ``None``.
     """
 
     scenario: str
@@ -48,14 +55,19 @@ class Evaluation:
     tau_ci: NDArray[np.float64] | None = None
     ci_confidence: float | None = None
     replicates: ReplicateAgreement | None = None
+    friedman_note: str | None = None
+    cd_note: str | None = None
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; NaN becomes ``None``; integral ranks are ``int``."""
 
-        def num(v: float) -> float | None:
-            return None if v is None or math.isnan(v) else float(v)
+        def num(v: float | None) -> float | None:
+            return None if v is None or not math.isfinite(v) else float(v)
 
-        def rank(v: float) -> int | float:
+        def rank(v: float) -> int | float | None:
+            if math.isnan(v):
+                return None  # a target whose ground truth ranks nothing
             return int(v) if float(v).is_integer() else float(v)
 
         def per_method(mat: NDArray, conv: Any = num) -> dict[str, dict[str, Any]]:
@@ -68,16 +80,19 @@ class Evaluation:
             "targets": list(self.targets),
             "tau": per_method(self.tau),
             "rank": per_method(self.ranks, rank),
-            "avg_rank": {m: float(v) for m, v in zip(self.methods, self.avg_rank)},
+            "avg_rank": {m: num(v) for m, v in zip(self.methods, self.avg_rank)},
             "friedman": (None if self.friedman is None else
                          {"statistic": num(self.friedman.statistic), "p_value": num(self.friedman.p_value)}),
-            "cd": self.cd,
-            "q": self.q,
+            "friedman_note": self.friedman_note,
+            "cd": num(self.cd),
+            "q": num(self.q),
+            "cd_note": self.cd_note,
+            "notes": list(self.notes),
             "alpha": self.alpha,
             "cd_lookup": self.cd_lookup,
             "n_sources": dict(self.n_sources),
             "nemenyi_p": (None if self.nemenyi_p is None else
-                          {a: {b: float(self.nemenyi_p[i, j]) for j, b in enumerate(self.methods)}
+                          {a: {b: num(self.nemenyi_p[i, j]) for j, b in enumerate(self.methods)}
                            for i, a in enumerate(self.methods)}),
             "measures": {name: per_method(mat) for name, mat in self.measures.items()},
         }
@@ -100,7 +115,7 @@ class Evaluation:
         """Plain-text table like the paper's: ``tau (rank)`` per target, average ranks, tests."""
         def cell(t: float, r: float) -> str:
             tau_s = "-" if math.isnan(t) else f"{t:.2f}"
-            r_s = f"{int(r)}" if float(r).is_integer() else f"{r:.1f}"
+            r_s = "-" if math.isnan(r) else f"{int(r)}" if float(r).is_integer() else f"{r:.1f}"
             return f"{tau_s} ({r_s})"
 
         rows = [["Target", *self.methods]]
@@ -120,11 +135,14 @@ class Evaluation:
             p_s = f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
             lines.append(f"Friedman test: chi2 = {self.friedman.statistic:.2f}, p = {p_s}")
         else:
-            lines.append("Friedman test: needs at least 3 methods and 2 targets")
+            lines.append(f"Friedman test: {self.friedman_note or 'not computed'}")
         if self.cd is not None:
             which = "the paper's q lookup (k + 1)" if self.cd_lookup == "paper" else "q for k methods"
             lines.append(f"Nemenyi critical difference (alpha = {self.alpha:g}, {which}: q = {self.q:.3f}): "
                          f"CD = {self.cd:.3f}")
+        elif self.cd_note:
+            lines.append(f"Nemenyi critical difference: {self.cd_note}")
+        lines += [f"Note: {note}" for note in self.notes]
         if self.replicates is not None:
             lines += ["", format_agreement(self.replicates, {"weighted_tau": self.tau,
                                                              "kendall_tau": self.measures["kendall_tau"]})]
@@ -216,11 +234,18 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         # is an error whatever else the input holds.
         raise ValueError(f"alpha (--alpha) must be strictly between 0 and 1, e.g. 0.05; got "
                          f"{alpha!r}")
+    if float(alpha) < MIN_ALPHA:
+        raise ValueError(f"alpha (--alpha) {alpha!r} is too small: the critical difference is "
+                         f"computed for alpha >= {MIN_ALPHA:g} (e.g. 0.05 or 0.01)")
     if n_bootstrap:
         if seed is None:
-            raise ValueError("a bootstrap needs an explicit seed for reproducibility")
+            raise ValueError("a bootstrap needs an explicit seed for reproducibility (--seed on "
+                             "the command line, seed= in Python)")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed (--seed) must be an integer >= 0; got {seed!r}")
         if n_bootstrap < 10:
-            raise ValueError(f"n_bootstrap must be 0 (no intervals) or at least 10; got {n_bootstrap}")
+            raise ValueError(f"the bootstrap (--bootstrap on the command line, n_bootstrap= in "
+                             f"Python) must be 0 (no intervals) or at least 10; got {n_bootstrap}")
     methods = _check_methods(scores)
     targets = scores[methods[0]].targets
     aligned: dict[str, SourceTargetTable] = {}
@@ -228,6 +253,7 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         aligned[m], _ = align(scores[m].select(None, targets), truth)
     truth_t = truth.select(None, targets)
     n_sources = {t: len(paired_values(aligned[methods[0]], truth_t, t)[2]) for t in targets}
+    flat = _flat_targets(truth_t, targets)
 
     tau = np.column_stack([per_target(aligned[m], truth_t, "weighted_tau") for m in methods])
     for j, m in enumerate(methods):
@@ -256,20 +282,67 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
     if replicates is not None:
         reps = {n: align(r.select(None, targets), truth)[0] for n, r in replicates.items()}
         agreement = replicate_agreement(reps, aligned, targets=targets)
-    ranks = rank_methods(tau)
-    avg = average_ranks(ranks)
-    k, n = len(methods), len(targets)
-    friedman = friedman_test(ranks) if k >= 3 and n >= 2 else None
-    cd = q = None
-    pvals = None
-    if k >= 2:
+    # A target whose ground truth is constant ranks no method (every tau is undefined):
+    # counted, it would add a block of ties to the average ranks and the tests.
+    ranked = np.array([t not in flat for t in targets])
+    ranks = np.full(tau.shape, np.nan)
+    ranks[ranked] = rank_methods(tau[ranked])
+    avg = average_ranks(ranks[ranked])
+    k, n = len(methods), int(ranked.sum())
+    too_few = (f"needs at least two targets (got {n}"
+               + (" once targets with a constant ground truth are left out)" if flat else ")"))
+    friedman, friedman_note = _friedman(ranks[ranked], k, too_few)
+    cd = q = pvals = None
+    cd_note = None
+    if k >= 2 and n >= 2:
         q = nemenyi_q(k, alpha, lookup=cd_lookup)
         cd = critical_difference(k, n, alpha, lookup=cd_lookup)
-        pvals = nemenyi_pvalues(ranks)
+        pvals = nemenyi_pvalues(ranks[ranked])
+    elif k >= 2:
+        cd_note = f"not computed: it {too_few}"
+    notes = tuple(f"target {t!r}: {why}; it ranks no method and is left out of the average "
+                  "ranks and the tests" for t, why in flat.items())
     return Evaluation(
         scenario=scenario, methods=methods, targets=tuple(targets), tau=tau, ranks=ranks,
         avg_rank=avg, friedman=friedman, cd=cd, q=q, alpha=float(alpha), cd_lookup=cd_lookup,
         nemenyi_p=pvals, measures=measures, n_sources=n_sources, truth=truth_t, scores=aligned,
         tau_ci=tau_ci, ci_confidence=ci_confidence if n_bootstrap else None,
-        replicates=agreement,
+        replicates=agreement, friedman_note=friedman_note, cd_note=cd_note, notes=notes,
     )
+
+
+def _flat_targets(truth: SourceTargetTable, targets: Sequence[str]) -> dict[str, str]:
+    """Targets whose ground truth (over the candidate sources) cannot rank anything, and why.
+
+    Raises
+    ------
+    ValueError
+        Every target is such a target: there is nothing to evaluate against.
+    """
+    flat = {}
+    for t in targets:
+        y = paired_values(truth, truth, t)[1]
+        values = np.unique(y[np.isfinite(y)])
+        if values.size == 1:
+            flat[t] = f"the ground truth is the same ({values[0]:g}) for every candidate source"
+        elif values.size == 0:
+            flat[t] = "the ground truth has no value for any candidate source"
+    if flat and len(flat) == len(targets):
+        raise ValueError(f"{truth.name}: the ground truth is constant (or missing) on every "
+                         f"target {list(targets)}, so it ranks no source; check the ground-truth "
+                         "file")
+    return flat
+
+
+def _friedman(ranks: NDArray[np.float64], k: int, too_few: str
+              ) -> tuple[FriedmanResult | None, str | None]:
+    """The Friedman test over ``ranks`` (targets x k methods), or ``None`` and why, in words
+    (``too_few``: what to say with fewer than two targets)."""
+    if k < 3:
+        return None, f"needs at least three methods (got {k})"
+    if ranks.shape[0] < 2:
+        return None, f"not computed: it {too_few}"
+    if (ranks == ranks[:, :1]).all():
+        return None, ("undefined: every method has the same rank on every target (all tied), "
+                      "so there is no difference to test")
+    return friedman_test(ranks), None

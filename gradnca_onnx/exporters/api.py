@@ -33,11 +33,12 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
-from .errors import GradientGraphError
+from .errors import (OOM_ADVICE, GradientGraphError, check_channels, gib, is_out_of_memory,
+                     out_of_memory, physical_memory)
 from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
-from .model_dir import publish, staging_dir
+from .model_dir import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_export import export_features, export_grads, export_split
 from .script_graph import feature_graph, graph_feature_layer, locate_graph_layers, script_to_fx
 from .translations import OPSET
@@ -213,8 +214,14 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
     chans = channels if channels is not None else _guess_channels(loaded.module)
     if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
         raise ValueError(f"channels must be a positive integer; got {channels!r}")
+    check_channels(chans, f"--channels {chans}" if channels is not None else
+                   f"the model's first convolution takes {chans} input channels")
     mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), chans)
+    check_trace_memory(size, chans, grads_batch)
+    check_finite_weights(loaded.module)
 
+    new_dirs = missing_dirs(zoo_dir)
+    published = None
     staging = staging_dir(zoo_dir, name, force=force)
     try:
         gen = torch.Generator().manual_seed(0)
@@ -267,10 +274,51 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
             features_only=reason, split=split, source_images=source_images,
         )
         write_manifest(staging, manifest)
-        return publish(staging, zoo_dir, name, force=force)
+        published = publish(staging, zoo_dir, name, force=force)
+        return published
+    except (RuntimeError, MemoryError) as exc:
+        if is_out_of_memory(exc):  # torch's allocator, wherever it failed
+            raise out_of_memory(exc, f"exporting {name} at {size[0]}x{size[1]}") from None
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if published is None:
+            remove_empty(new_dirs)
+
+
+def check_finite_weights(module: nn.Module) -> None:
+    """Refuse a model whose parameters hold NaN or inf, or whose buffers hold NaN (naming
+    the tensor): its features would be NaN (a buffer may hold inf as a mask's fill value)."""
+    tensors = [(n, p, True) for n, p in module.named_parameters()]
+    tensors += [(n, b, False) for n, b in module.named_buffers()]
+    for name, t, is_param in tensors:
+        if not t.is_floating_point():
+            continue
+        bad = int(torch.isnan(t).sum()) or (int(torch.isinf(t).sum()) if is_param else 0)
+        if bad:
+            raise ValueError(f"{'parameter' if is_param else 'buffer'} {name!r} of the model holds "
+                             f"NaN or inf ({bad} of {t.numel()} values): its weights are broken "
+                             "there; fix the checkpoint (or its training) and export again")
+
+
+def check_trace_memory(size: tuple[int, int], channels: int, grads_batch: int) -> None:
+    """Refuse, before any work, an export whose images alone exceed this machine's memory.
+
+    The gradient graph is traced on ``grads_batch`` images (and the features on 2) of
+    ``channels x size`` float32 values; the activations need more still, so this is a lower
+    bound: a size past it can never export here (torch's allocator would fail after minutes).
+    ``grads_batch=0``: a features-only member (2 images).
+    """
+    total = physical_memory()
+    need = (grads_batch + 2) * channels * size[0] * size[1] * 4
+    if total and need > total:
+        given = f"--input-size {size[0]}" + (f"x{size[1]}" if size[1] != size[0] else "")
+        given += f" with --grads-batch {grads_batch}" if grads_batch else ""
+        advice = OOM_ADVICE if grads_batch else ("give a smaller --input-size, or use a "
+                                                 "machine with more memory")
+        raise ValueError(f"{given} needs more than {gib(need)} for the example images alone, "
+                         f"and this machine has {gib(total)}: {advice}")
 
 
 def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
@@ -282,6 +330,8 @@ def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
     except (RuntimeError, NotImplementedError, TypeError, AssertionError, KeyError,
             AttributeError, torch.onnx.errors.OnnxExporterError, onnx.checker.ValidationError
             ) as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(exc, f"exporting the features graph of {name}") from None
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ValueError(f"torch.onnx could not export the features graph of {name} "
                          f"({type(exc).__name__}: {first}); the model cannot join a zoo from "
@@ -315,7 +365,10 @@ def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int
         aux = (out_names[1:] + [f"aux{i}" for i in range(traced.n_aux)])[:traced.n_aux]
         model = export_grads(traced.module(), images, cotangent, staging / GRADS_FILE,
                              aux_names=aux)
-    except _EXPORT_ERRORS as exc:
+    except (*_EXPORT_ERRORS, MemoryError) as exc:
+        if is_out_of_memory(exc):  # no fallback: a features-only member is not what helps
+            raise out_of_memory(exc, f"tracing the gradient graph on {grads_batch} images"
+                                ) from None
         err = GradientGraphError(f"the gradient graph of {prep.w1} and {prep.w2} could not be "
                                  f"traced or exported ({_first_line(exc)})", verb="export")
         if not fallback:
@@ -384,6 +437,11 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
     """
     import onnxruntime as ort
 
+    if not all(bool(torch.isfinite(t).all()) for t in (feats, logits) if t is not None):
+        # Finite weights (checked first) and still NaN/inf: the model's own computation; no
+        # graph comparison can say more.
+        raise ValueError(f"the model gives NaN or inf features or logits on random images of "
+                         f"shape {tuple(example.shape)}; check its forward pass and weights")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1  # one small batch; idle threads only spin
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 #: The ``export``/``import`` flag that turns such a failure into a features-only member.
 FALLBACK_FLAG = "--features-only-fallback"
 
@@ -22,3 +25,57 @@ class GradientGraphError(ValueError):
             f"{reason}, so the gradient graph (S_FU) cannot be built; pass {FALLBACK_FLAG} to "
             f"{verb} the model features-only (S_LP and the baseline metrics)"
             + (f" ({detail})" if detail else ""))
+
+
+#: What torch's CPU allocator (and others) say when an allocation fails.
+_OOM_TEXT = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator",
+             "out of memory")
+#: What helps an export or import that runs out of memory (CLI terms).
+OOM_ADVICE = ("give a smaller --input-size or --grads-batch (the gradient graph is traced on a "
+              "batch of that many images), or use a machine with more memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation (``MemoryError``, torch's allocator error)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(t in str(exc) for t in _OOM_TEXT))
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gib(n: float) -> str:
+    """``n`` bytes as a short GiB figure."""
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def out_of_memory(exc: BaseException, what: str) -> ValueError:
+    """The one line for an allocation that failed while ``what``: the memory asked for (when
+    the allocator said it) and :data:`OOM_ADVICE`."""
+    asked = re.search(r"allocate (\d+) bytes", str(exc))
+    size = f" (an allocation of {gib(int(asked.group(1)))} failed)" if asked else ""
+    total = physical_memory()
+    have = f"; this machine has {gib(total)}" if total else ""
+    return ValueError(f"out of memory while {what}{size}{have}: {OOM_ADVICE}")
+
+
+#: Input channels a target can give a model: grey (1) or RGB (3) images
+#: (:func:`gradnca_onnx.data.preprocess.preprocess`).
+TARGET_CHANNELS = (1, 3)
+
+
+def check_channels(channels: int, source: str) -> None:
+    """Refuse a member whose images no target can give (it could never be ranked).
+
+    ``source`` says where ``channels`` came from, e.g. ``--channels 5`` or ``the graph's input
+    'x' takes 5 channels``.
+    """
+    if channels not in TARGET_CHANNELS:
+        raise ValueError(f"{source}, but targets are grey (1 channel) or RGB (3 channels) images, "
+                         "so the member could never be ranked: give a model (or --channels) "
+                         "with 1 or 3 input channels")

@@ -34,10 +34,16 @@ class FeatureModel(nn.Module):
             return (torch.flatten(out, 1),)
         head = self.model.get_submodule(self.head)
         seen: dict[str, torch.Tensor] = {}
+        calls: list[int] = []
+
+        def pre_hook(_m: nn.Module, args: tuple) -> None:
+            calls.append(1)
+            seen.setdefault("x", args[0])
+
         # Hooks record the head's first input and output. (Raising from a hook to skip the
         # rest of the forward pass would be cheaper, but torch.export loses track of the
         # module stack when a submodule call exits by an exception.)
-        pre = head.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0]))
+        pre = head.register_forward_pre_hook(pre_hook)
         post = head.register_forward_hook(lambda _m, _a, out: seen.setdefault("y", out))
         try:
             self.model(images)
@@ -47,6 +53,14 @@ class FeatureModel(nn.Module):
         if "x" not in seen:
             raise ValueError(f"the forward pass never called the feature layer {self.head!r}; "
                              "name a module the model uses (--head)")
+        if len(calls) > 1:
+            # A shared module: its first input is one of several, and its first output is not
+            # the model's logits.
+            raise ValueError(f"the feature layer {self.head!r} is called {len(calls)} times in "
+                             "one forward pass (a shared module), so its input is not one "
+                             "feature vector nor its output the logits: name with --head a "
+                             "module called once (the classification head), or --head '' for "
+                             "the model's output")
         feats = torch.flatten(seen["x"], 1)
         if not self.with_logits:
             return (feats,)

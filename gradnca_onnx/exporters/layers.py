@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchSpec
-from .errors import GradientGraphError
+from .errors import GradientGraphError, is_out_of_memory, out_of_memory
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,9 @@ def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], se
 
 
 def _forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
+    if is_out_of_memory(exc):
+        return out_of_memory(exc, f"running the model on an input of shape "
+                                  f"{tuple(example.shape)}")
     return ValueError(f"the model's forward pass failed on an input of shape "
                       f"{tuple(example.shape)}: {type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; check "
@@ -194,6 +197,41 @@ def feature_layer(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | N
     return head
 
 
+def check_layer_order(given: Sequence[str], keys: Sequence[str], order: Sequence[str], *,
+                      where: str) -> None:
+    """Refuse a user's two S_FU layers that are one layer, or that run in the other order.
+
+    S_FU = ||dW2|| / ||dW1|| of the first and second layer in forward order; given the other
+    way round it is silently the reciprocal, and the model moves to the other end of the
+    ranking.
+
+    Parameters
+    ----------
+    given : (str, str)
+        The layers as the user named them (``--layers A,B``).
+    keys : (str, str)
+        What each resolves to (a weight parameter, a module path), as listed in ``order``.
+    order : sequence of str
+        Keys in the order the model runs them; a key missing from it is not checked.
+    where : str
+        The order's name in the message (``forward pass``, ``graph (topological order)``).
+
+    Raises
+    ------
+    ValueError
+        Naming both layers, the order they run in, and what to give.
+    """
+    a, b = given
+    if keys[0] == keys[1]:
+        raise ValueError(f"--layers {a},{b} names the same layer twice; S_FU compares the weight "
+                         "gradients of two different layers: give the first and the second one "
+                         "in the order they run")
+    if keys[0] in order and keys[1] in order and order.index(keys[0]) > order.index(keys[1]):
+        raise ValueError(f"--layers {a},{b}: {b!r} runs before {a!r} in the {where}, and S_FU = "
+                         "||dW2|| / ||dW1|| takes LAYER1 as the one that runs first (this order "
+                         f"gives its reciprocal): give --layers {b},{a}")
+
+
 def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | None = None,
                   head: str | None = None, convs: Sequence[str] | None = None) -> LayerChoice:
     """Choose the feature layer and the two S_FU layers.
@@ -218,8 +256,9 @@ def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | N
     convs = list(convs)
     if len(convs) != 2:
         raise ValueError(f"name exactly two S_FU layers (PATH1,PATH2); got {convs}")
-    if convs[0] == convs[1]:
-        raise ValueError(f"the two S_FU layers must differ; got {convs[0]!r} twice")
-    for path in convs:
-        weight_name(model, path)
+    names = [weight_name(model, path) for path in convs]
+    # The table and the default rule choose in forward order themselves; the user's order is
+    # checked by one more forward pass.
+    order = weight_order(model, example)[0] if rule == "user" and names[0] != names[1] else []
+    check_layer_order(convs, names, order, where="forward pass")
     return LayerChoice(head=head, conv1=convs[0], conv2=convs[1], rule=rule)

@@ -6,6 +6,7 @@ import difflib
 import importlib
 import inspect
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -98,14 +99,14 @@ def _build_for_state(build: Callable[..., nn.Module], kwargs: dict[str, Any],
     the stem is rebuilt when they differ.
     """
     kwargs = dict(kwargs)
-    model = build(**kwargs)
+    model = _quiet_build(build, kwargs)
     if state is not None:
         head = _last_linear(model, head_scope)
         key = f"{head}.weight" if head else None
         if (key in state and classes_arg not in kwargs and _accepts(build, classes_arg)
                 and state[key].shape[0] != model.get_submodule(head).out_features):
             kwargs[classes_arg] = int(state[key].shape[0])
-            model = build(**kwargs)
+            model = _quiet_build(build, kwargs)
     stem = stem or _first_conv(model)
     conv = model.get_submodule(stem) if stem else None
     ckpt_channels = None
@@ -120,7 +121,29 @@ def _build_for_state(build: Callable[..., nn.Module], kwargs: dict[str, Any],
         _set_module(model, stem, _with_in_channels(conv, want))
     if state is not None:
         fit_state_dict(model, state, where, hint)
+    check_no_empty_layer(model, where)
     return model.eval(), kwargs, want
+
+
+def _quiet_build(build: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:
+    # torch warns while initialising a zero-size layer (num_classes=0); that layer is refused
+    # in one line right after (check_no_empty_layer), so the warning would only repeat it raw.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return build(**kwargs)
+
+
+def check_no_empty_layer(model: nn.Module, where: str) -> None:
+    """Refuse, right after building, a model with a weight of no values (``num_classes=0``
+    in torchvision gives ``Linear(512, 0)``): its logits would be empty, which the export
+    found only after minutes of tracing.
+    """
+    for name, param in model.named_parameters():
+        if param.numel() == 0:
+            raise ValueError(f"{where}: parameter {name!r} has shape {tuple(param.shape)}, no "
+                             "values (from num_classes=0 or a similar --arch-kwarg?); a zoo "
+                             "member needs a head of 1 or more classes: give num_classes >= 1 "
+                             "or leave it out")
 
 
 def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,

@@ -55,6 +55,26 @@ def staging_dir(zoo_dir: str | os.PathLike, name: str, *, force: bool) -> Path:
         raise _unwritable(zoo, exc) from None
 
 
+def missing_dirs(path: str | os.PathLike) -> list[Path]:
+    """The directories of ``path`` that do not exist yet, deepest first (what ``staging_dir``
+    will create), for :func:`remove_empty` when the export then fails."""
+    out, p = [], Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (deepest first) while they are empty: a failed export leaves the disk
+    as it found it, never an empty zoo directory; anything someone else put there stays."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

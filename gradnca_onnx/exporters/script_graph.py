@@ -16,7 +16,7 @@ import torch
 from torch import fx, nn
 
 from .errors import GradientGraphError
-from .layers import LayerChoice
+from .layers import LayerChoice, check_layer_order
 
 _aten = torch.ops.aten
 CONV_OPS = {_aten.conv2d.default, _aten.convolution.default, _aten._convolution.default}
@@ -174,8 +174,9 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
                                      "compares the weight gradients of two", verb="export")
         convs = found_convs[:2]
     convs = list(convs)
-    if len(convs) != 2 or convs[0] == convs[1]:
+    if len(convs) != 2:
         raise ValueError(f"name exactly two different conv layers; got {convs}")
     for c in convs:
         check_graph_conv(gm, c)
+    check_layer_order(convs, convs, found_convs, where="forward pass")
     return LayerChoice(head=head, conv1=convs[0], conv2=convs[1], rule=rule)

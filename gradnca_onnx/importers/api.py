@@ -16,11 +16,14 @@ from typing import Any, Sequence
 import torch
 
 from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from ..exporters.errors import check_channels, is_out_of_memory, out_of_memory
+from ..exporters.layers import check_layer_order
 from ..zoo.manifest import check_source_images
 from .errors import GradientGraphError
 from .features_only import find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
-from .onnx_file import load_onnx, opset_version, simplify
+from .onnx_file import (check_finite, load_onnx, opset_version, pixel_normalisation,
+                        pixel_options, simplify)
 
 #: The manifest's ``features_only`` text when the user asked for a features-only member.
 REQUESTED = "imported features-only on request (--features-only)"
@@ -80,7 +83,7 @@ def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> tuple[list[st
             f"({', '.join(plan.node_of[c] for c in weights) or 'none'}) and S_FU compares "
             "the weight gradients of two layers")
     layers = list(layers)
-    if len(layers) != 2 or layers[0] == layers[1]:
+    if len(layers) != 2:
         raise ValueError(f"--layers must name two different Conv (or Gemm/MatMul) nodes; got "
                          f"{layers}")
     by_node = {plan.node_of[c]: c for c in weights}
@@ -92,6 +95,7 @@ def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> tuple[list[st
                              "weights that the features depend on; such nodes: "
                              f"{', '.join(plan.node_of[c] for c in weights)}")
         out.append(path)
+    check_layer_order(layers, out, weights, where="graph (topological order)")
     return out, "user"
 
 
@@ -150,6 +154,7 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
     src = Path(path)
     model = load_onnx(src)  # the safety checks run on the file as it is
     opset = opset_version(model)
+    check_finite(model, src)  # before folding: the names are those the file holds
     model = simplify(model)  # constants folded: Identity/Constant-fed weights are initializers
     if features_only:
         if layers is not None:
@@ -194,7 +199,9 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
         raise ValueError(f"the graph's input {plan.input_name!r} has no fixed channel count and "
                          "no Conv node tells it; export the model with a fixed channel dimension")
     channels = channels or int(first.weight.shape[1] * first.groups)
-    options = {"opset": opset, "input_layout": plan.layout,
+    check_channels(channels, f"the graph's input {plan.input_name!r} takes {channels} channels")
+    norm = pixel_normalisation(plan.pixels, plan.input_name, norm)
+    options = {"opset": opset, "input_layout": plan.layout, **pixel_options(plan.pixels),
                "dropped_transpose": plan.dropped_transpose,
                "features_tensor": plan.features_tensor,
                "onnx_nodes": {"features": plan.node_of.get(plan.head, plan.head),
@@ -208,6 +215,8 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
                             layer_rule=rule, source_images=source_images)
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
+        if is_out_of_memory(exc):  # what helps is less memory, not a features-only member
+            raise out_of_memory(exc, f"importing {src.name}") from None
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise GradientGraphError(f"{src.name}: the imported graph could not be exported",
                                  f"{type(exc).__name__}: {first}") from None
@@ -224,6 +233,7 @@ def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: s
     if channels is None:
         raise ValueError(f"the graph's input {cut.input_name!r} has no fixed channel count and "
                          "no Conv node tells it; export the model with a fixed channel dimension")
+    check_channels(channels, f"the graph's input {cut.input_name!r} takes {channels} channels")
     return write_features_only(model, src, zoo_dir, name=name, cut=cut, channels=channels,
                                height=height, width=width, reason=reason, norm=norm,
                                pretrained_on=pretrained_on, opset=opset, force=force,

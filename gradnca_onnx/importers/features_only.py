@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
 from ..zoo import (
@@ -37,7 +37,8 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
-from .onnx_file import toposort
+from .onnx_file import (FLOAT_TYPES, PIXEL_RANGE, pixel_input, pixel_normalisation, pixel_options,
+                        toposort)
 
 _NCHW = [0, 3, 1, 2]
 _NHWC = [0, 2, 3, 1]
@@ -61,6 +62,7 @@ class FeaturesCut:
     input_name: str
     input_dims: list[int | None]
     layout: str                      # "NCHW" or "NHWC"
+    pixels: str | None               # integer input type read as pixels 0..255, or None
     features_tensor: str
     logits_tensor: str | None
     head_node: str                   # the head node, or the user's features node
@@ -84,16 +86,13 @@ class _Const:
     is_float: bool
 
 
-_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
-
-
 def _constants(graph: onnx.GraphProto) -> dict[str, _Const]:
     """Constant tensors by name: initializers and ``Constant`` node outputs."""
-    out = {t.name: _Const(tuple(t.dims), t.data_type in _FLOATS) for t in graph.initializer}
+    out = {t.name: _Const(tuple(t.dims), t.data_type in FLOAT_TYPES) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             value = _attr(node, "value")
-            out[node.output[0]] = (_Const(tuple(value.dims), value.data_type in _FLOATS)
+            out[node.output[0]] = (_Const(tuple(value.dims), value.data_type in FLOAT_TYPES)
                                    if isinstance(value, onnx.TensorProto)
                                    else _Const(None, False))
     return out
@@ -152,9 +151,11 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
                          f"({', '.join(i.name for i in inputs)}); an image classifier takes one "
                          "image tensor")
     image = inputs[0]
-    if image.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ValueError(f"the graph's input {image.name!r} is not float32; an imported "
-                         "classifier must take float32 images")
+    pixels = pixel_input(image)
+    if pixels is None and image.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ValueError(f"the graph's input {image.name!r} is not float32; a features-only "
+                         "member takes float32 images (or integer pixels 0..255): export the "
+                         "model with a float32 input")
     dims = [d.dim_value if d.HasField("dim_value") else None
             for d in image.type.tensor_type.shape.dim]
     nodes = [n for n in graph.node if n.op_type != "Constant"]
@@ -218,7 +219,7 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
     weight = consts.get(conv.input[1]) if conv is not None and len(conv.input) > 1 else None
     if conv is not None and weight is not None and weight.shape and len(weight.shape) == 4:
         channels = int(weight.shape[1]) * int(_attr(conv, "group", 1))
-    return FeaturesCut(input_name=image.name, input_dims=dims, layout=layout,
+    return FeaturesCut(input_name=image.name, input_dims=dims, layout=layout, pixels=pixels,
                        features_tensor=feat, logits_tensor=logits, head_node=head_node,
                        first_conv_channels=channels)
 
@@ -268,8 +269,9 @@ def build_features_graph(model: onnx.ModelProto, cut: FeaturesCut, *, channels: 
     image = cut.input_name
     names = _all_names(g)
     for reserved in _RESERVED:
-        if reserved not in names or (reserved == image == "images" and cut.layout == "NCHW"):
-            continue  # an NCHW input already called "images" is the interface's own input
+        if reserved not in names or (reserved == image == "images" and cut.layout == "NCHW"
+                                     and cut.pixels is None):
+            continue  # an NCHW float input already called "images" is the interface's own input
         new, k = f"{reserved}_orig", 1
         while new in names:
             k += 1
@@ -280,11 +282,25 @@ def build_features_graph(model: onnx.ModelProto, cut: FeaturesCut, *, channels: 
         logits = new if logits == reserved else logits
 
     front: list[onnx.NodeProto] = []
+    pixels = "images"
+    if cut.pixels is not None:
+        # Pixels 0..255 within float32 rounding (manifest PIXEL_NORM) back to the exact
+        # integers of the graph's input type, as OnnxNet does.
+        low, high = (numpy_helper.from_array(np.array(v, np.float32), f"gradnca_pixel_{k}")
+                     for v, k in zip(PIXEL_RANGE, ("low", "high")))
+        g.initializer.extend([low, high])
+        elem = next(i for i in g.input if i.name == image).type.tensor_type.elem_type
+        front += [helper.make_node("Round", ["images"], ["gradnca_rounded"], "gradnca_round"),
+                  helper.make_node("Clip", ["gradnca_rounded", low.name, high.name],
+                                   ["gradnca_clipped"], "gradnca_clip"),
+                  helper.make_node("Cast", ["gradnca_clipped"], ["gradnca_pixels"],
+                                   "gradnca_pixels", to=elem)]
+        pixels = "gradnca_pixels"
     if cut.layout == "NHWC":
-        front.append(helper.make_node("Transpose", ["images"], [image],
+        front.append(helper.make_node("Transpose", [pixels], [image],
                                       "gradnca_images_to_nhwc", perm=_NHWC))
-    elif image != "images":
-        front.append(helper.make_node("Identity", ["images"], [image], "gradnca_images"))
+    elif image != pixels:
+        front.append(helper.make_node("Identity", [pixels], [image], "gradnca_images"))
     back = [helper.make_node("Flatten", [feat], ["features"], "gradnca_features", axis=1)]
     if logits is not None:
         back.append(helper.make_node("Identity", [logits], ["logits"], "gradnca_logits"))
@@ -368,13 +384,17 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
         onnxruntime cannot run the cut graph, its features are not [B, D] at batch 2 (a
         reshape fixed to batch 1), or the name exists without ``force``.
     """
-    from ..exporters.api import default_normalisation
-    from ..exporters.model_dir import publish, staging_dir
+    from ..exporters.api import check_trace_memory, default_normalisation
+    from ..exporters.model_dir import missing_dirs, publish, remove_empty, staging_dir
 
     if not pretrained_on or not pretrained_on.strip():
         raise ValueError("--pretrained-on must not be empty (use 'unknown')")
     source_images = check_source_images(source_images)
+    norm = pixel_normalisation(cut.pixels, cut.input_name, norm)
     mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
+    check_trace_memory((height, width), channels, 0)
+    new_dirs = missing_dirs(zoo_dir)
+    published = None
     staging = staging_dir(zoo_dir, name, force=force)
     try:
         path = staging / FEATURES_FILE
@@ -419,7 +439,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
                 continue
             break
         del graph
-        options = {"opset": opset, "input_layout": cut.layout,
+        options = {"opset": opset, "input_layout": cut.layout, **pixel_options(cut.pixels),
                    "features_tensor": cut.features_tensor,
                    "onnx_nodes": {"features": cut.head_node}}
         import onnxruntime
@@ -441,7 +461,10 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
             features_only=reason, source_images=source_images,
         )
         write_manifest(staging, manifest)
-        return publish(staging, zoo_dir, name, force=force)
+        published = publish(staging, zoo_dir, name, force=force)
+        return published
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if published is None:  # a failed import leaves no empty zoo behind
+            remove_empty(new_dirs)

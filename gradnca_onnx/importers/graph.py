@@ -13,14 +13,19 @@ from onnx import numpy_helper
 from torch import nn
 
 from . import modules as m
-from .onnx_file import toposort
+from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
 from .errors import GradientGraphError, UnsupportedOperatorError
 from .ops import _DTYPES, MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
 _NCHW = [0, 3, 1, 2]
-#: Pad modes with a torch equivalent; ONNX element types that carry a gradient.
+#: Pad modes with a torch equivalent (element types that carry a gradient: FLOAT_TYPES).
 _PAD_MODES = ("constant", "reflect", "edge")
-_FLOAT_TYPES = (1, 10, 11, 16)
+#: Operators that only move or select the values of an integer pixel input (no arithmetic, so
+#: torch and ONNX agree on them whatever the integer type).
+_MOVES = ("Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice",
+          "Gather", "Concat", "Split", "Expand", "Tile", "Pad")
+#: Integer types that hold every pixel value 0..255 (a Cast to them changes no pixel).
+_WIDE_INTS = (2, 5, 6, 7)
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ImportPlan:
     input_dims: list[int | None]          # as declared by the file, in its own layout
     layout: str                           # "NCHW" or "NHWC"
     dropped_transpose: str | None
+    pixels: str | None                    # integer input type read as pixels 0..255, or None
     head: str                             # module path for the exporter ("" = output)
     features_tensor: str
     convs: list[str] = field(default_factory=list)        # module paths, in topological order
@@ -90,6 +96,7 @@ class OnnxNet(nn.Module):
                              f"({', '.join(i.name for i in inputs)}); an image classifier "
                              "takes one image tensor")
         image = inputs[0]
+        pixels = pixel_input(image)
         nodes = []
         for node in graph.node:
             if node.op_type == "Constant":
@@ -155,7 +162,9 @@ class OnnxNet(nn.Module):
             if s.op not in TENSOR_OPS and s.module is None:
                 node = next(n for n in order if steps_by_node[id(n)] is s)
                 raise _unsupported(node, s.name, s.note)
-        self._check_differentiable(order, steps_by_node, image.name)
+        self._check_differentiable(order, steps_by_node,
+                                   {image.name} | ({dropped.output[0]} if dropped else set()),
+                                   pixels)
         # Keep only the weights the kept nodes use.
         kept = {s.module for s in self._steps if s.module}
         for path in list(self._modules):
@@ -178,6 +187,7 @@ class OnnxNet(nn.Module):
         self._input = image.name
         self._alias = dropped.output[0] if dropped is not None else None
         self._nhwc = layout == "NHWC"
+        self._pixels = _DTYPES[image.type.tensor_type.elem_type] if pixels else None
         self._features = feat
         self._logits = logits_tensor
         feat_ancestors = self._ancestors(self._steps, feat)
@@ -189,7 +199,7 @@ class OnnxNet(nn.Module):
         self.plan = ImportPlan(
             input_name=image.name, input_dims=dims, layout=layout,
             dropped_transpose=labels[id(dropped)] if dropped is not None else None,
-            head=head, features_tensor=feat, convs=[c for c in convs if c],
+            pixels=pixels, head=head, features_tensor=feat, convs=[c for c in convs if c],
             weight_layers=weight_layers,
             node_of={s.module: s.name for s in self._steps if s.module})
 
@@ -281,24 +291,42 @@ class OnnxNet(nn.Module):
         return steps
 
     def _check_differentiable(self, order: list[onnx.NodeProto], steps_by_node: dict,
-                              image: str) -> None:
+                              image: set[str], pixels: str | None) -> None:
         """Refuse, naming the node, what the interpreter cannot differentiate faithfully: a Pad
         mode torch has no equivalent for, and a Cast of activations to a non-float type (the
-        gradient stops there, so S_FU would silently see zeros)."""
-        runtime = {image}
+        gradient stops there, so S_FU would silently see zeros).
+
+        ``image``: the tensors holding the input (with a dropped transpose, its output too).
+        A ``pixels`` (integer) input may only be moved (:data:`_MOVES`) and cast: integer
+        arithmetic (a Div that truncates, a Sub that wraps) is not what torch computes, so a
+        graph doing any is refused (a :class:`GradientGraphError`: its features-only member
+        runs the original graph) rather than run differently.
+        """
+        runtime, integer = (set(), set(image)) if pixels else (set(image), set())
         for s in self._steps:
             node = next(n for n in order if steps_by_node[id(n)] is s)
-            live = any(i in runtime for i in s.inputs)
             if s.op == "Pad" and s.attrs.get("mode", "constant") not in _PAD_MODES:
                 raise _unsupported(node, s.name, f" in mode {s.attrs['mode']!r}")
-            if s.op == "Cast":
-                to = s.attrs.get("to")
-                if to not in _DTYPES:
-                    raise _unsupported(node, s.name, f" to ONNX element type {to}")
-                if live and to not in _FLOAT_TYPES:
-                    raise _unsupported(node, s.name, " of activations to a non-float type (not "
-                                       "differentiable)")
-            if live and s.op not in ("Shape", "Size"):  # shapes carry no gradient
+            if s.op == "Cast" and s.attrs.get("to") not in _DTYPES:
+                raise _unsupported(node, s.name, f" to ONNX element type {s.attrs.get('to')}")
+            if s.op in ("Shape", "Size"):  # shapes carry no gradient
+                continue
+            if any(i in integer for i in s.inputs):
+                if s.op == "Cast" and s.attrs["to"] in FLOAT_TYPES:
+                    runtime.update(s.outputs)
+                elif s.op in _MOVES or (s.op == "Cast" and s.attrs["to"] in _WIDE_INTS):
+                    integer.update(s.outputs)
+                else:  # the features graph (onnxruntime) still computes it exactly
+                    raise GradientGraphError(
+                        f"node {s.name!r} ({s.op}) computes on the graph's {pixels} input before "
+                        "its Cast to float, which the importer does not reproduce in torch (for "
+                        "S_FU, export the model with a float input)")
+                continue
+            live = any(i in runtime for i in s.inputs)
+            if live and s.op == "Cast" and s.attrs["to"] not in FLOAT_TYPES:
+                raise _unsupported(node, s.name, " of activations to a non-float type (not "
+                                   "differentiable)")
+            if live:
                 runtime.update(s.outputs)
 
     @staticmethod
@@ -324,6 +352,10 @@ class OnnxNet(nn.Module):
         values: dict[str, Any] = dict(self._static)
         for tname, bname in self._buffers_of.items():
             values[tname] = getattr(self, bname)
+        if self._pixels is not None:
+            # The pipeline gives pixels 0..255 within float32 rounding (manifest PIXEL_NORM):
+            # the integer values the graph takes, rounded back exactly.
+            images = images.round().clamp(*PIXEL_RANGE).to(self._pixels)
         if self._alias is not None:
             values[self._alias] = images  # the dropped NHWC->NCHW transpose
         else:

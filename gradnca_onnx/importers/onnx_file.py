@@ -6,13 +6,28 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper
+from onnx import external_data_helper, numpy_helper
 
 #: Oldest opset the interpreter reads (Squeeze/Unsqueeze/ReduceSum take axes as inputs from 13).
 MIN_OPSET = 13
 _STANDARD_DOMAINS = ("", "ai.onnx")
+
+#: Integer image inputs the importer takes, read as pixel values 0..255 (ONNX element type ->
+#: name); a classifier exported with its own Cast and normalisation inside takes these.
+PIXEL_TYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT16: "int16",
+               onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64"}
+#: ONNX floating-point element types (a float image input is normalised by the pipeline as
+#: the manifest says; float tensors carry gradients).
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+               onnx.TensorProto.BFLOAT16)
+#: The manifest normalisation of a pixel input: the pipeline's ``(x / 255 - 0) / (1 / 255)``
+#: gives the pixel values 0..255 back (within float32 rounding, which the member rounds away).
+PIXEL_NORM = f"0,{1 / 255!r}"
+#: Range of the pixel values a pixel input receives (the pipeline's uint8 images).
+PIXEL_RANGE = (0, 255)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -74,6 +89,86 @@ def opset_version(model: onnx.ModelProto) -> int:
         raise ValueError(f"the model uses ONNX opset {version}; import needs opset {MIN_OPSET} "
                          "or newer (upgrade it with onnx.version_converter.convert_version)")
     return version
+
+
+def pixel_input(image: onnx.ValueInfoProto) -> str | None:
+    """The integer type of an image input read as pixels 0..255 (``"uint8"``...), ``None`` for
+    a float input.
+
+    Raises
+    ------
+    ValueError
+        Any other element type (int8 cannot hold 0..255; bool, strings, ... are no images).
+    """
+    elem = image.type.tensor_type.elem_type
+    if elem in FLOAT_TYPES:
+        return None
+    if elem in PIXEL_TYPES:
+        return PIXEL_TYPES[elem]
+    try:
+        kind = onnx.TensorProto.DataType.Name(elem)
+    except ValueError:  # not a known element type
+        kind = str(elem)
+    raise ValueError(f"the graph's input {image.name!r} has element type {kind}; an imported "
+                     "classifier takes float images or integer pixel values 0..255 (uint8, int16, "
+                     "int32 or int64): export the model with one of those input types")
+
+
+def pixel_normalisation(pixels: str | None, name: str, norm: str | None) -> str | None:
+    """The normalisation of an imported member: ``norm`` for a float input, :data:`PIXEL_NORM`
+    for a pixel input (the graph normalises its pixels itself).
+
+    Raises
+    ------
+    ValueError
+        ``norm`` given for a pixel input (the graph's own normalisation would run twice).
+    """
+    if pixels is None:
+        return norm
+    if norm is not None:
+        raise ValueError(f"--norm {norm}: the graph's input {name!r} is {pixels}, so it takes "
+                         "pixel values 0..255 and normalises them itself; drop --norm")
+    return PIXEL_NORM
+
+
+def pixel_options(pixels: str | None) -> dict[str, str]:
+    """The manifest's record (source options) of a pixel input; nothing for a float input."""
+    if pixels is None:
+        return {}
+    low, high = PIXEL_RANGE
+    return {"input_dtype": pixels,
+            "input_values": f"pixels {low}..{high}, rounded and cast to {pixels}; the graph "
+                            "normalises them itself"}
+
+
+#: Operators whose constant inputs are weights: an infinite value there is a broken model
+#: (elsewhere it can be a mask's fill value).
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization",
+               "LayerNormalization", "InstanceNormalization")
+
+
+def check_finite(model: onnx.ModelProto, src: str | os.PathLike) -> None:
+    """Refuse a graph whose constants hold NaN, or whose weights hold inf, naming the tensor.
+
+    The user's model is broken there (a diverged training run, a bad conversion); its features
+    would be NaN and every score meaningless.
+    """
+    weights = {i for n in model.graph.node if n.op_type in _WEIGHT_OPS for i in n.input[1:]}
+    tensors = [(t.name, t, "initializer") for t in model.graph.initializer]
+    tensors += [(n.output[0], a.t, "Constant") for n in model.graph.node
+                if n.op_type == "Constant" and n.output for a in n.attribute if a.HasField("t")]
+    for name, tensor, kind in tensors:
+        if tensor.data_type not in FLOAT_TYPES:
+            continue
+        arr = numpy_helper.to_array(tensor)
+        bad = int(np.isnan(arr).sum())
+        what = "NaN"
+        if not bad and name in weights:
+            bad, what = int(np.isinf(arr).sum()), "inf"
+        if bad:
+            raise ValueError(f"{kind} {name!r} of {Path(src).name} holds {what} ({bad} of "
+                             f"{arr.size} values): the model's weights are broken there; fix "
+                             "the model (or its training) and export it to ONNX again")
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from typing import ContextManager
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from .._validation import check_features, check_labels
 
@@ -68,6 +71,38 @@ def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}; got {value!r}")
     return str(value)
+
+
+#: From this order on a dense factorisation (Cholesky, eigh, SVD) runs on one BLAS thread: the
+#: threaded Cholesky (dpotrf) of OpenBLAS dies with SIGSEGV from order ~15,600 (measured on 2
+#: cores with the builds scipy 1.17 and numpy 2.4 bundle, 0.3.30 and 0.3.31: the identity of
+#: order 15,000 passes, 15,600, 16,128 and 16,384 crash; on one thread 16,384 passes in 45 s),
+#: which took a whole ``rank`` down (SFDA on 16k-wide features). Half that leaves a margin.
+ONE_THREAD_ORDER = 8192
+
+
+def large_factorisation(order: int) -> ContextManager[object]:
+    """Context for factoring an ``order`` x ``order`` matrix: one BLAS thread when it is large.
+
+    See :data:`ONE_THREAD_ORDER`; below it, a no-op (the library's threads are kept).
+    """
+    if order >= ONE_THREAD_ORDER:
+        return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()
+
+
+def row_span(X: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(Z, Q)``: an orthonormal basis Q (D, N) of a space holding every row of ``X`` (N, D),
+    and the rows in that basis, ``Z = X Q`` (N, N); for D > N.
+
+    Every vector a linear metric forms from the rows (class means, centred rows, their
+    scatter) lies in that span, so a D x D computation on them equals the N x N one on ``Z``
+    rotated by Q: exact, in O(N^2 D) time and O(N D) memory instead of O(D^3) and O(D^2).
+    A thin QR of X^T gives both (Z = R^T); it needs no rank decision, since a Q that spans
+    more than the rows is as good.
+    """
+    q, r = np.linalg.qr(X.T)
+    return np.ascontiguousarray(r.T), q
 
 
 def warn_degenerate(message: str) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._common import DegenerateScoreWarning, prepare
+from ._common import DegenerateScoreWarning, large_factorisation, prepare
+from ._memory import memory_refusal
 from .gbc import gbc
 from .hscore import hscore
 from .leep import leep
@@ -78,7 +79,9 @@ class MetricResult:
 
     ``value`` is the score (NaN when skipped or failed, and for NCTI before the zoo step);
     ``terms`` holds the per-model terms of a metric with a zoo step (NCTI: seli, ncc, vc);
-    ``note`` says why a result is skipped, failed or degenerate (NaN).
+    ``note`` says why a result is skipped, failed or degenerate (NaN), and carries the
+    warnings its computation raised; ``warned`` is true when it does (the note is then worth
+    showing even beside a valid score).
     """
 
     name: str
@@ -86,6 +89,7 @@ class MetricResult:
     status: Status = "ok"
     note: str = ""
     terms: Mapping[str, float] | None = field(default=None)
+    warned: bool = False
 
     @property
     def skipped(self) -> bool:
@@ -216,8 +220,8 @@ def compute_metrics(
         still override them.
     errors : {"raise", "record"}, default="raise"
         ``"record"`` turns a ``ValueError`` of one metric (e.g. NLEEP on fewer samples than
-        mixture components) into an ``"error"`` result with the message as its note, so the
-        other metrics of the model are still returned.
+        mixture components) or a ``MemoryError`` into an ``"error"`` result with the message
+        as its note, so the other metrics of the model are still returned.
     model_dir : path, optional
         The zoo member the features come from; static metrics read its graph (``params``) or
         manifest (``source_images``), and without it come back ``"skipped"`` with the note
@@ -227,12 +231,20 @@ def compute_metrics(
     Returns
     -------
     dict of name -> MetricResult, in the order of ``names``.
+
+    Notes
+    -----
+    Before a metric runs, its peak memory is estimated from N, D and C and compared with a
+    share of the memory the machine has free (:mod:`gradnca_onnx.metrics._memory`); a metric
+    that would not fit is ``"skipped"`` with a note saying how much it needs, instead of
+    letting the OOM killer end the process. Warnings a metric raises become part of its note
+    (``warned`` set) and are then raised again for the caller's filters.
     """
     if errors not in ("raise", "record"):
         raise ValueError(f"errors must be 'raise' or 'record'; got {errors!r}")
     selected = resolve_names(names)
     merged = _merged_options(options, faithful)
-    X, y, _ = prepare(features, labels)
+    X, y, n_classes = prepare(features, labels)
     if logits is not None and np.asarray(logits).shape[:1] != (X.shape[0],):
         raise ValueError(
             f"logits have {np.asarray(logits).shape[:1]} rows but there are {X.shape[0]} samples"
@@ -250,33 +262,71 @@ def compute_metrics(
                 f"{NO_LOGITS_NOTE}; {metric.title} needs the source classifier's output",
             )
             continue
+        data = logits if metric.needs_logits else X
+        width = np.shape(data)[1] if np.ndim(data) == 2 else 1  # a bad shape: the metric says
+        refusal = memory_refusal(name, metric.title, X.shape[0], width, n_classes, kwargs)
+        if refusal is not None:
+            results[name] = MetricResult(name, math.nan, "skipped", refusal)
+            continue
         notes: list[str] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                value = metric.compute(logits if metric.needs_logits else X, y, **kwargs)
-            except ValueError as err:
+                # The factorisations inside scikit-learn (PCA's SVD, the mixture's Cholesky)
+                # have order <= min(N, D): one BLAS thread when that is large (_common).
+                with large_factorisation(min(X.shape[0], width)):
+                    value = metric.compute(data, y, **kwargs)
+            except (ValueError, MemoryError) as err:
                 if errors == "raise":
                     raise
                 value = None
-                notes.append(f"error: {err}")
-        for w in caught:
-            if issubclass(w.category, DegenerateScoreWarning):
-                notes.append(str(w.message))
-            # hand every warning on to the caller's filters
+                notes.append(_failure_note(err, metric))
+        warned = _warning_notes(caught, notes)
+        for w in caught:  # hand every warning on to the caller's filters
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if isinstance(value, Mapping) and not all(np.isfinite(list(value.values()))):
+            # A NaN term would stop the zoo step (min-max over every model) for all models.
+            bad = ", ".join(f"{k}={v:g}" for k, v in value.items())
+            notes.append(f"error: {metric.title} terms are not finite ({bad}); this model "
+                         "is left out of its zoo step")
+            value = None
         note = "; ".join(notes)
         if value is None:
-            results[name] = MetricResult(name, math.nan, "error", note)
+            results[name] = MetricResult(name, math.nan, "error", note, warned=warned)
         elif isinstance(value, Mapping):
             results[name] = MetricResult(
                 name, math.nan, "ok",
                 note or "per-model terms; the score needs zoo_scores over all models",
-                dict(value),
+                dict(value), warned=warned,
             )
         else:
-            results[name] = MetricResult(name, float(value), "ok", note)
+            results[name] = MetricResult(name, float(value), "ok", note, warned=warned)
     return results
+
+
+def _failure_note(err: BaseException, metric: Metric) -> str:
+    if isinstance(err, MemoryError):
+        return (f"error: out of memory while computing {metric.title}; score fewer images or "
+                "use a machine with more memory")
+    return f"error: {' '.join(str(err).split())}"
+
+
+def _warning_notes(caught: Sequence[warnings.WarningMessage], notes: list[str]) -> bool:
+    """Append each distinct warning's message to ``notes`` as one line; whether any was.
+
+    A :class:`DegenerateScoreWarning` says why the value is NaN and is kept as it is; any
+    other (numpy's RuntimeWarning, scikit-learn's ConvergenceWarning, ...) is marked as a
+    warning. Never the file and line that raised it: the user did not write that code.
+    """
+    seen = set(notes)
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if not issubclass(w.category, DegenerateScoreWarning):
+            text = f"warning: {text}"
+        if text not in seen:
+            seen.add(text)
+            notes.append(text)
+    return bool(caught)
 
 
 def _static_result(metric: Metric, model_dir: Any, errors: str) -> MetricResult:

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._common import class_sums, prepare
+from ._common import class_sums, large_factorisation, prepare
 
 #: Singular values at or below this are dropped when the spectrum comes from F^T F (N > D),
 #: as the released ``truncated_svd`` does.
@@ -71,7 +71,8 @@ def logme_evidences(features: ArrayLike, labels: ArrayLike) -> NDArray[np.float6
     # evidence; eigh returns exact zeros there instead, and the score would move by O(1e-2).
     sums = class_sums(X, y, n_classes)  # (C, D) = F^T Y for one-hot Y
     if n > d:
-        _, s2, vh = np.linalg.svd(X.T @ X)
+        with large_factorisation(d):
+            _, s2, vh = np.linalg.svd(X.T @ X)
         s = np.sqrt(s2)
         keep = s > RANK_TOL
         s, vh = s[keep], vh[keep]
@@ -81,7 +82,8 @@ def logme_evidences(features: ArrayLike, labels: ArrayLike) -> NDArray[np.float6
         # N <= D: the released code keeps all N singular values of F (no rank cut), so the
         # eigenvectors of F F^T (F's left singular vectors) give the same sums, faster than
         # an SVD of the N x D matrix.
-        evals, u = np.linalg.eigh(X @ X.T)
+        with large_factorisation(n):
+            evals, u = np.linalg.eigh(X @ X.T)
         order = np.argsort(np.abs(evals))[::-1]
         sigma, u = np.abs(evals[order]), u[:, order]
         onehot = np.zeros((n, n_classes))

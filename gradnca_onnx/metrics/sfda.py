@@ -9,7 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 
-from ._common import check_choice, class_sums, prepare, softmax_rows, warn_degenerate
+from ._common import (check_choice, class_sums, large_factorisation, prepare, row_span,
+                      softmax_rows, warn_degenerate)
 
 Saturated = Literal["nan", "as_released"]
 
@@ -17,10 +18,14 @@ SHRINKAGE_FLOOR = 1e-10
 POWER_ITERATIONS = 3
 
 
-def largest_eigenvalue_estimate(A: NDArray[np.float64], n_iter: int = POWER_ITERATIONS) -> float:
+def largest_eigenvalue_estimate(A: NDArray[np.float64], n_iter: int = POWER_ITERATIONS,
+                                start: NDArray[np.float64] | None = None) -> float:
     """The released code's estimate of A's largest eigenvalue: ``n_iter`` double power steps
-    from the row sums, then ``x^T A y`` (x, y the last two unit iterates)."""
-    x = A.sum(axis=1)
+    from the row sums ``A 1``, then ``x^T A y`` (x, y the last two unit iterates).
+
+    ``start`` replaces the all-ones vector (the span form passes Q^T 1, see :func:`fit_fda`).
+    """
+    x = A.sum(axis=1) if start is None else A @ start
     y = x
     for _ in range(n_iter):
         t = A @ x
@@ -30,11 +35,13 @@ def largest_eigenvalue_estimate(A: NDArray[np.float64], n_iter: int = POWER_ITER
     return float(x @ A @ y)
 
 
-def _shrink(cov: NDArray[np.float64], shrinkage: float) -> NDArray[np.float64]:
-    """(1 - s) cov + s (trace(cov) / D) I."""
-    d = cov.shape[0]
+def _shrink(cov: NDArray[np.float64], shrinkage: float, dim: int | None = None
+            ) -> NDArray[np.float64]:
+    """(1 - s) cov + s (trace(cov) / dim) I; ``dim`` defaults to cov's order (the span form
+    passes the feature dimension D, the order of the matrix it stands for)."""
+    k = cov.shape[0]
     out = (1.0 - shrinkage) * cov
-    out.flat[:: d + 1] += shrinkage * np.trace(cov) / d
+    out.flat[:: k + 1] += shrinkage * np.trace(cov) / (k if dim is None else dim)
     return out
 
 
@@ -51,7 +58,8 @@ class FDAFit:
 
 
 def fit_fda(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int,
-            shrinkage: float | None = None) -> FDAFit:
+            shrinkage: float | None = None, *, dim: int | None = None,
+            start: NDArray[np.float64] | None = None) -> FDAFit:
     """Regularised FDA (REFERENCE section 6): Sw = sum_c prior_c cov_c (biased); lambda =
     max(exp(-5 a), 1e-10) with a the power-iteration estimate of Sw's largest eigenvalue (unless
     given); Sw' = shrunk Sw; St = shrunk covariance of all samples; Sb = St - Sw'.
@@ -60,6 +68,15 @@ def fit_fda(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int,
     ``coef = means V V^T``. scipy normalises them to ``V^T Sw' V = I``, so ``V V^T = Sw'^-1``
     whatever the eigenvalues or their order: ``coef = means Sw'^-1`` exactly, which is what is
     computed here, by a Cholesky solve (O(D^3 / 3) instead of a generalised eigensolve).
+
+    Span form (``dim`` and ``start`` given): ``X`` holds the samples as ``Z = X Q`` in an
+    orthonormal basis Q (D, k) of their span (:func:`~._common.row_span`), ``dim`` is D and
+    ``start`` is Q^T 1. Sw = Q Sw_Z Q^T, since every centred row lies in the span, so
+    Sw' = Q Sw'_Z Q^T + mu (I - Q Q^T) with mu = lambda tr(Sw) / D (the trace is the same in
+    both bases); the class means lie in the span too, so ``means Sw'^-1 = (means_Z Sw'_Z^-1)
+    Q^T`` and the logits ``X coef^T`` are ``Z coef_Z^T``: every quantity the score uses is the
+    same, from a k x k solve. The power iteration from ``A 1`` is ``Q`` times the one from
+    ``A_Z (Q^T 1)``, with the same norms, so lambda is the same too.
     """
     n, d = X.shape
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -71,11 +88,12 @@ def fit_fda(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int,
         # prior_c * biased covariance = (n_c / N) * (centred^T centred / n_c)
         within += centred.T @ centred / n
     if shrinkage is None:
-        shrinkage = max(float(np.exp(-5.0 * largest_eigenvalue_estimate(within))),
+        shrinkage = max(float(np.exp(-5.0 * largest_eigenvalue_estimate(within, start=start))),
                         SHRINKAGE_FLOOR)
-    within_shrunk = _shrink(within, shrinkage)
+    within_shrunk = _shrink(within, shrinkage, dim)
     try:
-        factor = linalg.cho_factor(within_shrunk, lower=True, check_finite=False)
+        with large_factorisation(d):
+            factor = linalg.cho_factor(within_shrunk, lower=True, check_finite=False)
     except linalg.LinAlgError as err:
         # The released generalised eigensolver factors the same matrix and fails alike.
         raise ValueError(
@@ -95,8 +113,15 @@ def sfda_probabilities(features: ArrayLike, labels: ArrayLike) -> NDArray[np.flo
 
 def _sfda_true_class_proba(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int
                            ) -> NDArray[np.float64]:
-    n = X.shape[0]
-    first = fit_fda(X, y, n_classes)
+    n, d = X.shape
+    dim = start = None
+    if d > n:
+        # Wide features (a headless ViT: D = 16k for N = 120): the scatter has rank < N, so
+        # both FDAs run exactly in the N-dimensional span of the samples (fit_fda's span
+        # form); the mixed samples below are combinations of rows and means, in it as well.
+        X, basis = row_span(X)
+        dim, start = d, basis.sum(axis=0)
+    first = fit_fda(X, y, n_classes, dim=dim, start=start)
     prob = first.predict_proba(X)
     # "Soften" the probabilities with a second softmax before mixing.
     prob = softmax_rows(prob)
@@ -105,7 +130,7 @@ def _sfda_true_class_proba(X: NDArray[np.float64], y: NDArray[np.int64], n_class
     others = (means.sum(axis=0) - means) / (n_classes - 1)  # mean of the other classes' means
     p = prob[np.arange(n), y][:, None]
     mixed = p * X + (1.0 - p) * others[y]
-    second = fit_fda(mixed, y, n_classes, shrinkage=first.shrinkage)
+    second = fit_fda(mixed, y, n_classes, shrinkage=first.shrinkage, dim=dim)
     return second.predict_proba(mixed)[np.arange(n), y]
 
 

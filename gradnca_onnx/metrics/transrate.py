@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 
-from ._common import prepare
+from ._common import large_factorisation, prepare
 
 DEFAULT_EPS = 1e-4
 
@@ -21,7 +21,8 @@ def coding_rate(Z: NDArray[np.float64], eps: float = DEFAULT_EPS) -> float:
     gram = Z.T @ Z if d <= n else Z @ Z.T
     gram /= n * eps
     gram.flat[:: gram.shape[0] + 1] += 1.0
-    factor = linalg.cholesky(gram, lower=True, check_finite=False)
+    with large_factorisation(gram.shape[0]):
+        factor = linalg.cholesky(gram, lower=True, check_finite=False)
     return float(np.log(np.diag(factor)).sum())  # 1/2 log det = sum log diag(L)
 
 

@@ -31,8 +31,8 @@ def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> N
     lo, hi = x.min(), x.max()
     if hi == lo:
         warnings.warn(
-            f"{name} is constant over the zoo ({lo:.6g}); it is set to 1 for every model and the "
-            "ranking rests on the other term", ConstantTermWarning, stacklevel=3,
+            f"{name} is constant over the zoo ({lo:.6g}); it is set to 1 for every model, so it "
+            "does not change their order", ConstantTermWarning, stacklevel=3,
         )
         return np.ones_like(x)
     return (x - hi) / (lo - hi) if invert else (x - lo) / (hi - lo)

@@ -7,6 +7,8 @@ the triplet loss and its gradient with respect to the features (the cotangent), 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -84,16 +86,76 @@ def fu_cotangents(
     return out
 
 
-def feature_update_score(grad_norms_w1: ArrayLike, grad_norms_w2: ArrayLike) -> float:
+def _has_triplet(labels: NDArray) -> bool:
+    """Whether a batch can form a triplet: two classes, one of them with two images."""
+    _, counts = np.unique(labels, return_counts=True)
+    return counts.size >= 2 and bool((counts >= 2).any())
+
+
+def _same_rows(x: NDArray) -> bool:
+    """Whether every row (image or feature vector) of ``x`` equals the first."""
+    return bool(len(x) == 0 or np.all(x == x[:1]))
+
+
+def fu_undefined_reason(features: ArrayLike, labels: ArrayLike, *, target: str,
+                        images: ArrayLike | None = None, margin: float = 0.05) -> str:
+    """Why no S_FU batch of a target gave a first-layer gradient, in one phrase naming it.
+
+    The causes, checked in this order: too few images for a triplet in a batch (fewer than
+    18: batches of ``floor(n/6) < 3`` images); all images identical; the model's features the
+    same for every image; every batch of one class (the target's order); features the same
+    within every batch that has a triplet; no triplet violating the margin; else the model's
+    first conv layer has a zero gradient although the loss does not.
+    """
+    y = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    X = np.asarray(features)
+    n = y.shape[0]
+    slices = fu_batch_slices(n)
+    size = slices[0].stop - slices[0].start
+    if size < 3:
+        return (f"target {target} has {n} images, so its S_FU batches of floor({n}/"
+                f"{N_FULL_BATCHES}) = {size} image(s) are too small for a triplet (anchor, "
+                f"positive, negative); S_FU needs at least {3 * N_FULL_BATCHES} images")
+    if images is not None and _same_rows(np.asarray(images)):
+        return (f"all {n} images of target {target} are identical (e.g. all black, or decoded "
+                "to one constant value); check how the images were written")
+    if _same_rows(X):
+        return (f"the model's features are the same for every image of target {target} (are "
+                "its images constant, e.g. black, or decoded to constants?)")
+    with_triplet = [sl for sl in slices if _has_triplet(y[sl])]
+    if not with_triplet:
+        return (f"every S_FU batch ({size} consecutive images) of target {target} holds a "
+                "single class; put the images in an order that mixes the classes (image folders "
+                "are interleaved when loaded; shuffle the images of an npz)")
+    if all(_same_rows(X[sl]) for sl in with_triplet):
+        return (f"the model's features are the same for every image within each S_FU batch of "
+                f"target {target}")
+    if not any(triplet_loss_grad(X[sl], y[sl], margin=margin)[1].any() for sl in with_triplet):
+        return (f"no triplet in any S_FU batch of target {target} violates the margin "
+                f"{margin:g}: the model's features already separate its classes")
+    return (f"the model's first conv layer has a zero gradient on every S_FU batch of target "
+            f"{target} (the layer does not change the features of these images)")
+
+
+def feature_update_score(grad_norms_w1: ArrayLike, grad_norms_w2: ArrayLike, *,
+                         why: Callable[[], str] | None = None) -> float:
     """S_FU = mean over batches of ||grad W2|| / mean over batches of ||grad W1||.
 
     Batches without a violating triplet contribute zeros to both means, as in the paper.
+
+    Parameters
+    ----------
+    grad_norms_w1, grad_norms_w2 : array-like (batches,)
+        Per-batch gradient norms of the first and second conv layer.
+    why : callable, optional
+        Called only when S_FU is undefined: the reason, naming the target (e.g. a
+        :func:`fu_undefined_reason` with the target's features and labels bound).
 
     Raises
     ------
     ValueError
         Mismatched lengths, negative or non-finite norms, or every first-layer norm zero (no
-        batch had a violating triplet, so the ratio is undefined).
+        batch had a violating triplet, so the ratio is undefined; ``why`` says why).
     """
     w1 = np.asarray(grad_norms_w1, dtype=np.float64).reshape(-1)
     w2 = np.asarray(grad_norms_w2, dtype=np.float64).reshape(-1)
@@ -107,8 +169,8 @@ def feature_update_score(grad_norms_w1: ArrayLike, grad_norms_w2: ArrayLike) -> 
         raise ValueError("gradient norms must be non-negative")
     m1 = w1.mean()
     if m1 == 0.0:
-        raise ValueError(
-            "every batch has a zero first-layer gradient (no violating triplet in any batch: "
-            "check that each batch holds at least two classes); S_FU is undefined"
-        )
+        reason = why() if why is not None else (
+            "every batch has a zero first-layer gradient (no violating triplet in any batch: too "
+            "few images, one class per batch, or identical features)")
+        raise ValueError(f"S_FU is undefined: {reason}")
     return float(w2.mean() / m1)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from .._loaders import load_json, load_yaml
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the training protocol; part of every run key (bump when a change alters results).
@@ -187,10 +189,15 @@ _SCALAR_KEYS = frozenset(f.name for f in fields(GridSpec)) - {"name", "notes", *
 
 
 def _read_mapping(path: Path) -> Mapping[str, Any]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"grid file {path}: not UTF-8 text; give a YAML or JSON grid file"
+                         ) from None
+    where = f"grid file {path}"
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return load_json(text, where)
         except json.JSONDecodeError as exc:
             raise ValueError(f"grid file {path}: invalid JSON ({exc})") from None
     try:
@@ -199,7 +206,7 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
         raise ValueError(f"grid file {path}: reading YAML needs PyYAML (pip install pyyaml); "
                          "or write the grid as JSON") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, where)
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
         raise ValueError(f"grid file {path}: invalid YAML ({first})") from None

@@ -15,6 +15,10 @@ Two decisions the paper does not spell out:
   restore the same best weights 50 epochs later.
 * If a training set size leaves a last batch of one image, that image is skipped for the epoch
   (BatchNorm cannot normalise a batch of one in training mode).
+
+Batch size 1 itself makes every batch one image: a model with BatchNorm layers cannot train so
+and is refused before its run starts (:func:`check_batch_size`); a model without trains on
+every image. A run that took no optimisation step at all is never a result: it fails.
 """
 
 from __future__ import annotations
@@ -172,6 +176,26 @@ def _augment_batch(transform: Callable[[torch.Tensor], torch.Tensor], images: to
         torch.set_num_threads(threads)
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer (of any dimension, SyncBatchNorm included)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_batch_size(model: nn.Module, batch_size: int, name: str = "the model") -> None:
+    """Refuse a batch size ``model`` cannot train with, before any run starts.
+
+    Raises
+    ------
+    ValueError
+        Batch size 1 for a model with BatchNorm layers: in training mode BatchNorm needs at
+        least two images per batch, so every batch would be skipped (or fail).
+    """
+    if batch_size == 1 and has_batchnorm(model):
+        raise ValueError(f"batch size 1 cannot fine-tune {name}: it has BatchNorm layers, which "
+                         "need at least two images per batch in training mode; use "
+                         "--batch-size 2 or more (batch_size in a grid file)")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's and torch's global generators; return a generator for the data order."""
     random.seed(seed)
@@ -206,6 +230,7 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
     """
     if data.image_size != config.image_size:
         raise ValueError(f"data prepared for {data.image_size} px, config says {config.image_size}")
+    check_batch_size(model, config.batch_size)
     start = time.perf_counter()
     gen = seed_everything(config.seed)
     replace_head(model, data.n_classes, data.val_inputs[:1], head=head, dropout=config.dropout)
@@ -216,7 +241,7 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
     transform = train_transform(config.image_size, data.mean, data.std, augment=config.augment)
     n = len(data.train_labels)
     best_auc, best_epoch, best_state = -math.inf, None, None
-    since_best, stop_reason = 0, "max_epochs"
+    since_best, stop_reason, steps = 0, "max_epochs", 0
     history: list[EpochMetrics] = []
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.perf_counter()
@@ -226,8 +251,8 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
         total, seen, diverged = 0.0, 0, False
         for i in range(0, n, config.batch_size):
             idx = order[i:i + config.batch_size]
-            if len(idx) < 2 and n > 1:
-                continue  # BatchNorm cannot train on a batch of one
+            if len(idx) < 2 and n > 1 and config.batch_size > 1:
+                continue  # a last batch of one: BatchNorm cannot train on it
             if config.augment:
                 x = _augment_batch(transform, data.train_images, idx)
             else:
@@ -240,6 +265,7 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            steps += 1
             total += loss.item() * len(idx)
             seen += len(idx)
         sched.step()
@@ -266,6 +292,11 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
         if since_best >= config.patience:
             stop_reason = "early_stopping"
             break
+    if steps == 0:
+        # Its scores would be the untrained model's, stored as if it were fine-tuned.
+        why = ("the loss of the untrained model is not finite" if stop_reason == "diverged"
+               else f"no batch of {config.batch_size} image(s) could be trained on")
+        raise ValueError(f"the run took no optimisation step ({why}); it is not a result")
     nan = math.nan
     result = RunResult(len(history), best_epoch, stop_reason, nan, nan, nan, nan, nan, nan, 0.0,
                        history)

@@ -21,11 +21,13 @@ from typing import Any, Protocol, Union
 
 import numpy as np
 
+from .._loaders import load_json
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
 from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, load_grid
-from .loop import EpochMetrics, PreparedTarget, RunResult, finetune, prepare_target
+from .loop import (EpochMetrics, PreparedTarget, RunResult, check_batch_size, finetune,
+                   prepare_target)
 from .source import Source, load_source
 from .store import RunStore, open_store, run_key
 
@@ -269,6 +271,8 @@ def run_grid(source: Source | str | Any, target: TargetSplits | PathLike,
     tgt = target if isinstance(target, TargetSplits) else load_target_splits(target)
     spec = load_grid(grid).with_batch_sizes(batch_sizes)
     configs = spec.expand(tgt.name)
+    for size in sorted({c.batch_size for c in configs}):  # before any run is recorded
+        check_batch_size(src.module, size, src.name)
     st = open_store(store)
     progress = progress or _Silent()
     keys = [task_key(src, tgt, c) for c in configs]
@@ -320,7 +324,7 @@ class ReplicateOutcome:
 def config_of(row: dict[str, Any]) -> RunConfig:
     """The :class:`RunConfig` a stored run was made with (from its ``config_json``)."""
     try:
-        cfg = json.loads(row["config_json"])["config"]
+        cfg = load_json(row["config_json"], f"run {row.get('run_key', '?')[:12]}")["config"]
         names = {f.name for f in fields(RunConfig)}
         return RunConfig(**{k: v for k, v in cfg.items() if k in names})
     except (KeyError, TypeError, ValueError) as exc:

@@ -127,6 +127,14 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
             f"{path}/manifest.json names Python code to rebuild the model ({src.reference!r}, "
             "called with the manifest's options); gradnca-onnx never runs code named by a zoo "
             "file unless you pass --trust-code (trust_code=True): do so only for a zoo you trust")
+    if src.kind == "onnx":
+        # Before looking for the checkpoint: an imported member's "checkpoint" is its ONNX file,
+        # and --checkpoint cannot help (an ONNX graph holds no trainable module).
+        raise ValueError(
+            f"{path} was imported from the ONNX file {src.reference}, and an ONNX graph cannot "
+            "be fine-tuned (--checkpoint does not change that): fine-tune the original model "
+            "instead, as --source ARCH or package.module:callable with --checkpoint (its "
+            "framework checkpoint), or export that checkpoint with gradnca-onnx export first")
     _check_options(path, src.options)
     ckpt = None
     if src.checkpoint is not None or checkpoint is not None:

@@ -1,8 +1,15 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one."""
+"""Atomic file writes: readers see the old file or the new one, never half of one.
+
+The output-path policy of the package lives here: an output is a new file or an existing
+regular file. A symbolic link is neither followed nor replaced, and a device, FIFO, socket or
+directory is never replaced (:func:`not_regular`, checked again right before each rename).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -37,8 +44,46 @@ def dir_mode() -> int:
 
 def _unwritable(target: Path, exc: OSError) -> OSError:
     """The error of a failed write, naming the file asked for (not the temporary file)."""
+    if isinstance(exc, NotRegularFileError):
+        return exc
     err = OSError(exc.errno, exc.strerror or str(exc), str(target))
     return err
+
+
+class NotRegularFileError(FileExistsError):
+    """An output path holds something other than a regular file (it is left as it is)."""
+
+
+#: File type bits -> how a message names them (a regular file is the one allowed output).
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What stands at ``path`` when it is neither missing nor a regular file, else ``None``.
+
+    ``lstat``, not ``stat``: a symbolic link is reported as one, whatever it points to
+    (writing through it would change a file the user did not name; replacing it would drop
+    the link). E.g. ``"a FIFO"``, ``"a symbolic link"``, ``"a character device"``.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None  # a file in the middle of the path: the write itself says so
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_not_regular(target: Path) -> None:
+    """Raise :class:`NotRegularFileError` when ``target`` may not be replaced by a write."""
+    kind = not_regular(target)
+    if kind is not None:
+        raise NotRegularFileError(errno.EEXIST, f"{kind}, not a regular file, is there (left "
+                                  "as it is)", str(target))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -49,12 +94,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     ``open()`` would give it (0644 under umask 022), not ``mkstemp``'s private 0600, so a zoo
     or a result written by one user can be read by others as the umask allows.
 
+    Only a missing path or a regular file is replaced: a symbolic link, device, FIFO, socket
+    or directory at ``path`` is refused before the temporary file is made, and again right
+    before the rename (one that appeared while the data was written).
+
     Raises
     ------
+    NotRegularFileError
+        When something other than a regular file is at ``path`` (nothing is changed).
     OSError
         Naming ``path`` (never the temporary file) when it cannot be written.
     """
     target = Path(path)
+    _refuse_not_regular(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -66,6 +118,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _refuse_not_regular(target)
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

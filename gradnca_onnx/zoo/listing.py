@@ -25,8 +25,11 @@ class ZooEntry:
 def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEntry]:
     """Every model directory in ``zoo_dir``, sorted by name, broken ones included.
 
-    A sub-directory counts as a model directory when it holds a ``manifest.json``; hidden
-    directories (an export in progress writes to one) are skipped.
+    A sub-directory counts as a model directory when it holds a ``manifest.json`` (of any
+    kind: one that is a directory, FIFO or broken link makes a broken member, not a skipped
+    one); hidden directories (an export in progress writes to one) are skipped. A member whose
+    manifest cannot be read or validated, for any reason, is listed with its error naming the
+    file; the others are unaffected.
 
     Parameters
     ----------
@@ -44,12 +47,12 @@ def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEnt
         raise ValueError(f"zoo directory {root} does not exist or is not a directory")
     entries = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (sub / MANIFEST_FILE).is_file():
+        if not os.path.lexists(sub / MANIFEST_FILE):
             continue
         try:
             manifest = load_manifest(sub, verify=verify)
-        except ValueError as exc:
-            entries.append(ZooEntry(path=sub, manifest=None, error=str(exc)))
+        except (ValueError, OSError, RecursionError) as exc:
+            entries.append(ZooEntry(path=sub, manifest=None, error=_member_error(sub, exc)))
             continue
         if manifest.name != sub.name:
             entries.append(ZooEntry(path=sub, manifest=None, error=(
@@ -58,6 +61,16 @@ def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEnt
             continue
         entries.append(ZooEntry(path=sub, manifest=manifest))
     return entries
+
+
+def _member_error(sub: Path, exc: BaseException) -> str:
+    """One line for a member that cannot be read, naming its file (an ``OSError`` raised by
+    ``read()`` carries no file name of its own)."""
+    if isinstance(exc, ValueError):
+        return " ".join(str(exc).split())
+    where = getattr(exc, "filename", None) or sub / MANIFEST_FILE
+    what = getattr(exc, "strerror", None) or type(exc).__name__
+    return f"{where}: cannot be read ({what}); check the file or re-export the model"
 
 
 def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[Path, Manifest]]:

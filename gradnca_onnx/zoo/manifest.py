@@ -32,6 +32,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+from .._loaders import load_json
 from ._atomic import atomic_write_text
 from .integrity import FileEntry, verify_files
 
@@ -43,6 +44,12 @@ from .integrity import FileEntry, verify_files
 SCHEMA_VERSION = 5
 #: Oldest layout this package still reads.
 MIN_SCHEMA_VERSION = 1
+#: Smallest per-channel input std a manifest or ``--normalisation`` may give: images are
+#: normalised in float32, where a std of 1e-300 is 0 and below ~1e-6 amplifies rounding noise.
+MIN_STD = 1e-6
+#: Most bytes read from a manifest.json (real ones are a few KiB); a link to an endless file
+#: (a device, /proc) cannot exhaust memory.
+MAX_MANIFEST_BYTES = 1 << 20
 MANIFEST_FILE = "manifest.json"
 FEATURES_FILE = "features.onnx"
 GRADS_FILE = "grads.onnx"
@@ -442,6 +449,12 @@ def _parse(data: Any, where: str) -> Manifest:
         raise inp.fail("mean", f"and 'std' must have one value per channel ({channels})")
     if any(s <= 0 for s in std):
         raise inp.fail("std", "must be > 0")
+    small = [s for s in std if s < MIN_STD]
+    if small:
+        # A std below float32's resolution divides every pixel by 0 (1e-300 is 0 in float32).
+        raise inp.fail("std", f"holds {small[0]!r}, too small: each std must be >= {MIN_STD:g} "
+                       "(it divides every pixel), the model's real input std (e.g. 0.5 or "
+                       "ImageNet's)")
     input_spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
                            mean=mean, std=std)
     inp.done()
@@ -558,12 +571,32 @@ def _source_images(top: _Fields, version: int) -> int | None:
 
 
 def read_manifest(model_dir: str | os.PathLike) -> Manifest:
-    """Parse and validate ``model_dir/manifest.json`` without checking the ONNX files."""
+    """Parse and validate ``model_dir/manifest.json`` without checking the ONNX files.
+
+    Raises
+    ------
+    ValueError
+        Naming the manifest: missing, not a regular file (a directory, FIFO or device is
+        never opened: a FIFO would block, a device never end), unreadable (any ``OSError``),
+        too large, not UTF-8, not JSON, nested too deeply, or not a valid manifest.
+    """
     path = Path(model_dir) / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ValueError(f"{path} not found: {model_dir} is not an exported model directory")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a directory, FIFO, device or broken "
+                         "link); replace it with the model's manifest or re-export the model")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); "
+                         "check the file or re-export the model") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no "
+                         "manifest is; re-export the model")
+    try:
+        data = load_json(raw.decode("utf-8"), where=str(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); re-export the model") from None
     return Manifest.from_dict(data, where=str(path))

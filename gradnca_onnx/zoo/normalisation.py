@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from ..data.preprocess import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from .manifest import MIN_STD
 
 #: ImageNet statistics, for ImageNet-pretrained sources (one definition: the data module's).
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
@@ -29,8 +32,8 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
     Raises
     ------
     ValueError
-        Unknown preset, malformed numbers, wrong count, a non-positive std, or ``imagenet``
-        for a model whose channel count is not 3.
+        Unknown preset, malformed numbers, wrong count, a std below ``MIN_STD`` (1e-6), or
+        ``imagenet`` for a model whose channel count is not 3.
     """
     if channels < 1:
         raise ValueError(f"channels must be >= 1; got {channels}")
@@ -58,6 +61,13 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
             f"normalisation {spec!r} gives {len(mean)} means and {len(std)} stds for a "
             f"{channels}-channel model; give one value or {channels}"
         )
-    if any(not (v > 0) for v in std) or any(v != v for v in mean):
-        raise ValueError(f"normalisation {spec!r}: std must be > 0 and mean a number")
+    if any(not math.isfinite(v) for v in mean + std):
+        raise ValueError(f"normalisation {spec!r}: mean and std must be finite numbers")
+    if any(not (v > 0) for v in std):
+        raise ValueError(f"normalisation {spec!r}: std must be > 0")
+    if any(v < MIN_STD for v in std):
+        # Images are normalised in float32: a std of 1e-300 is 0 there, one below MIN_STD
+        # turns rounding noise into the signal.
+        raise ValueError(f"normalisation {spec!r}: std {min(std):g} is too small; each std "
+                         f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
