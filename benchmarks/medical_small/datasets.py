@@ -28,7 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from gradnca_onnx.data.dataset import TargetData, load_target, split_target
+from gradnca_onnx.data.dataset import (TargetData, class_interleaved_order, load_target,
+                                       split_target)
 from gradnca_onnx.data.folds import atomic_savez
 from gradnca_onnx.data.folders import load_image_folder
 
@@ -81,6 +82,12 @@ def _pneumonia(out: Path) -> Path:
 def _folder(sub: str, mode: str, dedupe: bool, val: float, test: float) -> Callable[[Path], Path]:
     def build(out: Path) -> Path:
         data = load_image_folder(MEDICAL / sub, dedupe=dedupe, size=28, mode=mode)
+        # The study's splits and its stored fine-tuning runs were drawn from the folder read
+        # class by class in file order, before folders were read class-interleaved: restore
+        # that order (the interleave is a fixed function of the labels) so that a re-run
+        # builds the same bytes and reproduces the stored results.
+        data = data.subset(np.argsort(class_interleaved_order(np.sort(data.labels)),
+                                      kind="stable"))
         train, val_d, test_d = split_target(data, val_fraction=val, test_fraction=test, seed=42)
         return _save(out, {"train": train, "val": val_d, "test": test_d})
     return build
