@@ -20,7 +20,9 @@ from gradnca_onnx.evaluation import benchmark as bench
 from gradnca_onnx.scores import combine
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = ROOT.parent / "shared" / "data" / "medmnist-transfer-benchmark"
+from conftest import DATA, NO_DATA_REASON  # noqa: E402
+
+SHARED_BENCH = DATA / "medmnist-transfer-benchmark"
 SHIPPED = ROOT / "gradnca_onnx" / "resources" / "medmnist_transfer_benchmark"
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_gradnca_column_is_combine_per_target_without_the_own_row(scenario: str,
 # ------------------------------------------------------------------ shipped data
 def _shared_or_skip() -> Path:
     if not SHARED_BENCH.is_dir():
-        pytest.fail(f"{SHARED_BENCH} not present: the tests need ../shared beside the checkout")
+        pytest.skip(NO_DATA_REASON)
     return SHARED_BENCH
 
 

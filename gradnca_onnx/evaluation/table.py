@@ -104,7 +104,10 @@ class SourceTargetTable:
             writer.writerow([i, src, *("" if math.isnan(v) else repr(float(v)) for v in self.values[i])])
         text = buf.getvalue()
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            # The package's one output writer: atomic, and never through a link or a device.
+            from ..zoo._atomic import atomic_write_text
+
+            atomic_write_text(path, text)
         return text
 
 
