@@ -354,10 +354,6 @@ def state(tmp_path_factory) -> dict[str, Path]:
     return {"zoo": zoo, "cache": cache, "store": store, "target": target}
 
 
-def test_table_has_at_least_60_cases() -> None:
-    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
-
-
 @pytest.mark.parametrize("case, build, needle", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(state, tmp_path, monkeypatch, case, build,
                                           needle) -> None:

@@ -45,8 +45,10 @@ def test_constant_term_is_neutral_and_warned() -> None:
 
 def test_no_warning_for_a_regular_zoo() -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        g.combine([0.1, 0.2], [1.0, 0.5])
+        warnings.simplefilter("error")  # any warning fails the test
+        s = g.combine([0.1, 0.3, 0.2], [1.0, 0.5, 0.75])
+    # mm(S_LP) = (0, 1, 0.5), mm(S_FU) = (1, 0, 0.5): the product, no neutral 1.0 anywhere
+    np.testing.assert_allclose(s, [0.0, 0.0, 0.25], rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize(

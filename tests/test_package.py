@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -48,7 +49,20 @@ def test_core_extension_is_compiled() -> None:
     from gradnca_onnx import _core
 
     assert _core.__file__.endswith((".so", ".pyd"))
-    assert _core.openmp_threads() >= 1
+
+
+def test_core_openmp_threads_follow_omp_num_threads() -> None:
+    """The compiled kernels use the threads OpenMP is given (or one, in a build without
+    OpenMP, which then ignores the setting)."""
+    code = "from gradnca_onnx import _core; print(_core.openmp_threads())"
+    got = {}
+    for n in (1, 3):
+        env = dict(os.environ, OMP_NUM_THREADS=str(n))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        got[n] = int(out.stdout)
+    assert got in ({1: 1, 3: 3}, {1: 1, 3: 1}), got
 
 
 def test_version_flag() -> None:
