@@ -59,7 +59,7 @@ def _null_device(path: Path) -> Path:
 
 def _fifo(path: Path) -> Path:
     if not hasattr(os, "mkfifo"):
-        pytest.skip("no FIFOs here")
+        pytest.skip("os.mkfifo is not available on this platform (no FIFOs to refuse)")
     os.mkfifo(path)
     return path
 
@@ -311,7 +311,7 @@ def test_cache_ls_into_head(state, tmp_path) -> None:
     """The user's pipe, ``cache ls | head -n 1``, on a cache whose listing (~110 KB) is more
     than a pipe holds, so the listing cannot finish before head has gone (no race)."""
     if shutil.which("head") is None:
-        pytest.skip("no head here")
+        pytest.skip("the head command is not installed: this test pipes the listing into it")
     entry = next(p for p in state["cache"].rglob("*.npz"))
     for i in range(1000):
         key = f"{i:064x}"

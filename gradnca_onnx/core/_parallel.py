@@ -29,15 +29,21 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (a container's or ``taskset``'s
+    share), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - no affinity mask outside Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """Threads used by the kernels: ``GRADNCA_NUM_THREADS`` or the CPUs this process may use."""
     env = os.environ.get("GRADNCA_NUM_THREADS")
     if env:
         return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def _slabs(n: int, parts: int, align: int = 8) -> list[slice]:

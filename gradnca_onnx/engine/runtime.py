@@ -11,16 +11,8 @@ from typing import Any
 
 from ..zoo import (BACKWARD_FILE, BACKWARD_OUTPUTS, FEATURES_FILE, FORWARD_FILE, GRADS_FILE,
                    Manifest, residual_names, session_options)
+from ..core._parallel import available_cores  # noqa: F401 (re-exported)
 from ..zoo.sessions import first_line, ort_errors, run_session  # noqa: F401 (re-exported)
-
-
-def available_cores() -> int:
-    """The CPUs this process may run on: its affinity mask (a container's or ``taskset``'s
-    share), else ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - no affinity mask outside Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def cap_threads(threads: int | None, option: str = "--threads") -> tuple[int | None, str | None]:
