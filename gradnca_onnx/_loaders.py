@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from .errors import InputError
+
 #: Deepest nesting of arrays/objects (lists/mappings) accepted in a user's JSON or YAML file.
 MAX_NESTING = 64
 
@@ -22,7 +24,7 @@ _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
 def _too_deep(where: str) -> ValueError:
-    return ValueError(f"{where}: nested more than {MAX_NESTING} levels deep (lists or "
+    return InputError(f"{where}: nested more than {MAX_NESTING} levels deep (lists or "
                       "objects inside one another); no file the package reads nests that "
                       "deep: check that it is the right file")
 

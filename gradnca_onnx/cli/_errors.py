@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, Union
 
 import click
 
+from ..errors import GradncaError, InputError
 from ..zoo._atomic import directory_problem, not_regular, probe_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,8 +27,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_INPUT = 2
 
 
-class UserInputError(ValueError):
-    """Bad input from the user: the message says what, where, and what to do."""
+#: Bad input from the user (the package's :class:`~gradnca_onnx.errors.InputError`).
+UserInputError = InputError
 
 
 def one_line(text: str) -> str:
@@ -72,7 +73,13 @@ def _ort_error(exc: BaseException) -> str:
             f"{one_line(exc)[:300]}); re-export the model")
 
 
-def _ort_types() -> tuple[type, ...]:
+def _file_errors(exc: BaseException) -> tuple[type, ...]:
+    # An OS error about a file the user named is bad input; one without a file name (a pipe,
+    # a socket, an errno from deep inside a library) is not, and keeps its traceback.
+    return (OSError,) if getattr(exc, "filename", None) is not None else ()
+
+
+def _ort_types(exc: BaseException | None = None) -> tuple[type, ...]:
     try:
         from ..zoo.sessions import ort_errors
     except ImportError:  # pragma: no cover - onnxruntime is a dependency
@@ -81,11 +88,11 @@ def _ort_types() -> tuple[type, ...]:
 
 
 #: Exception type -> its one-line message, first match wins (order: specific before general).
-ERROR_TABLE: Sequence[tuple[tuple[type, ...] | Callable[[], tuple[type, ...]],
+ERROR_TABLE: Sequence[tuple[tuple[type, ...] | Callable[[BaseException], tuple[type, ...]],
                             Callable[[BaseException], str]]] = (
     ((zipfile.BadZipFile, zlib.error, EOFError), _archive_error),
-    ((ValueError,), lambda exc: str(exc) or type(exc).__name__),  # ours, UserInputError included
-    ((OSError,), _os_error),  # FileNotFoundError, PermissionError, IsADirectoryError, ...
+    ((GradncaError,), lambda exc: str(exc) or type(exc).__name__),  # every error of ours
+    (_file_errors, _os_error),  # FileNotFoundError, PermissionError, ... naming a file
     ((MemoryError,), _memory_error),
     (_ort_types, _ort_error),
 )
@@ -94,7 +101,7 @@ ERROR_TABLE: Sequence[tuple[tuple[type, ...] | Callable[[], tuple[type, ...]],
 def describe(exc: BaseException) -> str | None:
     """The one-line message of a bad-input exception, or ``None`` when it is a bug."""
     for types, message in ERROR_TABLE:
-        kinds = types() if callable(types) else types
+        kinds = types(exc) if callable(types) else types
         if kinds and isinstance(exc, kinds):
             return one_line(message(exc))
     return None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import InputError
 from . import main
 from ._errors import user_errors
 from ._text import printable
@@ -21,7 +22,7 @@ def _cache(cache_dir: Path | None):
 
     root = cache_dir or default_cache_dir()
     if root.exists() and not root.is_dir():
-        raise ValueError(f"--cache {root} is a file, not a cache directory; give the directory "
+        raise InputError(f"--cache {root} is a file, not a cache directory; give the directory "
                          "rank uses (--cache or $GRADNCA_CACHE)")
     return FeatureCache(root)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 import click
 
+from ..errors import InputError
 from . import main
 from ._errors import Inputs, check_output_dir, fail, user_errors
 
@@ -89,9 +90,9 @@ def _parse_score_specs(specs: Sequence[str]) -> dict[str, SourceTargetTable]:
     for spec in specs:
         name, path = _score_spec(spec)
         if not name or not path:
-            raise ValueError(f"--scores expects NAME=SCORES.csv; got {spec!r}")
+            raise InputError(f"--scores expects NAME=SCORES.csv; got {spec!r}")
         if name in tables:
-            raise ValueError(f"--scores: method name {name!r} is given twice; give each a unique name")
+            raise InputError(f"--scores: method name {name!r} is given twice; give each a unique name")
         tables[name] = read_table(path, name=f"scores {name!r} ({path})")
     return tables
 
@@ -114,7 +115,7 @@ def _check_truth_targets(truth: SourceTargetTable, scores: Mapping[str, SourceTa
     for table in scores.values():
         lacks = [t for t in scored if t not in table.targets]
         if lacks:
-            raise ValueError(f"{table.name} has no score for target(s) {lacks} of --truth "
+            raise InputError(f"{table.name} has no score for target(s) {lacks} of --truth "
                              f"{truth_path}, which other methods score; score every target, "
                              "or drop those columns from the ground truth")
     missing = [t for t in truth.targets if t not in scored]
@@ -133,7 +134,7 @@ def _rank_scores(paths: Sequence[str], truth: SourceTargetTable,
     tables = scores_from_rank(paths)
     clash = sorted(set(tables) & set(taken))
     if clash:
-        raise ValueError(f"--scores name(s) {clash} are also scores of the --rank output; "
+        raise InputError(f"--scores name(s) {clash} are also scores of the --rank output; "
                          "rename yours")
     keep, dropped = drop_unrankable(truth, tables)
     for name, why in dropped.items():
@@ -145,13 +146,13 @@ def _replicate_tables(paths: Sequence[str]) -> dict[str, SourceTargetTable] | No
     if not paths:
         return None
     if len(paths) < 2:
-        raise ValueError("--replicate needs at least two replicate ground truths (one per seed, "
+        raise InputError("--replicate needs at least two replicate ground truths (one per seed, "
                          "from `finetune summarize --replicates DIR`)")
     tables: dict[str, SourceTargetTable] = {}
     for path in paths:
         name = Path(path).stem.removeprefix("truth_")
         if name in tables:
-            raise ValueError(f"--replicate: two files are named {name!r}; give distinct files")
+            raise InputError(f"--replicate: two files are named {name!r}; give distinct files")
         tables[name] = read_table(path, name=f"replicate {name!r} ({path})")
     return tables
 
@@ -220,34 +221,34 @@ def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_s
     Each target's own source row (a source named like the target) is left out of its ranking.
     """
     if (truth_path is None) == (benchmark_name is None):
-        raise ValueError("give exactly one of --truth AUCS.csv or --benchmark paper-dataset|paper-model")
+        raise InputError("give exactly one of --truth AUCS.csv or --benchmark paper-dataset|paper-model")
     user_scores = _parse_score_specs(score_specs)
     if benchmark_name is not None:
         implied = _BENCHMARKS[benchmark_name]
         if scenario is not None and scenario != implied:
-            raise ValueError(f"--benchmark {benchmark_name} is the {implied} scenario; drop "
+            raise InputError(f"--benchmark {benchmark_name} is the {implied} scenario; drop "
                              f"--scenario {scenario} or choose the other benchmark")
         scenario = implied
         truth, scores = bench.paper_benchmark(implied)
         clash = sorted(set(user_scores) & set(scores))
         if clash:
-            raise ValueError(f"--scores name(s) {clash} are taken by the benchmark's methods; "
+            raise InputError(f"--scores name(s) {clash} are taken by the benchmark's methods; "
                              "rename yours (e.g. mine=SCORES.csv)")
         scores = {**scores, **user_scores}
     else:
         if not user_scores and not rank_paths:
-            raise ValueError("give at least one --scores NAME=SCORES.csv (or --rank RANK.json) "
+            raise InputError("give at least one --scores NAME=SCORES.csv (or --rank RANK.json) "
                              "to evaluate against --truth")
         truth = read_table(truth_path, name=f"truth ({truth_path})")  # type: ignore[arg-type]
         scores = user_scores
     if rank_paths:
         if benchmark_name is not None:
-            raise ValueError("--rank scores your own zoo; use it with --truth, not --benchmark")
+            raise InputError("--rank scores your own zoo; use it with --truth, not --benchmark")
         scores = {**scores, **_rank_scores(rank_paths, truth, scores)}
     unscored = _check_truth_targets(truth, scores, truth_path) if truth_path else None
     replicates = _replicate_tables(replicate_paths)
     if replicates is not None and benchmark_name is not None:
-        raise ValueError("--replicate goes with your own --truth, not --benchmark")
+        raise InputError("--replicate goes with your own --truth, not --benchmark")
     inputs = {"--truth": truth_path, "--scores": [_score_spec(s)[1] for s in score_specs],
               "--rank": rank_paths, "--replicate": replicate_paths}
     _run(truth, scores, scenario=scenario or "dataset", fmt=fmt, plot_dir=plot_dir, alpha=alpha,

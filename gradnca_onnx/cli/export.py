@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..errors import InputError
 from ..zoo.manifest import check_model_name, check_source_images
 from . import main
 from ._errors import UserInputError, check_zoo_out, fail, user_errors
@@ -42,7 +43,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{option} {item!r} must look like KEY=VALUE "
+            raise InputError(f"{option} {item!r} must look like KEY=VALUE "
                              "(e.g. transform_input=true)")
         try:
             out[key.strip()] = json.loads(raw)
@@ -74,7 +75,7 @@ def _layer_paths(value: str | None) -> list[str] | None:
         return None
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--layers {value!r} must name two layers: PATH1,PATH2")
+        raise InputError(f"--layers {value!r} must name two layers: PATH1,PATH2")
     return parts
 
 
@@ -138,10 +139,10 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     given = [o for o, v in (("--arch", arch), ("--torchscript", torchscript),
                             ("--factory", factory)) if v is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one of --arch, --torchscript or --factory"
+        raise InputError("give exactly one of --arch, --torchscript or --factory"
                          + (f" (got {' and '.join(given)})" if given else ""))
     if torchscript is not None and (checkpoint is not None or arch_kwargs):
-        raise ValueError("a TorchScript file holds its own weights: drop --checkpoint/--arch-kwarg")
+        raise InputError("a TorchScript file holds its own weights: drop --checkpoint/--arch-kwarg")
     convs = _layer_paths(layers)
     kwargs = _pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)

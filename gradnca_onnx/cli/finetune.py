@@ -12,9 +12,15 @@ from typing import Any
 
 import click
 
+from ..errors import InputError
 from . import main
-from ._errors import (UserInputError, check_output_dir, check_output_file, fail,
-                      user_errors)
+from ._errors import (
+    UserInputError,
+    check_output_dir,
+    check_output_file,
+    fail,
+    user_errors,
+)
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 
@@ -35,9 +41,9 @@ def _batch_sizes(value: str | None) -> tuple[int, ...] | None:
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"--batch-size {value!r} must be integers separated by commas") from None
+        raise InputError(f"--batch-size {value!r} must be integers separated by commas") from None
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batch-size {value!r} must be positive integers")
+        raise InputError(f"--batch-size {value!r} must be positive integers")
     return sizes
 
 
@@ -46,8 +52,13 @@ class _Bars:
 
     def __init__(self, title: str, enabled: bool) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
@@ -161,7 +172,7 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
     missing = [o for o, v in (("--source", source), ("--target", target), ("--store", store))
                if not v]
     if missing:
-        raise ValueError(f"finetune needs {', '.join(missing)} (or the summarize sub-command)")
+        raise InputError(f"finetune needs {', '.join(missing)} (or the summarize sub-command)")
     from ..executors import EXECUTORS, make_executor
     from ..executors.base import _import_ray
     from ..training.grid import load_grid
@@ -172,13 +183,13 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
     if kind not in EXECUTORS:
         make_executor(kind)  # raises the one-line error for an unknown name
     if kind == "local" and ray_address:
-        raise ValueError("--ray-address needs --executor ray")
+        raise InputError("--ray-address needs --executor ray")
     if kind == "ray":
         _import_ray()
     grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
     seeds = _replicate_seeds(n_seeds, seed_list, grid.seed)
     if seeds is not None and kind != "local":
-        raise ValueError("--seeds / --seed-list run the replicates in this process; use "
+        raise InputError("--seeds / --seed-list run the replicates in this process; use "
                          "--executor local")
     if Path(store).exists():
         _check_store(store)
@@ -267,7 +278,7 @@ def _replicate_seeds(n_seeds: int | None, seed_list: str | None, first: int
     from ..training.grid import check_seeds, default_seeds
 
     if n_seeds is not None and seed_list is not None:
-        raise ValueError("give --seeds K or --seed-list S1,S2,..., not both")
+        raise InputError("give --seeds K or --seed-list S1,S2,..., not both")
     if n_seeds is not None:
         return default_seeds(n_seeds, first)
     if seed_list is None:
@@ -275,7 +286,7 @@ def _replicate_seeds(n_seeds: int | None, seed_list: str | None, first: int
     try:
         values = [int(v) for v in seed_list.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--seed-list {seed_list!r} must be integers separated by commas"
+        raise InputError(f"--seed-list {seed_list!r} must be integers separated by commas"
                          ) from None
     return check_seeds(values)
 
@@ -287,20 +298,20 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+        raise InputError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
                          ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} was asked for but no CUDA GPU is available to "
+            raise InputError(f"--device {device} was asked for but no CUDA GPU is available to "
                              "torch here; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA "
+            raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA "
                              "device(s); use cuda:0 or cpu")
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"--device {device} is not available here; use --device cpu")
+            raise InputError(f"--device {device} is not available here; use --device cpu")
     elif dev.type != "cpu":
-        raise ValueError(f"--device {device!r} is not supported; use cpu or cuda")
+        raise InputError(f"--device {device!r} is not supported; use cpu or cuda")
 
 
 @finetune.command("summarize")
@@ -321,7 +332,7 @@ def summarize(store: str, out: str | None, value: str, replicates_dir: str | Non
     from ..training.summary import ground_truth, replicate_ground_truths
 
     if not Path(store).exists():
-        raise ValueError(f"run store {store} does not exist")
+        raise InputError(f"run store {store} does not exist")
     _check_store(store)
     # The store is the one input: no output may replace it (nor a file of another output).
     inputs = {"--store": store}

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..errors import InputError
 from ..zoo.manifest import check_source_images
 from . import main
 from ._errors import check_zoo_out, fail, user_errors
@@ -34,7 +35,7 @@ def _two_nodes(value: str | None) -> list[str] | None:
         return None
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--layers {value!r} must name two weight-bearing nodes (Conv, or "
+        raise InputError(f"--layers {value!r} must name two weight-bearing nodes (Conv, or "
                          "Gemm/MatMul with a constant weight): LAYER1,LAYER2")
     return parts
 

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import click
 
+from ..errors import InputError
 from . import main
 from ._errors import check_not_input, check_output_dir, check_output_file, user_errors
 from ._text import printable
@@ -266,7 +267,7 @@ def expand_targets(values: tuple[Path, ...]) -> tuple[list[Path], bool]:
     for value in values:
         p = Path(value)
         if not p.exists():
-            raise ValueError(f"target {p} does not exist")
+            raise InputError(f"target {p} does not exist")
         if p.is_dir():
             npz = sorted(f for f in p.glob("*.npz") if f.is_file())
             if npz:
@@ -294,8 +295,13 @@ def _progress(enabled: bool) -> Iterator:
     def update(model: str, stage: str, done: int, total: int) -> None:
         if "bar" not in state:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             state["bar"] = Progress(TextColumn("{task.description}"), BarColumn(),
                                     MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
@@ -328,7 +334,7 @@ def _baselines(spec: str | None) -> list[str] | None:
 
 
 def _fail_all() -> list[str]:
-    raise ValueError("--metrics all cannot be combined with other names")
+    raise InputError("--metrics all cannot be combined with other names")
 
 
 #: Options that act only with --resamples (parameter name -> option).
@@ -343,7 +349,7 @@ def _check_sureness_options(resamples, seed, fraction, level, fu, folds, split,
     from ..engine.resample import check_resample_options
 
     if resamples is not None and folds:
-        raise ValueError("give --resamples or --folds, not both (run rank twice)")
+        raise InputError("give --resamples or --folds, not both (run rank twice)")
     check_resample_options(resamples, fraction, level, fu, seed)
     ctx = click.get_current_context(silent=True)
     given = [opt for name, opt in _RESAMPLE_ONLY.items()
@@ -351,13 +357,13 @@ def _check_sureness_options(resamples, seed, fraction, level, fu, folds, split,
              is click.core.ParameterSource.COMMANDLINE]
     if resamples is None and given:
         # A setting that silently does nothing would let the user believe it was applied.
-        raise ValueError(f"{', '.join(given)} act(s) only with --resamples N; add --resamples "
+        raise InputError(f"{', '.join(given)} act(s) only with --resamples N; add --resamples "
                          f"N (e.g. 200) or drop {', '.join(given)}")
     if folds and split is not None:
-        raise ValueError(f"--folds scores the paper's folds of the train split; drop --split "
+        raise InputError(f"--folds scores the paper's folds of the train split; drop --split "
                          f"{split}")
     if (resamples is not None or folds) and executor_name != "local":
-        raise ValueError("--resamples and --folds run in this process; use --executor local")
+        raise InputError("--resamples and --folds run in this process; use --executor local")
 
 
 def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
@@ -391,7 +397,7 @@ def memory_size(text: str, option: str) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", str(text))
     unit = m.group(2).lower() if m else None
     if m is None or unit not in _UNITS:
-        raise ValueError(f"{option} must be a size such as 512MiB, 2GiB or 0; got {text!r}")
+        raise InputError(f"{option} must be a size such as 512MiB, 2GiB or 0; got {text!r}")
     return int(float(m.group(1)) * _UNITS[unit])
 
 
@@ -489,8 +495,8 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     from ..data.preprocess import parse_size
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
     from ..engine.runtime import cap_threads
-    from ..scores.label_prediction import check_jitters
     from ..executors import make_executor, rank_targets
+    from ..scores.label_prediction import check_jitters
     from ..zoo import atomic_write_text
 
     if demo:
@@ -500,17 +506,17 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         zoo_dir = zoo_dir or zoo_default
         target_paths = target_paths or (target_default,)
     if zoo_dir is None or not target_paths:
-        raise ValueError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
+        raise InputError("give --zoo DIR and --target PATH (or --demo for the bundled example)")
     _check_sureness_options(resamples, seed, fraction, level, fu_resample, folds, split,
                             executor_name)
     if size is not None and folds:
-        raise ValueError("--size resizes image folders, and --folds scores npz files: drop --size")
+        raise InputError("--size resizes image folders, and --folds scores npz files: drop --size")
     hw = None if size is None else parse_size(size, "--size")
     threads, capped = cap_threads(threads, "--threads")
     if capped:
         click.echo(f"Warning: {capped}", err=True)
     if plot_dir is not None and resamples is None:
-        raise ValueError("--plot draws the intervals of --resamples: add --resamples N")
+        raise InputError("--plot draws the intervals of --resamples: add --resamples N")
     # Every output path and setting is checked before the work starts, not after it. No
     # output may replace an input or land inside the zoo, the cache or a target folder.
     cache_root = None if no_cache else (cache_dir or default_cache_dir())
@@ -529,7 +535,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     check_jitters(lp_jitters, "--lp-jitters")
     paths, expanded = expand_targets(target_paths)
     if not paths:
-        raise ValueError(f"no target found in {', '.join(map(str, target_paths))}")
+        raise InputError(f"no target found in {', '.join(map(str, target_paths))}")
     targets = [None if folds else load_target(p, split, size=hw) for p in paths]
     combined = expanded or len(targets) > 1
     model_names = [m.strip() for m in models.split(",")] if models else None
@@ -572,7 +578,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         # Nothing to rank: the input does not fit any model (e.g. --no-resize with another
         # image size); say why in one line rather than print an empty table.
         first = next(m for r in rankings for m in r.models)
-        raise ValueError(f"no model of the zoo could be scored; {first.name}: {first.error}")
+        raise InputError(f"no model of the zoo could be scored; {first.name}: {first.error}")
     if fmt == "json":
         text = (render_json_targets(rankings) if combined else
                 json.dumps(rankings[0].to_dict(), indent=2) + "\n")

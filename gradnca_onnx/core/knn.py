@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _core
+from ..errors import InputError
 from ._parallel import Products
 
 DEFAULT_BLOCK_ROWS = 2048
@@ -61,7 +62,7 @@ def knn_class_proba(
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     n = X.shape[0]
     if not 1 <= n_neighbors <= n:
-        raise ValueError(f"n_neighbors must be in [1, n_samples={n}]; got {n_neighbors}")
+        raise InputError(f"n_neighbors must be in [1, n_samples={n}]; got {n_neighbors}")
     if n_classes is None:
         n_classes = int(labels.max()) + 1
     prod = products if products is not None else Products(1)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _core
+from ..errors import InputError
 from ._parallel import Products, single_threaded_blas
 
 #: Up to this many samples the objective is formed exactly as scikit-learn forms it (one dense
@@ -170,7 +171,7 @@ def _initial_map(X: NDArray, labels: NDArray[np.int64], n_components: int, init:
 
         lda = LinearDiscriminantAnalysis(n_components=n_components).fit(X, labels)
         return lda.scalings_.T[:n_components]
-    raise ValueError(f"init must be one of 'auto', 'pca', 'lda', 'identity', 'random'; got {init!r}")
+    raise InputError(f"init must be one of 'auto', 'pca', 'lda', 'identity', 'random'; got {init!r}")
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def fit_nca(
     NCAResult
     """
     if n_components > X.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"n_components ({n_components}) cannot be greater than the number of features "
             f"({X.shape[1]})"
         )
@@ -254,7 +255,9 @@ def fit_nca(
             nonlocal iterations
             iterations += 1
 
-        from scipy.optimize import minimize  # lazily: scipy.optimize costs ~1 s to import
+        from scipy.optimize import (
+            minimize,  # lazily: scipy.optimize costs ~1 s to import
+        )
 
         result = minimize(
             objective,

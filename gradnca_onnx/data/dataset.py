@@ -27,6 +27,7 @@ from typing import Sequence, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InputError
 from .preprocess import as_nhwc
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -94,20 +95,20 @@ class TargetData:
         if labels.dtype != np.int64:
             labels = labels.astype(np.int64)
         if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{where}: labels have shape {labels.shape} for {images.shape[0]} images; "
                 "expected (N,) or (N, L)"
             )
         n_classes = int(self.n_classes)
         if labels.ndim == 2:
             if labels.shape[1] != n_classes or (labels.size and not np.isin(labels, (0, 1)).all()):
-                raise ValueError(f"{where}: multi-label labels must be 0/1 with {n_classes} columns")
+                raise InputError(f"{where}: multi-label labels must be 0/1 with {n_classes} columns")
         elif labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-            raise ValueError(f"{where}: labels must lie in 0..{n_classes - 1}; got "
+            raise InputError(f"{where}: labels must lie in 0..{n_classes - 1}; got "
                              f"{labels.min()}..{labels.max()}")
         names = tuple(str(c) for c in self.class_names) or tuple(str(i) for i in range(n_classes))
         if len(names) != n_classes:
-            raise ValueError(f"{where}: {len(names)} class names for {n_classes} classes")
+            raise InputError(f"{where}: {len(names)} class names for {n_classes} classes")
         # Read-only arrays: a frozen dataclass should not change under its hash. Writable input
         # (the caller may still hold it) is copied; the loaders hand over read-only arrays of
         # their own, which are kept as they are (no second copy of a large image set).
@@ -225,33 +226,33 @@ def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
     """
     y = np.asarray(labels)
     if y.dtype.kind not in "uibf":
-        raise ValueError(f"{where}: labels must be integers; got dtype {y.dtype}")
+        raise InputError(f"{where}: labels must be integers; got dtype {y.dtype}")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             flat = y.reshape(-1)
             # The first value that is not finite (NaN, inf, -inf) or not a whole number.
             first = flat[np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]]
             shown = "NaN" if np.isnan(first) else repr(first.item())  # inf, -inf, 0.5
-            raise ValueError(f"{where}: labels must be integers; got non-integer values "
+            raise InputError(f"{where}: labels must be integers; got non-integer values "
                              f"(e.g. {shown})")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2) or y.shape[0] != n_samples:
-        raise ValueError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
+        raise InputError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
                          "images; expected (N,), (N, 1) or (N, L)")
     if y.size and y.max().item() >= MAX_CLASSES:
-        raise ValueError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
+        raise InputError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
                          f"codes 0..C-1 with at most {MAX_CLASSES} classes; recode the labels")
     y = y.astype(np.int64)
     if y.ndim == 2:
         if not np.isin(y, (0, 1)).all():
-            raise ValueError(f"{where}: multi-label labels (N, {y.shape[1]}) must be 0/1 indicators")
+            raise InputError(f"{where}: multi-label labels (N, {y.shape[1]}) must be 0/1 indicators")
         return y
     if y.size and y.min() < 0:
-        raise ValueError(f"{where}: labels must be class codes 0..C-1; got {y.min()}")
+        raise InputError(f"{where}: labels must be class codes 0..C-1; got {y.min()}")
     present = np.unique(y)
     if present.size < min_classes:
-        raise ValueError(
+        raise InputError(
             f"{where}: only {present.size} class ({present.tolist()}) in the labels; a target needs "
             f"at least {min_classes} classes to rank models or fine-tune"
         )
@@ -288,19 +289,19 @@ def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}: labels have shape {np.asarray(labels).shape} for {x.shape[0]} "
+        raise InputError(f"{name}: labels have shape {np.asarray(labels).shape} for {x.shape[0]} "
                          "images; expected (N,) or (N, 1)")
     if class_names is not None:
         codes = check_target_labels(y, x.shape[0], where=name)
         if codes.max() >= len(class_names):
-            raise ValueError(f"{name}: label {codes.max()} has no name among {len(class_names)} "
+            raise InputError(f"{name}: label {codes.max()} has no name among {len(class_names)} "
                              "class names")
         return TargetData(x, codes, name, len(class_names), "", split, tuple(class_names))
     if y.dtype.kind in "uibf":
         check_target_labels(y, x.shape[0], where=name, min_classes=1)
     classes, codes = np.unique(y, return_inverse=True)
     if classes.size < 2:
-        raise ValueError(f"{name}: only {classes.size} class ({classes.tolist()}) in the labels; "
+        raise InputError(f"{name}: only {classes.size} class ({classes.tolist()}) in the labels; "
                          "a target needs at least 2 classes to rank models or fine-tune")
     names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
     return TargetData(x, codes.reshape(-1), name, classes.size, "", split, names)
@@ -313,13 +314,13 @@ def parse_split(split: str | None, fold: int | None) -> tuple[str | None, int | 
         m = _FOLD_SPLIT.match(split)
         if m:
             if fold is not None and fold != int(m.group(1)):
-                raise ValueError(f"split {split!r} and fold={fold} disagree; give one of them")
+                raise InputError(f"split {split!r} and fold={fold} disagree; give one of them")
             return m.group(2) or "train", int(m.group(1))
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use train, val, test, all or "
+            raise InputError(f"unknown split {split!r}; use train, val, test, all or "
                              "fold1..fold5 (--split on the command line, split= in Python)")
     if fold is not None and (not isinstance(fold, (int, np.integer)) or fold < 1):
-        raise ValueError(f"fold must be a positive integer (1 = the paper's fold); got {fold!r}")
+        raise InputError(f"fold must be a positive integer (1 = the paper's fold); got {fold!r}")
     return split, fold
 
 
@@ -375,13 +376,13 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
                                 "or a folder of class sub-folders")
     if p.is_dir():
         if fold is not None:
-            raise ValueError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
+            raise InputError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
                              "an image folder; give a split of the folder instead (--split "
                              "all|train|val|test on the command line, split= in Python)")
         return folders.load_image_folder(p, split="all" if split is None else split, name=name,
                                          dedupe=dedupe, size=size, filter=filter)
     if dedupe or size is not None:
-        raise ValueError(f"{p}: resizing while loading (--size on the command line, size= in "
+        raise InputError(f"{p}: resizing while loading (--size on the command line, size= in "
                          "Python) and dedupe apply to image folders only; an npz target's images "
                          "share one size already (rank resizes them to each model's input): "
                          "leave the size out")
@@ -398,9 +399,9 @@ def split_target(data: TargetData, *, val_fraction: float = 0.2, test_fraction: 
     split is the same on every machine. Not for multi-label targets.
     """
     if data.labels.ndim != 1:
-        raise ValueError(f"{data.name}: split_target needs single-label data")
+        raise InputError(f"{data.name}: split_target needs single-label data")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+        raise InputError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
     rng = np.random.default_rng(seed)
     parts: list[list[NDArray[np.int64]]] = [[], [], []]
     for c in range(data.n_classes):

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InputError
 from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
 from .intensity import IntensityMap, ValueRange
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
@@ -66,10 +67,10 @@ def list_image_folder(root: PathLike) -> tuple[list[Path], NDArray[np.int64], tu
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder")
+        raise InputError(f"{root}: not a folder")
     classes = _visible_dirs(root)
     if not classes:
-        raise ValueError(
+        raise InputError(
             f"{root}: no class sub-folders; expected {root}/<class>/<image> with one sub-folder "
             "per class"
         )
@@ -79,10 +80,10 @@ def list_image_folder(root: PathLike) -> tuple[list[Path], NDArray[np.int64], tu
         found = sorted((f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
                         and f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: f.name)
         if not found and any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir()):
-            raise ValueError(f"{d}: holds sub-folders, not images; give the folder whose "
+            raise InputError(f"{d}: holds sub-folders, not images; give the folder whose "
                              "sub-folders are the classes, each holding images")
         if not found:
-            raise ValueError(
+            raise InputError(
                 f"{d}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images or "
                 "remove the folder"
             )
@@ -111,7 +112,7 @@ def find_duplicates(paths: Sequence[PathLike]) -> list[list[Path]]:
 def _bomb(path: Path, exc: BaseException) -> ValueError:
     found = re.search(r"\((\d+) pixels\)", str(exc))
     pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return ValueError(
+    return InputError(
         f"{path}: the image has {pixels}, more than Pillow's decompression-bomb limit of "
         f"{Image.MAX_IMAGE_PIXELS:,} (a damaged or hostile file, or a huge scan); downscale it "
         "(e.g. to at most 4096x4096) or remove it")
@@ -132,7 +133,7 @@ def _decode(path: Path, read: Callable[[Image.Image], T]) -> T:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the image ({exc}); remove or replace the file") from None
+        raise InputError(f"{path}: cannot read the image ({exc}); remove or replace the file") from None
 
 
 def _is_wide(mode: str) -> bool:
@@ -205,7 +206,7 @@ def _split_folders_hint(folder: Path) -> None:
     if nested:
         names = ", ".join(sorted(d.name for d in splits.values()))
         choices = "|".join(k for k in SPLIT_DIRS if k in splits)
-        raise ValueError(f"{folder}: holds split sub-folders ({names}), not class folders; "
+        raise InputError(f"{folder}: holds split sub-folders ({names}), not class folders; "
                          f"choose one split (--split {choices} on the command line, split= in "
                          "Python)")
 
@@ -249,14 +250,14 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     """
     root = Path(root)
     if filter not in RESIZE_FILTERS:
-        raise ValueError(f"unknown resize filter {filter!r}; use one of {sorted(RESIZE_FILTERS)}")
+        raise InputError(f"unknown resize filter {filter!r}; use one of {sorted(RESIZE_FILTERS)}")
     if mode not in ("auto", "L", "RGB"):
-        raise ValueError(f"mode must be 'auto', 'L' or 'RGB'; got {mode!r}")
+        raise InputError(f"mode must be 'auto', 'L' or 'RGB'; got {mode!r}")
     folder = root
     if split != "all":
         sub = _split_dir(root, split)
         if sub is None:
-            raise ValueError(
+            raise InputError(
                 f"{root}: no {split!r} sub-folder (looked for {list(SPLIT_DIRS.get(split, ()))}); "
                 "for a folder of class sub-folders leave the split out or give all (--split all "
                 "on the command line, split='all' in Python)"
@@ -268,7 +269,7 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     if dedupe:
         files, labels = _deduplicated(folder, files, labels)
     if np.unique(labels).size < 2:
-        raise ValueError(f"{folder}: only one class sub-folder ({classes}); a target needs at least 2")
+        raise InputError(f"{folder}: only one class sub-folder ({classes}); a target needs at least 2")
     headers = [_header(f) for f in files]
     modes = [m for m, _ in headers]
     if mode == "auto":
@@ -276,7 +277,7 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     shapes = {wh for _, wh in headers}
     if size is None and len(shapes) > 1:
         sizes = sorted(f"{w}x{h}" for w, h in shapes)
-        raise ValueError(f"{folder}: images differ in size ({', '.join(sizes[:4])}); give one "
+        raise InputError(f"{folder}: images differ in size ({', '.join(sizes[:4])}); give one "
                          "size to resize them to while loading (--size HxW on the command line, "
                          "size= in Python)")
     imap = _intensity(files, modes, _sibling_split_files(root, split))
@@ -319,7 +320,7 @@ def _deduplicated(folder: Path, files: list[Path],
     for group in find_duplicates(files):
         ids = [index[f] for f in group]
         if len({int(labels[i]) for i in ids}) > 1:
-            raise ValueError(
+            raise InputError(
                 f"{folder}: identical files under different classes: "
                 f"{', '.join(str(f.relative_to(folder)) for f in group)}; keep one of them"
             )

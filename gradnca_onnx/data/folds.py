@@ -22,6 +22,8 @@ from typing import Mapping, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 PAPER_SEED = 24
@@ -95,16 +97,16 @@ def make_paper_folds(train_labels: ArrayLike, val_labels: ArrayLike, *,
     n_train, n_val = ytr.shape[0], yva.shape[0]
     k_train, k_val = c * int(train_per_class), c * int(val_per_class)
     if n_folds < 1:
-        raise ValueError(f"n_folds must be >= 1; got {n_folds}")
+        raise InputError(f"n_folds must be >= 1; got {n_folds}")
     if k_train > n_train:
-        raise ValueError(
+        raise InputError(
             f"cannot draw {c}*{train_per_class} = {k_train} train images from a train split of "
             f"{n_train}: the paper's folds need {train_per_class} train images per class; use "
             "the full official splits instead (rank --split train, finetune --fold 0; split= "
             "or fold=None in Python)"
         )
     if stratified and ytr.ndim != 1:
-        raise ValueError("stratified folds need single-label targets")
+        raise InputError("stratified folds need single-label targets")
     state = np.random.get_state()
     try:
         np.random.seed(seed)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
+
 #: Bit depths a target's integer pixel values are scaled by (the smallest that holds them).
 BIT_DEPTHS = (8, 10, 12, 14, 16)
 #: Largest integer pixel value accepted (16 bits).
@@ -38,7 +40,7 @@ def bit_depth(max_value: int) -> int:
     for b in BIT_DEPTHS:
         if max_value <= 2 ** b - 1:
             return b
-    raise ValueError(f"pixel value {max_value} exceeds {MAX_INTEGER} (16 bits)")
+    raise InputError(f"pixel value {max_value} exceeds {MAX_INTEGER} (16 bits)")
 
 
 @dataclass
@@ -68,7 +70,7 @@ class ValueRange:
             if x.size:
                 lo, hi = int(x.min()), int(x.max())
                 if lo < 0 or hi > MAX_INTEGER:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: integer pixel values {lo}..{hi} ({x.dtype}) lie outside "
                         f"0..{MAX_INTEGER}, so their scale is unknown; {self.advice}")
                 self.int_max = max(self.int_max, hi)
@@ -77,7 +79,7 @@ class ValueRange:
             elif x.dtype.name not in self.wide_kinds:  # name: uint16 for <u2 and >u2
                 self.wide_kinds += (x.dtype.name,)
         else:
-            raise ValueError(f"{where}: pixel values of dtype {x.dtype} are not numbers; "
+            raise InputError(f"{where}: pixel values of dtype {x.dtype} are not numbers; "
                              f"{self.advice}")
 
     def mapping(self) -> "IntensityMap":
@@ -94,10 +96,10 @@ def check_float_range(x: NDArray, where: str, advice: str = FILE_ADVICE) -> None
     if not x.size:
         return
     if not np.isfinite(x).all():
-        raise ValueError(f"{where}: float pixel values include NaN or inf; {advice}")
+        raise InputError(f"{where}: float pixel values include NaN or inf; {advice}")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
-        raise ValueError(f"{where}: float pixel values {lo:g}..{hi:g} lie outside 0..1, so "
+        raise InputError(f"{where}: float pixel values {lo:g}..{hi:g} lie outside 0..1, so "
                          f"their scale is unknown; {advice}")
 
 

@@ -14,6 +14,7 @@ from typing import Iterable, Union
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
 from .dataset import DATASET_ORDER, TargetData, check_target_labels
 from .folds import make_paper_folds
 from .intensity import ValueRange
@@ -47,8 +48,8 @@ def _unreadable(p: Path, what: str, exc: BaseException,
     to unpickle: pickled arrays are said to be pickled, anything else corrupt or truncated."""
     text = str(exc)
     if "pickle" in text and not isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
-        return ValueError(f"{p}: {what} {_PICKLED}")
-    return ValueError(f"{p}: {what} cannot be read ({type(exc).__name__}: "
+        return InputError(f"{p}: {what} {_PICKLED}")
+    return InputError(f"{p}: {what} cannot be read ({type(exc).__name__}: "
                       f"{' '.join(text.split())[:200]}); the file is {damage}: download or "
                       "write it again")
 
@@ -92,22 +93,22 @@ def npz_keys(path: PathLike) -> list[str]:
         with open(p, "rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise ValueError(f"{p}: cannot open it ({exc})") from None
+        raise InputError(f"{p}: cannot open it ({exc})") from None
     if magic[:2] != b"PK":
         # np.load would try the .npy or pickle formats and report something confusing.
         what = "a .npy array" if magic[:4] == b"\x93NUM" else "not an npz (zip) archive"
-        raise ValueError(f"{p}: is {what}; give a MedMNIST npz, a paper fold npz or a folder of "
+        raise InputError(f"{p}: is {what}; give a MedMNIST npz, a paper fold npz or a folder of "
                          "class sub-folders")
     if not zipfile.is_zipfile(p):
         # np.load would fall back to unpickling it and call it pickled data.
-        raise ValueError(f"{p}: starts like an npz (zip) archive but is not a readable one; the "
+        raise InputError(f"{p}: starts like an npz (zip) archive but is not a readable one; the "
                          "file is corrupt, truncated or not an npz: download or write it again")
     try:
         f = np.load(p, allow_pickle=False)
     except _READ_ERRORS as exc:
         raise _unreadable(p, "the archive", exc, "corrupt, truncated or not an npz") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{p}: is a .npy array, not an .npz archive; give a MedMNIST or fold npz")
+        raise InputError(f"{p}: is a .npy array, not an .npz archive; give a MedMNIST or fold npz")
     with f:
         return list(f.files)
 
@@ -125,7 +126,7 @@ def read_npz(path: PathLike, keys: Iterable[str]) -> dict[str, NDArray]:
     present = npz_keys(p)
     missing = [k for k in wanted if k not in present]
     if missing:
-        raise ValueError(f"{p}: missing key(s) {missing}; the file has {present}")
+        raise InputError(f"{p}: missing key(s) {missing}; the file has {present}")
     out: dict[str, NDArray] = {}
     k = wanted[0] if wanted else ""
     try:
@@ -137,7 +138,7 @@ def read_npz(path: PathLike, keys: Iterable[str]) -> dict[str, NDArray]:
         raise _unreadable(p, f"array {k!r}", exc) from None
     problem = next((m for m in problems if m), None)
     if problem:
-        raise ValueError(problem)
+        raise InputError(problem)
     try:
         with np.load(p, allow_pickle=False) as f:
             for k in wanted:
@@ -165,9 +166,9 @@ def fold_numbers(keys: Iterable[str]) -> list[int]:
 def _images(x: NDArray, where: str) -> NDArray[np.uint8]:
     if x.ndim == 4 and x.shape[-1] not in (1, 3):
         if x.shape[-1] in (2, 4):
-            raise ValueError(f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); only "
+            raise InputError(f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); only "
                              "grey (1) or RGB (3) images are supported: drop the alpha channel")
-        raise ValueError(f"{where}: images have shape {x.shape}; 3-D volumes (MedMNIST3D) are not "
+        raise InputError(f"{where}: images have shape {x.shape}; 3-D volumes (MedMNIST3D) are not "
                          "supported, only 2-D images (N, H, W[, 3])")
     return as_nhwc(x, name=where)
 
@@ -204,7 +205,7 @@ def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
         return int(y.shape[1])
     sizes = [int(np.max(a)) for a in checked if a.size]
     if not sizes:
-        raise ValueError(f"{where}: no labels; the file holds no images")
+        raise InputError(f"{where}: no labels; the file holds no images")
     return max(sizes) + 1
 
 
@@ -234,7 +235,7 @@ def load_npz_target(path: PathLike, split: str = "train", *, fold: int | None = 
                               stratified=stratified)
     if kind == "folds":
         return _load_fold_file(p, keys, split, fold=1 if fold is None else fold, name=name)
-    raise ValueError(
+    raise InputError(
         f"{p}: neither a MedMNIST npz (keys {list(MEDMNIST_KEYS)}) nor a paper fold npz (keys "
         f"train_imgs_fold<i>, train_labels_fold<i>, val_imgs_fold<i>, val_labels_fold<i>); it has "
         f"keys {keys[:8]}"
@@ -251,7 +252,7 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
             split_name = "test"  # the paper tests on the full official test set
         elif split in ("train", "val"):
             if fold > n_folds:
-                raise ValueError(f"{p}: fold {fold} asked, but there are {n_folds} folds "
+                raise InputError(f"{p}: fold {fold} asked, but there are {n_folds} folds "
                                  f"(n_folds={n_folds} in Python); use fold1..fold{n_folds}")
             folds = make_paper_folds(labels["train_labels"], labels["val_labels"],
                                      n_classes=n_classes, n_folds=n_folds, stratified=stratified)
@@ -261,7 +262,7 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
             return _target(arr[idx], labels[f"{split}_labels"][idx], where=where, name=name,
                            n_classes=n_classes, p=p, keys=keys, split=f"fold{fold}-{split}")
         else:
-            raise ValueError(f"{p}: split 'all' cannot be combined with a fold")
+            raise InputError(f"{p}: split 'all' cannot be combined with a fold")
     else:
         split_name = split
     if split_name == "all":
@@ -270,7 +271,7 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
                      for s in MEDMNIST_SPLITS]
         parts = [_images(x, f"{p} {s}_images") for (x, _), s in zip(converted, MEDMNIST_SPLITS)]
         if len({a.shape[1:] for a in parts}) != 1:
-            raise ValueError(f"{p}: the splits have different image shapes; load one split at a "
+            raise InputError(f"{p}: the splits have different image shapes; load one split at a "
                              "time (--split train|val|test on the command line, split= in "
                              "Python)")
         images = np.concatenate(parts)
@@ -284,13 +285,13 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
 
 def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: str) -> TargetData:
     if split not in ("train", "val"):
-        raise ValueError(
+        raise InputError(
             f"{p}: a paper fold file holds train and val subsets only, no {split!r} split; the "
             "test set is the official MedMNIST test split (load it from the MedMNIST npz)"
         )
     present = fold_numbers(keys)
     if fold not in present:
-        raise ValueError(f"{p}: no fold {fold}; the file has folds {present}")
+        raise InputError(f"{p}: no fold {fold}; the file has folds {present}")
     wanted = [f"train_labels_fold{fold}", f"val_labels_fold{fold}", f"{split}_imgs_fold{fold}"]
     arrays = read_npz(p, wanted)
     n_classes = _n_classes([arrays[f"train_labels_fold{fold}"], arrays[f"val_labels_fold{fold}"]],

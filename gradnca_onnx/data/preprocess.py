@@ -18,6 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from ..errors import InputError
+
 #: ImageNet statistics, for ImageNet-pretrained models.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -47,7 +49,7 @@ def normalization(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return IMAGENET_MEAN, IMAGENET_STD
     if kind == "half":
         return HALF_MEAN, HALF_STD
-    raise ValueError(f"unknown normalisation {kind!r}; use 'imagenet' or 'half'")
+    raise InputError(f"unknown normalisation {kind!r}; use 'imagenet' or 'half'")
 
 
 def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
@@ -60,14 +62,14 @@ def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
     """
     x = np.asarray(images)
     if x.dtype.kind not in "uib":
-        raise ValueError(
+        raise InputError(
             f"{name} must be uint8 pixel values 0..255; got dtype {x.dtype} "
             "(convert float images with (x * 255).round().astype(np.uint8))"
         )
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3) (channels last); got "
             f"{x.shape}" + ("; drop the alpha channel (2 or 4 channels)" if x.ndim == 4
                             and x.shape[-1] in (2, 4) else
@@ -77,7 +79,7 @@ def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
         x = np.where(x, np.uint8(255), np.uint8(0))
     elif x.dtype != np.uint8:
         if x.size and (x.min() < 0 or x.max() > 255):
-            raise ValueError(
+            raise InputError(
                 f"{name} has values outside 0..255 (min {x.min()}, max {x.max()}); give uint8 "
                 "pixel values (16-bit images: load them with load_target, which maps them to "
                 "0..255 by their bit depth)")
@@ -112,10 +114,10 @@ def _hw(size: Size) -> tuple[int, int]:
     else:
         parts = tuple(int(s) for s in size)
         if len(parts) != 2:
-            raise ValueError(f"size must be an int or (height, width); got {size!r}")
+            raise InputError(f"size must be an int or (height, width); got {size!r}")
         h, w = parts
     if h < 1 or w < 1:
-        raise ValueError(f"size must be positive; got {size!r}")
+        raise InputError(f"size must be positive; got {size!r}")
     return h, w
 
 
@@ -133,10 +135,10 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """
     parts = str(text).strip().lower().split("x")
     if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"{option} must be N or HxW in pixels (e.g. 224 or 64x96); got {text!r}")
+        raise InputError(f"{option} must be N or HxW in pixels (e.g. 224 or 64x96); got {text!r}")
     h, w = (int(parts[0]), int(parts[-1]))
     if min(h, w) < 1 or max(h, w) > MAX_SIDE:
-        raise ValueError(f"{option} {text}: each side must be 1..{MAX_SIDE} pixels")
+        raise InputError(f"{option} {text}: each side must be 1..{MAX_SIDE} pixels")
     return h, w
 
 
@@ -144,7 +146,7 @@ def _filter(name: str) -> Image.Resampling:
     try:
         return RESIZE_FILTERS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown resize filter {name!r}; use one of {sorted(RESIZE_FILTERS)}"
         ) from None
 
@@ -191,9 +193,9 @@ def normalize(images: ArrayLike, mean: Sequence[float], std: Sequence[float]) ->
     m = np.asarray(mean, dtype=np.float32).reshape(-1)
     s = np.asarray(std, dtype=np.float32).reshape(-1)
     if m.shape != (c,) or s.shape != (c,):
-        raise ValueError(f"mean and std need {c} value(s) for {c}-channel images; got {mean!r}, {std!r}")
+        raise InputError(f"mean and std need {c} value(s) for {c}-channel images; got {mean!r}, {std!r}")
     if not np.all(s > 0):
-        raise ValueError(f"std must be positive; got {std!r}")
+        raise InputError(f"std must be positive; got {std!r}")
     out = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
     out /= np.float32(255.0)
     out -= m[None, :, None, None]
@@ -230,7 +232,7 @@ def preprocess(images: ArrayLike, *, mean: Sequence[float], std: Sequence[float]
     elif channels == 1:
         x = to_grey(images)
     else:
-        raise ValueError(f"channels must be 1 or 3; got {channels!r}")
+        raise InputError(f"channels must be 1 or 3; got {channels!r}")
     if size is not None:
         x = resize(x, size, filter=filter)
     return normalize(x, mean, std)

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
 from ..zoo._atomic import NotRegularFileError, atomic_write_bytes, not_regular
 
 #: Bump when the meaning of cached arrays changes.
@@ -98,7 +99,7 @@ class FeatureCache:
 
         problem = directory_problem(self.root)
         if problem:
-            raise ValueError(f"feature cache {self.root}: {problem}; {hint}")
+            raise InputError(f"feature cache {self.root}: {problem}; {hint}")
 
     def entries(self) -> Iterator[CacheEntry]:
         """Every entry of the cache (sorted by key); damaged metadata shows as ``{}``."""
@@ -193,7 +194,7 @@ class FeatureCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"feature cache {self.root} cannot be written "
+            raise InputError(f"feature cache {self.root} cannot be written "
                              f"({exc.strerror or exc}); choose another with --cache or pass "
                              "--no-cache") from None
         buf = io.BytesIO()

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data.folds import PAPER_N_FOLDS
+from ..errors import InputError
 from .cache import FeatureCache
 from .runtime import RuntimeConfig
 from .scoring import Progress, ZooRanking, rank_zoo
@@ -33,10 +34,10 @@ def load_folds(path: str | os.PathLike, n_folds: int = PAPER_N_FOLDS) -> list[An
     from ..data.dataset import load_target
 
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-        raise ValueError(f"--folds needs at least two folds; got {n_folds!r}")
+        raise InputError(f"--folds needs at least two folds; got {n_folds!r}")
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"--folds: {p} is a folder; the paper's folds exist for MedMNIST npz "
+        raise InputError(f"--folds: {p} is a folder; the paper's folds exist for MedMNIST npz "
                          "files (or fold npz files) only: give one with --target")
     return [load_target(p, f"fold{i}", n_folds=n_folds) for i in range(1, n_folds + 1)]
 

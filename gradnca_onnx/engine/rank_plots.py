@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..zoo._atomic import atomic_write_bytes, not_regular
 from .scoring import ZooRanking
 
@@ -29,7 +30,7 @@ def _ranked(ranking: ZooRanking) -> list[Any]:
     models = [m for m in ranking.models
               if m.resampling is not None and m.resampling.get("score") is not None]
     if not models:
-        raise ValueError("--plot: no model has S intervals (no ranked member, or no "
+        raise InputError("--plot: no model has S intervals (no ranked member, or no "
                          "--resamples); rank with --resamples N")
     return models
 
@@ -102,12 +103,12 @@ def plot_ranking(ranking: ZooRanking, directory: str | Path, prefix: str = "") -
     ``directory`` (created), file names after ``prefix``."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--plot {out}: exists and is not a directory; give a directory")
+        raise InputError(f"--plot {out}: exists and is not a directory; give a directory")
     # All four files are checked before the first is written, so a refusal leaves none new.
     for name in plot_files(prefix):
         kind = not_regular(out / name)
         if kind is not None:
-            raise ValueError(f"--plot {out}: {out / name} is {kind}, not a regular file; "
+            raise InputError(f"--plot {out}: {out / name} is {kind}, not a regular file; "
                              "remove it or give --plot another directory")
     out.mkdir(parents=True, exist_ok=True)
     forest, probabilities = STEMS

@@ -32,13 +32,30 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..data.dataset import TargetData
-from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
+from ..errors import InputError
+from ..scores import (
+    combine,
+    feature_update_score,
+    fu_batch_slices,
+    label_prediction_score,
+)
+from ..scores.label_prediction import check_jitters
 from .cache import FeatureCache
 from .runtime import RuntimeConfig
-from ..scores.label_prediction import check_jitters
-from .scoring import (LP_SETTINGS, ModelResult, Progress, ZooRanking, _grad_norms, _prepare,
-                      check_scenario, check_scoring_target, combine_zoo, lp_settings,
-                      score_entry_arrays, zoo_entries)
+from .scoring import (
+    LP_SETTINGS,
+    ModelResult,
+    Progress,
+    ZooRanking,
+    _grad_norms,
+    _prepare,
+    check_scenario,
+    check_scoring_target,
+    combine_zoo,
+    lp_settings,
+    score_entry_arrays,
+    zoo_entries,
+)
 
 #: How S_FU is resampled: re-batched gradient passes, or the cached batches resampled.
 FU_ESTIMATORS = ("rebatch", "batches")
@@ -58,19 +75,19 @@ def check_resample_options(n_resamples: Any, fraction: Any, level: Any, fu: Any,
     if n_resamples is not None and (
             isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer))
             or n_resamples < 2):
-        raise ValueError(f"--resamples must be an integer >= 2 (intervals need at least two "
+        raise InputError(f"--resamples must be an integer >= 2 (intervals need at least two "
                          f"resamples; 200 is a good start); got {n_resamples!r}")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
             or not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"--fraction must be in (0, 1] (the share of each class kept per "
+        raise InputError(f"--fraction must be in (0, 1] (the share of each class kept per "
                          f"resample; default {DEFAULT_FRACTION}); got {fraction!r}")
     if isinstance(level, bool) or not isinstance(level, (int, float)) \
             or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"--level must be in (0, 1), e.g. 0.95; got {level!r}")
+        raise InputError(f"--level must be in (0, 1), e.g. 0.95; got {level!r}")
     if fu not in FU_ESTIMATORS:
-        raise ValueError(f"--fu-resample must be one of {', '.join(FU_ESTIMATORS)}; got {fu!r}")
+        raise InputError(f"--fu-resample must be one of {', '.join(FU_ESTIMATORS)}; got {fu!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer; got {seed!r}")
+        raise InputError(f"--seed must be a non-negative integer; got {seed!r}")
 
 
 def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -100,14 +117,14 @@ def stratified_subsamples(labels: ArrayLike, n_resamples: int, *,
     """
     y = np.asarray(labels).reshape(-1)
     if y.size == 0:
-        raise ValueError("cannot resample an empty target")
+        raise InputError("cannot resample an empty target")
     if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}")
+        raise InputError(f"fraction must be in (0, 1]; got {fraction!r}")
     rng, _ = _rngs(seed)
     classes = [np.flatnonzero(y == c) for c in np.unique(y)]
     take = [min(idx.size, max(2, int(np.floor(fraction * idx.size + 0.5)))) for idx in classes]
     if sum(take) < 6:
-        raise ValueError(f"a resample of {sum(take)} images is too small for S_FU (six "
+        raise InputError(f"a resample of {sum(take)} images is too small for S_FU (six "
                          "batches); raise --fraction")
     out = []
     for _ in range(int(n_resamples)):
@@ -133,10 +150,10 @@ def _check_subsamples(subsamples: Sequence[ArrayLike], n: int) -> list[NDArray[n
         idx = np.asarray(s)
         if idx.ndim != 1 or idx.size < 6 or not np.issubdtype(idx.dtype, np.integer) \
                 or idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"subsample {i}: need at least six integer indices in [0, {n})")
+            raise InputError(f"subsample {i}: need at least six integer indices in [0, {n})")
         out.append(idx.astype(np.int64))
     if not out:
-        raise ValueError("subsamples: give at least one index array")
+        raise InputError("subsamples: give at least one index array")
     return out
 
 

@@ -9,10 +9,22 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from ..zoo import (BACKWARD_FILE, BACKWARD_OUTPUTS, FEATURES_FILE, FORWARD_FILE, GRADS_FILE,
-                   Manifest, residual_names, session_options)
 from ..core._parallel import available_cores  # noqa: F401 (re-exported)
-from ..zoo.sessions import first_line, ort_errors, run_session  # noqa: F401 (re-exported)
+from ..errors import (
+    InputError,
+    first_line,  # noqa: F401 (re-exported)
+)
+from ..zoo import (
+    BACKWARD_FILE,
+    BACKWARD_OUTPUTS,
+    FEATURES_FILE,
+    FORWARD_FILE,
+    GRADS_FILE,
+    Manifest,
+    residual_names,
+    session_options,
+)
+from ..zoo.sessions import ort_errors, run_session  # noqa: F401 (re-exported)
 
 
 def cap_threads(threads: int | None, option: str = "--threads") -> tuple[int | None, str | None]:
@@ -37,7 +49,7 @@ def cap_threads(threads: int | None, option: str = "--threads") -> tuple[int | N
     if threads is None:
         return None, None
     if isinstance(threads, bool) or not isinstance(threads, Integral) or threads < 1:
-        raise ValueError(f"{option} must be an integer >= 1; got {threads!r}")
+        raise InputError(f"{option} must be an integer >= 1; got {threads!r}")
     cores = available_cores()
     if threads <= cores:
         return int(threads), None
@@ -86,11 +98,11 @@ class RuntimeConfig:
             return ["CPUExecutionProvider"]
         if self.device == "cuda":
             if "CUDAExecutionProvider" not in available:
-                raise ValueError("device 'cuda' was asked for but this onnxruntime has no CUDA "
+                raise InputError("device 'cuda' was asked for but this onnxruntime has no CUDA "
                                  "provider; install onnxruntime-gpu or use --device cpu")
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if self.device != "auto":
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
         if "CUDAExecutionProvider" in available:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
@@ -108,10 +120,10 @@ class RuntimeConfig:
 
         if graph != "features" and not manifest.has_grads:
             # The scoring code never asks for it; a caller that does gets a clear line.
-            raise ValueError(f"model {manifest.name!r} is features-only (no {GRADS_FILE}): "
+            raise InputError(f"model {manifest.name!r} is features-only (no {GRADS_FILE}): "
                              f"{manifest.features_only}")
         if graph in ("forward", "backward") and manifest.split is None:
-            raise ValueError(f"model {manifest.name!r} has no split gradient pass (no "
+            raise InputError(f"model {manifest.name!r} has no split gradient pass (no "
                              f"{FORWARD_FILE}); re-export it with this version")
         files = {"features": FEATURES_FILE, "grads": GRADS_FILE, "forward": FORWARD_FILE,
                  "backward": BACKWARD_FILE}
@@ -123,7 +135,7 @@ class RuntimeConfig:
         try:
             session = ort.InferenceSession(os.fspath(path), opts, providers=self.providers())
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
-            raise ValueError(f"cannot load {path}: {first_line(exc)}") from None
+            raise InputError(f"cannot load {path}: {first_line(exc)}") from None
         check_session(session, manifest, graph, where=str(path))
         return session
 
@@ -176,18 +188,18 @@ def check_session(session: Any, manifest: Manifest, graph: str, *, where: str) -
     have_in = {i.name: i.shape for i in session.get_inputs()}
     have_out = {o.name: o.shape for o in session.get_outputs()}
     if sorted(have_in) != sorted(inputs):
-        raise ValueError(f"{where}: graph inputs are {sorted(have_in)} but a {graph} graph takes "
+        raise InputError(f"{where}: graph inputs are {sorted(have_in)} but a {graph} graph takes "
                          f"{sorted(inputs)}; the file is not this model's {graph} graph: "
                          "re-export the model")
     missing = [n for n in outputs if n not in have_out]
     if missing:
-        raise ValueError(f"{where}: graph has no output(s) {missing} (it has {sorted(have_out)}); "
+        raise InputError(f"{where}: graph has no output(s) {missing} (it has {sorted(have_out)}); "
                          "the file is not this model's graph: re-export the model")
     for kind, names, have in (("input", inputs, have_in), ("output", outputs, have_out)):
         for name, expected in names.items():
             if _shape_mismatch(have[name], expected):
                 shown = ["N" if e is None else e for e in expected]
-                raise ValueError(f"{where}: {kind} {name!r} has shape {have[name]} but the "
+                raise InputError(f"{where}: {kind} {name!r} has shape {have[name]} but the "
                                  f"manifest implies {shown}; the graph and manifest.json "
                                  "disagree: re-export the model")
 
@@ -204,7 +216,7 @@ def check_graph_file(model_dir: Path, name: str, manifest: Manifest) -> None:
     path = confined_path(model_dir, name)
     for location in external_data_locations(path):
         if location not in manifest.files:
-            raise ValueError(f"{path}: its external data file {location!r} is not listed in the "
+            raise InputError(f"{path}: its external data file {location!r} is not listed in the "
                              "manifest (so no sha256 covers it); re-export the model")
         confined_path(model_dir, location)
 
@@ -216,7 +228,7 @@ def external_data_locations(path: Path) -> list[str]:
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"{path}: not a readable ONNX file ({first_line(exc)}); "
+        raise InputError(f"{path}: not a readable ONNX file ({first_line(exc)}); "
                          "re-export the model") from None
     locations: list[str] = []
     tensors = list(model.graph.initializer)

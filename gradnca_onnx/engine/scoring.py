@@ -22,7 +22,13 @@ from numpy.typing import NDArray
 from .. import __version__
 from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
-from ..scores import combine, feature_update_score, fu_batch_slices, label_prediction_score
+from ..errors import InputError, one_line
+from ..scores import (
+    combine,
+    feature_update_score,
+    fu_batch_slices,
+    label_prediction_score,
+)
 from ..scores.feature_update import fu_undefined_reason, triplet_loss_grad
 from ..scores.label_prediction import JITTER_SCALE, check_jitters
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
@@ -153,20 +159,20 @@ def check_scoring_target(target: TargetData) -> None:
     """Refuse targets the score is undefined on, with one clear message."""
     where = target.source or target.name
     if target.labels.ndim != 1:
-        raise ValueError(f"{where}: multi-label targets are not supported (S_LP needs one class "
+        raise InputError(f"{where}: multi-label targets are not supported (S_LP needs one class "
                          "per image)")
     counts = np.bincount(target.labels, minlength=target.n_classes)
     present = np.flatnonzero(counts)
     if present.size < 2:
-        raise ValueError(f"{where} ({target.split}): only one class ({present.tolist()}) is "
+        raise InputError(f"{where} ({target.split}): only one class ({present.tolist()}) is "
                          "present; transferability needs at least two")
     lonely = [int(c) for c in present if counts[c] < 2]
     if lonely:
         names = ", ".join(f"{target.class_names[c]!r}" for c in lonely)
-        raise ValueError(f"{where} ({target.split}): class {names} has a single image, too few to "
+        raise InputError(f"{where} ({target.split}): class {names} has a single image, too few to "
                          "form a triplet (anchor and positive); add images or drop the class")
     if len(target) < 6:
-        raise ValueError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
+        raise InputError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
 
 
 def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tuple[dict, list[str]]:
@@ -176,7 +182,7 @@ def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tup
     notes = []
     if target.image_size != size:
         if not resize:
-            raise ValueError(
+            raise InputError(
                 f"{manifest.name} takes {spec.height}x{spec.width} images but the target's are "
                 f"{target.image_size[0]}x{target.image_size[1]}; allow resizing or export the "
                 "model at the target's size")
@@ -215,7 +221,7 @@ def _check_output(out: NDArray, size: int | None, name: str, field: str, where: 
     """Refuse a graph output whose width contradicts the manifest (e.g. feature_dim 999 over a
     64-wide graph), or that is not finite."""
     if out.ndim != 2 or out.shape[1] != size:
-        raise ValueError(f"{where}: output {name!r} has shape {list(out.shape)} but the manifest's "
+        raise InputError(f"{where}: output {name!r} has shape {list(out.shape)} but the manifest's "
                          f"{field} is {size}; the graph and manifest.json disagree: re-export "
                          "the model")
 
@@ -413,10 +419,10 @@ def zoo_entries(zoo_dir: str | Path, models: Sequence[str] | None = None) -> lis
         wanted = set(models)
         missing = wanted - {e.path.name for e in entries}
         if missing:
-            raise ValueError(f"zoo {zoo_dir} has no model named {sorted(missing)}")
+            raise InputError(f"zoo {zoo_dir} has no model named {sorted(missing)}")
         entries = [e for e in entries if e.path.name in wanted]
     if not entries:
-        raise ValueError(f"zoo directory {zoo_dir} holds no model (no sub-directory with a "
+        raise InputError(f"zoo directory {zoo_dir} holds no model (no sub-directory with a "
                          "manifest.json); export one with 'gradnca-onnx export'")
     return entries
 
@@ -472,14 +478,11 @@ def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig
     except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
         # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is
         # reported with its error; the rest of the zoo is still ranked.
-        return ModelResult(name=manifest.name, path=entry.path, error=_one_line(exc),
+        return ModelResult(name=manifest.name, path=entry.path, error=one_line(exc),
                            architecture=manifest.architecture,
                            pretrained_on=manifest.pretrained_on), None, None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if isinstance(exc, ValueError) and text else f"{type(exc).__name__}: {text}"
 
 
 def combine_zoo(target: TargetData, results: list[ModelResult],
@@ -551,7 +554,7 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
 def check_scenario(scenario: str) -> None:
     """Refuse an unknown scenario name."""
     if scenario not in ("dataset", "cross-domain", "model"):
-        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+        raise InputError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
 
 
 def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",

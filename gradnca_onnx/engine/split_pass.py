@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
 from ..scores import fu_batch_slices
 from ..scores.feature_update import triplet_loss_grad
 from ..zoo import BACKWARD_OUTPUTS, Manifest, residual_names
@@ -181,7 +182,7 @@ class _Clock:
 
 def _check_width(out: NDArray, size: int | None, name: str, manifest: Manifest) -> None:
     if out.ndim != 2 or out.shape[1] != size:
-        raise ValueError(f"{manifest.name}: forward.onnx output {name!r} has shape "
+        raise InputError(f"{manifest.name}: forward.onnx output {name!r} has shape "
                          f"{list(out.shape)} but the manifest says width {size}; the graph and "
                          "manifest.json disagree: re-export the model")
 

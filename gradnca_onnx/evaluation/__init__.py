@@ -33,7 +33,13 @@ from .rank_output import drop_unrankable, scores_from_rank
 from .ranking import average_ranks, rank_methods
 from .replicates import ReplicateAgreement, replicate_agreement
 from .report import Evaluation, evaluate
-from .stats import FriedmanResult, critical_difference, friedman_test, nemenyi_pvalues, nemenyi_q
+from .stats import (
+    FriedmanResult,
+    critical_difference,
+    friedman_test,
+    nemenyi_pvalues,
+    nemenyi_q,
+)
 from .table import SourceTargetTable, align, parse_table, read_table
 
 __all__ = [

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, Mapping
 
 import numpy as np
 
+from ..errors import InputError
 from ..scores.combine import combine
 from .ground_truth import ground_truth_from_runs
 from .table import SourceTargetTable, parse_table
@@ -45,7 +46,7 @@ TERM_FILES: dict[str, str] = {"lp": "lp", "fu": "fu"}
 
 def _check_scenario(scenario: str) -> None:
     if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
+        raise InputError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
 
 
 def resource_dir() -> Traversable:
@@ -56,7 +57,7 @@ def resource_dir() -> Traversable:
 def _read_results(stem: str, name: str) -> SourceTargetTable:
     res = resource_dir() / "results" / f"{stem}.csv"
     if not res.is_file():
-        raise ValueError(f"the shipped benchmark has no results/{stem}.csv; reinstall gradnca-onnx")
+        raise InputError(f"the shipped benchmark has no results/{stem}.csv; reinstall gradnca-onnx")
     text = res.read_text(encoding="utf-8")
     return parse_table(csv.reader(io.StringIO(text)), name=name)
 
@@ -79,7 +80,7 @@ def load_released(metric: str, scenario: Scenario) -> SourceTargetTable:
     _check_scenario(scenario)
     stems = (*METRIC_FILES.values(), *TERM_FILES.values())
     if metric not in stems:
-        raise ValueError(f"no released scores for {metric!r}; choose one of {list(stems)}")
+        raise InputError(f"no released scores for {metric!r}; choose one of {list(stems)}")
     return _read_results(f"{metric}_{scenario}", f"{metric}_{scenario}.csv")
 
 
@@ -102,7 +103,7 @@ def combine_table(lp: SourceTargetTable, fu: SourceTargetTable, scenario: Scenar
         try:
             out[keep, j] = combine(lp.values[keep, j], fu.values[keep, j], scenario=mode)
         except ValueError as exc:
-            raise ValueError(f"{name}, target {target!r}: {exc}") from None
+            raise InputError(f"{name}, target {target!r}: {exc}") from None
     return SourceTargetTable(lp.sources, lp.targets, out, name)
 
 
@@ -140,7 +141,7 @@ def _run_logs(imagenet_models: bool) -> list[dict[str, str]]:
         text = gzip.decompress(entry.read_bytes()).decode("utf-8")
         rows.extend(csv.DictReader(io.StringIO(text)))
     if not rows:
-        raise ValueError("the shipped benchmark has no finetuned_AUCs/*.csv.gz; reinstall gradnca-onnx")
+        raise InputError("the shipped benchmark has no finetuned_AUCs/*.csv.gz; reinstall gradnca-onnx")
     return rows
 
 

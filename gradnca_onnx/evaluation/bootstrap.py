@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .correlation import Measure, MEASURES, correlation, paired_values
+from ..errors import InputError
+from .correlation import MEASURES, Measure, correlation, paired_values
 from .table import SourceTargetTable, align
 
 
@@ -38,13 +39,13 @@ def bootstrap_ci(scores: SourceTargetTable, truth: SourceTargetTable, *, seed: i
         any defined replicate, gets ``[NaN, NaN]``.
     """
     if measure not in MEASURES:
-        raise ValueError(f"measure must be one of {list(MEASURES)}; got {measure!r}")
+        raise InputError(f"measure must be one of {list(MEASURES)}; got {measure!r}")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 10:
-        raise ValueError(f"n_resamples must be an integer >= 10; got {n_resamples!r}")
+        raise InputError(f"n_resamples must be an integer >= 10; got {n_resamples!r}")
     if not 0.0 < float(confidence) < 1.0:
-        raise ValueError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
+        raise InputError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
+        raise InputError(f"seed must be an integer; got {seed!r}")
     scores, truth = align(scores, truth)
     rng = np.random.default_rng(int(seed))
     lo_q, hi_q = 50.0 * (1.0 - confidence), 50.0 * (1.0 + confidence)

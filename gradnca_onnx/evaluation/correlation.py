@@ -9,14 +9,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from ..errors import (
+    InputError,
+    MissingValueWarning,  # noqa: F401 - re-exported
+)
 from .table import SourceTargetTable, align
 
 Measure = Literal["weighted_tau", "kendall_tau", "spearman", "pearson"]
 MEASURES: tuple[str, ...] = ("weighted_tau", "kendall_tau", "spearman", "pearson")
-
-
-class MissingValueWarning(UserWarning):
-    """A (source, target) pair has no score or no ground truth, so that target's result is NaN."""
 
 
 def paired_values(scores: SourceTargetTable, truth: SourceTargetTable, target: str
@@ -47,7 +47,7 @@ def paired_values(scores: SourceTargetTable, truth: SourceTargetTable, target: s
     keep = np.array([s != target for s in truth.sources])
     kept = tuple(s for s, k in zip(truth.sources, keep) if k)
     if len(kept) < 2:
-        raise ValueError(
+        raise InputError(
             f"target {target!r}: only {len(kept)} source(s) {list(kept)} besides the target itself; "
             "a ranking needs at least two sources"
         )
@@ -74,11 +74,11 @@ def correlation(x: ArrayLike, y: ArrayLike, measure: Measure = "weighted_tau") -
     xa = np.asarray(x, dtype=np.float64).reshape(-1)
     ya = np.asarray(y, dtype=np.float64).reshape(-1)
     if xa.shape != ya.shape:
-        raise ValueError(f"scores and ground truth must have one value per source; got {xa.size} and {ya.size}")
+        raise InputError(f"scores and ground truth must have one value per source; got {xa.size} and {ya.size}")
     if xa.size < 2:
-        raise ValueError(f"need at least two sources to correlate; got {xa.size}")
+        raise InputError(f"need at least two sources to correlate; got {xa.size}")
     if measure not in MEASURES:
-        raise ValueError(f"measure must be one of {list(MEASURES)}; got {measure!r}")
+        raise InputError(f"measure must be one of {list(MEASURES)}; got {measure!r}")
     if np.isnan(xa).any() or np.isnan(ya).any():
         return float("nan")
     if np.all(xa == xa[0]) or np.all(ya == ya[0]):

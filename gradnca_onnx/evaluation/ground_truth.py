@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from .table import PathLike, SourceTargetTable
 
 
@@ -18,28 +19,28 @@ def read_runs(path: PathLike) -> list[dict[str, str]]:
     """Read a run log (one row a fine-tuning run, with a header) from ``.csv`` or ``.csv.gz``."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"run log {str(p)!r} does not exist or is not a file")
+        raise InputError(f"run log {str(p)!r} does not exist or is not a file")
     raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"run log {str(p)!r} is not UTF-8 CSV text") from None
+        raise InputError(f"run log {str(p)!r} is not UTF-8 CSV text") from None
     return list(csv.DictReader(io.StringIO(text)))
 
 
 def _number(run: Mapping[str, str], field: str, where: str) -> float:
     cell = run.get(field)
     if cell is None:
-        raise ValueError(f"{where}: no column {field!r}; the run log needs it")
+        raise InputError(f"{where}: no column {field!r}; the run log needs it")
     cell = cell.strip()
     if cell == "" or cell.lower() == "nan":
         return math.nan
     try:
         return float(cell)
     except ValueError:
-        raise ValueError(f"{where}: non-numeric {field} {cell!r}") from None
+        raise InputError(f"{where}: non-numeric {field} {cell!r}") from None
 
 
 def ground_truth_from_runs(runs: Iterable[Mapping[str, str]], *, source_field: str = "source_flag",
@@ -79,7 +80,7 @@ def ground_truth_from_runs(runs: Iterable[Mapping[str, str]], *, source_field: s
         src, tgt = run.get(source_field), run.get(target_field)
         if src is None or tgt is None:
             missing = source_field if src is None else target_field
-            raise ValueError(f"{where}: no column {missing!r}; the run log needs it")
+            raise InputError(f"{where}: no column {missing!r}; the run log needs it")
         loss = _number(run, loss_field, where)
         if math.isnan(loss):
             continue
@@ -88,7 +89,7 @@ def ground_truth_from_runs(runs: Iterable[Mapping[str, str]], *, source_field: s
         if key not in best or loss < best[key][0]:
             best[key] = (loss, value)
     if not best:
-        raise ValueError(f"{name}: none of the {n_rows} runs has a {loss_field}; nothing to select")
+        raise InputError(f"{name}: none of the {n_rows} runs has a {loss_field}; nothing to select")
     srcs = tuple(sources) if sources is not None else tuple(sorted({s for s, _ in best}))
     tgts = tuple(targets) if targets is not None else tuple(sorted({t for _, t in best}))
     values = np.full((len(srcs), len(tgts)), np.nan)

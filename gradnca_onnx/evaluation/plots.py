@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..errors import InputError
 from .correlation import paired_values
 from .table import PathLike, SourceTargetTable, align
 
@@ -86,7 +87,7 @@ def plot_scatter_grid(truth: SourceTargetTable, scores: Mapping[str, SourceTarge
     """
     methods = list(scores)
     if not methods:
-        raise ValueError("no methods to plot")
+        raise InputError("no methods to plot")
     targets = scores[methods[0]].targets
     tau_m = None if tau is None else np.asarray(tau, dtype=np.float64)
     fig = _figure(2.0 * len(methods) + 1.0, 1.7 * len(targets) + 0.5)
@@ -158,9 +159,9 @@ def plot_critical_difference(avg_rank: Mapping[str, float], cd: float, stem: Pat
     names = list(avg_rank)
     avg = np.array([avg_rank[n] for n in names], dtype=np.float64)
     if len(names) < 2:
-        raise ValueError("a critical-difference diagram needs at least 2 methods")
+        raise InputError("a critical-difference diagram needs at least 2 methods")
     if not np.isfinite(avg).all() or not (math.isfinite(cd) and cd > 0):
-        raise ValueError("average ranks and the critical difference must be finite (cd > 0)")
+        raise InputError("average ranks and the critical difference must be finite (cd > 0)")
     k = len(names)
     lo, hi = 1, max(k, int(math.ceil(avg.max())))
     order = np.argsort(avg, kind="stable")
@@ -212,7 +213,7 @@ def plot_tau_heatmap(tau: ArrayLike, methods: Sequence[str], targets: Sequence[s
     """
     m = np.asarray(tau, dtype=np.float64)
     if m.shape != (len(targets), len(methods)):
-        raise ValueError(f"tau has shape {m.shape}; expected ({len(targets)}, {len(methods)}) "
+        raise InputError(f"tau has shape {m.shape}; expected ({len(targets)}, {len(methods)}) "
                          "(targets x methods)")
     fig = _figure(1.0 + 0.9 * len(methods), 0.8 + 0.4 * len(targets))
     ax = fig.add_subplot()
@@ -238,7 +239,7 @@ def plot_evaluation(evaluation: "Evaluation", directory: PathLike) -> list[Path]
     """
     out = Path(directory)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"plot directory {str(out)!r} exists and is not a directory")
+        raise InputError(f"plot directory {str(out)!r} exists and is not a directory")
     scen = f"{evaluation.scenario} scenario"
     paths = plot_scatter_grid(evaluation.truth, evaluation.scores, out / PLOT_STEMS[0], tau=evaluation.tau)
     if evaluation.cd is not None:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .._loaders import load_json
+from ..errors import InputError
 from .table import PathLike, SourceTargetTable
 
 #: rank JSON field -> method name (the metrics keep their registry names).
@@ -33,11 +34,11 @@ def _load(path: PathLike) -> Mapping[str, Any]:
     p = Path(path)
     where = f"--rank {p}"
     if not p.is_file():
-        raise ValueError(f"{where}: no such file; {_GIVE}")
+        raise InputError(f"{where}: no such file; {_GIVE}")
     try:
         doc = load_json(p.read_text(encoding="utf-8"), where)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{where}: not JSON ({type(exc).__name__}); {_GIVE}") from None
+        raise InputError(f"{where}: not JSON ({type(exc).__name__}); {_GIVE}") from None
     return doc
 
 
@@ -46,7 +47,7 @@ def _rankings(doc: Any, where: str) -> list[Mapping[str, Any]]:
     if schema in RANK_TARGETS_SCHEMAS:
         rankings = doc.get("rankings")
         if not isinstance(rankings, list) or not all(isinstance(r, dict) for r in rankings):
-            raise ValueError(f"{where}: 'rankings' is not a list of rank documents; {_GIVE}")
+            raise InputError(f"{where}: 'rankings' is not a list of rank documents; {_GIVE}")
         for r in rankings:
             _rankings(r, where)  # each must be a rank document this reader knows
         return rankings
@@ -55,10 +56,10 @@ def _rankings(doc: Any, where: str) -> list[Mapping[str, Any]]:
     if isinstance(schema, str) and schema.startswith(("gradnca-onnx/rank/",
                                                       "gradnca-onnx/rank-targets/")):
         # A newer layout may mean something else by the same fields: never guess.
-        raise ValueError(f"{where}: rank schema {schema!r} is not one this gradnca-onnx reads "
+        raise InputError(f"{where}: rank schema {schema!r} is not one this gradnca-onnx reads "
                          f"({', '.join(RANK_SCHEMAS + RANK_TARGETS_SCHEMAS)}); upgrade "
                          "gradnca-onnx or rank again with this version")
-    raise ValueError(f"{where}: not a rank JSON document (schema {schema or 'missing'}); "
+    raise InputError(f"{where}: not a rank JSON document (schema {schema or 'missing'}); "
                      f"{_GIVE}")
 
 
@@ -88,20 +89,20 @@ def scores_from_rank(documents: Iterable[PathLike | Mapping[str, Any]]
         for ranking in _rankings(doc, where):
             target = str((ranking.get("target") or {}).get("name") or "")
             if not target:
-                raise ValueError(f"{where}: a ranking without a target name")
+                raise InputError(f"{where}: a ranking without a target name")
             if target in per_target:
-                raise ValueError(f"{where}: target {target!r} is scored twice; give each "
+                raise InputError(f"{where}: target {target!r} is scored twice; give each "
                                  "target's rank output once")
             try:
                 cells = {str(m["model"]): {} if m.get("error") else _cells(m)
                          for m in ranking.get("models") or []}
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ValueError(f"{where}: target {target!r}: a model entry is malformed "
+                raise InputError(f"{where}: target {target!r}: a model entry is malformed "
                                  f"({type(exc).__name__}: {exc}); {_GIVE}") from None
             sources += [name for name in cells if name not in sources]
             per_target[target] = cells
     if not sources:
-        raise ValueError("the rank output holds no models")
+        raise InputError("the rank output holds no models")
     targets = list(per_target)
     methods: list[str] = []
     for cells in per_target.values():

@@ -6,11 +6,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
+from ..errors import InputError
+
 
 def _as_matrix(values: ArrayLike, name: str) -> NDArray[np.float64]:
     m = np.asarray(values, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D array (n_targets, n_methods); got shape {m.shape}")
+        raise InputError(f"{name} must be a 2-D array (n_targets, n_methods); got shape {m.shape}")
     return m
 
 
@@ -31,7 +33,7 @@ def rank_methods(tau: ArrayLike) -> NDArray[np.float64]:
     """
     m = _as_matrix(tau, "tau")
     if np.isinf(m).any():
-        raise ValueError("tau contains inf; correlations lie in [-1, 1] (NaN for undefined)")
+        raise InputError("tau contains inf; correlations lie in [-1, 1] (NaN for undefined)")
     # Negate so that rank 1 is the best; NaN becomes +inf, i.e. after every real value.
     key = np.where(np.isnan(m), np.inf, -m)
     return rankdata(key, method="average", axis=1)
@@ -51,5 +53,5 @@ def average_ranks(ranks: ArrayLike) -> NDArray[np.float64]:
     """
     r = _as_matrix(ranks, "ranks")
     if np.isnan(r).any():
-        raise ValueError("ranks contain NaN; build them with rank_methods, which ranks NaN last")
+        raise InputError("ranks contain NaN; build them with rank_methods, which ranks NaN last")
     return r.mean(axis=0)

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
 from .correlation import MissingValueWarning, correlation, paired_values
 from .table import SourceTargetTable, align
 
@@ -96,11 +97,11 @@ def _summary(values: NDArray[np.float64]) -> dict[str, Any]:
 def _check_replicates(replicates: Mapping[str, SourceTargetTable]) -> tuple[str, ...]:
     names = tuple(replicates)
     if len(names) < 2:
-        raise ValueError(f"replicate agreement needs at least two replicate ground truths; got "
+        raise InputError(f"replicate agreement needs at least two replicate ground truths; got "
                          f"{len(names)} (write them with `finetune summarize --replicates DIR`)")
     for n in names:
         if not isinstance(replicates[n], SourceTargetTable):
-            raise ValueError(f"replicate {n!r}: expected a SourceTargetTable; got "
+            raise InputError(f"replicate {n!r}: expected a SourceTargetTable; got "
                              f"{type(replicates[n]).__name__}")
     return names
 

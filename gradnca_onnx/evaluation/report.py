@@ -11,11 +11,19 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
 from .bootstrap import bootstrap_ci
 from .correlation import MissingValueWarning, paired_values, per_target, top1_regret
 from .ranking import average_ranks, rank_methods
 from .replicates import ReplicateAgreement, format_agreement, replicate_agreement
-from .stats import FriedmanResult, QLookup, critical_difference, friedman_test, nemenyi_pvalues, nemenyi_q
+from .stats import (
+    FriedmanResult,
+    QLookup,
+    critical_difference,
+    friedman_test,
+    nemenyi_pvalues,
+    nemenyi_q,
+)
 from .table import SourceTargetTable, align
 
 #: Extra per-target measures reported beside the weighted tau.
@@ -151,13 +159,13 @@ class Evaluation:
 
 def _check_methods(scores: Mapping[str, SourceTargetTable]) -> tuple[str, ...]:
     if not scores:
-        raise ValueError("no methods to evaluate; give at least one scores table")
+        raise InputError("no methods to evaluate; give at least one scores table")
     names = tuple(scores)
     for m in names:
         if not isinstance(m, str) or not m.strip():
-            raise ValueError(f"method names must be non-empty strings; got {m!r}")
+            raise InputError(f"method names must be non-empty strings; got {m!r}")
         if not isinstance(scores[m], SourceTargetTable):
-            raise ValueError(f"method {m!r}: expected a SourceTargetTable; got {type(scores[m]).__name__}")
+            raise InputError(f"method {m!r}: expected a SourceTargetTable; got {type(scores[m]).__name__}")
     first = names[0]
     ref = scores[first].targets
     for m in names[1:]:
@@ -169,7 +177,7 @@ def _check_methods(scores: Mapping[str, SourceTargetTable]) -> tuple[str, ...]:
                 parts.append(f"lacks target(s) {missing}")
             if extra:
                 parts.append(f"has extra target(s) {extra}")
-            raise ValueError(
+            raise InputError(
                 f"method {m!r} ({scores[m].name}) {' and '.join(parts)} compared with method {first!r} "
                 f"({scores[first].name}); every method must score the same targets"
             )
@@ -228,23 +236,23 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         method whose tau is NaN on every target (nothing to rank it by).
     """
     if scenario not in ("dataset", "model"):
-        raise ValueError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
+        raise InputError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
     if isinstance(alpha, bool) or not 0.0 < float(alpha) < 1.0:
         # Checked even when no critical difference is computed (one method): a bad value
         # is an error whatever else the input holds.
-        raise ValueError(f"alpha (--alpha) must be strictly between 0 and 1, e.g. 0.05; got "
+        raise InputError(f"alpha (--alpha) must be strictly between 0 and 1, e.g. 0.05; got "
                          f"{alpha!r}")
     if float(alpha) < MIN_ALPHA:
-        raise ValueError(f"alpha (--alpha) {alpha!r} is too small: the critical difference is "
+        raise InputError(f"alpha (--alpha) {alpha!r} is too small: the critical difference is "
                          f"computed for alpha >= {MIN_ALPHA:g} (e.g. 0.05 or 0.01)")
     if n_bootstrap:
         if seed is None:
-            raise ValueError("a bootstrap needs an explicit seed for reproducibility (--seed on "
+            raise InputError("a bootstrap needs an explicit seed for reproducibility (--seed on "
                              "the command line, seed= in Python)")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed (--seed) must be an integer >= 0; got {seed!r}")
+            raise InputError(f"seed (--seed) must be an integer >= 0; got {seed!r}")
         if n_bootstrap < 10:
-            raise ValueError(f"the bootstrap (--bootstrap on the command line, n_bootstrap= in "
+            raise InputError(f"the bootstrap (--bootstrap on the command line, n_bootstrap= in "
                              f"Python) must be 0 (no intervals) or at least 10; got {n_bootstrap}")
     methods = _check_methods(scores)
     targets = scores[methods[0]].targets
@@ -258,7 +266,7 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
     tau = np.column_stack([per_target(aligned[m], truth_t, "weighted_tau") for m in methods])
     for j, m in enumerate(methods):
         if np.isnan(tau[:, j]).all():
-            raise ValueError(
+            raise InputError(
                 f"method {m!r} ({aligned[m].name}): weighted tau is undefined on every target (its "
                 "scores are constant or missing on each); it cannot be ranked, fix or drop it"
             )
@@ -328,7 +336,7 @@ def _flat_targets(truth: SourceTargetTable, targets: Sequence[str]) -> dict[str,
         elif values.size == 0:
             flat[t] = "the ground truth has no value for any candidate source"
     if flat and len(flat) == len(targets):
-        raise ValueError(f"{truth.name}: the ground truth is constant (or missing) on every "
+        raise InputError(f"{truth.name}: the ground truth is constant (or missing) on every "
                          f"target {list(targets)}, so it ranks no source; check the ground-truth "
                          "file")
     return flat

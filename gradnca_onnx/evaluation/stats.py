@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from ..errors import InputError
+
 QLookup = Literal["correct", "paper"]
 
 # Demšar (2006), Table 5(a): two-tailed Nemenyi critical values q_alpha for k = 2..10 methods
@@ -30,9 +32,9 @@ class FriedmanResult(NamedTuple):
 def _check_ranks(ranks: ArrayLike) -> NDArray[np.float64]:
     r = np.asarray(ranks, dtype=np.float64)
     if r.ndim != 2:
-        raise ValueError(f"ranks must be a 2-D array (n_targets, n_methods); got shape {r.shape}")
+        raise InputError(f"ranks must be a 2-D array (n_targets, n_methods); got shape {r.shape}")
     if not np.isfinite(r).all():
-        raise ValueError("ranks contain NaN/inf; build them with rank_methods, which ranks NaN last")
+        raise InputError("ranks contain NaN/inf; build them with rank_methods, which ranks NaN last")
     return r
 
 
@@ -52,9 +54,9 @@ def friedman_test(ranks: ArrayLike) -> FriedmanResult:
     r = _check_ranks(ranks)
     n, k = r.shape
     if k < 3:
-        raise ValueError(f"the Friedman test needs at least 3 methods; got {k}")
+        raise InputError(f"the Friedman test needs at least 3 methods; got {k}")
     if n < 2:
-        raise ValueError(f"the Friedman test needs at least 2 targets; got {n}")
+        raise InputError(f"the Friedman test needs at least 2 targets; got {n}")
     res = stats.friedmanchisquare(*r.T)
     return FriedmanResult(float(res.statistic), float(res.pvalue))
 
@@ -80,11 +82,11 @@ def nemenyi_q(k: int, alpha: float = 0.05, *, lookup: QLookup = "correct") -> fl
         ``studentized_range.ppf(1 - alpha, k, inf) / sqrt(2)``.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"k (the number of methods) must be an integer >= 2; got {k!r}")
+        raise InputError(f"k (the number of methods) must be an integer >= 2; got {k!r}")
     if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be strictly between 0 and 1; got {alpha!r}")
+        raise InputError(f"alpha must be strictly between 0 and 1; got {alpha!r}")
     if lookup not in ("correct", "paper"):
-        raise ValueError(f"lookup must be 'correct' or 'paper'; got {lookup!r}")
+        raise InputError(f"lookup must be 'correct' or 'paper'; got {lookup!r}")
     kk = int(k) + (1 if lookup == "paper" else 0)
     table = _DEMSAR_Q.get(float(alpha))
     if table is not None and kk - 2 < len(table):
@@ -109,7 +111,7 @@ def critical_difference(k: int, n: int, alpha: float = 0.05, *, lookup: QLookup 
         (``"correct"``: 2.716).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (the number of targets) must be an integer >= 1; got {n!r}")
+        raise InputError(f"n (the number of targets) must be an integer >= 1; got {n!r}")
     q = nemenyi_q(k, alpha, lookup=lookup)
     return q * math.sqrt(k * (k + 1) / (6.0 * n))
 
@@ -133,7 +135,7 @@ def nemenyi_pvalues(ranks: ArrayLike) -> NDArray[np.float64]:
     r = _check_ranks(ranks)
     n, k = r.shape
     if k < 2:
-        raise ValueError(f"pairwise comparisons need at least 2 methods; got {k}")
+        raise InputError(f"pairwise comparisons need at least 2 methods; got {k}")
     avg = r.mean(axis=0)
     se = math.sqrt(k * (k + 1) / (6.0 * n))
     q = np.abs(avg[:, None] - avg[None, :]) / se * math.sqrt(2.0)

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Sequence, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 _MISSING = {"", "nan", "na", "n/a", "none", "null", "-"}
@@ -44,18 +46,18 @@ class SourceTargetTable:
         targets = tuple(str(t) for t in self.targets)
         values = np.array(self.values, dtype=np.float64)
         if values.shape != (len(sources), len(targets)):
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: values have shape {values.shape} but there are {len(sources)} sources "
                 f"and {len(targets)} targets"
             )
         for kind, names in (("source", sources), ("target", targets)):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
-                raise ValueError(f"{self.name}: duplicate {kind} name(s) {dupes}; each must appear once")
+                raise InputError(f"{self.name}: duplicate {kind} name(s) {dupes}; each must appear once")
             if any(not n for n in names):
-                raise ValueError(f"{self.name}: empty {kind} name; name every {kind}")
+                raise InputError(f"{self.name}: empty {kind} name; name every {kind}")
         if np.isinf(values).any():
-            raise ValueError(f"{self.name}: contains inf; use NaN (an empty cell) for a missing value")
+            raise InputError(f"{self.name}: contains inf; use NaN (an empty cell) for a missing value")
         values.setflags(write=False)
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "targets", targets)
@@ -64,7 +66,7 @@ class SourceTargetTable:
     def column(self, target: str) -> NDArray[np.float64]:
         """The values of every source on ``target``."""
         if target not in self.targets:
-            raise ValueError(f"{self.name}: no target {target!r}; it has {list(self.targets)}")
+            raise InputError(f"{self.name}: no target {target!r}; it has {list(self.targets)}")
         return self.values[:, self.targets.index(target)]
 
     def select(self, sources: Sequence[str] | None = None,
@@ -80,7 +82,7 @@ class SourceTargetTable:
                 parts.append(f"source(s) {missing_s}")
             if missing_t:
                 parts.append(f"target(s) {missing_t}")
-            raise ValueError(f"{self.name}: has no {' and no '.join(parts)}")
+            raise InputError(f"{self.name}: has no {' and no '.join(parts)}")
         rows = [self.sources.index(s) for s in sources]
         cols = [self.targets.index(t) for t in targets]
         return SourceTargetTable(sources, targets, self.values[np.ix_(rows, cols)], self.name)
@@ -118,12 +120,12 @@ def _parse_cell(cell: str, *, name: str, source: str, target: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{name}: non-numeric value {cell!r} for source {source!r}, target {target!r}; "
             "every cell must be a number or empty"
         ) from None
     if math.isinf(value):
-        raise ValueError(f"{name}: infinite value for source {source!r}, target {target!r}")
+        raise InputError(f"{name}: infinite value for source {source!r}, target {target!r}")
     return value
 
 
@@ -136,14 +138,14 @@ def parse_table(rows: Iterable[Sequence[str]], *, name: str = "table") -> Source
     """
     rows = [list(r) for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise ValueError(f"{name}: is empty; expected a header row 'source,<target>,...' and one row per source")
+        raise InputError(f"{name}: is empty; expected a header row 'source,<target>,...' and one row per source")
     header = [h.strip() for h in rows[0]]
     lowered = [h.lower() for h in header]
     if "source" in lowered:
         src_col = lowered.index("source")
         extra = [h for h in header[:src_col] if h]
         if extra:
-            raise ValueError(
+            raise InputError(
                 f"{name}: unexpected column(s) {extra} before the 'source' column; only an unnamed "
                 "index column may come first"
             )
@@ -151,14 +153,14 @@ def parse_table(rows: Iterable[Sequence[str]], *, name: str = "table") -> Source
         src_col = 0
     targets = header[src_col + 1:]
     if not targets:
-        raise ValueError(f"{name}: no target columns after the source column in the header {header}")
+        raise InputError(f"{name}: no target columns after the source column in the header {header}")
     if len(rows) < 2:
-        raise ValueError(f"{name}: has a header but no source rows")
+        raise InputError(f"{name}: has a header but no source rows")
     sources: list[str] = []
     values = np.empty((len(rows) - 1, len(targets)))
     for i, row in enumerate(rows[1:]):
         if len(row) != len(header):
-            raise ValueError(
+            raise InputError(
                 f"{name}: row {i + 2} has {len(row)} cells but the header has {len(header)}"
             )
         source = row[src_col].strip()
@@ -185,17 +187,17 @@ def read_table(path: PathLike, *, name: str | None = None) -> SourceTargetTable:
     label = str(path) if name is None else name
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{label}: file {str(p)!r} does not exist")
+        raise InputError(f"{label}: file {str(p)!r} does not exist")
     if p.is_dir():
-        raise ValueError(f"{label}: {str(p)!r} is a directory; give a CSV file")
+        raise InputError(f"{label}: {str(p)!r} is a directory; give a CSV file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{label}: {str(p)!r} is not a UTF-8 text CSV file") from None
+        raise InputError(f"{label}: {str(p)!r} is not a UTF-8 text CSV file") from None
     try:
         return parse_table(csv.reader(io.StringIO(text)), name=label)
     except csv.Error as exc:
-        raise ValueError(f"{label}: malformed CSV ({exc})") from None
+        raise InputError(f"{label}: malformed CSV ({exc})") from None
 
 
 def align(scores: SourceTargetTable, truth: SourceTargetTable) -> tuple[SourceTargetTable, SourceTargetTable]:
@@ -217,13 +219,13 @@ def align(scores: SourceTargetTable, truth: SourceTargetTable) -> tuple[SourceTa
             parts.append(f"lacks source(s) {missing} that {truth.name} has")
         if extra:
             parts.append(f"has source(s) {extra} that {truth.name} lacks")
-        raise ValueError(
+        raise InputError(
             f"{scores.name}: {' and '.join(parts)}; give one row per source of the ground truth, "
             "spelled the same way"
         )
     unknown = [t for t in scores.targets if t not in truth.targets]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{scores.name}: target(s) {unknown} are not in {truth.name} (its targets: "
             f"{list(truth.targets)}); rename or drop those columns"
         )

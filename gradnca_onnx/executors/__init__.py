@@ -6,8 +6,16 @@ driver alone combines results and writes files, so outputs are identical either 
 an optional extra, imported only when the ``ray`` executor is made.
 """
 
-from .base import (EXECUTORS, RAY_EXTRA, Executor, LocalExecutor, RayExecutor, TaskOutcome,
-                   make_executor, task_gpus)
+from .base import (
+                   EXECUTORS,
+                   RAY_EXTRA,
+                   Executor,
+                   LocalExecutor,
+                   RayExecutor,
+                   TaskOutcome,
+                   make_executor,
+                   task_gpus,
+)
 from .finetuning import run_grid_on, train_task
 from .ranking import rank_targets
 

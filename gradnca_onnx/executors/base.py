@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from ..errors import InputError, first_line, one_line
+
 #: How the one-line error for a missing Ray reads (the CLI prints it, exit code 2).
 RAY_EXTRA = "install the ray extra: pip install 'gradnca-onnx[ray]'"
 
@@ -36,8 +38,6 @@ class TaskOutcome:
         return self.error is None
 
 
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 class LocalExecutor:
@@ -62,7 +62,7 @@ class LocalExecutor:
             try:
                 value = fn(*args, **kwargs)
             except Exception as exc:  # a failed call is reported; KeyboardInterrupt still stops
-                yield TaskOutcome(i, error=_one_line(exc))
+                yield TaskOutcome(i, error=one_line(exc))
                 continue
             yield TaskOutcome(i, value=value)
 
@@ -74,7 +74,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ValueError(f"the ray executor needs Ray, which is not installed; "
+        raise InputError(f"the ray executor needs Ray, which is not installed; "
                          f"{RAY_EXTRA}") from None
     return ray
 
@@ -84,12 +84,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--ray-address {address!r} must be 'auto' or HOST:PORT (e.g. "
+        raise InputError(f"--ray-address {address!r} must be 'auto' or HOST:PORT (e.g. "
                          "10.0.0.1:6379, or ray://HOST:10001 for Ray Client)")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ValueError(f"cannot reach the Ray cluster at {address} ({exc}); start it with "
+        raise InputError(f"cannot reach the Ray cluster at {address} ({exc}); start it with "
                          "'ray start --head' on the head node or check the address") from None
 
 
@@ -116,7 +116,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, *, max_retries: int = 3,
                  num_cpus: float = 1.0) -> None:
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0; got {max_retries}")
+            raise InputError(f"max_retries must be >= 0; got {max_retries}")
         self._ray = ray = _import_ray()
         self.max_retries = max_retries
         self.num_cpus = num_cpus
@@ -128,7 +128,7 @@ class RayExecutor:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR")
             except ConnectionError as exc:
-                raise ValueError(f"cannot connect to Ray (address {address!r}): "
+                raise InputError(f"cannot connect to Ray (address {address!r}): "
                                  f"{' '.join(str(exc).split())}") from None
             self._owned = True
 
@@ -169,8 +169,8 @@ class RayExecutor:
         except ray.exceptions.RayTaskError as exc:
             # The task itself raised: report its exception, not Ray's wrapper and traceback.
             cause = getattr(exc, "cause", None)
-            return TaskOutcome(i, error=_one_line(cause) if cause is not None else
-                               str(exc).splitlines()[0])
+            return TaskOutcome(i, error=one_line(cause) if cause is not None else
+                               first_line(exc))
         except ray.exceptions.RayError as exc:
             return TaskOutcome(i, error=f"worker died and the task failed after "
                                         f"{self.max_retries} retries ({type(exc).__name__})")
@@ -196,10 +196,10 @@ def make_executor(name: str, *, address: str | None = None, max_retries: int = 3
     """
     name = (name or "").strip().lower()
     if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
+        raise InputError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
     if name == "local":
         if address:
-            raise ValueError("--ray-address needs --executor ray")
+            raise InputError("--ray-address needs --executor ray")
         return LocalExecutor()
     return RayExecutor(address or os.environ.get("RAY_ADDRESS") or None,
                        max_retries=max_retries, num_cpus=num_cpus)
@@ -216,6 +216,6 @@ def task_gpus(executor: Executor, device: str) -> float:
     have = executor.gpus()
     wants_cuda = device.startswith("cuda")
     if wants_cuda and have <= 0:
-        raise ValueError(f"device {device!r} needs a GPU but the Ray cluster has none; use "
+        raise InputError(f"device {device!r} needs a GPU but the Ray cluster has none; use "
                          "--device cpu or add GPU workers")
     return 1.0 if have > 0 and (wants_cuda or device == "auto") else 0.0

@@ -73,8 +73,14 @@ def run_grid_on(executor: Executor | None, source: Any, target: Any, grid: Any, 
         call; the other runs finish.
     """
     from ..training.grid import load_grid
-    from ..training.runner import (GridOutcome, TargetSplits, _Silent, load_target_splits,
-                                   run_row, task_key)
+    from ..training.runner import (
+        GridOutcome,
+        TargetSplits,
+        _Silent,
+        load_target_splits,
+        run_row,
+        task_key,
+    )
     from ..training.source import Source, load_source
     from ..training.store import open_store
 

@@ -9,8 +9,17 @@ from typing import Sequence
 from ..data.dataset import TargetData
 from ..engine.cache import FeatureCache
 from ..engine.runtime import RuntimeConfig
-from ..engine.scoring import (ModelResult, Progress, ZooRanking, check_scenario,
-                              check_scoring_target, combine_zoo, score_entry, zoo_entries)
+from ..engine.scoring import (
+    ModelResult,
+    Progress,
+    ZooRanking,
+    check_scenario,
+    check_scoring_target,
+    combine_zoo,
+    score_entry,
+    zoo_entries,
+)
+from ..errors import InputError
 from ..scores.label_prediction import check_jitters
 from .base import Executor, LocalExecutor, task_gpus
 
@@ -58,11 +67,11 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
     """
 
     if not targets:
-        raise ValueError("give at least one target")
+        raise InputError("give at least one target")
     names = [t.name for t in targets]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"two targets are named {twice[0]!r}; each target needs its own name "
+        raise InputError(f"two targets are named {twice[0]!r}; each target needs its own name "
                          "(rename a file or folder)")
     metric_names = _resolve_metrics(metrics) if metrics else []
     check_scenario(scenario)

@@ -9,6 +9,7 @@ export (:mod:`gradnca_onnx.zoo`, the engine) needs only onnxruntime.
 from .api import DEFAULT_GRADS_BATCH, default_normalisation, export_model
 from .architectures import PAPER_ARCHITECTURES, ArchSpec
 from .checkpoints import read_checkpoint, unwrap_state_dict
+from .errors import GradientGraphError
 from .feature_model import FeatureModel
 from .layers import LayerChoice, locate_layers
 from .loading import (
@@ -19,7 +20,6 @@ from .loading import (
     load_torchvision,
     torchvision_architectures,
 )
-from .errors import GradientGraphError
 from .sources import SOURCES, create_model, load_hf, load_monai, load_timm
 from .translations import GRAD_TRANSLATIONS, OPSET
 from .vjp_trace import trace_feature_vjp

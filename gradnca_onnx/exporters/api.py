@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..errors import InputError, first_line
 from ..zoo import (
     BACKWARD_FILE,
     FEATURES_FILE,
@@ -33,14 +34,26 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
-from .errors import (OOM_ADVICE, GradientGraphError, check_channels, gib, is_out_of_memory,
-                     out_of_memory, physical_memory)
+from .errors import (
+    OOM_ADVICE,
+    GradientGraphError,
+    check_channels,
+    gib,
+    is_out_of_memory,
+    out_of_memory,
+    physical_memory,
+)
 from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
 from .model_dir import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_export import export_features, export_grads, export_split
-from .script_graph import feature_graph, graph_feature_layer, locate_graph_layers, script_to_fx
+from .script_graph import (
+    feature_graph,
+    graph_feature_layer,
+    locate_graph_layers,
+    script_to_fx,
+)
 from .translations import OPSET
 from .vjp_trace import named_tensors, trace_feature_vjp
 
@@ -199,21 +212,21 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                              for s in size):
-        raise ValueError(f"input size must be a positive integer (or two); got {input_size!r}")
+        raise InputError(f"input size must be a positive integer (or two); got {input_size!r}")
     if isinstance(grads_batch, bool) or not isinstance(grads_batch, int) or grads_batch < 1:
-        raise ValueError(f"grads batch must be a positive integer; got {grads_batch!r}")
+        raise InputError(f"grads batch must be a positive integer; got {grads_batch!r}")
     if ort_optimization not in ORT_LEVELS:
-        raise ValueError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
+        raise InputError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
     if not pretrained_on or not pretrained_on.strip():
-        raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+        raise InputError("--pretrained-on must not be empty (use 'unknown')")
     source_images = check_source_images(source_images)
     if features_only and convs is not None:
-        raise ValueError("--layers names the layers of S_FU, which a features-only export does "
+        raise InputError("--layers names the layers of S_FU, which a features-only export does "
                          "not compute; drop --layers or --features-only")
     name = name or loaded.default_name
     chans = channels if channels is not None else _guess_channels(loaded.module)
     if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
-        raise ValueError(f"channels must be a positive integer; got {channels!r}")
+        raise InputError(f"channels must be a positive integer; got {channels!r}")
     check_channels(chans, f"--channels {chans}" if channels is not None else
                    f"the model's first convolution takes {chans} input channels")
     mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), chans)
@@ -297,7 +310,7 @@ def check_finite_weights(module: nn.Module) -> None:
             continue
         bad = int(torch.isnan(t).sum()) or (int(torch.isinf(t).sum()) if is_param else 0)
         if bad:
-            raise ValueError(f"{'parameter' if is_param else 'buffer'} {name!r} of the model holds "
+            raise InputError(f"{'parameter' if is_param else 'buffer'} {name!r} of the model holds "
                              f"NaN or inf ({bad} of {t.numel()} values): its weights are broken "
                              "there; fix the checkpoint (or its training) and export again")
 
@@ -317,7 +330,7 @@ def check_trace_memory(size: tuple[int, int], channels: int, grads_batch: int) -
         given += f" with --grads-batch {grads_batch}" if grads_batch else ""
         advice = OOM_ADVICE if grads_batch else ("give a smaller --input-size, or use a "
                                                  "machine with more memory")
-        raise ValueError(f"{given} needs more than {gib(need)} for the example images alone, "
+        raise InputError(f"{given} needs more than {gib(need)} for the example images alone, "
                          f"and this machine has {gib(total)}: {advice}")
 
 
@@ -332,8 +345,8 @@ def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
             ) as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(exc, f"exporting the features graph of {name}") from None
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ValueError(f"torch.onnx could not export the features graph of {name} "
+        first = first_line(exc)
+        raise InputError(f"torch.onnx could not export the features graph of {name} "
                          f"({type(exc).__name__}: {first}); the model cannot join a zoo from "
                          "PyTorch: export it to ONNX yourself and use gradnca-onnx import"
                          ) from None
@@ -370,7 +383,7 @@ def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int
             raise out_of_memory(exc, f"tracing the gradient graph on {grads_batch} images"
                                 ) from None
         err = GradientGraphError(f"the gradient graph of {prep.w1} and {prep.w2} could not be "
-                                 f"traced or exported ({_first_line(exc)})", verb="export")
+                                 f"traced or exported ({first_line(exc)})", verb="export")
         if not fallback:
             raise err from None
         (staging / GRADS_FILE).unlink(missing_ok=True)
@@ -385,9 +398,6 @@ _EXPORT_ERRORS = (RuntimeError, NotImplementedError, TypeError, AssertionError, 
                   KeyError, AttributeError, torch.onnx.errors.OnnxExporterError)
 
 
-def _first_line(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"
 
 
 def _export_split(model: Any, staging: Path,
@@ -406,7 +416,7 @@ def _export_split(model: Any, staging: Path,
     except (ValueError, onnx.checker.ValidationError, OSError) as exc:
         for name in (FORWARD_FILE, BACKWARD_FILE):
             (staging / name).unlink(missing_ok=True)
-        warnings.warn(f"the split gradient pass could not be exported ({_first_line(exc)}); "
+        warnings.warn(f"the split gradient pass could not be exported ({first_line(exc)}); "
                       "the member uses grads.onnx alone, which repeats the forward pass",
                       stacklevel=3)
         return None
@@ -440,7 +450,7 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
     if not all(bool(torch.isfinite(t).all()) for t in (feats, logits) if t is not None):
         # Finite weights (checked first) and still NaN/inf: the model's own computation; no
         # graph comparison can say more.
-        raise ValueError(f"the model gives NaN or inf features or logits on random images of "
+        raise InputError(f"the model gives NaN or inf features or logits on random images of "
                          f"shape {tuple(example.shape)}; check its forward pass and weights")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1  # one small batch; idle threads only spin
@@ -457,7 +467,7 @@ def _verify_features(path: Path, example: torch.Tensor, feats: torch.Tensor,
         noise = _rel(want.double().numpy(), r64.numpy())
         err64 = _rel(got.astype(np.float64), r64.numpy())
         if not err64 <= max(1e-4, 10.0 * noise):
-            raise ValueError(f"exported features.onnx disagrees with torch (relative error "
+            raise InputError(f"exported features.onnx disagrees with torch (relative error "
                                f"{err:.2e}; vs float64 {err64:.2e}, torch's own float32 error "
                                f"{noise:.2e}); please report this model")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-
 import os
 import pickle
 import zipfile
@@ -12,6 +11,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import SourceError, first_line
 
 #: Keys under which training scripts commonly nest the state dict, tried in this order.
 NESTED_KEYS = ("state_dict", "net", "model", "model_state_dict", "module")
@@ -59,11 +60,11 @@ def unwrap_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
             if _is_state_dict(obj.get(key)):
                 return strip_wrapper_prefixes(dict(obj[key]))
         keys = sorted(map(str, obj))[:8]
-        raise ValueError(
+        raise SourceError(
             f"{where}: no state dict found (top-level keys {keys}); expected tensors by name, "
             f"possibly nested under one of {list(NESTED_KEYS)}"
         )
-    raise ValueError(f"{where}: holds a {type(obj).__name__}, not a state dict")
+    raise SourceError(f"{where}: holds a {type(obj).__name__}, not a state dict")
 
 
 def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
@@ -82,33 +83,33 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
     """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"checkpoint {p} not found")
+        raise SourceError(f"checkpoint {p} not found")
     kind = checkpoint_format(p)
     if kind == "empty":
-        raise ValueError(f"checkpoint {p} is empty (0 bytes); name the file that holds the "
+        raise SourceError(f"checkpoint {p} is empty (0 bytes); name the file that holds the "
                          "weights")
     if kind == "safetensors":
         return _finite(strip_wrapper_prefixes(read_safetensors(p)), p)
     if kind == "unknown":
-        raise ValueError(f"checkpoint {p} is not a PyTorch checkpoint (neither torch.save's zip "
+        raise SourceError(f"checkpoint {p} is not a PyTorch checkpoint (neither torch.save's zip "
                          "or pickle format nor safetensors); name a file written by torch.save "
                          "or safetensors")
     if is_torchscript_archive(p):
-        raise ValueError(f"checkpoint {p} is a TorchScript file: load it with --torchscript {p}")
+        raise SourceError(f"checkpoint {p} is a TorchScript file: load it with --torchscript {p}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(
+            first = first_line(exc)
+            raise SourceError(
                 f"checkpoint {p} pickles Python objects, not just weights (e.g. a whole model; "
                 f"torch says: {first[:160]}); unpickling runs code from the file, so pass "
                 "--trust-pickle (trust_pickle=True) only if you trust its source"
             ) from None
         obj = _load_trusted(p)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {p} could not be read by torch.load (truncated or "
+        first = first_line(exc, 200)
+        raise SourceError(f"checkpoint {p} could not be read by torch.load (truncated or "
                          f"corrupt?): {first}") from None
     if isinstance(obj, nn.Module):
         return obj
@@ -145,16 +146,16 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise ValueError(f"checkpoint {path} is in safetensors format, which needs the "
+        raise SourceError(f"checkpoint {path} is in safetensors format, which needs the "
                          "safetensors package: pip install safetensors") from None
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError for corrupt files
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ValueError(f"checkpoint {path} is not a readable safetensors file "
+        first = first_line(exc, 200)
+        raise SourceError(f"checkpoint {path} is not a readable safetensors file "
                          f"({type(exc).__name__}: {first})") from None
     if not state:
-        raise ValueError(f"checkpoint {path} holds no tensors")
+        raise SourceError(f"checkpoint {path} holds no tensors")
     return dict(state)
 
 
@@ -163,7 +164,7 @@ def _finite(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tenso
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise ValueError(f"checkpoint {path} holds NaN or infinite values in {len(bad)} tensor(s) "
+        raise SourceError(f"checkpoint {path} holds NaN or infinite values in {len(bad)} tensor(s) "
                          f"({', '.join(bad[:3])}{more}); it cannot be scored: use a checkpoint "
                          "from before training diverged")
     return state
@@ -173,8 +174,8 @@ def _load_trusted(p: Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling can fail in arbitrary ways (missing classes, ...)
-        raise ValueError(f"checkpoint {p} could not be unpickled: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        raise SourceError(f"checkpoint {p} could not be unpickled: {type(exc).__name__}: "
+                         f"{first_line(exc, 200)}") from None
 
 
 def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str,
@@ -202,7 +203,7 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str,
             if items:
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
-        raise ValueError(f"{where} does not fit: {'; '.join(parts)}. {hint}")
+        raise SourceError(f"{where} does not fit: {'; '.join(parts)}. {hint}")
     if getattr(state, "_metadata", None) is None:
         # A plain dict (re-packed or converted checkpoints) carries no per-module versions, and
         # a few modules refuse to load without one (torchvision's MNASNet raises "version should

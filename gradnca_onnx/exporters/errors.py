@@ -5,27 +5,11 @@ from __future__ import annotations
 import os
 import re
 
-#: The ``export``/``import`` flag that turns such a failure into a features-only member.
-FALLBACK_FLAG = "--features-only-fallback"
-
-
-class GradientGraphError(ValueError):
-    """The features graph may be fine, but the gradient graph of S_FU cannot be built.
-
-    ``reason`` is a short phrase for the manifest and the one-line report (e.g. ``operator
-    LRN (node 'n3') cannot be differentiated by the importer``); ``str(exc)`` is the full
-    one-line error, which also says how to get the model in features-only (``verb``: ``export``
-    or ``import``).
-    """
-
-    def __init__(self, reason: str, detail: str = "", *, verb: str = "import") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(
-            f"{reason}, so the gradient graph (S_FU) cannot be built; pass {FALLBACK_FLAG} to "
-            f"{verb} the model features-only (S_LP and the baseline metrics)"
-            + (f" ({detail})" if detail else ""))
-
+from ..errors import (  # noqa: F401 - re-exported
+    FALLBACK_FLAG,
+    GradientGraphError,
+    InputError,
+)
 
 #: What torch's CPU allocator (and others) say when an allocation fails.
 _OOM_TEXT = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator",
@@ -61,7 +45,7 @@ def out_of_memory(exc: BaseException, what: str) -> ValueError:
     size = f" (an allocation of {gib(int(asked.group(1)))} failed)" if asked else ""
     total = physical_memory()
     have = f"; this machine has {gib(total)}" if total else ""
-    return ValueError(f"out of memory while {what}{size}{have}: {OOM_ADVICE}")
+    return InputError(f"out of memory while {what}{size}{have}: {OOM_ADVICE}")
 
 
 #: Input channels a target can give a model: grey (1) or RGB (3) images
@@ -76,6 +60,6 @@ def check_channels(channels: int, source: str) -> None:
     'x' takes 5 channels``.
     """
     if channels not in TARGET_CHANNELS:
-        raise ValueError(f"{source}, but targets are grey (1 channel) or RGB (3 channels) images, "
+        raise InputError(f"{source}, but targets are grey (1 channel) or RGB (3 channels) images, "
                          "so the member could never be ranked: give a model (or --channels) "
                          "with 1 or 3 input channels")

@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 
 class FeatureModel(nn.Module):
     """``forward(images) -> (features,)`` or ``(features, logits)``.
@@ -28,7 +30,7 @@ class FeatureModel(nn.Module):
         if not self.head:
             out = self.model(images)
             if not isinstance(out, torch.Tensor):
-                raise ValueError("the model returns a "
+                raise InputError("the model returns a "
                                  f"{type(out).__name__}, not a tensor; name the feature layer "
                                  "with --head")
             return (torch.flatten(out, 1),)
@@ -51,12 +53,12 @@ class FeatureModel(nn.Module):
             pre.remove()
             post.remove()
         if "x" not in seen:
-            raise ValueError(f"the forward pass never called the feature layer {self.head!r}; "
+            raise InputError(f"the forward pass never called the feature layer {self.head!r}; "
                              "name a module the model uses (--head)")
         if len(calls) > 1:
             # A shared module: its first input is one of several, and its first output is not
             # the model's logits.
-            raise ValueError(f"the feature layer {self.head!r} is called {len(calls)} times in "
+            raise InputError(f"the feature layer {self.head!r} is called {len(calls)} times in "
                              "one forward pass (a shared module), so its input is not one "
                              "feature vector nor its output the logits: name with --head a "
                              "module called once (the classification head), or --head '' for "

@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError, first_line
 from .architectures import ArchSpec
 from .errors import GradientGraphError, is_out_of_memory, out_of_memory
 
@@ -57,7 +58,7 @@ def resolve_module(model: nn.Module, path: str, what: str) -> nn.Module:
         names = [n for n, _ in model.named_modules() if n]
         close = difflib.get_close_matches(path, names, n=3, cutoff=0.5)
         hint = f" (close: {', '.join(close)})" if close else ""
-        raise ValueError(f"{what} {path!r} is not a module path of this model{hint}") from None
+        raise InputError(f"{what} {path!r} is not a module path of this model{hint}") from None
 
 
 def weight_name(model: nn.Module, path: str) -> str:
@@ -78,10 +79,10 @@ def weight_name(model: nn.Module, path: str) -> str:
         param = getattr(mod, "weight", None)
         name = f"{path}.weight"
         if not isinstance(param, torch.Tensor):
-            raise ValueError(f"S_FU layer {path!r} is a {type(mod).__name__} without a weight; "
+            raise InputError(f"S_FU layer {path!r} is a {type(mod).__name__} without a weight; "
                              "name a Conv or Linear layer (or a weight parameter)") from None
     if param.ndim < 2:
-        raise ValueError(f"S_FU layer {path!r} has a {param.ndim}-D weight (a norm or scale "
+        raise InputError(f"S_FU layer {path!r} has a {param.ndim}-D weight (a norm or scale "
                          "layer); name a Conv or Linear layer (or a weight parameter of 2 or more "
                          "dimensions)")
     return name
@@ -131,9 +132,9 @@ def _forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
     if is_out_of_memory(exc):
         return out_of_memory(exc, f"running the model on an input of shape "
                                   f"{tuple(example.shape)}")
-    return ValueError(f"the model's forward pass failed on an input of shape "
+    return InputError(f"the model's forward pass failed on an input of shape "
                       f"{tuple(example.shape)}: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; check "
+                      f"{first_line(exc, 200)}; check "
                       "--input-size and --channels")
 
 
@@ -188,7 +189,7 @@ def feature_layer(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | N
         else:
             order = execution_order(model, example, (nn.Linear,))
             if not order:
-                raise ValueError("the model calls no nn.Linear layer, so its feature layer is "
+                raise InputError("the model calls no nn.Linear layer, so its feature layer is "
                                  "unknown; name the module whose input is the feature vector "
                                  "with --head (or --head '' to use the model's output)")
             head = order[-1]
@@ -223,11 +224,11 @@ def check_layer_order(given: Sequence[str], keys: Sequence[str], order: Sequence
     """
     a, b = given
     if keys[0] == keys[1]:
-        raise ValueError(f"--layers {a},{b} names the same layer twice; S_FU compares the weight "
+        raise InputError(f"--layers {a},{b} names the same layer twice; S_FU compares the weight "
                          "gradients of two different layers: give the first and the second one "
                          "in the order they run")
     if keys[0] in order and keys[1] in order and order.index(keys[0]) > order.index(keys[1]):
-        raise ValueError(f"--layers {a},{b}: {b!r} runs before {a!r} in the {where}, and S_FU = "
+        raise InputError(f"--layers {a},{b}: {b!r} runs before {a!r} in the {where}, and S_FU = "
                          "||dW2|| / ||dW1|| takes LAYER1 as the one that runs first (this order "
                          f"gives its reciprocal): give --layers {b},{a}")
 
@@ -255,7 +256,7 @@ def locate_layers(model: nn.Module, example: torch.Tensor, *, spec: ArchSpec | N
         convs, rule = default_layers(model, example, head)
     convs = list(convs)
     if len(convs) != 2:
-        raise ValueError(f"name exactly two S_FU layers (PATH1,PATH2); got {convs}")
+        raise InputError(f"name exactly two S_FU layers (PATH1,PATH2); got {convs}")
     names = [weight_name(model, path) for path in convs]
     # The table and the default rule choose in forward order themselves; the user's order is
     # checked by one more forward pass.

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import SourceError, first_line
 from ..zoo import sha256_file
 from .architectures import PAPER_ARCHITECTURES, ArchSpec
 from .checkpoints import fit_state_dict, is_torchscript_archive, read_checkpoint
@@ -72,7 +73,7 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 def _with_in_channels(conv: nn.Conv2d, channels: int) -> nn.Conv2d:
     """A freshly initialised copy of ``conv`` taking ``channels`` input channels."""
     if conv.groups != 1:
-        raise ValueError(f"cannot change the input channels of a grouped stem convolution "
+        raise SourceError(f"cannot change the input channels of a grouped stem convolution "
                          f"(groups={conv.groups})")
     return nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                      conv.dilation, 1, conv.bias is not None, conv.padding_mode)
@@ -114,7 +115,7 @@ def _build_for_state(build: Callable[..., nn.Module], kwargs: dict[str, Any],
             and state[f"{stem}.weight"].ndim == 4):
         ckpt_channels = int(state[f"{stem}.weight"].shape[1])
     if channels is not None and ckpt_channels is not None and channels != ckpt_channels:
-        raise ValueError(f"{where}: --channels {channels} but the checkpoint's first conv "
+        raise SourceError(f"{where}: --channels {channels} but the checkpoint's first conv "
                          f"({stem}) takes {ckpt_channels} channels")
     want = ckpt_channels or channels or (conv.in_channels if isinstance(conv, nn.Conv2d) else 3)
     if isinstance(conv, nn.Conv2d) and want != conv.in_channels:
@@ -140,7 +141,7 @@ def check_no_empty_layer(model: nn.Module, where: str) -> None:
     """
     for name, param in model.named_parameters():
         if param.numel() == 0:
-            raise ValueError(f"{where}: parameter {name!r} has shape {tuple(param.shape)}, no "
+            raise SourceError(f"{where}: parameter {name!r} has shape {tuple(param.shape)}, no "
                              "values (from num_classes=0 or a similar --arch-kwarg?); a zoo "
                              "member needs a head of 1 or more classes: give num_classes >= 1 "
                              "or leave it out")
@@ -174,7 +175,7 @@ def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
     if arch not in names:
         close = difflib.get_close_matches(arch, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown architecture {arch!r}{hint}; see torchvision.models."
+        raise SourceError(f"unknown architecture {arch!r}{hint}; see torchvision.models."
                          "list_models() for the names, or use --torchscript/--factory")
     spec = PAPER_ARCHITECTURES.get(arch)
     kwargs = {**(spec.defaults if spec else {}), **(arch_kwargs or {})}
@@ -192,7 +193,7 @@ def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
         try:
             return torchvision.models.get_model(arch, weights=None, **kw)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"cannot build {arch} with {kw}: {exc}") from None
+            raise SourceError(f"cannot build {arch} with {kw}: {exc}") from None
 
     where = f"checkpoint {ckpt} for {arch}" if ckpt else arch
     model, used, _ = _build_for_state(
@@ -213,16 +214,16 @@ def load_factory(factory: str, checkpoint: str | os.PathLike | None = None, *,
     """
     mod_name, sep, attr = factory.partition(":")
     if not sep or not mod_name or not attr:
-        raise ValueError(f"factory {factory!r} must look like package.module:callable")
+        raise SourceError(f"factory {factory!r} must look like package.module:callable")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ValueError(f"factory {factory!r}: cannot import {mod_name!r} ({exc})") from None
+        raise SourceError(f"factory {factory!r}: cannot import {mod_name!r} ({exc})") from None
     fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
     if not callable(fn):
-        raise ValueError(f"factory {factory!r}: {attr!r} is not a callable in {mod_name!r}")
+        raise SourceError(f"factory {factory!r}: {attr!r} is not a callable in {mod_name!r}")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
     options: dict[str, Any] = {"factory_kwargs": {}, "seed": seed}
@@ -233,7 +234,7 @@ def load_factory(factory: str, checkpoint: str | os.PathLike | None = None, *,
         torch.manual_seed(seed)
         out = fn(**kw)
         if not isinstance(out, nn.Module):
-            raise ValueError(f"factory {factory!r} returned a {type(out).__name__}, "
+            raise SourceError(f"factory {factory!r} returned a {type(out).__name__}, "
                              "not a torch.nn.Module")
         return out
 
@@ -251,15 +252,15 @@ def load_torchscript(path: str | os.PathLike) -> LoadedModel:
     """A TorchScript model file (``torch.jit.save``); its weights are inside it."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"TorchScript file {p} not found")
+        raise SourceError(f"TorchScript file {p} not found")
     if not is_torchscript_archive(p):
-        raise ValueError(f"{p} is not a TorchScript file (torch.jit.save); for a checkpoint "
+        raise SourceError(f"{p} is not a TorchScript file (torch.jit.save); for a checkpoint "
                          "use --checkpoint with --arch or --factory")
     try:
         module = torch.jit.load(str(p), map_location="cpu")
     except Exception as exc:  # the TorchScript loader raises several internal types
-        raise ValueError(f"TorchScript file {p} could not be loaded: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        raise SourceError(f"TorchScript file {p} could not be loaded: "
+                         f"{first_line(exc, 200)}"
                          ) from None
     return LoadedModel(module=module.eval(), kind="torchscript", reference=p.name,
                        architecture=str(getattr(module, "original_name", "ScriptModule")),
@@ -269,7 +270,7 @@ def load_torchscript(path: str | os.PathLike) -> LoadedModel:
 def from_module(module: nn.Module, *, name: str | None = None) -> LoadedModel:
     """Wrap an ``nn.Module`` built in Python (``kind="module"``)."""
     if not isinstance(module, nn.Module):
-        raise ValueError(f"expected a torch.nn.Module, got {type(module).__name__}")
+        raise SourceError(f"expected a torch.nn.Module, got {type(module).__name__}")
     arch = name or type(module).__name__
     return LoadedModel(module=module.eval(), kind="module", reference=arch, architecture=arch)
 

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import InputError
 from ..zoo import check_model_name
 from ..zoo._atomic import dir_mode
 
@@ -20,7 +21,7 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 
 def _unwritable(path: Path, exc: OSError) -> ValueError:
     reason = exc.strerror or type(exc).__name__
-    return ValueError(f"output directory {path} is not writable ({reason}); choose a directory "
+    return InputError(f"output directory {path} is not writable ({reason}); choose a directory "
                       "you can write to with --out")
 
 
@@ -38,7 +39,7 @@ def staging_dir(zoo_dir: str | os.PathLike, name: str, *, force: bool) -> Path:
     check_model_name(name)
     zoo = Path(zoo_dir)
     if zoo.exists() and not zoo.is_dir():
-        raise ValueError(f"output {zoo} exists and is not a directory; choose a zoo directory "
+        raise InputError(f"output {zoo} exists and is not a directory; choose a zoo directory "
                          "with --out")
     try:
         zoo.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def _exchange(a: Path, b: Path) -> bool:
 def check_free(zoo: Path, name: str, *, force: bool) -> None:
     """Refuse to overwrite an existing model unless ``force``."""
     if (zoo / name).exists() and not force:
-        raise ValueError(f"model {name!r} already exists in {zoo}; pass --force to replace it "
+        raise InputError(f"model {name!r} already exists in {zoo}; pass --force to replace it "
                          "or choose another --name")
 
 

@@ -14,7 +14,13 @@ import onnx
 import torch
 from torch import nn
 
-from ..zoo import BACKWARD_FILE, BACKWARD_OUTPUTS, FORWARD_FILE, GRADS_INPUTS, GRADS_OUTPUTS
+from ..zoo import (
+    BACKWARD_FILE,
+    BACKWARD_OUTPUTS,
+    FORWARD_FILE,
+    GRADS_INPUTS,
+    GRADS_OUTPUTS,
+)
 from . import onnx_split
 from .onnx_split import SplitGraphs
 from .translations import GRAD_TRANSLATIONS, OPSET

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..errors import InputError
 from ..zoo import residual_names
 
 
@@ -46,7 +47,7 @@ def split(model: onnx.ModelProto, *, images: str, cotangent: str, forward_output
     have = {o.name for o in g.output}
     absent = [o for o in [*forward_outputs, *backward_outputs] if o not in have]
     if absent:
-        raise ValueError(f"the gradient graph has no output(s) {absent}")
+        raise InputError(f"the gradient graph has no output(s) {absent}")
     infos = _value_infos(model)
     on_images = _dependents(g, images)
     backward_nodes = _backward_nodes(g, cotangent, forward_outputs, infos)
@@ -57,13 +58,13 @@ def split(model: onnx.ModelProto, *, images: str, cotangent: str, forward_output
     names = dict(zip(residuals, residual_names(len(residuals))))
     missing = [t for t in residuals if t not in infos]
     if missing:
-        raise ValueError(f"no type and shape recorded for residual tensor(s) {missing[:3]}")
+        raise InputError(f"no type and shape recorded for residual tensor(s) {missing[:3]}")
     res_infos = [_renamed(infos[t], names[t]) for t in residuals]
     outputs = {o.name: o for o in g.output}
 
     fwd_keep = _needed(g, forward_outputs + residuals, stop={cotangent})
     if fwd_keep & backward_nodes:
-        raise ValueError("the forward outputs depend on the cotangent")
+        raise InputError("the forward outputs depend on the cotangent")
     fwd_nodes = [n for k, n in enumerate(g.node) if k in fwd_keep]
     # A residual that is also a graph input (the images, which the first layer's weight
     # gradient reads) or a forward output is copied out; any other is renamed in place.

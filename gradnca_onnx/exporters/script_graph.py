@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import fx, nn
 
+from ..errors import InputError, first_line
 from .errors import GradientGraphError
 from .layers import LayerChoice, check_layer_order
 
@@ -39,8 +40,8 @@ def script_to_fx(script_module: torch.jit.ScriptModule, example: torch.Tensor) -
                 node.destroy()
             gm = converter.convert().module()
         except Exception as exc:  # the converter raises many internal types
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise ValueError(f"cannot convert the TorchScript model to a graph: {msg}") from None
+            msg = first_line(exc, 200)
+            raise InputError(f"cannot convert the TorchScript model to a graph: {msg}") from None
     return gm  # already eval: ep.module() forbids .eval(), the ScriptModule was put in eval first
 
 
@@ -112,11 +113,11 @@ def feature_graph(gm: fx.GraphModule, head: str, *, with_logits: bool = True,
     if head:
         users = [n for n in graph.nodes if n.op == "call_function" and _uses(n, head)]
         if not users:
-            raise ValueError(f"feature layer {head!r}: no operation of the model uses its weights")
+            raise InputError(f"feature layer {head!r}: no operation of the model uses its weights")
         memo: dict[fx.Node, bool] = {}
         data = [i for i in users[0].all_input_nodes if not _param_derived(i, memo)]
         if len(data) != 1:
-            raise ValueError(f"feature layer {head!r}: its first operation "
+            raise InputError(f"feature layer {head!r}: its first operation "
                              f"({users[0].target}) does not take exactly one data input")
         feat_src, logits = data[0], users[-1]
     else:
@@ -141,9 +142,9 @@ def check_graph_conv(gm: nn.Module, path: str) -> None:
         names = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")})
         close = difflib.get_close_matches(path, names, n=3, cutoff=0.5)
         hint = f" (close: {', '.join(close)})" if close else ""
-        raise ValueError(f"conv layer {path!r} is not a layer of this TorchScript model{hint}")
+        raise InputError(f"conv layer {path!r} is not a layer of this TorchScript model{hint}")
     if w.ndim != 4:
-        raise ValueError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")
+        raise InputError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")
 
 
 def graph_feature_layer(gm: fx.GraphModule, head: str | None = None) -> str:
@@ -151,7 +152,7 @@ def graph_feature_layer(gm: fx.GraphModule, head: str | None = None) -> str:
     if head is None:
         _, linears = graph_layers(gm)
         if not linears:
-            raise ValueError("the TorchScript model has no linear layer, so its feature layer is "
+            raise InputError("the TorchScript model has no linear layer, so its feature layer is "
                              "unknown; name it with --head (or --head '' for the output)")
         head = linears[-1]
     return head
@@ -175,7 +176,7 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
         convs = found_convs[:2]
     convs = list(convs)
     if len(convs) != 2:
-        raise ValueError(f"name exactly two different conv layers; got {convs}")
+        raise InputError(f"name exactly two different conv layers; got {convs}")
     for c in convs:
         check_graph_conv(gm, c)
     check_layer_order(convs, convs, found_convs, where="forward pass")

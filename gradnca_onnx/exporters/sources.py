@@ -19,8 +19,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import SourceError, first_line
 from .checkpoints import read_checkpoint
-from .loading import LoadedModel, _build_for_state, _from_module, _jsonable, load_torchvision
+from .loading import (
+    LoadedModel,
+    _build_for_state,
+    _from_module,
+    _jsonable,
+    load_torchvision,
+)
 
 #: The extra that installs the optional model libraries.
 ZOO_EXTRA = "pip install 'gradnca-onnx[zoo]'"
@@ -30,7 +37,7 @@ def _library(name: str, source: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ValueError(f"--arch {source}:... needs the {name} package, which is not installed; "
+        raise SourceError(f"--arch {source}:... needs the {name} package, which is not installed; "
                          f"{ZOO_EXTRA}") from None
 
 
@@ -67,7 +74,7 @@ def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
     if not name or not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:3] if name else []
         hint = f" (close: {', '.join(close)})" if close else ""
-        raise ValueError(f"unknown timm model {name!r}{hint}; see timm.list_models()")
+        raise SourceError(f"unknown timm model {name!r}{hint}; see timm.list_models()")
     kwargs = dict(arch_kwargs or {})
     if channels is not None:
         kwargs.setdefault("in_chans", channels)
@@ -84,8 +91,8 @@ def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
         try:
             return timm.create_model(name, pretrained=False, **kw)
         except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
-            raise ValueError(f"cannot build timm model {name} with {kw}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+            raise SourceError(f"cannot build timm model {name} with {kw}: "
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
 
     create.__signature__ = _kwargs_signature()  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for timm:{name}" if ckpt else f"timm:{name}"
@@ -110,7 +117,7 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
     nets = monai.networks.nets
     fn = getattr(nets, name, None) if name and not name.startswith("_") else None
     if not (isinstance(fn, type) and issubclass(fn, nn.Module)):
-        raise ValueError(f"unknown MONAI network {name!r}; see monai.networks.nets (e.g. "
+        raise SourceError(f"unknown MONAI network {name!r}; see monai.networks.nets (e.g. "
                          "DenseNet121, EfficientNetBN, SEResNet50)")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
@@ -122,7 +129,7 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
     if state is None:
         kwargs.setdefault("out_channels", 2)
     if kwargs.get("spatial_dims") != 2:
-        raise ValueError(f"monai:{name} with spatial_dims={kwargs['spatial_dims']!r}: only 2-D "
+        raise SourceError(f"monai:{name} with spatial_dims={kwargs['spatial_dims']!r}: only 2-D "
                          "networks (spatial_dims=2) take the 2-D images a target holds")
 
     def create(**kw: Any) -> nn.Module:
@@ -130,8 +137,8 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
         try:
             return fn(**kw)
         except (TypeError, ValueError, AssertionError) as exc:
-            raise ValueError(f"cannot build monai:{name} with {kw}: {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from None
+            raise SourceError(f"cannot build monai:{name} with {kw}: {type(exc).__name__}: "
+                             f"{first_line(exc)}") from None
 
     create.__signature__ = _kwargs_signature("out_channels")  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for monai:{name}" if ckpt else f"monai:{name}"
@@ -169,20 +176,20 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
     transformers = _library("transformers", "hf")
     d = Path(directory)
     if checkpoint is not None or arch_kwargs:
-        raise ValueError(f"--arch hf:{d} reads its weights and configuration from the directory: "
+        raise SourceError(f"--arch hf:{d} reads its weights and configuration from the directory: "
                          "drop --checkpoint/--arch-kwarg")
     if not (d / "config.json").is_file():
-        raise ValueError(f"--arch hf:{d}: no config.json in {d}; save the model there with "
+        raise SourceError(f"--arch hf:{d}: no config.json in {d}; save the model there with "
                          "model.save_pretrained(DIR)")
     weights = sorted(d.glob("*.safetensors"))
     if not weights and not trust_pickle:
         pickled = sorted(p.name for p in d.glob("*.bin"))
         if pickled:
-            raise ValueError(f"--arch hf:{d} holds pickled weights ({', '.join(pickled)}), "
+            raise SourceError(f"--arch hf:{d} holds pickled weights ({', '.join(pickled)}), "
                              "whose loading runs code from the file; re-save them with "
                              "save_pretrained(DIR, safe_serialization=True), or pass "
                              "--trust-pickle only if you trust their source")
-        raise ValueError(f"--arch hf:{d}: no model weights (*.safetensors) in {d}")
+        raise SourceError(f"--arch hf:{d}: no model weights (*.safetensors) in {d}")
     torch.manual_seed(seed)
     transformers.utils.logging.set_verbosity_error()  # no progress bars or load reports
     transformers.utils.logging.disable_progress_bar()
@@ -191,12 +198,12 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
             str(d), local_files_only=True, trust_remote_code=False,
             use_safetensors=bool(weights))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"--arch hf:{d} could not be loaded as an image classifier: "
-                         f"{type(exc).__name__}: {_first_line(exc)}") from None
+        raise SourceError(f"--arch hf:{d} could not be loaded as an image classifier: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
     cfg = model.config
     want = getattr(cfg, "num_channels", None)
     if channels is not None and want is not None and channels != want:
-        raise ValueError(f"--arch hf:{d}: --channels {channels} but its config says "
+        raise SourceError(f"--arch hf:{d}: --channels {channels} but its config says "
                          f"num_channels={want}")
     arch = (getattr(cfg, "architectures", None) or [type(model).__name__])[0]
     ckpt = weights[0] if len(weights) == 1 else None
@@ -223,9 +230,6 @@ def _kwargs_signature(*names: str) -> Any:
     return inspect.Signature(params)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 #: ``--arch`` prefixes and their loaders; a name without a prefix is a torchvision model.
@@ -245,9 +249,9 @@ def create_model(arch: str, checkpoint: str | os.PathLike | None = None, **kwarg
     prefix, sep, rest = arch.partition(":")
     if sep and prefix in SOURCES:
         if not rest:
-            raise ValueError(f"--arch {arch!r} names no model after '{prefix}:'")
+            raise SourceError(f"--arch {arch!r} names no model after '{prefix}:'")
         return SOURCES[prefix](rest, checkpoint, **kwargs)
     if sep and len(prefix) > 1:  # a one-letter prefix is a Windows drive, not a source
-        raise ValueError(f"--arch {arch!r}: unknown model source {prefix!r}; use one of "
+        raise SourceError(f"--arch {arch!r}: unknown model source {prefix!r}; use one of "
                          f"{', '.join(p + ':' for p in SOURCES)} or a torchvision name")
     return load_torchvision(arch, checkpoint, **kwargs)

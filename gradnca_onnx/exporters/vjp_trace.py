@@ -20,6 +20,8 @@ from torch import fx, nn
 from torch.func import functional_call, vjp
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from ..errors import InputError
+
 
 def named_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters and buffers of ``module`` by qualified name (shared tensors once)."""
@@ -81,7 +83,7 @@ def trace_feature_vjp(features: Callable[..., tuple[torch.Tensor, ...]] | nn.Mod
     state = named_tensors(features)
     for name in (w1_name, w2_name):
         if name not in state:
-            raise ValueError(f"weight {name!r} is not a tensor of the model")
+            raise InputError(f"weight {name!r} is not a tensor of the model")
     names = list(state)
 
     def grads(images: torch.Tensor, cotangent: torch.Tensor, *tensors: torch.Tensor):

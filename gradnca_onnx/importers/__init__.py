@@ -9,10 +9,20 @@ original graph cut at its features can still join the zoo as a features-only mem
 
 from .api import build_module, import_onnx
 from .errors import FALLBACK_FLAG, GradientGraphError, UnsupportedOperatorError
-from .features_only import FeaturesCut, build_features_graph, find_features, write_features_only
+from .features_only import (
+                        FeaturesCut,
+                        build_features_graph,
+                        find_features,
+                        write_features_only,
+)
 from .graph import ImportPlan, OnnxNet
-from .onnx_file import (MIN_OPSET, check_domains, check_external_data, load_onnx,
-                        simplify)
+from .onnx_file import (
+                        MIN_OPSET,
+                        check_domains,
+                        check_external_data,
+                        load_onnx,
+                        simplify,
+)
 from .ops import SUPPORTED_OPS
 
 __all__ = ["FALLBACK_FLAG", "MIN_OPSET", "SUPPORTED_OPS", "FeaturesCut", "GradientGraphError",

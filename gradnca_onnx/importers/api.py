@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..errors import InputError, first_line
 from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
 from ..exporters.errors import check_channels, is_out_of_memory, out_of_memory
 from ..exporters.layers import check_layer_order
@@ -22,8 +23,14 @@ from ..zoo.manifest import check_source_images
 from .errors import GradientGraphError
 from .features_only import find_features, write_features_only
 from .graph import ImportPlan, OnnxNet
-from .onnx_file import (check_finite, load_onnx, opset_version, pixel_normalisation,
-                        pixel_options, simplify)
+from .onnx_file import (
+    check_finite,
+    load_onnx,
+    opset_version,
+    pixel_normalisation,
+    pixel_options,
+    simplify,
+)
 
 #: The manifest's ``features_only`` text when the user asked for a features-only member.
 REQUESTED = "imported features-only on request (--features-only)"
@@ -48,16 +55,16 @@ def _image_size(plan: ImportPlan | Any, input_size: int | None
     """
     dims = plan.input_dims
     if len(dims) != 4:
-        raise ValueError(f"the graph's input {plan.input_name!r} has {len(dims)} dimensions; an "
+        raise InputError(f"the graph's input {plan.input_name!r} has {len(dims)} dimensions; an "
                          "image classifier takes [batch, channels, height, width] (or NHWC)")
     c, h, w = (dims[3], dims[1], dims[2]) if plan.layout == "NHWC" else dims[1:]
     if input_size is None:
         if h is None or w is None:
-            raise ValueError(f"the graph's input {plan.input_name!r} has no fixed height and "
+            raise InputError(f"the graph's input {plan.input_name!r} has no fixed height and "
                              "width; give --input-size")
         return h, w, c
     if (h is not None and h != input_size) or (w is not None and w != input_size):
-        raise ValueError(f"--input-size {input_size} but the graph's input is fixed at {h}x{w}")
+        raise InputError(f"--input-size {input_size} but the graph's input is fixed at {h}x{w}")
     return input_size, input_size, c
 
 
@@ -84,14 +91,14 @@ def _conv_paths(plan: ImportPlan, layers: Sequence[str] | None) -> tuple[list[st
             "the weight gradients of two layers")
     layers = list(layers)
     if len(layers) != 2:
-        raise ValueError(f"--layers must name two different Conv (or Gemm/MatMul) nodes; got "
+        raise InputError(f"--layers must name two different Conv (or Gemm/MatMul) nodes; got "
                          f"{layers}")
     by_node = {plan.node_of[c]: c for c in weights}
     out = []
     for name in layers:
         path = by_node.get(name) or (name if name in weights else None)
         if path is None:
-            raise ValueError(f"--layers {name!r} is not a Conv or Gemm/MatMul node with constant "
+            raise InputError(f"--layers {name!r} is not a Conv or Gemm/MatMul node with constant "
                              "weights that the features depend on; such nodes: "
                              f"{', '.join(plan.node_of[c] for c in weights)}")
         out.append(path)
@@ -158,7 +165,7 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
     model = simplify(model)  # constants folded: Identity/Constant-fed weights are initializers
     if features_only:
         if layers is not None:
-            raise ValueError("--layers names the conv layers of S_FU, which a features-only "
+            raise InputError("--layers names the conv layers of S_FU, which a features-only "
                              "import does not compute; drop --layers or --features-only")
         return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                               features_node=features_node, pretrained_on=pretrained_on,
@@ -188,7 +195,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
     except (KeyError, StopIteration, IndexError, TypeError, NotImplementedError) as exc:
         # An attribute or input combination the interpreter does not know: the features graph
         # may still be fine (so --features-only-fallback applies), never a traceback.
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        first = first_line(exc, 200)
         raise GradientGraphError(f"{src.name}: the importer could not interpret the graph",
                                  f"{type(exc).__name__}: {first}") from None
     plan = net.plan
@@ -196,7 +203,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
     convs, rule = _conv_paths(plan, layers)
     first = getattr(net, plan.convs[0]) if plan.convs else None
     if channels is None and first is None:
-        raise ValueError(f"the graph's input {plan.input_name!r} has no fixed channel count and "
+        raise InputError(f"the graph's input {plan.input_name!r} has no fixed channel count and "
                          "no Conv node tells it; export the model with a fixed channel dimension")
     channels = channels or int(first.weight.shape[1] * first.groups)
     check_channels(channels, f"the graph's input {plan.input_name!r} takes {channels} channels")
@@ -217,7 +224,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
             ) as exc:
         if is_out_of_memory(exc):  # what helps is less memory, not a features-only member
             raise out_of_memory(exc, f"importing {src.name}") from None
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        first = first_line(exc)
         raise GradientGraphError(f"{src.name}: the imported graph could not be exported",
                                  f"{type(exc).__name__}: {first}") from None
 
@@ -231,7 +238,7 @@ def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: s
     height, width, channels = _image_size(cut, input_size)
     channels = channels or cut.first_conv_channels
     if channels is None:
-        raise ValueError(f"the graph's input {cut.input_name!r} has no fixed channel count and "
+        raise InputError(f"the graph's input {cut.input_name!r} has no fixed channel count and "
                          "no Conv node tells it; export the model with a fixed channel dimension")
     check_channels(channels, f"the graph's input {cut.input_name!r} takes {channels} channels")
     return write_features_only(model, src, zoo_dir, name=name, cut=cut, channels=channels,

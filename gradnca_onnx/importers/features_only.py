@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
+from ..errors import InputError, first_line
 from ..zoo import (
     FEATURES_FILE,
     BatchPolicy,
@@ -37,8 +38,14 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
-from .onnx_file import (FLOAT_TYPES, PIXEL_RANGE, pixel_input, pixel_normalisation, pixel_options,
-                        toposort)
+from .onnx_file import (
+    FLOAT_TYPES,
+    PIXEL_RANGE,
+    pixel_input,
+    pixel_normalisation,
+    pixel_options,
+    toposort,
+)
 
 _NCHW = [0, 3, 1, 2]
 _NHWC = [0, 2, 3, 1]
@@ -147,13 +154,13 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
     consts = _constants(graph)
     inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
-        raise ValueError(f"the graph takes {len(inputs)} inputs "
+        raise InputError(f"the graph takes {len(inputs)} inputs "
                          f"({', '.join(i.name for i in inputs)}); an image classifier takes one "
                          "image tensor")
     image = inputs[0]
     pixels = pixel_input(image)
     if pixels is None and image.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ValueError(f"the graph's input {image.name!r} is not float32; a features-only "
+        raise InputError(f"the graph's input {image.name!r} is not float32; a features-only "
                          "member takes float32 images (or integer pixels 0..255): export the "
                          "model with a float32 input")
     dims = [d.dim_value if d.HasField("dim_value") else None
@@ -199,7 +206,7 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
         hit = next((n for n in order if labels[id(n)] == features_node), None)
         hit = hit or next((n for n in order if features_node in n.output), None)
         if hit is None:
-            raise ValueError(f"--features-node {features_node!r} is neither a node name nor a "
+            raise InputError(f"--features-node {features_node!r} is neither a node name nor a "
                              "tensor name of the graph")
         feat = features_node if features_node in hit.output else hit.output[0]
         head_node = labels[id(hit)]
@@ -207,7 +214,7 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
         logits = after[-1] if after else None
     else:
         if not heads:
-            raise ValueError("the graph has no Gemm/MatMul classification head with constant "
+            raise InputError("the graph has no Gemm/MatMul classification head with constant "
                              "weights; name the node whose output is the feature vector with "
                              "--features-node")
         node, logits = heads[-1]
@@ -346,11 +353,6 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
 def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.PathLike, *,
                         name: str, cut: FeaturesCut, channels: int, height: int, width: int,
                         reason: str, norm: str | None = None, pretrained_on: str = "unknown",
@@ -388,7 +390,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
     from ..exporters.model_dir import missing_dirs, publish, remove_empty, staging_dir
 
     if not pretrained_on or not pretrained_on.strip():
-        raise ValueError("--pretrained-on must not be empty (use 'unknown')")
+        raise InputError("--pretrained-on must not be empty (use 'unknown')")
     source_images = check_source_images(source_images)
     norm = pixel_normalisation(cut.pixels, cut.input_name, norm)
     mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
@@ -411,26 +413,26 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
                 if graph.ByteSize() <= _PROTO_LIMIT:
                     onnx.checker.check_model(graph)
             except Exception as exc:
-                raise ValueError(f"{where} is not a valid ONNX graph ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                raise InputError(f"{where} is not a valid ONNX graph ({type(exc).__name__}: "
+                                 f"{first_line(exc)})") from None
             for f in staging.iterdir():
                 f.unlink()
             _save(graph, path)
             try:
                 session = _session(path)
             except Exception as exc:
-                raise ValueError(f"{where} cannot be loaded by onnxruntime ("
-                                 f"{type(exc).__name__}: {_first_line(exc)})") from None
+                raise InputError(f"{where} cannot be loaded by onnxruntime ("
+                                 f"{type(exc).__name__}: {first_line(exc)})") from None
             try:
                 outs = session.run(None, {"images": example})
             except Exception as exc:
-                raise ValueError(f"{where} fails in onnxruntime on a batch of 2 images ("
-                                 f"{type(exc).__name__}: {_first_line(exc)}); a reshape fixed to "
+                raise InputError(f"{where} fails in onnxruntime on a batch of 2 images ("
+                                 f"{type(exc).__name__}: {first_line(exc)}); a reshape fixed to "
                                  "batch 1 needs a re-export with a dynamic batch") from None
             del session
             feats = outs[0]
             if feats.ndim != 2 or feats.shape[0] != 2 or not np.isfinite(feats).all():
-                raise ValueError(f"{src.name}: the features tensor {cut.features_tensor!r} gives "
+                raise InputError(f"{src.name}: the features tensor {cut.features_tensor!r} gives "
                                  f"shape {list(feats.shape)} for 2 images, not [2, D] finite "
                                  "values")
             logits = outs[1] if with_logits else None

@@ -12,9 +12,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from ..errors import InputError
 from . import modules as m
-from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
 from .errors import GradientGraphError, UnsupportedOperatorError
+from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
 from .ops import _DTYPES, MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
 _NCHW = [0, 3, 1, 2]
@@ -65,7 +66,7 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
                        ("value_int", np.int64), ("value_ints", np.int64)):
         if key in a:
             return np.asarray(a[key], dtype=dtype)
-    raise ValueError(f"Constant node {node.name!r} has no supported value attribute")
+    raise InputError(f"Constant node {node.name!r} has no supported value attribute")
 
 
 def _label(node: onnx.NodeProto, i: int) -> str:
@@ -92,7 +93,7 @@ class OnnxNet(nn.Module):
                                          for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in consts]
         if len(inputs) != 1:
-            raise ValueError(f"the graph takes {len(inputs)} inputs "
+            raise InputError(f"the graph takes {len(inputs)} inputs "
                              f"({', '.join(i.name for i in inputs)}); an image classifier "
                              "takes one image tensor")
         image = inputs[0]
@@ -139,7 +140,7 @@ class OnnxNet(nn.Module):
             hit = next((s for s in ordered if s.name == features_node), None)
             hit = hit or next((s for s in ordered if features_node in s.outputs), None)
             if hit is None:
-                raise ValueError(f"--features-node {features_node!r} is neither a node name nor "
+                raise InputError(f"--features-node {features_node!r} is neither a node name nor "
                                  "a tensor name of the graph")
             feat = features_node if features_node in hit.outputs else hit.outputs[0]
             after = [s for s in linears if feat in self._ancestors(ordered, s.outputs[0])]
@@ -149,7 +150,7 @@ class OnnxNet(nn.Module):
                 head = "features_tap"
         else:
             if not linears:
-                raise ValueError("the graph has no Gemm/MatMul classification head with constant "
+                raise InputError("the graph has no Gemm/MatMul classification head with constant "
                                  "weights; name the node whose output is the feature vector "
                                  "with --features-node")
             feat = linears[-1].inputs[0]
@@ -244,11 +245,11 @@ class OnnxNet(nn.Module):
                 step.inputs = step.inputs[:1]
             elif op == "BatchNormalization":
                 if a.get("training_mode", 0):
-                    raise ValueError(f"BatchNormalization node {label!r} is in training mode; "
+                    raise InputError(f"BatchNormalization node {label!r} is in training mode; "
                                      "export the model in inference mode")
                 params = [const(i) for i in node.input[1:5]]
                 if any(p is None for p in params):
-                    raise ValueError(f"BatchNormalization node {label!r} has non-constant "
+                    raise InputError(f"BatchNormalization node {label!r} has non-constant "
                                      "statistics")
                 step.module = path_for(label)
                 self.add_module(step.module, m.OnnxBatchNorm(*params, a.get("epsilon", 1e-5)))

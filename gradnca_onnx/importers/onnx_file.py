@@ -11,6 +11,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
+from ..errors import InputError
+
 #: Oldest opset the interpreter reads (Squeeze/Unsqueeze/ReduceSum take axes as inputs from 13).
 MIN_OPSET = 13
 _STANDARD_DOMAINS = ("", "ai.onnx")
@@ -63,20 +65,20 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         location = info.get("location", "")
         where = f"tensor {tensor.name!r} stores its data at {location!r}"
         if not location or os.path.isabs(location) or Path(location).drive:
-            raise ValueError(f"{where}: external data must be a relative path inside the model's "
+            raise InputError(f"{where}: external data must be a relative path inside the model's "
                              "directory; refused")
         target = (root / location).resolve()
         if target != root and root not in target.parents:
-            raise ValueError(f"{where}, outside the model's directory {root}; refused")
+            raise InputError(f"{where}, outside the model's directory {root}; refused")
         if not target.is_file():
-            raise ValueError(f"{where}, which is missing next to the model")
+            raise InputError(f"{where}, which is missing next to the model")
 
 
 def check_domains(model: onnx.ModelProto) -> None:
     """Refuse operators outside the standard ONNX domain (custom ops run code we cannot read)."""
     for node in model.graph.node:
         if node.domain not in _STANDARD_DOMAINS:
-            raise ValueError(f"node {node.name or '(unnamed)'!r} is a custom-domain operator "
+            raise InputError(f"node {node.name or '(unnamed)'!r} is a custom-domain operator "
                              f"{node.domain}::{node.op_type}; only standard ONNX operators can be "
                              "imported")
 
@@ -86,7 +88,7 @@ def opset_version(model: onnx.ModelProto) -> int:
     versions = [o.version for o in model.opset_import if o.domain in _STANDARD_DOMAINS]
     version = max(versions) if versions else 0
     if version < MIN_OPSET:
-        raise ValueError(f"the model uses ONNX opset {version}; import needs opset {MIN_OPSET} "
+        raise InputError(f"the model uses ONNX opset {version}; import needs opset {MIN_OPSET} "
                          "or newer (upgrade it with onnx.version_converter.convert_version)")
     return version
 
@@ -109,7 +111,7 @@ def pixel_input(image: onnx.ValueInfoProto) -> str | None:
         kind = onnx.TensorProto.DataType.Name(elem)
     except ValueError:  # not a known element type
         kind = str(elem)
-    raise ValueError(f"the graph's input {image.name!r} has element type {kind}; an imported "
+    raise InputError(f"the graph's input {image.name!r} has element type {kind}; an imported "
                      "classifier takes float images or integer pixel values 0..255 (uint8, int16, "
                      "int32 or int64): export the model with one of those input types")
 
@@ -126,7 +128,7 @@ def pixel_normalisation(pixels: str | None, name: str, norm: str | None) -> str 
     if pixels is None:
         return norm
     if norm is not None:
-        raise ValueError(f"--norm {norm}: the graph's input {name!r} is {pixels}, so it takes "
+        raise InputError(f"--norm {norm}: the graph's input {name!r} is {pixels}, so it takes "
                          "pixel values 0..255 and normalises them itself; drop --norm")
     return PIXEL_NORM
 
@@ -166,7 +168,7 @@ def check_finite(model: onnx.ModelProto, src: str | os.PathLike) -> None:
         if not bad and name in weights:
             bad, what = int(np.isinf(arr).sum()), "inf"
         if bad:
-            raise ValueError(f"{kind} {name!r} of {Path(src).name} holds {what} ({bad} of "
+            raise InputError(f"{kind} {name!r} of {Path(src).name} holds {what} ({bad} of "
                              f"{arr.size} values): the model's weights are broken there; fix "
                              "the model (or its training) and export it to ONNX again")
 
@@ -187,13 +189,13 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"ONNX file {p} not found")
+        raise InputError(f"ONNX file {p} not found")
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
-        raise ValueError(f"{p} is not an ONNX model ({type(exc).__name__})") from None
+        raise InputError(f"{p} is not an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node or not model.opset_import:
-        raise ValueError(f"{p} is not an ONNX model (no graph)")
+        raise InputError(f"{p} is not an ONNX model (no graph)")
     check_domains(model)
     opset_version(model)
     check_external_data(model, p.parent)
@@ -258,7 +260,7 @@ def toposort(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProt
         ready = [n for n in pending if all(not i or i in done for i in n.input)]
         if not ready:
             missing = sorted({i for n in pending for i in n.input if i and i not in done})
-            raise ValueError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
+            raise InputError(f"the graph is not a DAG or uses undefined tensors {missing[:5]}")
         for n in ready:
             order.append(n)
             done.update(n.output)

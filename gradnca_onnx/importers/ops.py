@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
+from ..errors import InputError
+
 Value = Any  # torch.Tensor | np.ndarray
 Attrs = dict[str, Any]
 
@@ -45,7 +47,7 @@ def tensor(v: Value, like: torch.Tensor | None = None) -> torch.Tensor:
         return v
     arr = np.asarray(v)
     if arr.dtype == object:
-        raise ValueError("a shape computed at run time feeds a tensor operation")
+        raise InputError("a shape computed at run time feeds a tensor operation")
     t = torch.tensor(arr)
     if like is not None and t.is_floating_point() != like.is_floating_point():
         t = t.to(like.dtype)
@@ -55,7 +57,7 @@ def tensor(v: Value, like: torch.Tensor | None = None) -> torch.Tensor:
 def static(v: Value, what: str) -> np.ndarray:
     """``v`` as a NumPy array; ValueError when it depends on the image."""
     if isinstance(v, torch.Tensor):
-        raise ValueError(f"{what} must be a constant, not computed from the image")
+        raise InputError(f"{what} must be a constant, not computed from the image")
     return np.asarray(v)
 
 
@@ -181,7 +183,7 @@ def _torch_pad(begin: Sequence[int], end: Sequence[int]) -> list[int]:
 def _pool(x: torch.Tensor, a: Attrs, kind: str) -> torch.Tensor:
     kernel = a["kernel_shape"]
     if len(kernel) != 2:
-        raise ValueError(f"{kind} over {len(kernel)} spatial dimensions is not supported")
+        raise InputError(f"{kind} over {len(kernel)} spatial dimensions is not supported")
     stride = a.get("strides", [1, 1])
     begin, end = resolve_pads(x, a, kernel)
     ceil = bool(a.get("ceil_mode", 0))
@@ -194,7 +196,7 @@ def _pool(x: torch.Tensor, a: Attrs, kind: str) -> torch.Tensor:
     include = bool(a.get("count_include_pad", 0))
     if begin != end:
         if not include and any(begin + end):
-            raise ValueError("AveragePool with asymmetric padding that is not counted is not "
+            raise InputError("AveragePool with asymmetric padding that is not counted is not "
                              "supported")
         x = F.pad(x, _torch_pad(begin, end))
         begin = [0, 0]
@@ -251,7 +253,7 @@ def _slice(i: list, a: Attrs) -> torch.Tensor:
     idx: list[Any] = [slice(None)] * x.ndim
     for s, e, ax, st in zip(starts, ends, axes, steps):
         if st < 1:
-            raise ValueError("Slice with a negative step is not supported")
+            raise InputError("Slice with a negative step is not supported")
         idx[ax] = slice(int(s), int(min(e, 1 << 62)), int(st))
     return x[tuple(idx)]
 

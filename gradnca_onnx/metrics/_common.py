@@ -11,10 +11,10 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 
 from .._validation import check_features, check_labels
-
-
-class DegenerateScoreWarning(UserWarning):
-    """A metric's value carries no ranking information for this model (see the message)."""
+from ..errors import (
+    DegenerateScoreWarning,  # noqa: F401 - re-exported
+    InputError,
+)
 
 
 def prepare(features: ArrayLike, labels: ArrayLike, *, min_samples: int = 2
@@ -35,7 +35,7 @@ def prepare_logits(logits: ArrayLike, labels: ArrayLike
     z = check_features(logits, name="logits")
     y, classes = check_labels(labels, z.shape[0])
     if z.shape[1] < 2:
-        raise ValueError(
+        raise InputError(
             f"logits must have one column per source class (at least 2); got width {z.shape[1]}. "
             "Pass the output of the model's final classification layer, not a single score"
         )
@@ -63,13 +63,13 @@ def pca_components(n_components: int, n_samples: int, n_features: int) -> int:
 
 def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        raise InputError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+        raise InputError(f"{name} must be one of {choices}; got {value!r}")
     return str(value)
 
 

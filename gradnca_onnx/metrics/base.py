@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InputError
 from ._common import DegenerateScoreWarning, large_factorisation, prepare
 from ._memory import memory_refusal
 from .gbc import gbc
@@ -158,13 +159,13 @@ def resolve_names(names: str | Iterable[str]) -> list[str]:
     else:
         items = [str(part).strip().lower() for part in names]
     if not items:
-        raise ValueError("no metric names given")
+        raise InputError("no metric names given")
     out: list[str] = []
     for item in items:
         expanded = list(METRICS) if item == "all" else [item]
         for name in expanded:
             if name not in METRICS:
-                raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)} or 'all'")
+                raise InputError(f"unknown metric {name!r}; known: {', '.join(METRICS)} or 'all'")
             if name not in out:
                 out.append(name)
     return out
@@ -176,12 +177,12 @@ def _merged_options(options: Mapping[str, Mapping[str, Any]] | None,
     merged: dict[str, dict[str, Any]] = {name: dict(base.get(name, {})) for name in METRICS}
     for name, opts in (options or {}).items():
         if name not in METRICS:
-            raise ValueError(f"options given for unknown metric {name!r}")
+            raise InputError(f"options given for unknown metric {name!r}")
         metric = METRICS[name]
         allowed = metric.options + metric.zoo_options
         for key, value in opts.items():
             if key not in allowed:
-                raise ValueError(
+                raise InputError(
                     f"{name} has no option {key!r}; its options are {', '.join(allowed) or 'none'}"
                 )
             merged[name][key] = value
@@ -241,12 +242,12 @@ def compute_metrics(
     (``warned`` set) and are then raised again for the caller's filters.
     """
     if errors not in ("raise", "record"):
-        raise ValueError(f"errors must be 'raise' or 'record'; got {errors!r}")
+        raise InputError(f"errors must be 'raise' or 'record'; got {errors!r}")
     selected = resolve_names(names)
     merged = _merged_options(options, faithful)
     X, y, n_classes = prepare(features, labels)
     if logits is not None and np.asarray(logits).shape[:1] != (X.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"logits have {np.asarray(logits).shape[:1]} rows but there are {X.shape[0]} samples"
         )
     results: dict[str, MetricResult] = {}
@@ -379,7 +380,7 @@ def zoo_scores(
     metric = METRICS[resolve_names([name])[0]]
     for r in results:
         if r.name != metric.name:
-            raise ValueError(f"zoo_scores({metric.name!r}) got a result of {r.name!r}")
+            raise InputError(f"zoo_scores({metric.name!r}) got a result of {r.name!r}")
     merged = _merged_options({metric.name: dict(options or {})}, faithful)
     if metric.zoo_step is None:
         return np.array([r.value for r in results], dtype=np.float64)
@@ -399,7 +400,7 @@ def zoo_scores(
         ex = np.asarray(exclude)
         if ex.dtype == bool:
             if ex.shape != mask.shape:
-                raise ValueError(f"exclude mask has shape {ex.shape}; expected {mask.shape}")
+                raise InputError(f"exclude mask has shape {ex.shape}; expected {mask.shape}")
             mask |= ex
         else:
             mask[ex.astype(np.int64)] = True

@@ -8,7 +8,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.decomposition import PCA
 
-from ._common import check_choice, check_positive_int, class_sums, pca_components, prepare
+from ._common import (
+    check_choice,
+    check_positive_int,
+    class_sums,
+    pca_components,
+    prepare,
+)
 
 GaussianType = Literal["diagonal", "spherical"]
 

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.covariance import ledoit_wolf_shrinkage
 
+from ..errors import InputError
 from ._common import class_sums, large_factorisation, prepare, row_span
 
 #: Relative cut-off of the pseudo-inverse (``np.linalg.pinv(rcond=1e-15)`` in the reference
@@ -62,13 +63,13 @@ def hscore(
     centred = X - X.mean(axis=0)
     if isinstance(shrinkage, str):
         if shrinkage != "ledoit-wolf":
-            raise ValueError(
+            raise InputError(
                 f"shrinkage must be 'ledoit-wolf' or a float in [0, 1]; got {shrinkage!r}")
         alpha = ledoit_wolf_alpha(centred)
     else:
         alpha = float(shrinkage)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"shrinkage must be in [0, 1]; got {shrinkage!r}")
+            raise InputError(f"shrinkage must be in [0, 1]; got {shrinkage!r}")
     # The samples in an orthonormal basis of their span when D > N (see above), else as they are.
     coords = row_span(centred)[0] if d > n else centred
     # scikit-learn's ledoit_wolf covariance, written out: (1 - alpha) S + alpha tr(S) / D I.

@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from ..errors import InputError
 from ..scores.combine import min_max
 from ._common import check_choice, check_positive_int, pca_components, prepare
 
@@ -105,18 +106,18 @@ def ncti_zoo(
     sign = check_choice(vc_sign, "vc_sign", ("-", "+"))
     t = np.asarray(terms, dtype=np.float64)
     if t.ndim != 2 or t.shape[1] != 3:
-        raise ValueError(f"terms must have shape (n_models, 3) (seli, ncc, vc); got {t.shape}")
+        raise InputError(f"terms must have shape (n_models, 3) (seli, ncc, vc); got {t.shape}")
     keep = np.ones(t.shape[0], dtype=bool)
     if exclude is not None:
         ex = np.asarray(exclude)
         if ex.dtype == bool:
             if ex.shape != keep.shape:
-                raise ValueError(f"exclude mask has shape {ex.shape}; expected {keep.shape}")
+                raise InputError(f"exclude mask has shape {ex.shape}; expected {keep.shape}")
             keep &= ~ex
         else:
             keep[ex.astype(np.int64)] = False
     if not keep.any():
-        raise ValueError("every model is excluded; nothing to normalise over")
+        raise InputError("every model is excluded; nothing to normalise over")
     out = np.full(t.shape[0], np.nan)
     seli = min_max(t[keep, 0], name="NCTI S_seli")
     ncc = min_max(t[keep, 1], name="NCTI S_ncc")

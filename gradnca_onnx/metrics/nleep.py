@@ -8,6 +8,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
+from ..errors import InputError
 from ._common import check_positive_int, prepare
 from .leep import empirical_conditional
 
@@ -65,10 +66,10 @@ def nleep(
     X, y, n_classes = prepare(features, labels)
     per_class = check_positive_int(components_per_class, "components_per_class")
     if not 0.0 < float(variance) < 1.0:
-        raise ValueError(f"variance must be a fraction in (0, 1); got {variance!r}")
+        raise InputError(f"variance must be a fraction in (0, 1); got {variance!r}")
     n_components = per_class * n_classes
     if X.shape[0] < n_components:
-        raise ValueError(
+        raise InputError(
             f"NLEEP fits a mixture of {per_class} x {n_classes} classes = {n_components} "
             f"components, which needs at least that many samples; got {X.shape[0]}"
         )

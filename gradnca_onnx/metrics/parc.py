@@ -22,7 +22,14 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from ._common import check_choice, check_positive_int, pca_components, prepare, warn_degenerate
+from ..errors import InputError
+from ._common import (
+    check_choice,
+    check_positive_int,
+    pca_components,
+    prepare,
+    warn_degenerate,
+)
 
 Subsample = Literal["applied", "ignored"]
 
@@ -59,7 +66,7 @@ def stratified_subsample(y: NDArray[np.int64], max_samples: int, random_state: i
         if take:
             chosen.append(rng.choice(members, size=take, replace=False))
     if not chosen:
-        raise ValueError(f"max_samples={max_samples} leaves no sample of any class to score")
+        raise InputError(f"max_samples={max_samples} leaves no sample of any class to score")
     return np.sort(np.concatenate(chosen))
 
 

@@ -9,8 +9,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 
-from ._common import (check_choice, class_sums, large_factorisation, prepare, row_span,
-                      softmax_rows, warn_degenerate)
+from ..errors import InputError
+from ._common import (
+    check_choice,
+    class_sums,
+    large_factorisation,
+    prepare,
+    row_span,
+    softmax_rows,
+    warn_degenerate,
+)
 
 Saturated = Literal["nan", "as_released"]
 
@@ -96,7 +104,7 @@ def fit_fda(X: NDArray[np.float64], y: NDArray[np.int64], n_classes: int,
             factor = linalg.cho_factor(within_shrunk, lower=True, check_finite=False)
     except linalg.LinAlgError as err:
         # The released generalised eigensolver factors the same matrix and fails alike.
-        raise ValueError(
+        raise InputError(
             "SFDA: the shrunk within-class scatter is not positive definite (features constant "
             f"within every class, or lambda={shrinkage:.3g} too small for their scale)"
         ) from err

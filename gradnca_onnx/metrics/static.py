@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..zoo.manifest import read_manifest
 
 #: ONNX tensor element types counted as parameters (float16, float, double, bfloat16).
@@ -48,11 +49,11 @@ def count_parameters(model_dir: str | os.PathLike) -> int:
 
     path = Path(model_dir) / "features.onnx"
     if not path.is_file():
-        raise ValueError(f"{model_dir}: no features.onnx to count parameters in")
+        raise InputError(f"{model_dir}: no features.onnx to count parameters in")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ValueError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
+        raise InputError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
     total = 0
     for init in model.graph.initializer:
         if init.data_type in _FLOAT_TYPES:

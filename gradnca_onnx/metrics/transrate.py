@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg
 
+from ..errors import InputError
 from ._common import large_factorisation, prepare
 
 DEFAULT_EPS = 1e-4
@@ -49,7 +50,7 @@ def transrate(features: ArrayLike, labels: ArrayLike, *, eps: float = DEFAULT_EP
     """
     X, y, n_classes = prepare(features, labels)
     if not eps > 0:
-        raise ValueError(f"eps must be positive; got {eps!r}")
+        raise InputError(f"eps must be positive; got {eps!r}")
     Z = X - X.mean(axis=0, keepdims=True)
     whole = coding_rate(Z, eps)
     per_class = sum(coding_rate(Z[y == c], eps) for c in range(n_classes))

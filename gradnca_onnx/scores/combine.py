@@ -8,11 +8,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import (
+    ConstantTermWarning,  # noqa: F401 - re-exported
+    InputError,
+)
+
 Scenario = Literal["dataset", "cross-domain"]
-
-
-class ConstantTermWarning(UserWarning):
-    """A score term is the same for every model of the zoo, so it cannot rank them."""
 
 
 def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> NDArray[np.float64]:
@@ -24,10 +25,10 @@ def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> N
     """
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
-        raise ValueError(f"{name}: need at least one model's score")
+        raise InputError(f"{name}: need at least one model's score")
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x)).tolist()
-        raise ValueError(f"{name} has NaN/inf values at zoo positions {bad}")
+        raise InputError(f"{name} has NaN/inf values at zoo positions {bad}")
     lo, hi = x.min(), x.max()
     if hi == lo:
         warnings.warn(
@@ -58,11 +59,11 @@ def combine(lp: ArrayLike, fu: ArrayLike, scenario: Scenario = "dataset") -> NDA
     lp_arr = np.asarray(lp, dtype=np.float64).reshape(-1)
     fu_arr = np.asarray(fu, dtype=np.float64).reshape(-1)
     if lp_arr.shape != fu_arr.shape:
-        raise ValueError(f"lp and fu must have one value per model; got {lp_arr.size} and {fu_arr.size}")
+        raise InputError(f"lp and fu must have one value per model; got {lp_arr.size} and {fu_arr.size}")
     if scenario == "dataset":
         invert = False
     elif scenario in ("cross-domain", "model"):
         invert = True
     else:
-        raise ValueError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+        raise InputError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
     return min_max(lp_arr, invert=invert, name="S_LP") * min_max(fu_arr, invert=invert, name="S_FU")

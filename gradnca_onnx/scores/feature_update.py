@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_features
 from ..core import triplet_margin_loss_grad
+from ..errors import InputError
 
 #: The paper splits the target set into this many full batches (plus a smaller remainder).
 N_FULL_BATCHES = 6
@@ -27,7 +28,7 @@ def fu_batch_slices(n_samples: int, *, n_full_batches: int = N_FULL_BATCHES) -> 
     n = int(n_samples)
     size = n // n_full_batches
     if size < 1:
-        raise ValueError(
+        raise InputError(
             f"S_FU needs at least {n_full_batches} samples (batch size floor(n/{n_full_batches})); "
             f"got {n}"
         )
@@ -61,12 +62,12 @@ def triplet_loss_grad(
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"labels must have shape ({X.shape[0]},) or ({X.shape[0]}, 1) to match the embeddings; "
             f"got {np.asarray(labels).shape}"
         )
     if not np.isfinite(margin):
-        raise ValueError(f"margin must be finite; got {margin}")
+        raise InputError(f"margin must be finite; got {margin}")
     _, codes = np.unique(y, return_inverse=True)
     loss, grad, _, _ = triplet_margin_loss_grad(X, codes.reshape(-1), margin=float(margin))
     return loss, grad.astype(X.dtype, copy=False)
@@ -160,17 +161,17 @@ def feature_update_score(grad_norms_w1: ArrayLike, grad_norms_w2: ArrayLike, *,
     w1 = np.asarray(grad_norms_w1, dtype=np.float64).reshape(-1)
     w2 = np.asarray(grad_norms_w2, dtype=np.float64).reshape(-1)
     if w1.shape != w2.shape or w1.size == 0:
-        raise ValueError(
+        raise InputError(
             f"need one first- and one second-layer norm per batch; got {w1.size} and {w2.size}"
         )
     if not (np.isfinite(w1).all() and np.isfinite(w2).all()):
-        raise ValueError("gradient norms contain NaN/inf; the gradient graph or its input is broken")
+        raise InputError("gradient norms contain NaN/inf; the gradient graph or its input is broken")
     if (w1 < 0).any() or (w2 < 0).any():
-        raise ValueError("gradient norms must be non-negative")
+        raise InputError("gradient norms must be non-negative")
     m1 = w1.mean()
     if m1 == 0.0:
         reason = why() if why is not None else (
             "every batch has a zero first-layer gradient (no violating triplet in any batch: too "
             "few images, one class per batch, or identical features)")
-        raise ValueError(f"S_FU is undefined: {reason}")
+        raise InputError(f"S_FU is undefined: {reason}")
     return float(w2.mean() / m1)

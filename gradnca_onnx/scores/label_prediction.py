@@ -8,6 +8,7 @@ from numpy.typing import ArrayLike, NDArray
 from .._validation import check_features, check_labels
 from ..core import fit_nca, knn_class_proba
 from ..core._parallel import Products, single_threaded_blas
+from ..errors import InputError
 
 
 def label_prediction_probabilities(
@@ -55,14 +56,14 @@ def label_prediction_probabilities(
     y, _ = check_labels(labels, X.shape[0])
     n, d = X.shape
     if not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer; got {n_components!r}")
+        raise InputError(f"n_components must be a positive integer; got {n_components!r}")
     if n_components > d:
-        raise ValueError(
+        raise InputError(
             f"n_components ({n_components}) is larger than the feature dimension D={d}; "
             f"use n_components <= {d}"
         )
     if not isinstance(n_neighbors, (int, np.integer)) or not 1 <= n_neighbors <= n:
-        raise ValueError(f"n_neighbors must be an integer in [1, n_samples={n}]; got {n_neighbors!r}")
+        raise InputError(f"n_neighbors must be an integer in [1, n_samples={n}]; got {n_neighbors!r}")
     nca = fit_nca(X, y, n_components=int(n_components), max_iter=max_iter, tol=tol,
                   random_state=random_state, n_threads=n_threads)
     with single_threaded_blas(), Products(n_threads) as products:
@@ -88,7 +89,7 @@ def check_jitters(jitters: object, name: str = "jitters") -> int:
     """``jitters`` as an int: 0 (the paper's S_LP) or at least 2 (the smoothed variant)."""
     if isinstance(jitters, bool) or not isinstance(jitters, (int, np.integer)) \
             or jitters < 0 or jitters == 1:
-        raise ValueError(f"{name} must be 0 (the paper's S_LP) or an integer >= 2; "
+        raise InputError(f"{name} must be 0 (the paper's S_LP) or an integer >= 2; "
                          f"got {jitters!r}")
     return int(jitters)
 

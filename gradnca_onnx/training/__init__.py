@@ -15,8 +15,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .grid import (PAPER, PAPER_BATCH_SIZES, PRESETS, PROTOCOL, QUICK, GridSpec, RunConfig,
-                   check_seeds, default_seeds, load_grid)
+from .grid import (
+    PAPER,
+    PAPER_BATCH_SIZES,
+    PRESETS,
+    PROTOCOL,
+    QUICK,
+    GridSpec,
+    RunConfig,
+    check_seeds,
+    default_seeds,
+    load_grid,
+)
 from .metrics import accuracy, auc_score, binary_auc
 from .store import RunStore, open_store, run_key
 from .summary import ground_truth, replicate_ground_truths, selected_runs

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 from .._loaders import load_json, load_yaml
+from ..errors import InputError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -78,7 +79,7 @@ class RunConfig:
         ]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(f"run config: {msg}; got {self}")
+                raise InputError(f"run config: {msg}; got {self}")
 
     @property
     def nesterov(self) -> bool:
@@ -126,7 +127,7 @@ class GridSpec:
         if self.batch_size is not None:
             return self.batch_size
         if target not in PAPER_BATCH_SIZES:
-            raise ValueError(
+            raise InputError(
                 f"grid {self.name!r}: no paper batch sizes for target {target!r} (Table 1 lists "
                 f"{sorted(PAPER_BATCH_SIZES)}); give them with --batch-size or a grid file"
             )
@@ -192,24 +193,24 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"grid file {path}: not UTF-8 text; give a YAML or JSON grid file"
+        raise InputError(f"grid file {path}: not UTF-8 text; give a YAML or JSON grid file"
                          ) from None
     where = f"grid file {path}"
     if path.suffix.lower() == ".json":
         try:
             return load_json(text, where)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"grid file {path}: invalid JSON ({exc})") from None
+            raise InputError(f"grid file {path}: invalid JSON ({exc})") from None
     try:
         import yaml  # PyYAML: optional, only for YAML grid files
     except ImportError:
-        raise ValueError(f"grid file {path}: reading YAML needs PyYAML (pip install pyyaml); "
+        raise InputError(f"grid file {path}: reading YAML needs PyYAML (pip install pyyaml); "
                          "or write the grid as JSON") from None
     try:
         return load_yaml(text, where)
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
-        raise ValueError(f"grid file {path}: invalid YAML ({first})") from None
+        raise InputError(f"grid file {path}: invalid YAML ({first})") from None
 
 
 def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridSpec:
@@ -222,15 +223,15 @@ def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridS
     ``smaller_batch_only``. Unknown keys are an error.
     """
     if not isinstance(data, Mapping):
-        raise ValueError(f"grid {name}: expected a mapping of keys to values; got "
+        raise InputError(f"grid {name}: expected a mapping of keys to values; got "
                          f"{type(data).__name__}")
     data = dict(data)
     base_name = data.pop("base", "paper")
     if base_name not in PRESETS:
-        raise ValueError(f"grid {name}: base must be one of {sorted(PRESETS)}; got {base_name!r}")
+        raise InputError(f"grid {name}: base must be one of {sorted(PRESETS)}; got {base_name!r}")
     unknown = sorted(set(data) - set(_LIST_KEYS) - set(_SCALAR_KEYS))
     if unknown:
-        raise ValueError(f"grid {name}: unknown key(s) {unknown}; allowed: base, "
+        raise InputError(f"grid {name}: unknown key(s) {unknown}; allowed: base, "
                          f"{', '.join(_LIST_KEYS)}, {', '.join(sorted(_SCALAR_KEYS))}")
     kwargs: dict[str, Any] = {"name": name, "notes": f"from {name}"}
     for key in _LIST_KEYS:
@@ -242,13 +243,13 @@ def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridS
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
         if not values:
-            raise ValueError(f"grid {name}: {key} is an empty list")
+            raise InputError(f"grid {name}: {key} is an empty list")
         try:
             conv = [int(v) if key == "batch_size" else float(v) for v in values]
         except (TypeError, ValueError):
-            raise ValueError(f"grid {name}: {key} must be numbers; got {value!r}") from None
+            raise InputError(f"grid {name}: {key} must be numbers; got {value!r}") from None
         if key == "batch_size" and any(c != v for c, v in zip(conv, values)):
-            raise ValueError(f"grid {name}: batch_size must be integers; got {value!r}")
+            raise InputError(f"grid {name}: batch_size must be integers; got {value!r}")
         kwargs[key] = tuple(conv)
     for key in _SCALAR_KEYS:
         if key in data:
@@ -267,9 +268,9 @@ def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridS
                 RunConfig(**{**dict(lr=1.0, weight_decay=0.0, momentum=0.0, batch_size=1,
                                     max_epochs=1, patience=1, image_size=8), key: v})
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"grid {name}: {str(exc).split(';')[0]}") from None
+        raise InputError(f"grid {name}: {str(exc).split(';')[0]}") from None
     if not isinstance(grid.augment, bool) or not isinstance(grid.smaller_batch_only, bool):
-        raise ValueError(f"grid {name}: augment and smaller_batch_only must be true or false")
+        raise InputError(f"grid {name}: augment and smaller_batch_only must be true or false")
     return grid
 
 
@@ -279,7 +280,7 @@ def default_seeds(k: int, first: int = 42) -> list[int]:
     The first replicate is then the selected grid run itself (same run key, never redone).
     """
     if isinstance(k, bool) or int(k) != k or k < 2:
-        raise ValueError(f"--seeds must be an integer >= 2 (replicates to compare); got {k!r}")
+        raise InputError(f"--seeds must be an integer >= 2 (replicates to compare); got {k!r}")
     return [int(first) + i for i in range(int(k))]
 
 
@@ -288,11 +289,11 @@ def check_seeds(seeds: Any) -> list[int]:
     try:
         out = [int(s) for s in seeds]
     except (TypeError, ValueError):
-        raise ValueError(f"seed list {seeds!r} must be integers") from None
+        raise InputError(f"seed list {seeds!r} must be integers") from None
     if any(o != s for o, s in zip(out, seeds)):
-        raise ValueError(f"seed list {list(seeds)!r} must be integers")
+        raise InputError(f"seed list {list(seeds)!r} must be integers")
     if len(out) < 2 or len(set(out)) != len(out) or min(out) < 0:
-        raise ValueError(f"seed list {out} must hold at least two distinct seeds >= 0")
+        raise InputError(f"seed list {out} must hold at least two distinct seeds >= 0")
     return out
 
 
@@ -304,6 +305,6 @@ def load_grid(spec: str | PathLike | GridSpec) -> GridSpec:
         return PRESETS[spec]
     p = Path(spec)
     if not p.is_file():
-        raise ValueError(f"--preset {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor a "
+        raise InputError(f"--preset {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor a "
                          "grid file (YAML or JSON)")
     return grid_from_mapping(_read_mapping(p), name=str(p))

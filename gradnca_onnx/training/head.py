@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 
 def _output(out: object) -> torch.Tensor:
     # googlenet / inception return (logits, aux...) named tuples in training mode.
@@ -15,7 +17,7 @@ def _output(out: object) -> torch.Tensor:
     logits = getattr(out, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
-    raise ValueError(f"the model returns a {type(out).__name__}; fine-tuning needs a logits tensor")
+    raise InputError(f"the model returns a {type(out).__name__}; fine-tuning needs a logits tensor")
 
 
 def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +41,7 @@ def find_head(model: nn.Module, example: torch.Tensor) -> str:
     finally:
         model.train(was_training)
     if not order:
-        raise ValueError("the model calls no nn.Linear layer; name its final layer with --head")
+        raise InputError("the model calls no nn.Linear layer; name its final layer with --head")
     return order[-1]
 
 
@@ -75,12 +77,12 @@ def replace_head(model: nn.Module, n_outputs: int, example: torch.Tensor, *,
     try:
         old = model.get_submodule(path)
     except AttributeError:
-        raise ValueError(f"head {path!r} is not a module path of the model") from None
+        raise InputError(f"head {path!r} is not a module path of the model") from None
     # A block (e.g. mobilenet_v3_small's whole classifier) is replaced as a unit: its first
     # Linear's input width is the width of the features that reach it.
     first = next((m for m in old.modules() if isinstance(m, nn.Linear)), None)
     if first is None:
-        raise ValueError(f"head {path!r} is a {type(old).__name__} without a Linear layer")
+        raise InputError(f"head {path!r} is a {type(old).__name__} without a Linear layer")
     new = nn.Sequential(nn.Dropout(dropout), nn.Linear(first.in_features, n_outputs))
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -92,6 +94,6 @@ def replace_head(model: nn.Module, n_outputs: int, example: torch.Tensor, *,
     finally:
         model.train(was_training)
     if out.ndim != 2 or out.shape[1] != n_outputs:
-        raise ValueError(f"after replacing {path!r} the model outputs shape {tuple(out.shape)}, "
+        raise InputError(f"after replacing {path!r} the model outputs shape {tuple(out.shape)}, "
                          f"not (batch, {n_outputs}): name the final layer with --head")
     return path

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import TargetData, normalize, resize, to_grey, to_rgb
+from ..errors import InputError
 from .augment import train_transform
 from .grid import RunConfig
 from .head import model_logits, replace_head
@@ -118,10 +119,10 @@ def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, 
     :func:`gradnca_onnx.data.preprocess`.
     """
     if channels not in (1, 3):
-        raise ValueError(f"the model takes {channels} input channels; only 1 or 3 are supported")
+        raise InputError(f"the model takes {channels} input channels; only 1 or 3 are supported")
     for part in (val, test):
         if part is not None and (part.n_classes != train.n_classes or part.task != train.task):
-            raise ValueError(f"{part.name} {part.split}: {part.n_classes} classes ({part.task}) "
+            raise InputError(f"{part.name} {part.split}: {part.n_classes} classes ({part.task}) "
                              f"but train has {train.n_classes} ({train.task})")
 
     def inputs(d: TargetData) -> tuple[torch.Tensor, np.ndarray]:
@@ -191,7 +192,7 @@ def check_batch_size(model: nn.Module, batch_size: int, name: str = "the model")
         least two images per batch, so every batch would be skipped (or fail).
     """
     if batch_size == 1 and has_batchnorm(model):
-        raise ValueError(f"batch size 1 cannot fine-tune {name}: it has BatchNorm layers, which "
+        raise InputError(f"batch size 1 cannot fine-tune {name}: it has BatchNorm layers, which "
                          "need at least two images per batch in training mode; use "
                          "--batch-size 2 or more (batch_size in a grid file)")
 
@@ -229,7 +230,7 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
     RunResult
     """
     if data.image_size != config.image_size:
-        raise ValueError(f"data prepared for {data.image_size} px, config says {config.image_size}")
+        raise InputError(f"data prepared for {data.image_size} px, config says {config.image_size}")
     check_batch_size(model, config.batch_size)
     start = time.perf_counter()
     gen = seed_everything(config.seed)
@@ -296,7 +297,7 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
         # Its scores would be the untrained model's, stored as if it were fine-tuned.
         why = ("the loss of the untrained model is not finite" if stop_reason == "diverged"
                else f"no batch of {config.batch_size} image(s) could be trained on")
-        raise ValueError(f"the run took no optimisation step ({why}); it is not a result")
+        raise InputError(f"the run took no optimisation step ({why}); it is not a result")
     nan = math.nan
     result = RunResult(len(history), best_epoch, stop_reason, nan, nan, nan, nan, nan, nan, 0.0,
                        history)

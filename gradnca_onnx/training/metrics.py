@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
+from ..errors import InputError
+
 TASKS = ("binary", "multi-class", "multi-label")
 
 
@@ -51,17 +53,17 @@ def auc_score(y_true: ArrayLike, scores: ArrayLike, task: str) -> float:
     y = np.asarray(y_true)
     p = np.asarray(scores, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != y.shape[0]:
-        raise ValueError(f"scores must have shape (N, C) with N = {y.shape[0]}; got {p.shape}")
+        raise InputError(f"scores must have shape (N, C) with N = {y.shape[0]}; got {p.shape}")
     if task == "binary":
         if p.shape[1] != 2:
-            raise ValueError(f"binary task needs 2 score columns; got {p.shape[1]}")
+            raise InputError(f"binary task needs 2 score columns; got {p.shape[1]}")
         return binary_auc(y == 1, p[:, 1])
     if task == "multi-class":
         aucs = [binary_auc(y == c, p[:, c]) for c in range(p.shape[1])]
     elif task == "multi-label":
         aucs = [binary_auc(y[:, j], p[:, j]) for j in range(p.shape[1])]
     else:
-        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+        raise InputError(f"unknown task {task!r}; use one of {TASKS}")
     aucs = [a for a in aucs if not np.isnan(a)]
     return float(np.mean(aucs)) if aucs else float("nan")
 

@@ -25,9 +25,16 @@ from .._loaders import load_json
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
+from ..errors import InputError
 from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, load_grid
-from .loop import (EpochMetrics, PreparedTarget, RunResult, check_batch_size, finetune,
-                   prepare_target)
+from .loop import (
+    EpochMetrics,
+    PreparedTarget,
+    RunResult,
+    check_batch_size,
+    finetune,
+    prepare_target,
+)
 from .source import Source, load_source
 from .store import RunStore, open_store, run_key
 
@@ -69,7 +76,7 @@ def _check_split(d: TargetData, what: str) -> None:
     if d.labels.ndim == 1:
         present = np.unique(d.labels)
         if present.size < 2:
-            raise ValueError(f"target {d.source or d.name} {what}: only class {present.tolist()} "
+            raise InputError(f"target {d.source or d.name} {what}: only class {present.tolist()} "
                              "present; fine-tuning needs at least 2 classes in train, val and test")
 
 
@@ -95,14 +102,14 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"target {p} does not exist; give a MedMNIST npz, a fold npz or an "
+        raise InputError(f"target {p} does not exist; give a MedMNIST npz, a fold npz or an "
                          "image folder")
     if p.is_dir():
         have = split_subfolders(p)
         if have:
             missing = sorted(set(("train", "val", "test")) - set(have))
             if missing:
-                raise ValueError(f"{p} has split sub-folders {sorted(have)} but no {missing}; "
+                raise InputError(f"{p} has split sub-folders {sorted(have)} but no {missing}; "
                                  "give train, val and test, or one folder per class only")
             tr = load_target(p, "train", dedupe=dedupe, size=size, name=name)
             va = load_target(p, "val", dedupe=dedupe, size=size, name=name)
@@ -117,7 +124,7 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
         kind = npz_kind(npz_keys(p))
         if kind == "folds":
             if test is None:
-                raise ValueError(f"{p} is a paper fold file without a test split; give the "
+                raise InputError(f"{p} is a paper fold file without a test split; give the "
                                  "official MedMNIST npz with --test")
             f = 1 if fold is None else fold
             tr = load_target(p, "train", fold=f, name=name)
@@ -131,7 +138,7 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
             desc = (f"paper fold {fold} (seed 24) + official test" if fold else
                     "official train/val/test splits")
         if test is not None and kind != "folds":
-            raise ValueError("--test is only for paper fold files")
+            raise InputError("--test is only for paper fold files")
     for d, what in ((tr, "train"), (va, "val"), (te, "test")):
         _check_split(d, what)
     return TargetSplits(tr, va, te, name or tr.name, str(p), desc)
@@ -328,7 +335,7 @@ def config_of(row: dict[str, Any]) -> RunConfig:
         names = {f.name for f in fields(RunConfig)}
         return RunConfig(**{k: v for k, v in cfg.items() if k in names})
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"run {row.get('run_key', '?')[:12]}: its stored configuration cannot "
+        raise InputError(f"run {row.get('run_key', '?')[:12]}: its stored configuration cannot "
                          f"be read ({exc}); it cannot be repeated") from None
 
 
@@ -338,10 +345,10 @@ def _selected_grid_run(store: RunStore, source: Source, target: TargetSplits
 
     row = selected_runs(store).get((source.name, target.name))
     if row is None:
-        raise ValueError(f"pair {source.name} -> {target.name}: no finished grid run with a "
+        raise InputError(f"pair {source.name} -> {target.name}: no finished grid run with a "
                          "validation loss, so there is no selected configuration to repeat")
     if task_key(source, target, config_of(row)) != row["run_key"]:
-        raise ValueError(
+        raise InputError(
             f"pair {source.name} -> {target.name}: the selected run {row['run_key'][:12]} was "
             "made from other source or target settings under the same names; give this source "
             "its own --source-name (or --target-name)")

@@ -28,6 +28,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from ..errors import SourceError, first_line
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -95,19 +97,19 @@ def _find_checkpoint(model_dir: Path, file_name: str, given: PathLike | None,
                           or file_name in (".", "..") or "\\" in file_name):
         # The manifest names the checkpoint by its plain file name; anything else (an absolute
         # path, "..", a sub-path) would read a file outside the zoo.
-        raise ValueError(f"{model_dir}/manifest.json: field 'source.checkpoint' {file_name!r} is "
+        raise SourceError(f"{model_dir}/manifest.json: field 'source.checkpoint' {file_name!r} is "
                          "not a plain file name; pass the checkpoint with --checkpoint")
     candidates = [Path(given)] if given is not None else [
         model_dir / file_name, model_dir.parent / file_name, model_dir.parent.parent / file_name]
     for c in candidates:
         if c.is_file():
             if sha256 and sha256_file(c) != sha256:
-                raise ValueError(
+                raise SourceError(
                     f"checkpoint {c} does not match the sha256 in {model_dir}/manifest.json "
                     f"({sha256[:12]}...); give the checkpoint the model was exported from"
                 )
             return c
-    raise ValueError(
+    raise SourceError(
         f"{model_dir} is an exported (ONNX) model, which cannot be fine-tuned; its manifest names "
         f"the checkpoint {file_name!r}, not found next to it: pass it with --checkpoint"
     )
@@ -123,14 +125,14 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
     if src.kind == "factory" and not trust_code:
         # A factory source is Python code named by a zoo file: rebuilding it imports a module
         # and calls it with keyword arguments from the manifest. Only on explicit request.
-        raise ValueError(
+        raise SourceError(
             f"{path}/manifest.json names Python code to rebuild the model ({src.reference!r}, "
             "called with the manifest's options); gradnca-onnx never runs code named by a zoo "
             "file unless you pass --trust-code (trust_code=True): do so only for a zoo you trust")
     if src.kind == "onnx":
         # Before looking for the checkpoint: an imported member's "checkpoint" is its ONNX file,
         # and --checkpoint cannot help (an ONNX graph holds no trainable module).
-        raise ValueError(
+        raise SourceError(
             f"{path} was imported from the ONNX file {src.reference}, and an ONNX graph cannot "
             "be fine-tuned (--checkpoint does not change that): fine-tune the original model "
             "instead, as --source ARCH or package.module:callable with --checkpoint (its "
@@ -151,7 +153,7 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
                                         channels=m.input.channels, trust_pickle=trust_pickle,
                                         seed=seed)
     else:
-        raise ValueError(
+        raise SourceError(
             f"{path} was exported from a {src.kind} source ({src.reference}), which cannot be "
             "rebuilt for training; fine-tune the original model instead (--source ARCH or "
             "package.module:callable with --checkpoint)"
@@ -165,15 +167,15 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
 def _check_options(path: Path, options: Any) -> None:
     """Refuse a seed or constructor keyword arguments that are not plain JSON data."""
     if not isinstance(options, dict):
-        raise ValueError(f"{path}/manifest.json: field 'source.options' must be a JSON object")
+        raise SourceError(f"{path}/manifest.json: field 'source.options' must be a JSON object")
     seed = options.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"{path}/manifest.json: field 'source.options.seed' must be an integer")
+        raise SourceError(f"{path}/manifest.json: field 'source.options.seed' must be an integer")
     for key in ("arch_kwargs", "factory_kwargs"):
         kw = options.get(key)
         if kw is not None and not (isinstance(kw, dict) and all(
                 isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in kw)):
-            raise ValueError(f"{path}/manifest.json: field 'source.options.{key}' must map "
+            raise SourceError(f"{path}/manifest.json: field 'source.options.{key}' must map "
                              "keyword names to values; re-export the model")
 
 
@@ -236,32 +238,32 @@ def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None 
                 loaded, info = _from_model_dir(p, checkpoint, trust_pickle, trust_code)
             elif p.is_file():
                 if is_torchscript_archive(p):
-                    raise ValueError(
+                    raise SourceError(
                         f"{p} is a TorchScript file; its head cannot be replaced for training. "
                         "Give the state-dict checkpoint with --arch ARCH"
                     )
                 if arch is None:
-                    raise ValueError(f"checkpoint {p} needs --arch: a torchvision name (e.g. "
+                    raise SourceError(f"checkpoint {p} needs --arch: a torchvision name (e.g. "
                                      "resnet18) or package.module:callable")
                 if checkpoint is not None:
-                    raise ValueError("give the checkpoint once: as --source or as --checkpoint")
+                    raise SourceError("give the checkpoint once: as --source or as --checkpoint")
                 loaded = _load_named(arch, p, trust_pickle, seed)
             elif ":" in text or text.isidentifier():
                 if arch is not None:
-                    raise ValueError(f"--arch is for checkpoint files; {text!r} names a model")
+                    raise SourceError(f"--arch is for checkpoint files; {text!r} names a model")
                 loaded = _load_named(text, checkpoint, trust_pickle, seed)
             else:
-                raise ValueError(f"source {text!r} does not exist; give an exported model "
+                raise SourceError(f"source {text!r} does not exist; give an exported model "
                                  "directory, a checkpoint with --arch, a torchvision name or "
                                  "package.module:callable")
     except ValueError:
         raise
     except (RuntimeError, TypeError, AttributeError, ImportError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ValueError(f"source {spec!r} cannot be loaded: {type(exc).__name__}: {first}") from None
+        first = first_line(exc, 200)
+        raise SourceError(f"source {spec!r} cannot be loaded: {type(exc).__name__}: {first}") from None
     module = loaded.module
     if isinstance(module, torch.jit.ScriptModule):
-        raise ValueError(f"source {spec!r} is TorchScript; its head cannot be replaced for "
+        raise SourceError(f"source {spec!r} is TorchScript; its head cannot be replaced for "
                          "training. Give the state-dict checkpoint with --arch ARCH")
     channels = int(info.get("channels") or _first_weight_channels(module))
     if normalisation is not None:
@@ -296,7 +298,7 @@ def _load_named(ref: str, checkpoint: PathLike | None, trust_pickle: bool, seed:
     if ref not in names:
         close = difflib.get_close_matches(ref, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"source {ref!r} is not a file, a directory or a torchvision "
+        raise SourceError(f"source {ref!r} is not a file, a directory or a torchvision "
                          f"architecture{hint}; give an exported model directory, a checkpoint "
                          "with --arch, a torchvision name or package.module:callable")
     return exporters.load_torchvision(ref, checkpoint, trust_pickle=trust_pickle, seed=seed)

@@ -38,6 +38,8 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``PRAGMA application_id`` of a run store ("gNCA"), so a foreign SQLite file is recognised.
@@ -174,18 +176,18 @@ class RunStore:
     def __init__(self, path: PathLike, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise ValueError(f"run store {self.path} is a directory; give a file such as runs.sqlite")
+            raise InputError(f"run store {self.path} is a directory; give a file such as runs.sqlite")
         if not self.path.parent.is_dir():
-            raise ValueError(f"run store {self.path}: folder {self.path.parent} does not exist")
+            raise InputError(f"run store {self.path}: folder {self.path.parent} does not exist")
         try:
             self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise ValueError(f"run store {self.path} cannot be opened ({exc})") from None
+            raise InputError(f"run store {self.path} cannot be opened ({exc})") from None
         try:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise ValueError(
+            raise InputError(
                 f"run store {self.path} is not a SQLite database ({exc}); give a new file name "
                 "or an existing run store"
             ) from None
@@ -199,7 +201,7 @@ class RunStore:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         if app != APPLICATION_ID:
             if tables:
-                raise ValueError(
+                raise InputError(
                     f"run store {self.path} is a SQLite database of something else (tables "
                     f"{tables[:5]}); give a new file name or an existing run store"
                 )
@@ -212,7 +214,7 @@ class RunStore:
                         db.execute(statement)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise ValueError(f"run store {self.path} has schema version {version}; this "
+            raise InputError(f"run store {self.path} has schema version {version}; this "
                              f"gradnca-onnx reads up to {SCHEMA_VERSION}: upgrade the package")
 
     class _Tx:
@@ -250,7 +252,7 @@ class RunStore:
         names = [n for n, _ in RUN_COLUMNS]
         unknown = set(row) - set(names)
         if unknown:
-            raise ValueError(f"unknown run column(s) {sorted(unknown)}")
+            raise InputError(f"unknown run column(s) {sorted(unknown)}")
         with self.transaction() as db:
             old = db.execute("SELECT attempts FROM runs WHERE run_key = ?", (key,)).fetchone()
             values = {n: None for n in names}
@@ -279,7 +281,7 @@ class RunStore:
         schema 2 (in the same transaction).
         """
         if len(seeds) != len(run_keys):
-            raise ValueError("record_replicates: one run key per seed is needed")
+            raise InputError("record_replicates: one run key per seed is needed")
         seeds_json = json.dumps([int(s) for s in seeds])
         with self.transaction() as db:
             db.execute(_REPLICATE_SCHEMA)
@@ -306,7 +308,7 @@ class RunStore:
                 f"UPDATE runs SET {sets}, status = 'finished', finished_at = ? WHERE run_key = ?",
                 [*(_nan_to_none(result.get(f)) for f in RESULT_FIELDS), _now(), key])
             if cur.rowcount != 1:
-                raise ValueError(f"run {key[:12]} was not started in {self.path}")
+                raise InputError(f"run {key[:12]} was not started in {self.path}")
             for split, (labels, scores) in predictions.items():
                 db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)",
                            (key, split, _npy_bytes(labels), _npy_bytes(scores)))
@@ -365,7 +367,7 @@ class RunStore:
         row = self._db.execute("SELECT labels, scores FROM predictions WHERE run_key = ? AND "
                                "split = ?", (key, split)).fetchone()
         if row is None:
-            raise ValueError(f"no {split} predictions for run {key[:12]} in {self.path}")
+            raise InputError(f"no {split} predictions for run {key[:12]} in {self.path}")
         return (np.load(io.BytesIO(row[0]), allow_pickle=False),
                 np.load(io.BytesIO(row[1]), allow_pickle=False))
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
+from ..errors import InputError
 from ..evaluation.ground_truth import ground_truth_from_runs
 from ..evaluation.table import SourceTargetTable
 from .store import RunStore, open_store
@@ -56,7 +57,7 @@ def _check_names(rows: list[dict[str, Any]], path: Any) -> None:
         seen: dict[str, str] = {}
         for r in rows:
             if seen.setdefault(r[col], r[sha]) != r[sha]:
-                raise ValueError(
+                raise InputError(
                     f"run store {path}: {col} name {r[col]!r} is used for two different "
                     f"{'models' if col == 'source' else 'datasets'}; give them distinct names "
                     f"(--{col}-name) and run again"
@@ -74,7 +75,7 @@ def grid_runs(store: RunStore) -> list[dict[str, Any]]:
     skip = _replicate_only_keys(store.replicates())
     rows = [r for r in store.runs(status="finished") if r["run_key"] not in skip]
     if not rows:
-        raise ValueError(f"run store {store.path} has no finished runs; run `gradnca-onnx "
+        raise InputError(f"run store {store.path} has no finished runs; run `gradnca-onnx "
                          "finetune` first")
     _check_names(rows, store.path)
     return rows
@@ -136,7 +137,7 @@ def replicate_ground_truths(store: RunStore | PathLike, *, value: str = "test_au
             if r["selected_key"] in current:
                 seeds += [int(x) for x in r["seeds"] if int(x) not in seeds]
         if not seeds:
-            raise ValueError(f"run store {st.path} has no seed replicates of a selected "
+            raise InputError(f"run store {st.path} has no seed replicates of a selected "
                              "configuration; run `gradnca-onnx finetune ... --seeds K` first")
         tables = {}
         for seed in seeds:

@@ -14,6 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ..errors import NotRegularFileError  # noqa: F401 - re-exported
+
 _UMASK_LOCK = threading.Lock()
 
 
@@ -48,10 +50,6 @@ def _unwritable(target: Path, exc: OSError) -> OSError:
         return exc
     err = OSError(exc.errno, exc.strerror or str(exc), str(target))
     return err
-
-
-class NotRegularFileError(FileExistsError):
-    """An output path holds something other than a regular file (it is left as it is)."""
 
 
 #: File type bits -> how a message names them (a regular file is the one allowed output).

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import ZooError
 from .manifest import GRADS_INPUTS, GRADS_OUTPUTS
 from .sessions import run_session
 
@@ -37,10 +38,10 @@ def grads_batch_size(session: Any) -> int:
     """The fixed batch of a ``grads.onnx`` session (its ``images`` input's first dimension)."""
     names = [i.name for i in session.get_inputs()]
     if tuple(names) != GRADS_INPUTS:
-        raise ValueError(f"not a gradient graph: inputs are {names}, expected {list(GRADS_INPUTS)}")
+        raise ZooError(f"not a gradient graph: inputs are {names}, expected {list(GRADS_INPUTS)}")
     b = session.get_inputs()[0].shape[0]
     if not isinstance(b, int) or b < 1:
-        raise ValueError(f"gradient graph has no fixed batch (images dimension 0 is {b!r})")
+        raise ZooError(f"gradient graph has no fixed batch (images dimension 0 is {b!r})")
     return b
 
 
@@ -71,14 +72,14 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
     in_shape = tuple(session.get_inputs()[0].shape[1:])
     d = session.get_inputs()[1].shape[1]
     if x.ndim != 4 or x.shape[1:] != in_shape:
-        raise ValueError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
+        raise ZooError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
                          f"got {x.shape}")
     if c.shape != (x.shape[0], d):
-        raise ValueError(f"cotangent must have shape ({x.shape[0]}, {d}) to match the images; "
+        raise ZooError(f"cotangent must have shape ({x.shape[0]}, {d}) to match the images; "
                          f"got {c.shape}")
     n = x.shape[0]
     if n == 0:
-        raise ValueError("run_grads needs at least one image")
+        raise ZooError("run_grads needs at least one image")
     feats = np.empty((n, d), dtype=np.float32)
     g1 = g2 = None
     for start in range(0, n, b):

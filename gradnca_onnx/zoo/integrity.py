@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ZooError
+
 _CHUNK = 1 << 20
 
 
@@ -47,13 +49,13 @@ def confined_path(model_dir: str | os.PathLike, name: str) -> Path:
     root = Path(model_dir)
     parts = Path(name).parts
     if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
-        raise ValueError(f"{root}: file name {name!r} in the manifest points outside the model "
+        raise ZooError(f"{root}: file name {name!r} in the manifest points outside the model "
                          "directory; a zoo may only name files inside its model directories")
     p = root / name
     if p.is_symlink() or p.exists():
         real, base = p.resolve(), root.resolve()
         if real != base and base not in real.parents:
-            raise ValueError(f"{p} is a link to {real}, outside the model directory; copy the "
+            raise ZooError(f"{p} is a link to {real}, outside the model directory; copy the "
                              "file into the model directory instead of linking it")
     return p
 
@@ -80,17 +82,17 @@ def verify_files(model_dir: str | os.PathLike, files: dict[str, FileEntry], *,
     for name, entry in files.items():
         p = confined_path(root, name)
         if not p.is_file():
-            raise ValueError(f"{p} is listed in the manifest but missing; re-export the model")
+            raise ZooError(f"{p} is listed in the manifest but missing; re-export the model")
         size = p.stat().st_size
         if size != entry.bytes:
-            raise ValueError(
+            raise ZooError(
                 f"{p} has {size} bytes but the manifest records {entry.bytes}; the file was "
                 "changed or truncated: re-export the model"
             )
         if hashes:
             digest = sha256_file(p)
             if digest != entry.sha256:
-                raise ValueError(
+                raise ZooError(
                     f"{p} does not match its sha256 in the manifest ({digest[:12]}... vs "
                     f"{entry.sha256[:12]}...); the file was changed: re-export the model"
                 )

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ZooError
 from .manifest import MANIFEST_FILE, Manifest, load_manifest
 
 
@@ -44,7 +45,7 @@ def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEnt
     """
     root = Path(zoo_dir)
     if not root.is_dir():
-        raise ValueError(f"zoo directory {root} does not exist or is not a directory")
+        raise ZooError(f"zoo directory {root} does not exist or is not a directory")
     entries = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not os.path.lexists(sub / MANIFEST_FILE):
@@ -84,8 +85,8 @@ def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[P
     entries = list_zoo(zoo_dir, verify=verify)
     for e in entries:
         if not e.ok:
-            raise ValueError(e.error)
+            raise ZooError(e.error)
     if not entries:
-        raise ValueError(f"zoo directory {zoo_dir} holds no exported model; run gradnca-onnx "
+        raise ZooError(f"zoo directory {zoo_dir} holds no exported model; run gradnca-onnx "
                          "export --out to add one")
     return [(e.path, e.manifest) for e in entries]  # type: ignore[misc]

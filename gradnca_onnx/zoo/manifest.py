@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .._loaders import load_json
+from ..errors import ZooError
 from ._atomic import atomic_write_text
 from .integrity import FileEntry, verify_files
 
@@ -95,7 +96,7 @@ LAYER_RULES = ("paper-table", "user", "first-two-convs", "first-two-weight-layer
 def check_model_name(name: str) -> str:
     """Return ``name`` if it is usable as a model directory name, else raise ``ValueError``."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(
+        raise ZooError(
             f"model name {name!r} is not allowed: use 1-128 letters, digits, '.', '_', '+' or "
             "'-', starting with a letter or digit"
         )
@@ -129,7 +130,7 @@ def check_source_images(count: Any) -> int | None:
         return None
     value = int(count) if isinstance(count, str) and _COUNT_RE.match(count) else count
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ValueError(f"--source-images {count!r} must be a whole number >= 0 (how many "
+        raise ZooError(f"--source-images {count!r} must be a whole number >= 0 (how many "
                          "images the source model was pre-trained on; 0 for random "
                          "initialisation); leave it out when unknown")
     return int(value)
@@ -335,7 +336,7 @@ class _Fields:
 
     def __init__(self, data: Any, path: str, where: str) -> None:
         if not isinstance(data, dict):
-            raise ValueError(f"{where}: field {path or 'top level'} must be a JSON object")
+            raise ZooError(f"{where}: field {path or 'top level'} must be a JSON object")
         self.data, self.path, self.where = data, path, where
         self.used: set[str] = set()
 
@@ -343,7 +344,7 @@ class _Fields:
         return f"{self.path}.{key}" if self.path else key
 
     def fail(self, key: str, message: str) -> ValueError:
-        return ValueError(f"{self.where}: field {self._name(key)!r} {message}; re-export the model")
+        return ZooError(f"{self.where}: field {self._name(key)!r} {message}; re-export the model")
 
     def get(self, key: str, *, optional: bool = False) -> Any:
         self.used.add(key)
@@ -395,7 +396,7 @@ class _Fields:
     def done(self, *ignored: str) -> None:
         extra = set(self.data) - self.used - set(ignored)
         if extra:
-            raise ValueError(
+            raise ZooError(
                 f"{self.where}: unknown field(s) {sorted(self._name(k) for k in extra)} for "
                 f"manifest schema {SCHEMA_VERSION}; was it written by a newer gradnca-onnx?"
             )
@@ -407,13 +408,13 @@ def _parse(data: Any, where: str) -> Manifest:
     if isinstance(version, bool) or not isinstance(version, int) or version < MIN_SCHEMA_VERSION:
         raise top.fail("schema_version", "must be a positive integer")
     if version > SCHEMA_VERSION:
-        raise ValueError(
+        raise ZooError(
             f"{where}: schema_version {version} is newer than this gradnca-onnx reads "
             f"({SCHEMA_VERSION}); upgrade gradnca-onnx"
         )
     features_only = None
     if version < 2 and "features_only" in data:
-        raise ValueError(f"{where}: field 'features_only' needs schema_version 2 (the manifest "
+        raise ZooError(f"{where}: field 'features_only' needs schema_version 2 (the manifest "
                          f"says {version}); re-export the model")
     if version >= 2:
         # Absent and null both mean a full member, so a hand-written schema-2 manifest need
@@ -582,23 +583,23 @@ def read_manifest(model_dir: str | os.PathLike) -> Manifest:
     """
     path = Path(model_dir) / MANIFEST_FILE
     if not os.path.lexists(path):
-        raise ValueError(f"{path} not found: {model_dir} is not an exported model directory")
+        raise ZooError(f"{path} not found: {model_dir} is not an exported model directory")
     if not path.is_file():
-        raise ValueError(f"{path} is not a regular file (a directory, FIFO, device or broken "
+        raise ZooError(f"{path} is not a regular file (a directory, FIFO, device or broken "
                          "link); replace it with the model's manifest or re-export the model")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        raise ValueError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); "
+        raise ZooError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); "
                          "check the file or re-export the model") from None
     if len(raw) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no "
+        raise ZooError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, which no "
                          "manifest is; re-export the model")
     try:
         data = load_json(raw.decode("utf-8"), where=str(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-export the model") from None
+        raise ZooError(f"{path} is not valid JSON ({exc}); re-export the model") from None
     return Manifest.from_dict(data, where=str(path))
 
 
@@ -623,7 +624,7 @@ def load_manifest(model_dir: str | os.PathLike, *, verify: bool = True) -> Manif
     # refuse it rather than leave a file no integrity check covers.
     for graph in (FEATURES_FILE, GRADS_FILE):
         if graph not in manifest.files and (Path(model_dir) / graph).exists():
-            raise ValueError(
+            raise ZooError(
                 f"{Path(model_dir) / graph} is present but not listed in the manifest"
                 + (" (a features-only model)" if graph == GRADS_FILE else "")
                 + "; remove the file or re-export the model")

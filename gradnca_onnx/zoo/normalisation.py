@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..data.preprocess import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ZooError
 from .manifest import MIN_STD
 
 #: ImageNet statistics, for ImageNet-pretrained sources (one definition: the data module's).
@@ -17,7 +18,7 @@ def _floats(text: str, what: str, spec: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(":"))
     except ValueError:
-        raise ValueError(
+        raise ZooError(
             f"normalisation {spec!r}: {what} {text!r} is not a number (or ':'-separated numbers)"
         ) from None
     return vals
@@ -36,11 +37,11 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
         ``imagenet`` for a model whose channel count is not 3.
     """
     if channels < 1:
-        raise ValueError(f"channels must be >= 1; got {channels}")
+        raise ZooError(f"channels must be >= 1; got {channels}")
     s = spec.strip().lower()
     if s == "imagenet":
         if channels != 3:
-            raise ValueError(
+            raise ZooError(
                 f"normalisation 'imagenet' has 3 channels but the model takes {channels}; "
                 "use 'half' or MEAN,STD"
             )
@@ -50,24 +51,24 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
     else:
         parts = s.split(",")
         if len(parts) != 2:
-            raise ValueError(
+            raise ZooError(
                 f"normalisation {spec!r} is not 'imagenet', 'half' or MEAN,STD (e.g. 0.5,0.5)"
             )
         mean, std = _floats(parts[0], "mean", spec), _floats(parts[1], "std", spec)
     mean = mean * channels if len(mean) == 1 else mean
     std = std * channels if len(std) == 1 else std
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(
+        raise ZooError(
             f"normalisation {spec!r} gives {len(mean)} means and {len(std)} stds for a "
             f"{channels}-channel model; give one value or {channels}"
         )
     if any(not math.isfinite(v) for v in mean + std):
-        raise ValueError(f"normalisation {spec!r}: mean and std must be finite numbers")
+        raise ZooError(f"normalisation {spec!r}: mean and std must be finite numbers")
     if any(not (v > 0) for v in std):
-        raise ValueError(f"normalisation {spec!r}: std must be > 0")
+        raise ZooError(f"normalisation {spec!r}: std must be > 0")
     if any(v < MIN_STD for v in std):
         # Images are normalised in float32: a std of 1e-300 is 0 there, one below MIN_STD
         # turns rounding noise into the signal.
-        raise ValueError(f"normalisation {spec!r}: std {min(std):g} is too small; each std "
+        raise ZooError(f"normalisation {spec!r}: std {min(std):g} is too small; each std "
                          f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)

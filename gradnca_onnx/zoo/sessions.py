@@ -6,17 +6,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .manifest import (BACKWARD_FILE, FEATURES_FILE, FORWARD_FILE, GRADS_FILE, Manifest,
-                       load_manifest)
+from ..errors import ZooError, first_line
+from .manifest import (
+    BACKWARD_FILE,
+    FEATURES_FILE,
+    FORWARD_FILE,
+    GRADS_FILE,
+    Manifest,
+    load_manifest,
+)
 
 _GRAPHS = {"features": FEATURES_FILE, "grads": GRADS_FILE, "forward": FORWARD_FILE,
            "backward": BACKWARD_FILE}
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def ort_errors() -> tuple[type[BaseException], ...]:
@@ -34,7 +37,7 @@ def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], *, wher
     try:
         return session.run(outputs, feeds)
     except ort_errors() as exc:
-        raise ValueError(f"{where}: onnxruntime cannot run the graph ({first_line(exc)}); the "
+        raise ZooError(f"{where}: onnxruntime cannot run the graph ({first_line(exc)}); the "
                          "graph does not match its manifest: re-export the model") from None
 
 
@@ -55,7 +58,7 @@ def session_options(level: str = "all", *, threads: int | None = None) -> Any:
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
     if level not in levels:
-        raise ValueError(f"unknown onnxruntime optimisation level {level!r}; use one of "
+        raise ZooError(f"unknown onnxruntime optimisation level {level!r}; use one of "
                          f"{list(levels)}")
     so = ort.SessionOptions()
     so.graph_optimization_level = levels[level]
@@ -82,13 +85,13 @@ def open_session(model_dir: str | os.PathLike, graph: str, *, manifest: Manifest
     import onnxruntime as ort
 
     if graph not in _GRAPHS:
-        raise ValueError(f"graph must be one of {list(_GRAPHS)}; got {graph!r}")
+        raise ZooError(f"graph must be one of {list(_GRAPHS)}; got {graph!r}")
     m = manifest if manifest is not None else load_manifest(model_dir, verify=verify)
     if graph != "features" and not m.has_grads:
-        raise ValueError(f"model {m.name!r} is features-only (no {GRADS_FILE}): "
+        raise ZooError(f"model {m.name!r} is features-only (no {GRADS_FILE}): "
                          f"{m.features_only}")
     if graph in ("forward", "backward") and m.split is None:
-        raise ValueError(f"model {m.name!r} has no split gradient pass (no {FORWARD_FILE})")
+        raise ZooError(f"model {m.name!r} has no split gradient pass (no {FORWARD_FILE})")
     path = Path(model_dir) / _GRAPHS[graph]
     return ort.InferenceSession(str(path), session_options(m.ort_optimization, threads=threads),
                                 providers=["CPUExecutionProvider"])
