@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 from hypothesis import strategies as st
 
-from _hardening_helpers import DEMO_ZOO, small_arrays
+from _support import DEMO_ZOO, small_arrays
 
 #: What a loader may raise for bad input (the CLI maps it to one line and exit code 2).
 DOCUMENTED = (ValueError,)

@@ -1,23 +1,21 @@
-"""Shared fixtures: real medical images from ../shared/data, turned into test features."""
+"""Fixtures shared by the test modules, and the skip of tests whose real data is absent.
+
+Plain helpers and the paths (``DATA``: $GRADNCA_TEST_DATA, else ``../shared/data``) are in
+``_support.py``.
+"""
 
 from __future__ import annotations
 
-import functools
-import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-#: The real data the tests read, outside the repository: $GRADNCA_TEST_DATA, else
-#: ``../shared/data`` beside the checkout (what CI provides).
-DATA = Path(os.environ.get("GRADNCA_TEST_DATA") or ROOT.parent / "shared" / "data")
-SHARED = DATA.parent
-MEDICAL = DATA / "medical"
-#: Why a test that reads it is skipped in a clone with nothing beside it.
-NO_DATA_REASON = (f"needs the real data directory {DATA}, which is absent (put shared/ beside "
-                  "the checkout or set GRADNCA_TEST_DATA)")
+from _support import DATA, MEDICAL, NO_DATA_REASON, copy_zoo, small_target
 
 
 def _names_missing_data(text: str) -> bool:
@@ -42,101 +40,6 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {NO_DATA_REASON}")
 
 
-def _rgb28(images: np.ndarray) -> np.ndarray:
-    if images.ndim == 3:  # grey -> 3 channels, as PIL convert("RGB") does
-        images = np.repeat(images[..., None], 3, axis=-1)
-    return images
-
-
-@functools.lru_cache(maxsize=None)
-def _npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
-@functools.lru_cache(maxsize=None)
-def _mri28() -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    root = MEDICAL / "brain-tumor-mri-nickparvar-224" / "Testing"
-    images, labels = [], []
-    for label, cls in enumerate(sorted(p.name for p in root.iterdir() if p.is_dir())):
-        for f in sorted((root / cls).iterdir()):
-            with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB").resize((28, 28), Image.BILINEAR)))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
-
-
-def real_images(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` real 28x28 RGB uint8 images and labels.
-
-    kind="binary": PneumoniaMNIST (normal / pneumonia).
-    kind="pool11": 11 classes pooled from real datasets: RetinaMNIST grades 0-4, BreastMNIST
-    (2), PneumoniaMNIST (2) and two brain-MRI classes (glioma, meningioma).
-    """
-    rng = np.random.default_rng(seed)
-    if kind == "binary":
-        d = _npz(str(MEDICAL / "pneumoniamnist-modified" / "aksufatih-snn-medmnist" / "pneumoniamnist.npz"))
-        x, y = _rgb28(d["train_images"]), d["train_labels"][:, 0].astype(np.int64)
-    elif kind == "pool11":
-        r = _npz(str(MEDICAL / "retinamnist" / "retinamnist.npz"))
-        b = _npz(str(MEDICAL / "breastmnist" / "breastmnist.npz"))
-        p = _npz(str(MEDICAL / "pneumoniamnist-modified" / "aksufatih-snn-medmnist" / "pneumoniamnist.npz"))
-        mx, my = _mri28()
-        keep = my < 2
-        parts = [
-            (np.concatenate([r["train_images"], r["val_images"]]),
-             np.concatenate([r["train_labels"], r["val_labels"]])[:, 0]),
-            (_rgb28(b["train_images"]), b["train_labels"][:, 0] + 5),
-            (_rgb28(p["train_images"][::4]), p["train_labels"][::4, 0] + 7),
-            (mx[keep], my[keep] + 9),
-        ]
-        x = np.concatenate([a for a, _ in parts])
-        y = np.concatenate([c for _, c in parts]).astype(np.int64)
-    else:
-        raise ValueError(kind)
-    # Five of every class first, so that small draws still hold every class; the rest at random.
-    first = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in np.unique(y)])
-    rest = rng.choice(np.setdiff1d(np.arange(len(y)), first), size=n - len(first), replace=False)
-    idx = rng.permutation(np.concatenate([first, rest]))
-    return x[idx], y[idx]
-
-
-def pixel_features(images: np.ndarray, side: int = 8) -> np.ndarray:
-    """Grey pixels area-averaged to side x side (D = side^2), scaled to [0, 1]."""
-    grey = images.astype(np.float64).mean(axis=-1) / 255.0
-    k = grey.shape[1] // side
-    grey = grey[:, : side * k, : side * k]
-    return grey.reshape(len(grey), side, k, side, k).mean(axis=(2, 4)).reshape(len(grey), -1)
-
-
-def cnn_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Penultimate features (D = 512) of a randomly initialised torchvision resnet18."""
-    torch = pytest.importorskip("torch")
-    import torchvision
-
-    torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    model.fc = torch.nn.Identity()
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - 0.5) / 0.5
-    with torch.no_grad():
-        return model(x).double().numpy()
-
-
-#: Python source that makes every later ``import torch`` fail as if torch were not installed;
-#: prepend it to code run in a subprocess (``python -c``) to test a torch-free install.
-NO_TORCH_PRELUDE = """\
-import importlib.abc, sys
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
-            raise ModuleNotFoundError("No module named " + repr(name), name=name)
-sys.meta_path.insert(0, _NoTorch())
-"""
-
-
 @pytest.fixture(scope="session")
 def medical_dir() -> Path:
     if not MEDICAL.is_dir():
@@ -153,3 +56,60 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: Python source that makes every later import of torch (and of the packages built on it) fail
+#: as if they were not installed.
+_NO_TORCH_PRELUDE = """\
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "pytorch_metric_learning"):
+            raise ModuleNotFoundError("No module named " + repr(name), name=name)
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.fixture
+def run_without_torch():
+    """``run(code, timeout=300)``: run Python ``code`` (dedented) in a child process where torch
+    cannot be imported, as in an install without the torch extra; returns the
+    ``CompletedProcess`` (text output captured)."""
+
+    def run(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _NO_TORCH_PRELUDE + textwrap.dedent(code)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> dict[str, Path]:
+    """A zoo, a filled feature cache and a run store that no bad input may change (one per test
+    module), and the good target that filled the cache."""
+    from gradnca_onnx.cli import main
+    from gradnca_onnx.training.store import RunStore
+
+    base = tmp_path_factory.mktemp("bad-inputs")
+    zoo = copy_zoo(base / "zoo")
+    target = small_target(base / "good.npz")
+    cache = base / "cache"
+    res = CliRunner().invoke(main, ["rank", "--quiet", "--zoo", str(zoo), "--target",
+                                    str(target), "--cache", str(cache)])
+    assert res.exit_code == 0, res.output
+    store = base / "runs.sqlite"
+    RunStore(store).close()
+    return {"zoo": zoo, "cache": cache, "store": store, "target": target}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo zoo, the first 150 images of its target (fast), and a feature cache for the
+    module."""
+    from gradnca_onnx.data.dataset import load_target
+    from gradnca_onnx.demo import demo_paths
+    from gradnca_onnx.engine import FeatureCache
+
+    zoo, target = demo_paths()
+    cache = FeatureCache(tmp_path_factory.mktemp("cache"))
+    return zoo, load_target(target).subset(np.arange(150)), cache

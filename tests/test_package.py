@@ -12,22 +12,10 @@ from click.testing import CliRunner
 import gradnca_onnx
 from gradnca_onnx.cli import main
 
-HIDE_TORCH = textwrap.dedent(
-    """
-    import importlib.abc, sys
-    class HideTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "pytorch_metric_learning"):
-                raise ImportError(f"{name} is hidden for this test")
-            return None
-    sys.meta_path.insert(0, HideTorch())
-    """
-)
-
-
-def test_scoring_works_with_torch_hidden() -> None:
-    code = HIDE_TORCH + textwrap.dedent(
+def test_scoring_works_with_torch_hidden(run_without_torch) -> None:
+    out = run_without_torch(
         """
+        import sys
         import numpy as np
         import gradnca_onnx as g
         import gradnca_onnx.core, gradnca_onnx.scores, gradnca_onnx.cli
@@ -40,7 +28,6 @@ def test_scoring_works_with_torch_hidden() -> None:
         print("ok", round(lp, 4), s.tolist())
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
 
