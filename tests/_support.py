@@ -46,6 +46,11 @@ MEDICAL = DATA / "medical"
 #: there), so that the tests that need only them run in a clone with nothing beside it.
 BUNDLED = TESTS / "data"
 BUNDLED_MEDICAL = BUNDLED / "medical"
+#: AdrenalMNIST3D (28 px), bundled.
+ADRENAL3D = BUNDLED_MEDICAL / "adrenalmnist3d" / "adrenalmnist3d.npz"
+#: The first files (sorted) of four classes of the brain-MRI folder, bundled: glioma,
+#: meningioma and pituitary 10 each, notumor 4. The full folder is only in ``DATA``.
+MRI_FEW = BUNDLED_MEDICAL / "brain-tumor-mri-nickparvar-224" / "Testing"
 #: Why a test that reads the real data directory is skipped in a clone with nothing beside it.
 NO_DATA_REASON = (f"needs the real data directory {DATA}, which is absent (put shared/ beside "
                   "the checkout or set GRADNCA_TEST_DATA)")

@@ -11,9 +11,8 @@ import pytest
 
 from gradnca_onnx import data
 
-from _support import MEDICAL
+from _support import ADRENAL3D, BREAST, MEDICAL
 
-BREAST = MEDICAL / "breastmnist" / "breastmnist.npz"
 BREAST64 = MEDICAL / "breastmnist" / "breastmnist_64.npz"
 RETINA = MEDICAL / "retinamnist" / "retinamnist.npz"
 
@@ -222,7 +221,7 @@ def test_bad_npz_files(tmp_path):
     cases.append((_write(tmp_path / "frac.npz", **frac), "must be integers"))
     one = dict(raw, train_labels=np.zeros_like(raw["train_labels"]))
     cases.append((_write(tmp_path / "one.npz", **one), "only 1 class"))
-    vol = _npz(MEDICAL / "adrenalmnist3d" / "adrenalmnist3d.npz")
+    vol = _npz(ADRENAL3D)
     cases.append((_write(tmp_path / "vol.npz", **vol), "3-D volumes"))
     for path, match in cases:
         with pytest.raises(ValueError, match=match) as exc:

@@ -1,4 +1,5 @@
-"""Preprocessing against Pillow and torchvision, and image folders (real MRI / blood-cell files)."""
+"""Preprocessing against Pillow and torchvision, and image folders (real MRI / blood-cell files;
+the first MRI files of each class are bundled, the full folder and the blood cells are not)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from PIL import Image
 
 from gradnca_onnx import data
 
-from _support import MEDICAL
+from _support import BREAST, MEDICAL, MRI_FEW
 
-BREAST = MEDICAL / "breastmnist" / "breastmnist.npz"
 RETINA = MEDICAL / "retinamnist" / "retinamnist.npz"
 MRI = MEDICAL / "brain-tumor-mri-nickparvar-224" / "Testing"
 BLOOD = MEDICAL / "blood-cell-wbc-bccd-augmented" / "TEST"
@@ -104,7 +104,7 @@ def _mini_folder(tmp_path, with_dupe=True):
     root = tmp_path / "mri"
     for cls in ("glioma", "meningioma", "notumor"):
         (root / cls).mkdir(parents=True)
-        for f in sorted((MRI / cls).iterdir())[:4]:
+        for f in sorted((MRI_FEW / cls).iterdir())[:4]:
             shutil.copy(f, root / cls / f.name)
     if with_dupe:
         first = sorted((root / "notumor").iterdir())[0]
@@ -158,11 +158,11 @@ def test_bad_image_folders(tmp_path):
     hollow = tmp_path / "hollow"
     (hollow / "a").mkdir(parents=True)
     (hollow / "b").mkdir()
-    shutil.copy(sorted((MRI / "glioma").iterdir())[0], hollow / "a" / "x.jpg")
+    shutil.copy(sorted((MRI_FEW / "glioma").iterdir())[0], hollow / "a" / "x.jpg")
     cases.append((hollow, "holds no images"))
     single = tmp_path / "single"
     (single / "a").mkdir(parents=True)
-    shutil.copy(sorted((MRI / "glioma").iterdir())[0], single / "a" / "x.jpg")
+    shutil.copy(sorted((MRI_FEW / "glioma").iterdir())[0], single / "a" / "x.jpg")
     cases.append((single, "only one class"))
     broken = _mini_folder(tmp_path / "b", with_dupe=False)
     (broken / "glioma" / "bad.png").write_bytes(b"\x89PNG not really")
@@ -170,7 +170,7 @@ def test_bad_image_folders(tmp_path):
     conflict = _mini_folder(tmp_path / "c", with_dupe=False)
     shutil.copy(sorted((conflict / "glioma").iterdir())[0], conflict / "notumor" / "same.jpg")
     mixed = tmp_path / "mixed"
-    for cls, src in (("a", MRI / "glioma"), ("b", BLOOD / "EOSINOPHIL")):
+    for cls, src in (("a", MRI_FEW / "glioma"), ("b", BLOOD / "EOSINOPHIL")):
         (mixed / cls).mkdir(parents=True)
         shutil.copy(sorted(src.iterdir())[0], mixed / cls)
     cases.append((mixed, "differ in size"))

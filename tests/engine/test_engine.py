@@ -29,9 +29,8 @@ from gradnca_onnx.data.preprocess import preprocess  # noqa: E402
 from gradnca_onnx.engine import FeatureCache, rank_zoo  # noqa: E402
 from gradnca_onnx.scores import fu_batch_slices, label_prediction_score  # noqa: E402
 
-from _support import MEDICAL  # noqa: E402
+from _support import BREAST, MEDICAL  # noqa: E402
 
-BREAST = MEDICAL / "breastmnist" / "breastmnist.npz"
 
 
 def small_cnn(seed: int, width: int = 64):

@@ -22,9 +22,8 @@ from gradnca_onnx.cli import main
 from gradnca_onnx.evaluation import (SourceTargetTable, evaluate, read_table,
                                      replicate_agreement)
 
-from _support import MEDICAL
+from _support import BREAST
 
-BREAST = MEDICAL / "breastmnist" / "breastmnist.npz"
 SOURCES = ("a", "b", "c", "d", "e", "t1")  # "t1" is target t1's own source: left out there
 TARGETS = ("t1", "t2")
 

@@ -26,9 +26,8 @@ from gradnca_onnx.evaluation import read_table  # noqa: E402
 from gradnca_onnx.training.grid import grid_from_mapping  # noqa: E402
 from gradnca_onnx.training.loop import finetune, prepare_target  # noqa: E402
 
-from _support import MEDICAL, NO_DATA_REASON, ROOT  # noqa: E402
+from _support import BREAST, MEDICAL, MRI_FEW, ROOT  # noqa: E402
 
-BREAST = MEDICAL / "breastmnist" / "breastmnist.npz"
 RETINA = MEDICAL / "retinamnist" / "retinamnist.npz"
 
 TINY_SOURCE = '''
@@ -431,8 +430,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path):
 
 
 def test_killed_grid_resumes_and_loses_at_most_the_run_in_flight(tiny_dir, tmp_path):
-    if not BREAST.is_file():  # the child's own error goes to /dev/null: say why here
-        pytest.skip(NO_DATA_REASON)
     grid = tmp_path / "g.json"
     grid.write_text(json.dumps({"base": "quick", "lr": [0.1, 0.05, 0.02, 0.01],
                                 "weight_decay": [0], "max_epochs": 8, "patience": 8}))
@@ -494,7 +491,7 @@ def test_killed_grid_resumes_and_loses_at_most_the_run_in_flight(tiny_dir, tmp_p
 def test_folder_target_is_split_deduplicated_and_resized(tiny, tmp_path):
     import shutil
 
-    mri = MEDICAL / "brain-tumor-mri-nickparvar-224" / "Testing"
+    mri = MRI_FEW
     root = tmp_path / "mri"
     for cls in ("glioma", "meningioma", "pituitary"):
         (root / cls).mkdir(parents=True)
