@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {tests!r})
-from conftest import real_images
+from _support import real_images
 from gradnca_onnx.cli.rank import memory_size
 from gradnca_onnx.data.dataset import from_arrays
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo

@@ -2,7 +2,7 @@
 
 Each case runs in a fresh child process, so its peak resident memory (``ru_maxrss``) is its own;
 numba kernels are compiled (or loaded from cache) on a small input first and not timed. The
-"reference" timings use the plain implementations of ``tests/test_metrics_reference.py`` (the
+"reference" timings use the plain implementations of ``tests/_reference_metrics.py`` (the
 released algorithms written straight from REFERENCE section 6), on the same input. Ratio =
 reference time / package time (> 1: the package is faster); times are the best of up to three
 runs (one when a run takes more than 5 s).
@@ -65,7 +65,7 @@ def _child(case: str, n: int, d: int, c: int, blas_threads: int | None, queue: m
     from threadpoolctl import threadpool_limits
 
     import gradnca_onnx.metrics as gm
-    import test_metrics_reference as ref
+    import _reference_metrics as ref
 
     if blas_threads:
         threadpool_limits(limits=blas_threads, user_api="blas")

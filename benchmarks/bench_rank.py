@@ -232,7 +232,7 @@ def main() -> None:
     import torchvision
     from threadpoolctl import threadpool_limits
 
-    from conftest import real_images
+    from _support import real_images
     from gradnca_onnx.data.dataset import from_arrays
     from gradnca_onnx.data.preprocess import preprocess
     from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo

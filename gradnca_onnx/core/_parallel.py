@@ -10,7 +10,7 @@ bit-identical to single-threaded BLAS.
 That last claim holds for OpenBLAS's Haswell and Zen dgemm kernels on row or column slabs, but
 not for its AVX-512 (SkylakeX, Cooperlake) kernels, which pick their code path by shape, so a slab
 can be summed in another order than the whole product (measured here on an AVX-512 EPYC: 22 of
-140 products of tests/test_core_kernels.py's grid differed). So each split is checked once per
+140 products of tests/core/test_core_kernels.py's grid differed). So each split is checked once per
 shape, layout and slab plan on random data of that shape (:func:`_split_is_exact`), and a split
 that is not bit-identical to one call runs as one call. It does not hold for sgemm, nor between
 a syrk and a row-split gemm, so callers keep those as single calls.
