@@ -86,7 +86,9 @@ def test_first_line_and_one_line():
 
 
 def test_optional_import_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as when not installed
+    # import fails as when not installed, whether or not an earlier test imported pyplot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(errors.MissingExtraError, match=r"plots needs the matplotlib package.*"
                                                        r"gradnca-onnx\[plot\]"):
         errors.optional_import("matplotlib.pyplot", "plot", "plots")
