@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import (
     FeatureModel,
     export_model,
@@ -32,7 +33,7 @@ from gradnca_onnx.exporters import (
     load_torchvision,
     read_checkpoint,
 )
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest
 from conftest import NO_TORCH_PRELUDE
 
 FEAT_TOL = 1e-5

@@ -91,7 +91,7 @@ def test_2_manifest_contradicting_its_graph_fails_that_member_only(zoo, target) 
 
 
 def test_2_onnxruntime_run_errors_become_value_errors() -> None:
-    from gradnca_onnx.zoo.sessions import run_session
+    from gradnca_onnx.io.sessions import run_session
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(DEMO_ZOO / "adrenal" / "features.onnx"),
@@ -231,7 +231,7 @@ def test_10_evaluate_alpha_out_of_range_with_one_method(tmp_path) -> None:
 
 def test_11_written_files_and_model_dirs_respect_the_umask(tmp_path) -> None:
     from gradnca_onnx.exporters.model_dir import publish, staging_dir
-    from gradnca_onnx.zoo import atomic_write_text
+    from gradnca_onnx.io.atomic import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -186,7 +186,7 @@ def test_11_nested_grid_file_is_one_line_and_no_store(tmp_path, name, text) -> N
 
 
 def test_11_loader_counts_brackets_outside_strings_only() -> None:
-    from gradnca_onnx._loaders import MAX_NESTING, json_depth, load_json, load_yaml
+    from gradnca_onnx.io.loaders import MAX_NESTING, json_depth, load_json, load_yaml
 
     assert json_depth('{"a": "[[[[{{{{", "b": [1, {"c": "]"}]}') == 3
     deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from _hardening_helpers import copy_zoo, edit_manifest, snapshot
 from gradnca_onnx.cli import main
-from gradnca_onnx.zoo._atomic import atomic_write_bytes
+from gradnca_onnx.io.atomic import atomic_write_bytes
 from test_cli_bad_inputs import TRUTH, state  # noqa: F401 - the module's shared fixture
 
 # ------------------------------------------------------------------------------ helpers

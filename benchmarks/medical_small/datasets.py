@@ -30,8 +30,8 @@ import numpy as np
 
 from gradnca_onnx.data.dataset import (TargetData, class_interleaved_order, load_target,
                                        split_target)
-from gradnca_onnx.data.folds import atomic_savez
 from gradnca_onnx.data.folders import load_image_folder
+from gradnca_onnx.io.atomic import atomic_savez
 
 MEDICAL = Path(os.environ.get("GRADNCA_MEDICAL_DATA",
                               Path(__file__).resolve().parents[2].parent / "shared" / "data" / "medical"))

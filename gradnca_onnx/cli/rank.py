@@ -496,8 +496,8 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
     from ..engine.runtime import cap_threads
     from ..executors import make_executor, rank_targets
+    from ..io.atomic import atomic_write_text
     from ..scores.label_prediction import check_jitters
-    from ..zoo import atomic_write_text
 
     if demo:
         from ..demo import demo_paths

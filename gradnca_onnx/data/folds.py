@@ -13,7 +13,6 @@ frequencies (largest remainders), drawn class by class from the same seeded glob
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from ..io.atomic import atomic_savez
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -136,21 +136,6 @@ def fold_arrays(splits: Mapping[str, NDArray], folds: list[Fold]) -> dict[str, N
         out[f"train_labels_fold{i}"] = splits["train_labels"][f.train]
         out[f"val_imgs_fold{i}"] = splits["val_images"][f.val]
         out[f"val_labels_fold{i}"] = splits["val_labels"][f.val]
-    return out
-
-
-def atomic_savez(path: PathLike, arrays: Mapping[str, NDArray], *, compressed: bool = False) -> Path:
-    """Write an npz atomically with the package's one output writer (a reader never sees half a
-    file; a link, device or FIFO at ``path`` is refused, never replaced)."""
-    # Imported here: the zoo layer imports this package's preprocessing at import time.
-    from ..zoo._atomic import atomic_write_bytes
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    # A file object, not a name: np.savez would append ".npz" to a name without it.
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-    atomic_write_bytes(out, buf.getvalue())
     return out
 
 

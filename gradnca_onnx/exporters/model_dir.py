@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.atomic import dir_mode
 from ..zoo import check_model_name
-from ..zoo._atomic import dir_mode
 
 #: Suffixes of the hidden directories an export writes into the zoo (``.<name>.<pid>.<random>``).
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[^.]+\.(?:incoming|old)$")

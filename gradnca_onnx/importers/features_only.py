@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
 from ..errors import InputError, first_line
+from ..io.hashing import sha256_file
 from ..zoo import (
     FEATURES_FILE,
     BatchPolicy,
@@ -34,7 +35,6 @@ from ..zoo import (
     SourceSpec,
     file_entry,
     parse_normalisation,
-    sha256_file,
     write_manifest,
 )
 from ..zoo.manifest import check_source_images

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZooError
-
-_CHUNK = 1 << 20
+from ..io.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -18,15 +16,6 @@ class FileEntry:
 
     sha256: str
     bytes: int
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (model files can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: str | os.PathLike) -> FileEntry:
