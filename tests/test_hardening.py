@@ -230,7 +230,7 @@ def test_10_evaluate_alpha_out_of_range_with_one_method(tmp_path) -> None:
 
 
 def test_11_written_files_and_model_dirs_respect_the_umask(tmp_path) -> None:
-    from gradnca_onnx.exporters.model_dir import publish, staging_dir
+    from gradnca_onnx.zoo.publish import publish, staging_dir
     from gradnca_onnx.io.atomic import atomic_write_text
 
     old = os.umask(0o022)
@@ -392,7 +392,7 @@ def test_15_concurrent_label_prediction_scores_are_bit_identical() -> None:
 
 
 def test_16_forced_publish_swaps_atomically_and_cleans_leftovers(tmp_path, monkeypatch) -> None:
-    from gradnca_onnx.exporters import model_dir as md
+    import gradnca_onnx.zoo.publish as md
 
     zoo = tmp_path / "zoo"
     s1 = md.staging_dir(zoo, "m", force=False)

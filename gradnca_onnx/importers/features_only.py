@@ -38,6 +38,7 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
+from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_file import (
     FLOAT_TYPES,
     PIXEL_RANGE,
@@ -387,7 +388,6 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
         reshape fixed to batch 1), or the name exists without ``force``.
     """
     from ..exporters.api import check_trace_memory, default_normalisation
-    from ..exporters.model_dir import missing_dirs, publish, remove_empty, staging_dir
 
     if not pretrained_on or not pretrained_on.strip():
         raise InputError("--pretrained-on must not be empty (use 'unknown')")
