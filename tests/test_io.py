@@ -160,3 +160,34 @@ def test_cpu_session_runs_with_the_manifest_level(tmp_path) -> None:
 def test_unknown_optimisation_level_is_a_zoo_error() -> None:
     with pytest.raises(ZooError, match="unknown onnxruntime optimisation level 'fast'"):
         session_options("fast")
+
+
+_LOADED = """
+import sys
+{setup}
+import {module}
+mods = sorted(m for m in sys.modules
+              if m in ("PIL", "torch", "onnxruntime") or m.startswith("gradnca_onnx.data"))
+print(",".join(mods))
+"""
+
+#: Makes ``gradnca_onnx.cli`` an empty package, so that what is measured is the error module's
+#: own imports, not the sub-commands that the CLI package's ``__init__`` registers.
+_BARE_CLI = """
+import pathlib, types
+import gradnca_onnx
+cli = types.ModuleType("gradnca_onnx.cli")
+cli.__path__ = [str(pathlib.Path(gradnca_onnx.__file__).parent / "cli")]
+sys.modules["gradnca_onnx.cli"] = cli
+"""
+
+
+@pytest.mark.parametrize("module, setup", [("gradnca_onnx.zoo", ""),
+                                           ("gradnca_onnx.zoo.publish", ""),
+                                           ("gradnca_onnx.io", ""),
+                                           ("gradnca_onnx.cli._errors", _BARE_CLI)])
+def test_low_layers_load_neither_pillow_nor_the_data_package(module, setup) -> None:
+    code = _LOADED.format(module=module, setup=setup)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == ""

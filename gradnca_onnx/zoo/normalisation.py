@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from ..data.preprocess import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from .._normalisation import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ZooError
 from .manifest import MIN_STD
 
-#: ImageNet statistics, for ImageNet-pretrained sources (one definition: the data module's).
+#: ImageNet statistics, for ImageNet-pretrained sources (one definition, shared with the data layer).
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 #: mean 0.5 / std 0.5, for every other source.
 HALF = ((HALF_MEAN[0],), (HALF_STD[0],))
