@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import from_arrays, load_target
+from gradnca_onnx.data.dataset import from_arrays
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.data.preprocess import preprocess
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from _hardening_helpers import copy_zoo, edit_manifest, small_target, snapshot
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..io.atomic import atomic_savez
 from .dataset import DATASET_ORDER, TargetData, check_target_labels
-from .folds import make_paper_folds
+from .folds import fold_arrays, make_paper_folds
 from .intensity import ValueRange
 from .preprocess import as_nhwc
 
@@ -225,7 +226,7 @@ def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classe
 def load_npz_target(path: PathLike, split: str = "train", *, fold: int | None = None,
                     name: str | None = None, n_folds: int = 5,
                     stratified: bool = False) -> TargetData:
-    """Load one split of a MedMNIST npz or a paper fold npz (see :func:`~.dataset.load_target`)."""
+    """Load one split of a MedMNIST npz or a paper fold npz (see :func:`~.load.load_target`)."""
     p = Path(path)
     keys = npz_keys(p)
     kind = npz_kind(keys)
@@ -299,3 +300,14 @@ def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: st
     return _target(arrays[f"{split}_imgs_fold{fold}"], arrays[f"{split}_labels_fold{fold}"],
                    where=f"{p} fold {fold} {split}", name=name, n_classes=n_classes,
                    p=p, keys=keys, split=f"fold{fold}-{split}")
+
+
+def write_paper_folds(medmnist_npz: PathLike, out: PathLike, **kwargs: object) -> Path:
+    """Make the fold npz of an official MedMNIST npz (atomically).
+
+    ``kwargs`` go to :func:`make_paper_folds`. Returns the written path.
+    """
+    keys = ("train_images", "train_labels", "val_images", "val_labels")
+    splits = read_npz(medmnist_npz, keys)
+    folds = make_paper_folds(splits["train_labels"], splits["val_labels"], **kwargs)  # type: ignore[arg-type]
+    return atomic_savez(out, fold_arrays(splits, folds))
