@@ -191,3 +191,42 @@ def test_low_layers_load_neither_pillow_nor_the_data_package(module, setup) -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (np.r_[np.nan, np.arange(5) % 2], r"must be integers; got non-integer values \(e\.g\. NaN\)"),
+    (np.r_[0.5, np.arange(5) % 2], r"must be integers; got non-integer values \(e\.g\. 0\.5\)"),
+    (np.zeros(6), r"only 1 class \(\[0\.0\]\); at least 2 distinct classes"),
+    (np.arange(5) % 2, r"has 5 entries but there are 6 "),
+])
+def test_the_api_and_the_targets_check_labels_alike(labels, needle) -> None:
+    from gradnca_onnx.data import from_arrays
+    from gradnca_onnx.metrics import logme
+
+    features = np.random.default_rng(0).normal(size=(6, 3))
+    with pytest.raises(InputError, match=needle):
+        logme(features, labels)
+    with pytest.raises(InputError, match=needle):
+        from_arrays(np.zeros((6, 4, 4), np.uint8), labels)
+
+
+def test_label_values_are_coded_in_sorted_order() -> None:
+    from gradnca_onnx._validation import check_labels
+
+    codes, classes = check_labels(np.array([["b"], ["a"], ["c"], ["a"]]), 4)
+    assert codes.tolist() == [1, 0, 2, 0] and classes.tolist() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (np.r_[1e12, np.arange(5) % 2], "too large"),
+    (np.r_[-1, np.arange(5) % 2], "class codes 0..C-1; got -1"),
+    (np.array([["a"], ["b"]] * 3), "must be integers; got dtype <U1"),
+    (np.full((6, 3), 2), r"multi-label labels \(N, 3\) must be 0/1"),
+])
+def test_stored_label_codes_are_refused_with_the_reason(labels, needle) -> None:
+    from gradnca_onnx._validation import check_label_codes
+
+    with pytest.raises(InputError, match=needle):
+        check_label_codes(labels, 6, name="t.npz train labels")
+    ok = check_label_codes(np.array([[0], [2], [2], [0], [2], [0]]), 6)
+    assert ok.dtype == np.int64 and ok.tolist() == [0, 2, 2, 0, 2, 0]  # codes kept, not recoded

@@ -2,10 +2,9 @@
 the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
 
 NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
-:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type, its order and label
-checks) and :mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and
-:mod:`.folders`; :mod:`.load` (:func:`load_target`, which dispatches to them). No module
-imports one above it.
+:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
+:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`;
+:mod:`.load` (:func:`load_target`, which dispatches to them). No module imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
@@ -17,7 +16,6 @@ from .dataset import (
     FOLDER_ORDER,
     SPLITS,
     TargetData,
-    check_target_labels,
     class_interleaved_order,
     content_sha256,
     from_arrays,
@@ -79,7 +77,6 @@ __all__ = [
     "ValueRange",
     "as_nhwc",
     "bit_depth",
-    "check_target_labels",
     "class_interleaved_order",
     "content_sha256",
     "find_duplicates",

@@ -1,10 +1,11 @@
-"""The target dataset object, its order and its labels: the bottom of the data layer.
+"""The target dataset object and its order: the bottom of the data layer.
 
 A :class:`TargetData` is a read-only set of uint8 images (channels last) with integer labels, a
 name, where it came from, which split it is, the order of its images, notes on how it was read,
 and a content hash that caches (the engine's feature cache, the fine-tuning run store) can key
 on. The readers (:mod:`.medmnist`, :mod:`.folders`) build them; :func:`~.load.load_target`
-dispatches on what a path holds. This module imports no reader.
+dispatches on what a path holds. This module imports no reader; labels are checked by
+:mod:`gradnca_onnx._validation`, the package's one label check.
 
 Order matters: S_FU cuts the target into batches of ``floor(n/6)`` consecutive images, and a
 batch needs two classes to hold a triplet. MedMNIST and paper fold npz files keep the dataset's
@@ -24,14 +25,11 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validation import check_label_codes, check_labels
 from ..errors import InputError
 from .preprocess import as_nhwc
 
 SPLITS = ("train", "val", "test", "all")
-#: Largest number of classes a target may have. Labels are class codes 0..C-1, and several
-#: steps allocate per class (counts, names), so a stray huge code (1e12) must be refused, not
-#: allocated for.
-MAX_CLASSES = 100_000
 #: ``TargetData.order`` of a target in its source's own order (npz files, arrays).
 DATASET_ORDER = "dataset"
 #: Seed of :func:`class_interleaved_order` for image folders.
@@ -210,49 +208,6 @@ def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> str:
     return h.hexdigest()
 
 
-def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
-                        min_classes: int = 2) -> NDArray[np.int64]:
-    """Validate stored labels: integers (or integral floats), shape (N,), (N, 1) or (N, L) 0/1.
-
-    Returns int64 (N,) (single-label) or (N, L) (multi-label). Raises a one-line ``ValueError``
-    naming ``where`` for non-integer labels, a length mismatch, negative codes, or fewer than
-    ``min_classes`` distinct classes.
-    """
-    y = np.asarray(labels)
-    if y.dtype.kind not in "uibf":
-        raise InputError(f"{where}: labels must be integers; got dtype {y.dtype}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
-            flat = y.reshape(-1)
-            # The first value that is not finite (NaN, inf, -inf) or not a whole number.
-            first = flat[np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]]
-            shown = "NaN" if np.isnan(first) else repr(first.item())  # inf, -inf, 0.5
-            raise InputError(f"{where}: labels must be integers; got non-integer values "
-                             f"(e.g. {shown})")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
-        raise InputError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
-                         "images; expected (N,), (N, 1) or (N, L)")
-    if y.size and y.max().item() >= MAX_CLASSES:
-        raise InputError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
-                         f"codes 0..C-1 with at most {MAX_CLASSES} classes; recode the labels")
-    y = y.astype(np.int64)
-    if y.ndim == 2:
-        if not np.isin(y, (0, 1)).all():
-            raise InputError(f"{where}: multi-label labels (N, {y.shape[1]}) must be 0/1 indicators")
-        return y
-    if y.size and y.min() < 0:
-        raise InputError(f"{where}: labels must be class codes 0..C-1; got {y.min()}")
-    present = np.unique(y)
-    if present.size < min_classes:
-        raise InputError(
-            f"{where}: only {present.size} class ({present.tolist()}) in the labels; a target needs "
-            f"at least {min_classes} classes to rank models or fine-tune"
-        )
-    return y
-
-
 def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
                 class_names: Sequence[str] | None = None, split: str = "all") -> TargetData:
     """A :class:`TargetData` from arrays passed from Python.
@@ -276,29 +231,22 @@ def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
     """
     x = as_nhwc(images)
     y = np.asarray(labels)
+    where = f"{name} labels"
     if y.ndim == 2 and y.shape[1] > 1:
-        codes = check_target_labels(y, x.shape[0], where=name)
+        codes = check_label_codes(y, x.shape[0], name=where)
         return TargetData(x, codes, name, codes.shape[1], "", split,
                           tuple(class_names) if class_names else ())
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise InputError(f"{name}: labels have shape {np.asarray(labels).shape} for {x.shape[0]} "
-                         "images; expected (N,) or (N, 1)")
     if class_names is not None:
-        codes = check_target_labels(y, x.shape[0], where=name)
+        codes = check_label_codes(y, x.shape[0], name=where)
         if codes.max() >= len(class_names):
             raise InputError(f"{name}: label {codes.max()} has no name among {len(class_names)} "
                              "class names")
         return TargetData(x, codes, name, len(class_names), "", split, tuple(class_names))
-    if y.dtype.kind in "uibf":
-        check_target_labels(y, x.shape[0], where=name, min_classes=1)
-    classes, codes = np.unique(y, return_inverse=True)
-    if classes.size < 2:
-        raise InputError(f"{name}: only {classes.size} class ({classes.tolist()}) in the labels; "
-                         "a target needs at least 2 classes to rank models or fine-tune")
+    if y.dtype.kind in "uibf":  # numbers must be codes too: no NaN, no 1e12, none negative
+        check_label_codes(y, x.shape[0], name=where, min_classes=1)
+    codes, classes = check_labels(y, x.shape[0], name=where, samples="images")
     names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
-    return TargetData(x, codes.reshape(-1), name, classes.size, "", split, names)
+    return TargetData(x, codes, name, classes.size, "", split, names)
 
 
 def split_target(data: TargetData, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
