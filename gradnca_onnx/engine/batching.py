@@ -121,10 +121,10 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
     d = session.get_inputs()[1].shape[1]
     if x.ndim != 4 or x.shape[1:] != in_shape:
         raise ZooError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
-                         f"got {x.shape}")
+                       f"got {x.shape}")
     if c.shape != (x.shape[0], d):
         raise ZooError(f"cotangent must have shape ({x.shape[0]}, {d}) to match the images; "
-                         f"got {c.shape}")
+                       f"got {c.shape}")
     n = x.shape[0]
     if n == 0:
         raise ZooError("run_grads needs at least one image")

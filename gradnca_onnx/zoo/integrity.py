@@ -39,13 +39,13 @@ def confined_path(model_dir: str | os.PathLike, name: str) -> Path:
     parts = Path(name).parts
     if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
         raise ZooError(f"{root}: file name {name!r} in the manifest points outside the model "
-                         "directory; a zoo may only name files inside its model directories")
+                       "directory; a zoo may only name files inside its model directories")
     p = root / name
     if p.is_symlink() or p.exists():
         real, base = p.resolve(), root.resolve()
         if real != base and base not in real.parents:
             raise ZooError(f"{p} is a link to {real}, outside the model directory; copy the "
-                             "file into the model directory instead of linking it")
+                           "file into the model directory instead of linking it")
     return p
 
 

@@ -70,5 +70,5 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
         # Images are normalised in float32: a std of 1e-300 is 0 there, one below MIN_STD
         # turns rounding noise into the signal.
         raise ZooError(f"normalisation {spec!r}: std {min(std):g} is too small; each std "
-                         f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
+                       f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
