@@ -27,7 +27,7 @@ import time
 
 
 def _targets(k: int) -> list:
-    from gradnca_onnx.data.dataset import load_target
+    from gradnca_onnx.data.load import load_target
     from gradnca_onnx.demo import demo_paths
 
     _, path = demo_paths()

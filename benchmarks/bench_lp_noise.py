@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache
 from gradnca_onnx.engine.scoring import model_passes

@@ -188,7 +188,8 @@ def _profile(model_dir: Path, threads: int) -> dict[str, list[tuple[str, float]]
     """onnxruntime's per-operator kernel-time shares of forward.onnx and backward.onnx."""
     import onnxruntime as ort
 
-    from gradnca_onnx.zoo import load_manifest, residual_names, session_options
+    from gradnca_onnx.io.sessions import session_options
+    from gradnca_onnx.zoo import load_manifest, residual_names
 
     m = load_manifest(model_dir, verify=False)
     b = m.batch_policy.grads_batch

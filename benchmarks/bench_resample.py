@@ -16,7 +16,7 @@ import argparse
 import tempfile
 import time
 
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, rank_zoo
 from gradnca_onnx.engine.resample import resample_zoo

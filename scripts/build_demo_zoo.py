@@ -51,7 +51,8 @@ def demovit(n_classes: int):
 
 def sources():
     """(name, description, TargetData) of each pre-training dataset, at 28 px."""
-    from gradnca_onnx.data.dataset import from_arrays, load_target
+    from gradnca_onnx.data.dataset import from_arrays
+    from gradnca_onnx.data.load import load_target
     from gradnca_onnx.data.folders import load_image_folder
 
     yield ("retina", "RetinaMNIST (DeepDRiD fundus, 5 DR grades), CC BY 4.0",

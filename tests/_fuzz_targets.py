@@ -378,7 +378,7 @@ def fuzz_output_path(tmp: Path, kind: str, is_input: bool, via: str) -> None:
     """The output policy: only a new or regular file that is not an input is written; any
     other path is refused (a documented error) and left exactly as it was."""
     from gradnca_onnx.cli._errors import check_output_file
-    from gradnca_onnx.zoo._atomic import atomic_write_text
+    from gradnca_onnx.io.atomic import atomic_write_text
 
     out = tmp / "out.csv"
     if not make_output_kind(out, kind):
@@ -488,7 +488,7 @@ def fuzz_nesting(tmp: Path, text: str) -> None:
     (model / "manifest.json").write_text(text)
     entries = check(list_zoo, tmp / "zoo")
     assert entries is not None and len(entries) == 1 and not entries[0].ok
-    from gradnca_onnx._loaders import load_json
+    from gradnca_onnx.io.loaders import load_json
 
     try:
         with time_limit():

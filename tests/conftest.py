@@ -106,7 +106,7 @@ def state(tmp_path_factory) -> dict[str, Path]:
 def demo(tmp_path_factory):
     """The demo zoo, the first 150 images of its target (fast), and a feature cache for the
     module."""
-    from gradnca_onnx.data.dataset import load_target
+    from gradnca_onnx.data.load import load_target
     from gradnca_onnx.demo import demo_paths
     from gradnca_onnx.engine import FeatureCache
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from _support import copy_zoo, edit_manifest, small_target, snapshot
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
 
 
@@ -186,7 +186,7 @@ def test_nested_grid_file_is_one_line_and_no_store(tmp_path, name, text) -> None
 
 
 def test_loader_counts_brackets_outside_strings_only() -> None:
-    from gradnca_onnx._loaders import MAX_NESTING, json_depth, load_json, load_yaml
+    from gradnca_onnx.io.loaders import MAX_NESTING, json_depth, load_json, load_yaml
 
     assert json_depth('{"a": "[[[[{{{{", "b": [1, {"c": "]"}]}') == 3
     deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)

@@ -92,7 +92,7 @@ def test_manifest_contradicting_its_graph_fails_that_member_only(zoo, target) ->
 
 
 def test_onnxruntime_run_errors_become_value_errors() -> None:
-    from gradnca_onnx.zoo.sessions import run_session
+    from gradnca_onnx.io.sessions import run_session
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(DEMO_ZOO / "adrenal" / "features.onnx"),
@@ -231,8 +231,8 @@ def test_evaluate_alpha_out_of_range_with_one_method(tmp_path) -> None:
 
 
 def test_written_files_and_model_dirs_respect_the_umask(tmp_path) -> None:
-    from gradnca_onnx.exporters.model_dir import publish, staging_dir
-    from gradnca_onnx.zoo import atomic_write_text
+    from gradnca_onnx.io.atomic import atomic_write_text
+    from gradnca_onnx.zoo.publish import publish, staging_dir
 
     old = os.umask(0o022)
     try:
@@ -393,7 +393,7 @@ def test_concurrent_label_prediction_scores_are_bit_identical() -> None:
 
 
 def test_forced_publish_swaps_atomically_and_cleans_leftovers(tmp_path, monkeypatch) -> None:
-    from gradnca_onnx.exporters import model_dir as md
+    import gradnca_onnx.zoo.publish as md
 
     zoo = tmp_path / "zoo"
     s1 = md.staging_dir(zoo, "m", force=False)

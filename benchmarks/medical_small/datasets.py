@@ -28,10 +28,10 @@ from typing import Callable
 
 import numpy as np
 
-from gradnca_onnx.data.dataset import (TargetData, class_interleaved_order, load_target,
-                                       split_target)
-from gradnca_onnx.data.folds import atomic_savez
+from gradnca_onnx.data.dataset import TargetData, class_interleaved_order, split_target
 from gradnca_onnx.data.folders import load_image_folder
+from gradnca_onnx.data.load import load_target
+from gradnca_onnx.io.atomic import atomic_savez
 
 MEDICAL = Path(os.environ.get("GRADNCA_MEDICAL_DATA",
                               Path(__file__).resolve().parents[2].parent / "shared" / "data" / "medical"))

@@ -176,7 +176,7 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
     import torch
     import torchvision
 
-    from gradnca_onnx.data.dataset import load_target
+    from gradnca_onnx.data.load import load_target
     from gradnca_onnx.data.preprocess import normalization, preprocess
     from gradnca_onnx.exporters import PAPER_ARCHITECTURES
 

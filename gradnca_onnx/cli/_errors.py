@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, Union
 import click
 
 from ..errors import GradncaError, InputError
-from ..zoo._atomic import directory_problem, not_regular, probe_writable
+from ..io.atomic import directory_problem, not_regular, probe_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,7 +81,7 @@ def _file_errors(exc: BaseException) -> tuple[type, ...]:
 
 def _ort_types(exc: BaseException | None = None) -> tuple[type, ...]:
     try:
-        from ..zoo.sessions import ort_errors
+        from ..io.sessions import ort_errors
     except ImportError:  # pragma: no cover - onnxruntime is a dependency
         return ()
     return ort_errors()
@@ -131,7 +131,7 @@ def user_errors(func: F) -> F:
 # --------------------------------------------------------------------------- output paths
 #
 # The policy: an output is a new file or an existing regular file, never a symbolic link, a
-# device, a FIFO, a socket or a directory (the atomic writer in ``zoo._atomic`` refuses them
+# device, a FIFO, a socket or a directory (the atomic writer in ``io.atomic`` refuses them
 # again right before its rename), and never one of the command's own inputs nor a file inside
 # an input directory (a zoo, a feature cache, a target folder).
 

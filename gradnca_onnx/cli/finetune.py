@@ -262,7 +262,7 @@ def _check_store(store: str) -> None:
     socket is refused: SQLite would read nothing from it, write runs into it, and leave a
     journal file beside it. A directory gets the run store's own message.
     """
-    from ..zoo._atomic import not_regular
+    from ..io.atomic import not_regular
 
     p = Path(store)
     if p.is_dir() or p.is_file():
@@ -342,7 +342,7 @@ def summarize(store: str, out: str | None, value: str, replicates_dir: str | Non
         table = ground_truth(st, value=value)
         reps = replicate_ground_truths(st, value=value) if replicates_dir else {}
         n = st.count("finished")
-    from ..zoo import atomic_write_text
+    from ..io.atomic import atomic_write_text
 
     if reps:
         folder = Path(replicates_dir)  # type: ignore[arg-type]

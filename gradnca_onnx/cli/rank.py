@@ -491,13 +491,13 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
                  executor_name, ray_address, max_retries, resamples, seed, fraction, level,
                  fu_resample, plot_dir, folds, size) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
-    from ..data.dataset import load_target
+    from ..data.load import load_target
     from ..data.preprocess import parse_size
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
     from ..engine.runtime import cap_threads
     from ..executors import make_executor, rank_targets
+    from ..io.atomic import atomic_write_text
     from ..scores.label_prediction import check_jitters
-    from ..zoo import atomic_write_text
 
     if demo:
         from ..demo import demo_paths

@@ -1,7 +1,10 @@
 """Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, arrays; and
 the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
 
-NumPy and Pillow only; never imports torch.
+NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
+:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
+:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`;
+:mod:`.load` (:func:`load_target`, which dispatches to them). No module imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
@@ -13,11 +16,9 @@ from .dataset import (
     FOLDER_ORDER,
     SPLITS,
     TargetData,
-    check_target_labels,
     class_interleaved_order,
     content_sha256,
     from_arrays,
-    load_target,
     split_target,
 )
 from .folders import (
@@ -27,8 +28,9 @@ from .folders import (
     load_image_folder,
     split_subfolders,
 )
-from .folds import Fold, fold_arrays, make_paper_folds, write_paper_folds
+from .folds import Fold, fold_arrays, make_paper_folds
 from .intensity import BIT_DEPTHS, IntensityMap, ValueRange, bit_depth
+from .load import load_target
 from .medmnist import (
     MEDMNIST_KEYS,
     MEDMNIST_SIZES,
@@ -36,6 +38,7 @@ from .medmnist import (
     medmnist_flag,
     npz_keys,
     read_npz,
+    write_paper_folds,
 )
 from .preprocess import (
     DEFAULT_FILTER,
@@ -74,7 +77,6 @@ __all__ = [
     "ValueRange",
     "as_nhwc",
     "bit_depth",
-    "check_target_labels",
     "class_interleaved_order",
     "content_sha256",
     "find_duplicates",

@@ -1,10 +1,11 @@
-"""The target dataset object and the one entry point that loads any supported target.
+"""The target dataset object and its order: the bottom of the data layer.
 
 A :class:`TargetData` is a read-only set of uint8 images (channels last) with integer labels, a
 name, where it came from, which split it is, the order of its images, notes on how it was read,
 and a content hash that caches (the engine's feature cache, the fine-tuning run store) can key
-on. :func:`load_target` dispatches on what a path holds: an official MedMNIST npz, a paper fold
-npz, or a folder of class sub-folders.
+on. The readers (:mod:`.medmnist`, :mod:`.folders`) build them; :func:`~.load.load_target`
+dispatches on what a path holds. This module imports no reader; labels are checked by
+:mod:`gradnca_onnx._validation`, the package's one label check.
 
 Order matters: S_FU cuts the target into batches of ``floor(n/6)`` consecutive images, and a
 batch needs two classes to hold a triplet. MedMNIST and paper fold npz files keep the dataset's
@@ -18,26 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validation import check_label_codes, check_labels
 from ..errors import InputError
 from .preprocess import as_nhwc
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 SPLITS = ("train", "val", "test", "all")
-#: Largest number of classes a target may have. Labels are class codes 0..C-1, and several
-#: steps allocate per class (counts, names), so a stray huge code (1e12) must be refused, not
-#: allocated for.
-MAX_CLASSES = 100_000
-_FOLD_SPLIT = re.compile(r"^fold([1-9][0-9]*)(?:-(train|val))?$")
 #: ``TargetData.order`` of a target in its source's own order (npz files, arrays).
 DATASET_ORDER = "dataset"
 #: Seed of :func:`class_interleaved_order` for image folders.
@@ -216,49 +208,6 @@ def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> str:
     return h.hexdigest()
 
 
-def check_target_labels(labels: ArrayLike, n_samples: int, *, where: str,
-                        min_classes: int = 2) -> NDArray[np.int64]:
-    """Validate stored labels: integers (or integral floats), shape (N,), (N, 1) or (N, L) 0/1.
-
-    Returns int64 (N,) (single-label) or (N, L) (multi-label). Raises a one-line ``ValueError``
-    naming ``where`` for non-integer labels, a length mismatch, negative codes, or fewer than
-    ``min_classes`` distinct classes.
-    """
-    y = np.asarray(labels)
-    if y.dtype.kind not in "uibf":
-        raise InputError(f"{where}: labels must be integers; got dtype {y.dtype}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
-            flat = y.reshape(-1)
-            # The first value that is not finite (NaN, inf, -inf) or not a whole number.
-            first = flat[np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))[0]]
-            shown = "NaN" if np.isnan(first) else repr(first.item())  # inf, -inf, 0.5
-            raise InputError(f"{where}: labels must be integers; got non-integer values "
-                             f"(e.g. {shown})")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
-        raise InputError(f"{where}: labels have shape {np.asarray(labels).shape} for {n_samples} "
-                         "images; expected (N,), (N, 1) or (N, L)")
-    if y.size and y.max().item() >= MAX_CLASSES:
-        raise InputError(f"{where}: label {y.max().item()!r} is too large: labels must be class "
-                         f"codes 0..C-1 with at most {MAX_CLASSES} classes; recode the labels")
-    y = y.astype(np.int64)
-    if y.ndim == 2:
-        if not np.isin(y, (0, 1)).all():
-            raise InputError(f"{where}: multi-label labels (N, {y.shape[1]}) must be 0/1 indicators")
-        return y
-    if y.size and y.min() < 0:
-        raise InputError(f"{where}: labels must be class codes 0..C-1; got {y.min()}")
-    present = np.unique(y)
-    if present.size < min_classes:
-        raise InputError(
-            f"{where}: only {present.size} class ({present.tolist()}) in the labels; a target needs "
-            f"at least {min_classes} classes to rank models or fine-tune"
-        )
-    return y
-
-
 def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
                 class_names: Sequence[str] | None = None, split: str = "all") -> TargetData:
     """A :class:`TargetData` from arrays passed from Python.
@@ -282,112 +231,22 @@ def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
     """
     x = as_nhwc(images)
     y = np.asarray(labels)
+    where = f"{name} labels"
     if y.ndim == 2 and y.shape[1] > 1:
-        codes = check_target_labels(y, x.shape[0], where=name)
+        codes = check_label_codes(y, x.shape[0], name=where)
         return TargetData(x, codes, name, codes.shape[1], "", split,
                           tuple(class_names) if class_names else ())
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise InputError(f"{name}: labels have shape {np.asarray(labels).shape} for {x.shape[0]} "
-                         "images; expected (N,) or (N, 1)")
     if class_names is not None:
-        codes = check_target_labels(y, x.shape[0], where=name)
+        codes = check_label_codes(y, x.shape[0], name=where)
         if codes.max() >= len(class_names):
             raise InputError(f"{name}: label {codes.max()} has no name among {len(class_names)} "
                              "class names")
         return TargetData(x, codes, name, len(class_names), "", split, tuple(class_names))
-    if y.dtype.kind in "uibf":
-        check_target_labels(y, x.shape[0], where=name, min_classes=1)
-    classes, codes = np.unique(y, return_inverse=True)
-    if classes.size < 2:
-        raise InputError(f"{name}: only {classes.size} class ({classes.tolist()}) in the labels; "
-                         "a target needs at least 2 classes to rank models or fine-tune")
+    if y.dtype.kind in "uibf":  # numbers must be codes too: no NaN, no 1e12, none negative
+        check_label_codes(y, x.shape[0], name=where, min_classes=1)
+    codes, classes = check_labels(y, x.shape[0], name=where, samples="images")
     names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
-    return TargetData(x, codes.reshape(-1), name, classes.size, "", split, names)
-
-
-def parse_split(split: str | None, fold: int | None) -> tuple[str | None, int | None]:
-    """Normalise ``(split, fold)``: ``"fold3"`` (or ``"fold3-train"``) means ``("train", 3)``,
-    ``"fold3-val"`` means ``("val", 3)``."""
-    if split is not None:
-        m = _FOLD_SPLIT.match(split)
-        if m:
-            if fold is not None and fold != int(m.group(1)):
-                raise InputError(f"split {split!r} and fold={fold} disagree; give one of them")
-            return m.group(2) or "train", int(m.group(1))
-        if split not in SPLITS:
-            raise InputError(f"unknown split {split!r}; use train, val, test, all or "
-                             "fold1..fold5 (--split on the command line, split= in Python)")
-    if fold is not None and (not isinstance(fold, (int, np.integer)) or fold < 1):
-        raise InputError(f"fold must be a positive integer (1 = the paper's fold); got {fold!r}")
-    return split, fold
-
-
-def load_target(path: PathLike, split: str | None = None, *, fold: int | None = None,
-                name: str | None = None, dedupe: bool = False,
-                size: int | tuple[int, int] | None = None, filter: str = "bilinear",
-                n_folds: int = 5, stratified: bool = False) -> TargetData:
-    """Load one split of a target dataset from a file or folder.
-
-    Parameters
-    ----------
-    path : str or path-like
-        * an official MedMNIST npz (any size variant ``<flag>[_64|_128|_224].npz``);
-        * a paper fold npz (keys ``train_imgs_fold<i>``, ``train_labels_fold<i>``,
-          ``val_imgs_fold<i>``, ``val_labels_fold<i>``);
-        * a folder with one sub-folder of images per class (sorted names = class codes), or
-          with ``train``/``val``/``test`` sub-folders of that layout. Its images come in
-          :data:`FOLDER_ORDER` (:func:`class_interleaved_order`); npz files keep their order.
-          16-bit, float and boolean images are mapped to uint8 (:mod:`.intensity`).
-    split : {"train", "val", "test", "all", "fold1", ..., "fold5"}, optional
-        Default: ``train`` for npz files, ``all`` for a class folder. ``"fold<i>"`` is short for
-        ``split="train", fold=i`` and ``"fold<i>-val"`` for ``split="val", fold=i`` (the
-        ``split`` names that fold subsets carry).
-    fold : int, optional
-        Take the train or val subset of paper fold ``fold`` (1 = the one the paper scores and
-        fine-tunes on). From an official MedMNIST npz the folds are drawn on the fly with the
-        paper's rule (:func:`~gradnca_onnx.data.folds.make_paper_folds`); the test split is
-        always the full official test set. A fold file has no test split. For a fold file
-        ``fold`` defaults to 1.
-    name : str, optional
-        Dataset name (default: the MedMNIST flag from the file name, or the folder name).
-    dedupe : bool
-        Folders only: drop byte-identical duplicate files (keep the first in sorted order).
-    size : int or (height, width), optional
-        Folders only: resize every image to ``size`` x ``size`` (or height x width) while
-        loading (needed when the images differ in size; saves memory for large ones).
-    filter : str
-        Pillow filter for ``size`` (default ``bilinear``).
-    n_folds, stratified : int, bool
-        Passed to :func:`~gradnca_onnx.data.folds.make_paper_folds` when folds are drawn from
-        an official npz.
-
-    Returns
-    -------
-    TargetData
-    """
-    from . import folders, medmnist
-
-    split, fold = parse_split(split, fold)
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"target {str(p)!r} does not exist; give a MedMNIST npz, a fold npz "
-                                "or a folder of class sub-folders")
-    if p.is_dir():
-        if fold is not None:
-            raise InputError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
-                             "an image folder; give a split of the folder instead (--split "
-                             "all|train|val|test on the command line, split= in Python)")
-        return folders.load_image_folder(p, split="all" if split is None else split, name=name,
-                                         dedupe=dedupe, size=size, filter=filter)
-    if dedupe or size is not None:
-        raise InputError(f"{p}: resizing while loading (--size on the command line, size= in "
-                         "Python) and dedupe apply to image folders only; an npz target's images "
-                         "share one size already (rank resizes them to each model's input): "
-                         "leave the size out")
-    return medmnist.load_npz_target(p, "train" if split is None else split, fold=fold, name=name,
-                                    n_folds=n_folds, stratified=stratified)
+    return TargetData(x, codes, name, classes.size, "", split, names)
 
 
 def split_target(data: TargetData, *, val_fraction: float = 0.2, test_fraction: float = 0.2,

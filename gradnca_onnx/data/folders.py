@@ -10,7 +10,6 @@ with ``.``, e.g. ``.ipynb_checkpoints``) and files without an image extension ar
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -23,6 +22,7 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from ..io.hashing import sha256_file
 from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
 from .intensity import IntensityMap, ValueRange
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
@@ -92,20 +92,11 @@ def list_image_folder(root: PathLike) -> tuple[list[Path], NDArray[np.int64], tu
     return files, np.asarray(labels, dtype=np.int64), tuple(d.name for d in classes)
 
 
-def file_sha256(path: PathLike) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_duplicates(paths: Sequence[PathLike]) -> list[list[Path]]:
     """Groups (two or more files each, in input order) of byte-identical files."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for p in paths:
-        groups[file_sha256(p)].append(Path(p))
+        groups[sha256_file(p)].append(Path(p))
     return [g for g in groups.values() if len(g) > 1]
 
 

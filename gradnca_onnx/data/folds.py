@@ -13,18 +13,13 @@ frequencies (largest remainders), drawn class by class from the same seeded glob
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 PAPER_SEED = 24
 PAPER_N_FOLDS = 5
@@ -137,31 +132,3 @@ def fold_arrays(splits: Mapping[str, NDArray], folds: list[Fold]) -> dict[str, N
         out[f"val_imgs_fold{i}"] = splits["val_images"][f.val]
         out[f"val_labels_fold{i}"] = splits["val_labels"][f.val]
     return out
-
-
-def atomic_savez(path: PathLike, arrays: Mapping[str, NDArray], *, compressed: bool = False) -> Path:
-    """Write an npz atomically with the package's one output writer (a reader never sees half a
-    file; a link, device or FIFO at ``path`` is refused, never replaced)."""
-    # Imported here: the zoo layer imports this package's preprocessing at import time.
-    from ..zoo._atomic import atomic_write_bytes
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    # A file object, not a name: np.savez would append ".npz" to a name without it.
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
-
-
-def write_paper_folds(medmnist_npz: PathLike, out: PathLike, **kwargs: object) -> Path:
-    """Make the fold npz of an official MedMNIST npz (atomically).
-
-    ``kwargs`` go to :func:`make_paper_folds`. Returns the written path.
-    """
-    from .medmnist import read_npz
-
-    keys = ("train_images", "train_labels", "val_images", "val_labels")
-    splits = read_npz(medmnist_npz, keys)
-    folds = make_paper_folds(splits["train_labels"], splits["val_labels"], **kwargs)  # type: ignore[arg-type]
-    return atomic_savez(out, fold_arrays(splits, folds))

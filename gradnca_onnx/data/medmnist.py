@@ -14,9 +14,11 @@ from typing import Iterable, Union
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validation import check_label_codes
 from ..errors import InputError
-from .dataset import DATASET_ORDER, TargetData, check_target_labels
-from .folds import make_paper_folds
+from ..io.atomic import atomic_savez
+from .dataset import DATASET_ORDER, TargetData
+from .folds import fold_arrays, make_paper_folds
 from .intensity import ValueRange
 from .preprocess import as_nhwc
 
@@ -197,8 +199,8 @@ def _converted(x: NDArray, p: Path, keys: list[str], where: str) -> tuple[NDArra
 def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
     """Classes coded by the label arrays of all splits (validated first: a string, NaN or huge
     label is one clear error, not a crash or a huge allocation)."""
-    checked = [check_target_labels(a, int(np.shape(a)[0]) if np.ndim(a) else -1, where=where,
-                                   min_classes=1) if np.size(a) else np.asarray(a)
+    checked = [check_label_codes(a, int(np.shape(a)[0]) if np.ndim(a) else -1, name=where,
+                                 min_classes=1) if np.size(a) else np.asarray(a)
                for a in labels]
     y = checked[0]
     if y.ndim == 2 and y.shape[1] > 1:
@@ -214,7 +216,7 @@ def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classe
     """A split of an npz file, in the file's order (the paper's), its pixels as uint8."""
     x, more = _converted(images, p, keys, f"{where} images")
     x = _images(x, f"{where} images")
-    y = check_target_labels(labels, x.shape[0], where=f"{where} labels")
+    y = check_label_codes(labels, x.shape[0], name=f"{where} labels")
     # These arrays are ours alone (fresh from the file): read-only, TargetData keeps them uncopied.
     x.setflags(write=False)
     y.setflags(write=False)
@@ -225,7 +227,7 @@ def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classe
 def load_npz_target(path: PathLike, split: str = "train", *, fold: int | None = None,
                     name: str | None = None, n_folds: int = 5,
                     stratified: bool = False) -> TargetData:
-    """Load one split of a MedMNIST npz or a paper fold npz (see :func:`~.dataset.load_target`)."""
+    """Load one split of a MedMNIST npz or a paper fold npz (see :func:`~.load.load_target`)."""
     p = Path(path)
     keys = npz_keys(p)
     kind = npz_kind(keys)
@@ -299,3 +301,14 @@ def _load_fold_file(p: Path, keys: list[str], split: str, *, fold: int, name: st
     return _target(arrays[f"{split}_imgs_fold{fold}"], arrays[f"{split}_labels_fold{fold}"],
                    where=f"{p} fold {fold} {split}", name=name, n_classes=n_classes,
                    p=p, keys=keys, split=f"fold{fold}-{split}")
+
+
+def write_paper_folds(medmnist_npz: PathLike, out: PathLike, **kwargs: object) -> Path:
+    """Make the fold npz of an official MedMNIST npz (atomically).
+
+    ``kwargs`` go to :func:`make_paper_folds`. Returns the written path.
+    """
+    keys = ("train_images", "train_labels", "val_images", "val_labels")
+    splits = read_npz(medmnist_npz, keys)
+    folds = make_paper_folds(splits["train_labels"], splits["val_labels"], **kwargs)  # type: ignore[arg-type]
+    return atomic_savez(out, fold_arrays(splits, folds))

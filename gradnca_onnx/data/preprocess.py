@@ -18,14 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
+from .._normalisation import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError
-
-#: ImageNet statistics, for ImageNet-pretrained models.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-#: The paper's normalisation for every source that is not ImageNet-pretrained.
-HALF_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-HALF_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 #: Pillow resampling filters by name. ``bilinear`` is the default: it is what torchvision's
 #: ``Resize`` uses on PIL images, and the MedMNIST+ size variants were made with it too.

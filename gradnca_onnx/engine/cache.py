@@ -30,8 +30,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import InputError
-from ..zoo._atomic import NotRegularFileError, atomic_write_bytes, not_regular
+from ..errors import InputError, NotRegularFileError
+from ..io.atomic import atomic_write_bytes, directory_problem, not_regular
 
 #: Bump when the meaning of cached arrays changes.
 #: 2: keys hold the package, onnxruntime and execution-provider versions; entries a ``meta``.
@@ -95,8 +95,6 @@ class FeatureCache:
             return
         hint = (f"choose another directory with {what} (or $GRADNCA_CACHE), or pass "
                 "--no-cache")
-        from ..zoo._atomic import directory_problem
-
         problem = directory_problem(self.root)
         if problem:
             raise InputError(f"feature cache {self.root}: {problem}; {hint}")

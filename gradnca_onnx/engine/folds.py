@@ -31,7 +31,7 @@ TERMS = ("score", "lp", "fu", "rank")
 
 def load_folds(path: str | os.PathLike, n_folds: int = PAPER_N_FOLDS) -> list[Any]:
     """The train subsets of paper folds 1..``n_folds`` of a MedMNIST or fold npz."""
-    from ..data.dataset import load_target
+    from ..data.load import load_target
 
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
         raise InputError(f"--folds needs at least two folds; got {n_folds!r}")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..zoo._atomic import atomic_write_bytes, not_regular
+from ..io.atomic import atomic_write_bytes, not_regular
 from .scoring import ZooRanking
 
 FORMATS = ("png", "pdf")

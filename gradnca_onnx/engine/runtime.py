@@ -14,6 +14,11 @@ from ..errors import (
     InputError,
     first_line,  # noqa: F401 (re-exported)
 )
+from ..io.sessions import (  # noqa: F401 (re-exported)
+    ort_errors,
+    run_session,
+    session_options,
+)
 from ..zoo import (
     BACKWARD_FILE,
     BACKWARD_OUTPUTS,
@@ -22,9 +27,7 @@ from ..zoo import (
     GRADS_FILE,
     Manifest,
     residual_names,
-    session_options,
 )
-from ..zoo.sessions import ort_errors, run_session  # noqa: F401 (re-exported)
 
 
 def cap_threads(threads: int | None, option: str = "--threads") -> tuple[int | None, str | None]:
@@ -211,32 +214,12 @@ def check_graph_file(model_dir: Path, name: str, manifest: Manifest) -> None:
     outside it or not listed (and so not hashed) in the manifest, is refused: nothing a zoo
     names may read beyond its own directory.
     """
+    from ..io.onnx_files import external_data_locations, read_onnx
     from ..zoo.integrity import confined_path
 
     path = confined_path(model_dir, name)
-    for location in external_data_locations(path):
+    for location in external_data_locations(read_onnx(path, hint="re-export the model")):
         if location not in manifest.files:
             raise InputError(f"{path}: its external data file {location!r} is not listed in the "
                              "manifest (so no sha256 covers it); re-export the model")
         confined_path(model_dir, location)
-
-
-def external_data_locations(path: Path) -> list[str]:
-    """The external-data file names an ONNX file's tensors point to (without loading them)."""
-    import onnx
-
-    try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise InputError(f"{path}: not a readable ONNX file ({first_line(exc)}); "
-                         "re-export the model") from None
-    locations: list[str] = []
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
-    for t in tensors:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), "")
-            if loc not in locations:
-                locations.append(loc)
-    return locations

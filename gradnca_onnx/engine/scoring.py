@@ -31,7 +31,8 @@ from ..scores import (
 )
 from ..scores.feature_update import fu_undefined_reason, triplet_loss_grad
 from ..scores.label_prediction import JITTER_SCALE, check_jitters
-from ..zoo import Manifest, list_zoo, run_grads, verify_files
+from ..zoo import Manifest, list_zoo, verify_files
+from .batching import run_grads
 from .cache import FeatureCache, cache_key, environment
 from .runtime import RuntimeConfig, ort_errors, run_session
 from .split_pass import split_passes, uses_split

@@ -21,11 +21,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..io.sessions import run_session
 from ..scores import fu_batch_slices
 from ..scores.feature_update import triplet_loss_grad
 from ..zoo import BACKWARD_OUTPUTS, Manifest, residual_names
-from ..zoo.batching import add_chunk, pad_rows
-from ..zoo.sessions import run_session
+from .batching import add_chunk, pad_rows
 
 #: Default budget for the residuals held per S_FU batch (bytes): 2 GiB. resnet18 at 224 px
 #: holds about 5 MiB per image, so n = 1,100 (S_FU batches of 183) fits whole.

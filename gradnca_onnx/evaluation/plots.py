@@ -7,6 +7,7 @@ PNG and PDF.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
+from ..io.atomic import atomic_write_bytes
 from .correlation import paired_values
 from .table import PathLike, SourceTargetTable, align
 
@@ -45,10 +47,6 @@ PLOT_FILES: tuple[str, ...] = tuple(f"{stem}.{fmt}" for stem in PLOT_STEMS for f
 def _save(fig: "Figure", stem: PathLike) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` with the package's one output writer
     (atomic; a link, device or FIFO at a path is refused, never written through)."""
-    import io
-
-    from ..zoo._atomic import atomic_write_bytes
-
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []

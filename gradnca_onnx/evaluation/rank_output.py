@@ -15,8 +15,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .._loaders import load_json
 from ..errors import InputError
+from ..io.loaders import load_json
 from .table import PathLike, SourceTargetTable
 
 #: rank JSON field -> method name (the metrics keep their registry names).

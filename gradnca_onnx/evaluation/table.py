@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from ..io.atomic import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -107,8 +108,6 @@ class SourceTargetTable:
         text = buf.getvalue()
         if path is not None:
             # The package's one output writer: atomic, and never through a link or a device.
-            from ..zoo._atomic import atomic_write_text
-
             atomic_write_text(path, text)
         return text
 

@@ -34,6 +34,7 @@ from ..zoo import (
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
+from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
 from .errors import (
     OOM_ADVICE,
     GradientGraphError,
@@ -46,7 +47,6 @@ from .errors import (
 from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
 from .loading import LoadedModel, checkpoint_digest
-from .model_dir import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_export import export_features, export_grads, export_split
 from .script_graph import (
     feature_graph,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import SourceError, first_line
-from ..zoo import sha256_file
+from ..io.hashing import sha256_file
 from .architectures import PAPER_ARCHITECTURES, ArchSpec
 from .checkpoints import fit_state_dict, is_torchscript_archive, read_checkpoint
 

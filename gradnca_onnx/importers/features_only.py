@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
 from ..errors import InputError, first_line
+from ..io.hashing import sha256_file
 from ..zoo import (
     FEATURES_FILE,
     BatchPolicy,
@@ -34,10 +35,10 @@ from ..zoo import (
     SourceSpec,
     file_entry,
     parse_normalisation,
-    sha256_file,
     write_manifest,
 )
 from ..zoo.manifest import check_source_images
+from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_file import (
     FLOAT_TYPES,
     PIXEL_RANGE,
@@ -387,7 +388,6 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
         reshape fixed to batch 1), or the name exists without ``force``.
     """
     from ..exporters.api import check_trace_memory, default_normalisation
-    from ..exporters.model_dir import missing_dirs, publish, remove_empty, staging_dir
 
     if not pretrained_on or not pretrained_on.strip():
         raise InputError("--pretrained-on must not be empty (use 'unknown')")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
 from ..errors import InputError
+from ..io.onnx_files import external_data, read_onnx
 
 #: Oldest opset the interpreter reads (Squeeze/Unsqueeze/ReduceSum take axes as inputs from 13).
 MIN_OPSET = 13
@@ -32,23 +31,6 @@ PIXEL_NORM = f"0,{1 / 255!r}"
 PIXEL_RANGE = (0, 255)
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    # External data can hide in initializers and in Constant/attribute tensors of any subgraph.
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for g in attr.graphs:
-                yield from _tensors(g)
-
-
 def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
     """Refuse external-data locations that leave ``base_dir`` (``..``, absolute, symlinks out).
 
@@ -58,11 +40,7 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         Naming the tensor and its location.
     """
     root = base_dir.resolve()
-    for tensor in _tensors(model.graph):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
+    for tensor, location in external_data(model):
         where = f"tensor {tensor.name!r} stores its data at {location!r}"
         if not location or os.path.isabs(location) or Path(location).drive:
             raise InputError(f"{where}: external data must be a relative path inside the model's "
@@ -190,10 +168,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"ONNX file {p} not found")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
-        raise InputError(f"{p} is not an ONNX model ({type(exc).__name__})") from None
+    model = read_onnx(p)
     if not model.graph.node or not model.opset_import:
         raise InputError(f"{p} is not an ONNX model (no graph)")
     check_domains(model)

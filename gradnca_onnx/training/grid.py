@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from .._loaders import load_json, load_yaml
 from ..errors import InputError
+from ..io.loaders import load_json, load_yaml
 
 PathLike = Union[str, "os.PathLike[str]"]
 

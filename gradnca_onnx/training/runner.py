@@ -21,11 +21,11 @@ from typing import Any, Protocol, Union
 
 import numpy as np
 
-from .._loaders import load_json
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
 from ..errors import InputError
+from ..io.loaders import load_json
 from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, load_grid
 from .loop import (
     EpochMetrics,

@@ -91,7 +91,7 @@ def _first_weight_channels(module: nn.Module) -> int:
 
 def _find_checkpoint(model_dir: Path, file_name: str, given: PathLike | None,
                      sha256: str | None) -> Path:
-    from ..zoo import sha256_file
+    from ..io.hashing import sha256_file
 
     if given is None and (not file_name or Path(file_name).name != file_name
                           or file_name in (".", "..") or "\\" in file_name):
@@ -274,7 +274,7 @@ def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None 
         mean, std = parse_normalisation("half", channels)
     ckpt_sha = None
     if loaded.checkpoint is not None:
-        from ..zoo import sha256_file
+        from ..io.hashing import sha256_file
         ckpt_sha = sha256_file(loaded.checkpoint)
     identity = {"kind": loaded.kind, "reference": loaded.reference,
                 "architecture": loaded.architecture, "checkpoint_sha256": ckpt_sha,

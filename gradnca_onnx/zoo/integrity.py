@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZooError
-
-_CHUNK = 1 << 20
+from ..io.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -18,15 +16,6 @@ class FileEntry:
 
     sha256: str
     bytes: int
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (model files can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: str | os.PathLike) -> FileEntry:
@@ -50,13 +39,13 @@ def confined_path(model_dir: str | os.PathLike, name: str) -> Path:
     parts = Path(name).parts
     if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
         raise ZooError(f"{root}: file name {name!r} in the manifest points outside the model "
-                         "directory; a zoo may only name files inside its model directories")
+                       "directory; a zoo may only name files inside its model directories")
     p = root / name
     if p.is_symlink() or p.exists():
         real, base = p.resolve(), root.resolve()
         if real != base and base not in real.parents:
             raise ZooError(f"{p} is a link to {real}, outside the model directory; copy the "
-                             "file into the model directory instead of linking it")
+                           "file into the model directory instead of linking it")
     return p
 
 

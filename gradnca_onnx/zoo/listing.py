@@ -88,5 +88,5 @@ def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[P
             raise ZooError(e.error)
     if not entries:
         raise ZooError(f"zoo directory {zoo_dir} holds no exported model; run gradnca-onnx "
-                         "export --out to add one")
+                       "export --out to add one")
     return [(e.path, e.manifest) for e in entries]  # type: ignore[misc]

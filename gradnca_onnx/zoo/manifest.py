@@ -32,9 +32,9 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from .._loaders import load_json
 from ..errors import ZooError
-from ._atomic import atomic_write_text
+from ..io.atomic import atomic_write_text
+from ..io.loaders import load_json
 from .integrity import FileEntry, verify_files
 
 #: Version of the manifest layout; bump when a field changes meaning or is added.
@@ -71,7 +71,7 @@ def residual_names(count: int) -> tuple[str, ...]:
 #: Allowed onnxruntime graph-optimisation levels (names of ``ort.GraphOptimizationLevel``).
 ORT_LEVELS = ("disable_all", "basic", "extended", "all")
 
-#: Batch policy of the fixed-batch gradient graph (see :mod:`gradnca_onnx.zoo.batching`).
+#: Batch policy of the fixed-batch gradient graph (see :mod:`gradnca_onnx.engine.batching`).
 PAD_ZERO = "pad-zero-images-and-cotangent"
 CHUNK_SUM = "chunk-and-sum-weight-gradients"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from ..data.preprocess import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from .._normalisation import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ZooError
 from .manifest import MIN_STD
 
-#: ImageNet statistics, for ImageNet-pretrained sources (one definition: the data module's).
+#: ImageNet statistics, for ImageNet-pretrained sources (one definition, shared with the data layer).
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 #: mean 0.5 / std 0.5, for every other source.
 HALF = ((HALF_MEAN[0],), (HALF_STD[0],))
@@ -70,5 +70,5 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
         # Images are normalised in float32: a std of 1e-300 is 0 there, one below MIN_STD
         # turns rounding noise into the signal.
         raise ZooError(f"normalisation {spec!r}: std {min(std):g} is too small; each std "
-                         f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
+                       f"must be >= {MIN_STD:g} (the model's real input std, e.g. 0.5)")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)

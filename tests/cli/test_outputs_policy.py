@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from _support import TRUTH, copy_zoo, edit_manifest, snapshot
 from gradnca_onnx.cli import main
-from gradnca_onnx.zoo._atomic import atomic_write_bytes
+from gradnca_onnx.io.atomic import atomic_write_bytes
 
 # ------------------------------------------------------------------------------ helpers
 

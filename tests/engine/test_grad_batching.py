@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gradnca_onnx.zoo import grads_batch_size, run_grads
+from gradnca_onnx.engine.batching import grads_batch_size, run_grads
 
 
 class LinearGradsSession:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, rank_zoo
 from gradnca_onnx.engine.folds import kendall_between_folds, rank_folds, spread

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import load_target
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import RuntimeConfig, rank_zoo
 from gradnca_onnx.executors import LocalExecutor, RayExecutor, make_executor, rank_targets

@@ -13,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.zoo import load_manifest, open_session
+from gradnca_onnx.engine.batching import open_session
+from gradnca_onnx.zoo import load_manifest
 
 FACTORY_SOURCE = textwrap.dedent('''
     import torch

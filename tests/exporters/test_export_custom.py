@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import (
     FeatureModel,
     export_model,
@@ -31,7 +32,7 @@ from gradnca_onnx.exporters import (
     load_torchvision,
     read_checkpoint,
 )
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest
 
 FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4
@@ -390,7 +391,8 @@ def test_graphs_run_in_a_process_without_torch(models_module, tmp_path, run_with
     res = run_without_torch(f"""
         import sys
         import numpy as np
-        from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+        from gradnca_onnx.engine.batching import open_session, run_grads
+        from gradnca_onnx.zoo import load_manifest
         d = np.load({str(tmp_path / 'in.npz')!r})
         m = load_manifest({str(out)!r})
         sess = open_session({str(out)!r}, "features", manifest=m)

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import (
     PAPER_ARCHITECTURES,
     FeatureModel,
@@ -34,7 +35,7 @@ from gradnca_onnx.exporters import (
     load_torchscript,
     load_torchvision,
 )
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest
 
 FEAT_TOL = 1e-5
 RATIO_TOL = 1e-4

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from gradnca_onnx.cli import main
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import (
     FeatureModel,
     GradientGraphError,
@@ -32,7 +33,7 @@ from gradnca_onnx.exporters import (
     from_module,
 )
 from gradnca_onnx.exporters.layers import weight_name
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest
 
 from _support import DEMO
 

@@ -26,7 +26,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from _support import snapshot  # noqa: E402
 from gradnca_onnx.cli import main  # noqa: E402
 from gradnca_onnx.data.preprocess import preprocess  # noqa: E402
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads  # noqa: E402
+from gradnca_onnx.engine.batching import open_session, run_grads  # noqa: E402
+from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

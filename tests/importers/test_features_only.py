@@ -25,13 +25,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from _support import LRN_D, LRN_K, import_lrn, lrn_classifier
 from gradnca_onnx.cli import main
-from gradnca_onnx.data.dataset import from_arrays, load_target
+from gradnca_onnx.data.dataset import from_arrays
+from gradnca_onnx.data.load import load_target
 from gradnca_onnx.data.preprocess import preprocess
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
+from gradnca_onnx.engine.batching import open_session
 from gradnca_onnx.engine.scoring import LP_SETTINGS, ModelResult, combine_zoo
 from gradnca_onnx.scores import combine, label_prediction_score
-from gradnca_onnx.zoo import load_manifest, open_session
+from gradnca_onnx.zoo import load_manifest
 
 pytest.importorskip("torch")  # the importer converts graphs with torch
 

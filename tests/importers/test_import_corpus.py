@@ -35,8 +35,9 @@ import pytest
 import torch
 from torch import nn
 
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.importers import build_module, import_onnx
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads
+from gradnca_onnx.zoo import load_manifest
 
 torchvision = pytest.importorskip("torchvision")
 

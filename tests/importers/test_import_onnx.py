@@ -24,9 +24,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from gradnca_onnx.cli import main
+from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import export_model, from_module
 from gradnca_onnx.importers import import_onnx, load_onnx
-from gradnca_onnx.zoo import load_manifest, open_session, run_grads, sha256_file
+from gradnca_onnx.io.hashing import sha256_file
+from gradnca_onnx.zoo import load_manifest
 
 FEAT_TOL = 1e-5
 GRAD_TOL = 1e-4

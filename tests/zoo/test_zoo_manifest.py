@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from gradnca_onnx.io.atomic import atomic_write_text
 from gradnca_onnx.zoo import (
     BatchPolicy,
     InputSpec,
     LayerSpec,
     Manifest,
     SourceSpec,
-    atomic_write_text,
     file_entry,
     list_zoo,
     load_manifest,

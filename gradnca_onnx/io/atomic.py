@@ -1,4 +1,8 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one.
+"""The package's one atomic file writer: readers see the old file or the new one, never half.
+
+Every output of the package (manifests, rank JSON/CSV, tables, figures, caches, npz files)
+goes through :func:`atomic_write_bytes`. A new file gets the mode a plain ``open()`` would give
+it, 0666 less the umask (0644 under umask 022), not ``mkstemp``'s private 0600.
 
 The output-path policy of the package lives here: an output is a new file or an existing
 regular file. A symbolic link is neither followed nor replaced, and a device, FIFO, socket or
@@ -8,13 +12,18 @@ directory is never replaced (:func:`not_regular`, checked again right before eac
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tempfile
 import threading
 from pathlib import Path
+from typing import Mapping
 
-from ..errors import NotRegularFileError  # noqa: F401 - re-exported
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import NotRegularFileError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -129,6 +138,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text variant of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, NDArray], *,
+                 compressed: bool = False) -> Path:
+    """Write ``arrays`` as an npz file with :func:`atomic_write_bytes` (missing parent
+    directories are created).
+
+    Parameters
+    ----------
+    path : path
+        The npz file; written as named (``np.savez`` would append ``.npz`` to a name without it).
+    arrays : mapping of str to ndarray
+        The npz keys and their arrays.
+    compressed : bool, default=False
+        ``np.savez_compressed`` instead of ``np.savez``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    # A file object, not a name: np.savez would append ".npz" to a name without it.
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
 
 
 def probe_writable(directory: Path) -> str | None:

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Deepest nesting of arrays/objects (lists/mappings) accepted in a user's JSON or YAML file.
 MAX_NESTING = 64

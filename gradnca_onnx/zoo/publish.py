@@ -1,4 +1,5 @@
-"""Creating a model directory inside a zoo atomically (all files appear at once, or none)."""
+"""Publishing a member into a zoo: its model directory appears atomically (all files at once, or
+none). The exporters and the importers both publish through here."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from ..zoo import check_model_name
-from ..zoo._atomic import dir_mode
+from ..io.atomic import dir_mode
+from .manifest import check_model_name
 
 #: Suffixes of the hidden directories an export writes into the zoo (``.<name>.<pid>.<random>``).
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[^.]+\.(?:incoming|old)$")

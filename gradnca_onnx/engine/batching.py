@@ -1,4 +1,5 @@
-"""Running the fixed-batch gradient graph on a batch of any size (the manifest's batch policy).
+"""Running a zoo member's graphs: its sessions, and the fixed-batch gradient graph on a batch of
+any size (the manifest's batch policy).
 
 ``grads.onnx`` is traced at a fixed batch ``B``. A batch of ``n`` images is cut into chunks of
 ``B``; the last chunk is padded with zero images and zero cotangent rows. The weight gradients of
@@ -9,14 +10,61 @@ adds nothing and chunk sums add up to the whole batch's gradient.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ZooError
-from .manifest import GRADS_INPUTS, GRADS_OUTPUTS
-from .sessions import run_session
+from ..io.sessions import cpu_session, run_session
+from ..zoo.manifest import (
+    BACKWARD_FILE,
+    FEATURES_FILE,
+    FORWARD_FILE,
+    GRADS_FILE,
+    GRADS_INPUTS,
+    GRADS_OUTPUTS,
+    Manifest,
+    load_manifest,
+)
+
+#: The graphs of a member, by the name :func:`open_session` takes.
+GRAPHS = {"features": FEATURES_FILE, "grads": GRADS_FILE, "forward": FORWARD_FILE,
+          "backward": BACKWARD_FILE}
+
+
+def open_session(model_dir: str | os.PathLike, graph: str, *, manifest: Manifest | None = None,
+                 threads: int | None = None, verify: bool = False) -> Any:
+    """An onnxruntime CPU session on one graph of a model directory, with its manifest's
+    optimisation level.
+
+    Parameters
+    ----------
+    model_dir : path
+    graph : {"features", "grads", "forward", "backward"}
+    manifest : Manifest, optional
+        Already loaded manifest (read from ``model_dir`` otherwise).
+    threads : int, optional
+        Intra-op threads (onnxruntime's default otherwise).
+    verify : bool, default=False
+        Check file hashes when reading the manifest.
+
+    Raises
+    ------
+    ZooError
+        An unknown graph, or one the member does not have (features-only, no split pass).
+    """
+    if graph not in GRAPHS:
+        raise ZooError(f"graph must be one of {list(GRAPHS)}; got {graph!r}")
+    m = manifest if manifest is not None else load_manifest(model_dir, verify=verify)
+    if graph != "features" and not m.has_grads:
+        raise ZooError(f"model {m.name!r} is features-only (no {GRADS_FILE}): "
+                       f"{m.features_only}")
+    if graph in ("forward", "backward") and m.split is None:
+        raise ZooError(f"model {m.name!r} has no split gradient pass (no {FORWARD_FILE})")
+    return cpu_session(Path(model_dir) / GRAPHS[graph], m.ort_optimization, threads=threads)
 
 
 def pad_rows(a: ArrayLike, b: int) -> NDArray[np.float32]:
@@ -73,10 +121,10 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
     d = session.get_inputs()[1].shape[1]
     if x.ndim != 4 or x.shape[1:] != in_shape:
         raise ZooError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
-                         f"got {x.shape}")
+                       f"got {x.shape}")
     if c.shape != (x.shape[0], d):
         raise ZooError(f"cotangent must have shape ({x.shape[0]}, {d}) to match the images; "
-                         f"got {c.shape}")
+                       f"got {c.shape}")
     n = x.shape[0]
     if n == 0:
         raise ZooError("run_grads needs at least one image")
