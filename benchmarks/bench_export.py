@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from gradnca_onnx.exporters import PAPER_ARCHITECTURES, FeatureModel, create_model, export_model
+from gradnca_onnx.exporters import FeatureModel, export_model
+from gradnca_onnx.sources import PAPER_ARCHITECTURES, create_model
 from gradnca_onnx.exporters.layers import weight_name
 from gradnca_onnx.zoo import load_manifest, open_session
 

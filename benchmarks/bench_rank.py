@@ -236,9 +236,9 @@ def main() -> None:
     from gradnca_onnx.data.dataset import from_arrays
     from gradnca_onnx.data.preprocess import preprocess
     from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
-    from gradnca_onnx.exporters import PAPER_ARCHITECTURES
+    from gradnca_onnx.sources import PAPER_ARCHITECTURES
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import from_module
+    from gradnca_onnx.sources import from_module
     from gradnca_onnx.scores import fu_batch_slices
 
     spec = PAPER_ARCHITECTURES[args.arch]

@@ -23,9 +23,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradnca_onnx.exporters import (
-    FeatureModel,
-    export_model,
+from gradnca_onnx.exporters import FeatureModel, export_model
+from gradnca_onnx.sources import (
     from_module,
     load_factory,
     load_torchscript,

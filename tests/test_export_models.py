@@ -27,13 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradnca_onnx.exporters import (
-    PAPER_ARCHITECTURES,
-    FeatureModel,
-    export_model,
-    load_torchscript,
-    load_torchvision,
-)
+from gradnca_onnx.exporters import FeatureModel, export_model
+from gradnca_onnx.sources import PAPER_ARCHITECTURES, load_torchscript, load_torchvision
 from gradnca_onnx.zoo import load_manifest, open_session, run_grads
 
 FEAT_TOL = 1e-5

@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from gradnca_onnx.cli import main
-from gradnca_onnx.exporters import export_model, from_module
+from gradnca_onnx.exporters import export_model
+from gradnca_onnx.sources import from_module
 from gradnca_onnx.importers import import_onnx, load_onnx
 from gradnca_onnx.zoo import load_manifest, open_session, run_grads, sha256_file
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gradnca_onnx.exporters.api import export_model
-from gradnca_onnx.exporters.loading import from_module
+from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import load_manifest, open_session
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError, first_line
-from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from .. import sources
+from ..exporters import DEFAULT_GRADS_BATCH, export_model
 from ..exporters.errors import check_channels, is_out_of_memory, out_of_memory
 from ..exporters.layers import check_layer_order
 from ..zoo.manifest import check_source_images
@@ -213,8 +214,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
                "features_tensor": plan.features_tensor,
                "onnx_nodes": {"features": plan.node_of.get(plan.head, plan.head),
                               "conv1": plan.node_of[convs[0]], "conv2": plan.node_of[convs[1]]}}
-    loaded = LoadedModel(module=net, kind="onnx", reference=src.name,
-                         architecture=src.stem or "onnx", checkpoint=src, options=options)
+    loaded = sources.get("onnx").wrap(net, src, options)
     try:
         return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
                             channels=channels, norm=norm, pretrained_on=pretrained_on,

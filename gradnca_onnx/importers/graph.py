@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import InputError
+from ..exporters.onnx_graph import ancestors
 from . import modules as m
 from .errors import GradientGraphError, UnsupportedOperatorError
 from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
@@ -332,20 +333,7 @@ class OnnxNet(nn.Module):
 
     @staticmethod
     def _ancestors(steps: list[_Step], tensor: str) -> set[str]:
-        need, by_output = {tensor}, {}
-        for s in steps:
-            for o in s.outputs:
-                by_output[o] = s
-        stack = [tensor]
-        while stack:
-            s = by_output.get(stack.pop())
-            if s is None:
-                continue
-            for i in s.inputs:
-                if i and i not in need:
-                    need.add(i)
-                    stack.append(i)
-        return need
+        return ancestors(steps, [tensor], reads=lambda s: s.inputs, writes=lambda s: s.outputs)[1]
 
     # ------------------------------------------------------------------ running
 
