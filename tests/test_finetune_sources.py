@@ -346,6 +346,11 @@ def test_plugins_that_cannot_be_used_are_left_out_with_a_warning(monkeypatch, tm
             sources.get("bad")
         assert type(sources.get("timm")).__name__ == "TimmSource"  # the built-in one stays
         assert "toy" not in sources.kinds()
+        import toy_source_plugin
+
+        with pytest.raises(SourceError, match="'timm' is built in"):
+            sources.register(toy_source_plugin.FakeTimm)  # nor by the Python API
     finally:
         monkeypatch.undo()
+        sys.modules.pop("toy_source_plugin", None)
         sources.load_plugins(reload=True)

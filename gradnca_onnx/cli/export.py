@@ -50,17 +50,13 @@ def _one_source(options: dict[str, Any]) -> tuple[str, Any]:
     return option, value
 
 
-def _load(option: str, value: Any, checkpoint: Path | None, kwargs: dict[str, Any],
-          channels: int | None, trust_pickle: bool, seed: int) -> Any:
-    """The model ``option value`` names, from the source registry."""
+def _resolve(option: str, value: Any) -> tuple[Any, str]:
+    """The source and reference that ``option value`` names, from the source registry."""
     from .. import sources
 
     if option in SOURCE_OPTIONS:
-        source, reference = sources.get(SOURCE_OPTIONS[option]), str(value)
-    else:
-        source, reference = sources.resolve(value, option=option)
-    return source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
-                       trust_pickle=trust_pickle, seed=seed)
+        return sources.get(SOURCE_OPTIONS[option]), str(value)
+    return sources.resolve(value, option=option)
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
@@ -174,10 +170,11 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         from ..exporters.errors import check_channels
 
         check_channels(channels, f"--channels {channels}")
-    loaded = _load(option, value, checkpoint, kwargs, channels, trust_pickle, seed)
+    source, reference = _resolve(option, value)
+    loaded = source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
+                         trust_pickle=trust_pickle, seed=seed)
     check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs={
-        "--checkpoint": checkpoint, "--torchscript": torchscript,
-        "--arch": arch[3:] if arch is not None and arch.startswith("hf:") else None})
+        "--checkpoint": checkpoint, option: reference if source.reads_path else None})
     out = ex.export_model(loaded, zoo_dir, ex.ExportOptions(
         name=name, input_size=input_size, channels=channels, norm=norm,
         pretrained_on=pretrained_on, head=head, convs=convs, grads_batch=grads_batch,

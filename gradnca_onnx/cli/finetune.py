@@ -116,9 +116,9 @@ class _Bars:
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
               help="Constructor argument of a named --source (or --arch); repeatable; VALUE as "
                    "for export --arch-kwarg.")
-@click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False),
+@click.option("--checkpoint", metavar="PATH", type=click.Path(),
               help="Weights for a named --source, or the checkpoint of an exported directory "
-                   "(of a Hugging Face member: a weights file of its save_pretrained "
+                   "(or the folder holding it; of a Hugging Face member: its save_pretrained "
                    "directory).")
 @click.option("--normalisation", metavar="imagenet|half|MEAN,STD",
               help="Input normalisation (default: the manifest's, else half = 0.5/0.5; use "

@@ -57,11 +57,14 @@ _LAZY = {
     "stem_channels": "building", "ConstructorSource": "from_manifest",
 }
 
-__all__ = sorted([
-    "ENTRY_POINT_GROUP", "PAPER_ARCHITECTURES", "ArchSpec", "LoadedModel", "Member",
-    "ModelSource", "TORCH_MODULES", "addressable", "create_model", "describe", "get", "kinds",
-    "load_plugins", "rebuild", "register", "require_torch", "resolve", *_LAZY,
-])
+__all__ = [
+    "ENTRY_POINT_GROUP", "PAPER_ARCHITECTURES", "ArchSpec", "ConstructorSource",
+    "HFImageClassifier", "LoadedModel", "Member", "ModelSource", "TORCH_MODULES", "addressable",
+    "create_model", "describe", "from_module", "get", "kinds", "load_factory", "load_hf",
+    "load_monai", "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
+    "read_checkpoint", "rebuild", "register", "require_torch", "resolve", "stem_channels",
+    "torchvision_architectures", "unwrap_state_dict",
+]
 
 
 def require_torch(purpose: str, *more: str) -> None:

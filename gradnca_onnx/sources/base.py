@@ -87,10 +87,14 @@ class ModelSource:
         One line: what the reference is.
     not_rebuildable : str or None
         Why a member of this kind cannot be rebuilt for fine-tuning (``None``: it can).
+    reads_path : bool
+        Whether the reference is a file or directory the model is read from (an input that
+        no output may replace).
     """
 
     kind: ClassVar[str] = ""
     addressable: ClassVar[bool] = False
+    reads_path: ClassVar[bool] = False
     since_schema: ClassVar[int] = 1
     summary: ClassVar[str] = ""
     not_rebuildable: ClassVar[str | None] = None

@@ -144,6 +144,7 @@ class TorchScriptSource(ModelSource):
 
     kind = "torchscript"
     summary = "a TorchScript file (torch.jit.save), its weights inside"
+    reads_path = True
     not_rebuildable = f"cannot be rebuilt for training; {TRAIN_ORIGINAL}"
     #: Why a TorchScript file cannot be fine-tuned.
     not_trainable = ("its head cannot be replaced for training. Give the state-dict checkpoint "

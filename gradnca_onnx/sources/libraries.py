@@ -232,6 +232,7 @@ class HFSource(ModelSource):
     addressable = True
     since_schema = 3
     summary = "a local save_pretrained directory of a transformers image classifier"
+    reads_path = True
 
     def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
              kwargs: dict[str, Any] | None = None, channels: int | None = None,
@@ -250,7 +251,8 @@ class HFSource(ModelSource):
                 raise SourceError(
                     f"{member.path} was exported from the Hugging Face directory "
                     f"{src.reference!r}, whose weights the manifest does not name (sharded or "
-                    "pickled); give that directory (checkpoint=DIR) to rebuild it")
+                    "pickled); give that directory (--checkpoint DIR; checkpoint=DIR in Python) to "
+                    "rebuild it")
             directory = Path(checkpoint)
         else:
             directory = find_checkpoint(member, checkpoint, folder=src.reference).parent

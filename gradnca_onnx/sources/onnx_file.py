@@ -23,6 +23,7 @@ class OnnxSource(ModelSource):
     kind = "onnx"
     since_schema = 2
     summary = "an ONNX image classifier file (gradnca-onnx import)"
+    reads_path = True
     not_rebuildable = "cannot be fine-tuned (an ONNX graph holds no trainable module)"
 
     def wrap(self, module: Any, path: str | os.PathLike, options: dict[str, Any]

@@ -49,8 +49,8 @@ _plugins_loaded = False
 def register(source: ModelSource | type[ModelSource]) -> ModelSource:
     """Add ``source`` (an instance, or a class to instantiate) under its ``kind``.
 
-    Usable as a class decorator. A kind is registered once: a second source of the same kind
-    is refused (a plugin cannot replace a built-in source).
+    Usable as a class decorator. A kind is registered once: a built-in kind, or one another
+    source class has taken, is refused.
 
     Raises
     ------
@@ -65,6 +65,8 @@ def register(source: ModelSource | type[ModelSource]) -> ModelSource:
         check_source_kind(obj.kind)
     except ZooError as exc:
         raise SourceError(f"{type(obj).__name__}: {exc}") from None
+    if obj.kind in BUILTIN and type(obj).__module__ != f"{__package__}.{BUILTIN[obj.kind]}":
+        raise SourceError(f"model source {obj.kind!r} is built in; give yours another kind")
     old = _registry.get(obj.kind)
     if old is not None and type(old) is not type(obj):
         raise SourceError(f"model source {obj.kind!r} is already registered "
