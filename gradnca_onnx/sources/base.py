@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from ..errors import SourceError
 from ..zoo.manifest import Manifest, SourceSpec
+from .architectures import ArchSpec
 
 
 @dataclass
@@ -19,10 +20,10 @@ class LoadedModel:
     """A model ready for export or fine-tuning, with where it came from.
 
     ``module`` is an ``nn.Module`` in eval mode, or a ``torch.jit.ScriptModule`` for
-    ``kind="torchscript"``. ``kind`` names its source in the registry
-    (:func:`gradnca_onnx.sources.get`). ``spec`` is the paper's layer table entry
-    (:class:`~gradnca_onnx.sources.architectures.ArchSpec`) for its nine architectures, else
-    ``None``.
+    ``kind="torchscript"`` (``None`` for an imported ONNX file's features-only member, which
+    never leaves ONNX). ``kind`` names its source in the registry
+    (:func:`gradnca_onnx.sources.get`). ``spec`` is the paper's layer table entry for its nine
+    architectures, else ``None``.
     """
 
     module: Any
@@ -31,7 +32,7 @@ class LoadedModel:
     architecture: str
     checkpoint: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    spec: Any = None
+    spec: ArchSpec | None = None
 
     @property
     def default_name(self) -> str:
