@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from gradnca_onnx.engine.batching import open_session
-from gradnca_onnx.exporters import PAPER_ARCHITECTURES, FeatureModel, create_model, export_model
+from gradnca_onnx.exporters import FeatureModel, export_model
 from gradnca_onnx.exporters.layers import weight_name
+from gradnca_onnx.sources import PAPER_ARCHITECTURES, create_model
 from gradnca_onnx.zoo import load_manifest
 
 #: Transformers of the zoo and the constructor arguments a given input size needs.

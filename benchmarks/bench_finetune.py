@@ -28,7 +28,12 @@ BREAST64 = ROOT.parent / "shared" / "data" / "medical" / "breastmnist" / "breast
 def measure(size: int, epochs: int, device: str, augment: bool, path: Path = BREAST64) -> dict:
     import torch
 
-    from gradnca_onnx.training import RunConfig, finetune, load_source, load_target_splits
+    from gradnca_onnx.training import (
+        RunConfig,
+        finetune,
+        load_source,
+        load_target_splits,
+    )
     from gradnca_onnx.training.loop import prepare_target
 
     target = load_target_splits(path)

@@ -32,8 +32,8 @@ import numpy as np
 from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache
-from gradnca_onnx.engine.scoring import model_passes
 from gradnca_onnx.engine.runtime import RuntimeConfig
+from gradnca_onnx.engine.scoring import model_passes
 from gradnca_onnx.scores import label_prediction_probabilities, label_prediction_score
 from gradnca_onnx.scores.label_prediction import jittered_features
 from gradnca_onnx.zoo import list_zoo

@@ -55,8 +55,8 @@ def main() -> None:
                          "pass's sessions, on otherwise), or on / off in every session.")
     args = ap.parse_args()
 
-    from gradnca_onnx.exporters import load_torchvision
     from gradnca_onnx.exporters.api import export_model
+    from gradnca_onnx.sources import load_torchvision
     from gradnca_onnx.zoo import load_manifest
 
     for arch in args.archs:

@@ -62,10 +62,10 @@ def _timed(fn, *args, **kwargs) -> tuple[float, float]:
 def _child(case: str, n: int, d: int, c: int, blas_threads: int | None, queue: mp.Queue) -> None:
     import warnings
 
+    import _reference_metrics as ref
     from threadpoolctl import threadpool_limits
 
     import gradnca_onnx.metrics as gm
-    import _reference_metrics as ref
 
     if blas_threads:
         threadpool_limits(limits=blas_threads, user_api="blas")

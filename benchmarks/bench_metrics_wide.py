@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_metrics import features  # noqa: E402  (one generator for every metric benchmark)
+from bench_metrics import (
+    features,  # noqa: E402  (one generator for every metric benchmark)
+)
 
 #: The target-based metrics (the static ones, params and source_images, read files only).
 METRICS = ("logme", "leep", "nleep", "parc", "sfda", "ncti", "gbc", "hscore", "nce", "transrate")

@@ -231,16 +231,15 @@ def main() -> None:
 
     import torch
     import torchvision
+    from _support import real_images
     from threadpoolctl import threadpool_limits
 
-    from _support import real_images
     from gradnca_onnx.data.dataset import from_arrays
     from gradnca_onnx.data.preprocess import preprocess
     from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
-    from gradnca_onnx.exporters import PAPER_ARCHITECTURES
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import from_module
     from gradnca_onnx.scores import fu_batch_slices
+    from gradnca_onnx.sources import PAPER_ARCHITECTURES, from_module
 
     spec = PAPER_ARCHITECTURES[args.arch]
     images, labels = real_images("pool11", args.n, seed=0)

@@ -40,7 +40,7 @@ def build_sources(work: Path) -> dict[str, Path]:
     import torch
 
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import from_module
+    from gradnca_onnx.sources import from_module
 
     recipe = _demo_recipe()
     zoo, ckpts = work / "zoo", work / "checkpoints"

@@ -108,7 +108,7 @@ def main() -> None:
     import torch
 
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import from_module
+    from gradnca_onnx.sources import from_module
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

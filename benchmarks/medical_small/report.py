@@ -25,8 +25,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gradnca_onnx.evaluation.benchmark import (GRADNCA, INVERTED_IN_MODEL_SCENARIO, PAPER_METHODS,
-                                               combine_table, paper_benchmark)
+from gradnca_onnx.evaluation.benchmark import (
+    GRADNCA,
+    INVERTED_IN_MODEL_SCENARIO,
+    PAPER_METHODS,
+    combine_table,
+    paper_benchmark,
+)
 from gradnca_onnx.evaluation.correlation import correlation
 from gradnca_onnx.evaluation.report import evaluate
 from gradnca_onnx.evaluation.table import SourceTargetTable

@@ -178,7 +178,7 @@ def pretrain_one(arch: str, data_path: str, out: str, *, epochs: int, seed: int,
 
     from gradnca_onnx.data.load import load_target
     from gradnca_onnx.data.preprocess import normalization, preprocess
-    from gradnca_onnx.exporters import PAPER_ARCHITECTURES
+    from gradnca_onnx.sources import PAPER_ARCHITECTURES
 
     start = time.perf_counter()
     mean, std = normalization("half")
@@ -271,7 +271,7 @@ def _recalibrate_bn(model: Any, x: Any, layers: list) -> None:
 def export_one(arch: str, checkpoint: str | None, zoo: str, name: str, *, description: str,
                image_size: int, seed: int, source_images: int) -> dict[str, Any]:
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import load_torchvision
+    from gradnca_onnx.sources import load_torchvision
 
     start = time.perf_counter()
     loaded = load_torchvision(arch, checkpoint, seed=seed)

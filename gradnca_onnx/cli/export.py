@@ -14,11 +14,10 @@ import click
 from ..errors import InputError
 from ..zoo.manifest import check_model_name, check_source_images
 from . import main
-from ._errors import UserInputError, check_zoo_out, fail, user_errors
+from ._errors import UserInputError, check_zoo_out, user_errors
 from ._member import features_only_options, warn_if_features_only
 from ._text import printable
 
-TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 #: A ``--arch-kwarg`` value starting with one of these is JSON: it must parse.
 JSON_STARTS = ("{", "[", '"')
 #: Help of ``--source-images`` (export and import).
@@ -28,17 +27,41 @@ SOURCE_IMAGES_HELP = ("How many images the source model was pre-trained on, as y
 
 
 def _exporters() -> Any:
-    try:
-        from .. import exporters
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir",
-                                              "safetensors"):
-            fail(f"exporting needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
-        raise
+    """The exporters, or one line naming the torch extra when it is not installed."""
+    from ..sources import require_torch
+
+    require_torch("exporting", "onnx_ir", "onnxscript")
+    from .. import exporters
+
     return exporters
 
 
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
+#: The options that name a source other than by ``--arch``, and its kind.
+SOURCE_OPTIONS = {"--torchscript": "torchscript", "--factory": "factory"}
+
+
+def _one_source(options: dict[str, Any]) -> tuple[str, Any]:
+    """The one source option given (``--arch``, ``--torchscript`` or ``--factory``)."""
+    given = {o: v for o, v in options.items() if v is not None}
+    if len(given) != 1:
+        raise InputError("give exactly one of --arch, --torchscript or --factory"
+                         + (f" (got {' and '.join(given)})" if given else ""))
+    [(option, value)] = given.items()
+    return option, value
+
+
+def _resolve(option: str, value: Any) -> tuple[Any, str]:
+    """The source and reference that ``option value`` names, from the source registry."""
+    from .. import sources
+
+    if option in SOURCE_OPTIONS:
+        return sources.get(SOURCE_OPTIONS[option]), str(value)
+    return sources.resolve(value, option=option)
+
+
+def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options (``--arch-kwarg``) as keyword arguments: VALUE read as JSON, else
+    kept as a plain string; a VALUE that starts like JSON must be valid JSON."""
     out: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
@@ -136,15 +159,10 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
 
     --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME.
     """
-    given = [o for o, v in (("--arch", arch), ("--torchscript", torchscript),
-                            ("--factory", factory)) if v is not None]
-    if len(given) != 1:
-        raise InputError("give exactly one of --arch, --torchscript or --factory"
-                         + (f" (got {' and '.join(given)})" if given else ""))
-    if torchscript is not None and (checkpoint is not None or arch_kwargs):
-        raise InputError("a TorchScript file holds its own weights: drop --checkpoint/--arch-kwarg")
+    option, value = _one_source({"--arch": arch, "--torchscript": torchscript,
+                                 "--factory": factory})
     convs = _layer_paths(layers)
-    kwargs = _pairs(arch_kwargs, "--arch-kwarg")
+    kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
     check_name(name)
     ex = _exporters()
@@ -152,21 +170,16 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         from ..exporters.errors import check_channels
 
         check_channels(channels, f"--channels {channels}")
-    if arch is not None:
-        loaded = ex.create_model(arch, checkpoint, arch_kwargs=kwargs, channels=channels,
-                                 trust_pickle=trust_pickle, seed=seed)
-    elif factory is not None:
-        loaded = ex.load_factory(factory, checkpoint, factory_kwargs=kwargs, channels=channels,
-                                 trust_pickle=trust_pickle, seed=seed)
-    else:
-        loaded = ex.load_torchscript(torchscript)
+    source, reference = _resolve(option, value)
+    loaded = source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
+                         trust_pickle=trust_pickle, seed=seed)
     check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs={
-        "--checkpoint": checkpoint, "--torchscript": torchscript,
-        "--arch": arch[3:] if arch is not None and arch.startswith("hf:") else None})
-    out = ex.export_model(loaded, zoo_dir, name=name, input_size=input_size, channels=channels,
-                          norm=norm, pretrained_on=pretrained_on, head=head, convs=convs,
-                          grads_batch=grads_batch, force=force, features_only=features_only,
-                          features_only_fallback=fallback, source_images=count)
+        "--checkpoint": checkpoint, option: reference if source.reads_path else None})
+    out = ex.export_model(loaded, zoo_dir, ex.ExportOptions(
+        name=name, input_size=input_size, channels=channels, norm=norm,
+        pretrained_on=pretrained_on, head=head, convs=convs, grads_batch=grads_batch,
+        force=force, features_only=features_only, features_only_fallback=fallback,
+        source_images=count))
     from ..zoo import read_manifest
 
     m = read_manifest(out)
@@ -227,8 +240,10 @@ def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
 
 
 def _norm_label(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
-    if mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225):
+    from ..zoo.normalisation import HALF, IMAGENET
+
+    if (mean, std) == IMAGENET:
         return "imagenet"
-    if set(mean) == {0.5} and set(std) == {0.5}:
+    if set(mean) == set(HALF[0]) and set(std) == set(HALF[1]):
         return "half"
     return f"{','.join(f'{v:g}' for v in mean)}/{','.join(f'{v:g}' for v in std)}"

@@ -18,20 +18,16 @@ from ._errors import (
     UserInputError,
     check_output_dir,
     check_output_file,
-    fail,
     user_errors,
 )
 
-TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
-
-
 def _training_runner() -> Any:
-    try:
-        from ..training import runner
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("torch", "torchvision"):
-            fail(f"fine-tuning needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
-        raise
+    """The training runner, or one line naming the torch extra when it is not installed."""
+    from ..sources import require_torch
+
+    require_torch("fine-tuning")
+    from ..training import runner
+
     return runner
 
 
@@ -102,20 +98,28 @@ class _Bars:
 
 @main.group("finetune", invoke_without_command=True)
 @click.option("--source", metavar="MODEL_DIR_OR_CHECKPOINT",
-              help="The pre-trained model: an exported model directory (rebuilt from its "
-                   "manifest; pass its checkpoint with --checkpoint if not beside it), a "
-                   "checkpoint file (with --arch), a torchvision name (random init unless "
-                   "--checkpoint) or package.module:callable.")
+              help="The pre-trained model: an exported model directory of any source (rebuilt "
+                   "from its manifest; pass its checkpoint with --checkpoint if not beside it), "
+                   "a checkpoint file (with --arch), or what export --arch names: a "
+                   "torchvision name, timm:NAME, hf:DIR, monai:NAME (random init unless "
+                   "--checkpoint), or package.module:callable. TorchScript files are refused "
+                   "(their head cannot be replaced).")
 @click.option("--target", metavar="PATH",
               help="MedMNIST npz (paper fold 1 + official test), paper fold npz (with --test), "
                    "or an image folder.")
 @click.option("--store", metavar="RUNS.sqlite", help="SQLite run store (created if missing).")
 @click.option("--preset", default="quick", show_default=True, metavar="quick|paper|FILE",
               help="Hyper-parameter grid: a preset or a YAML/JSON grid file.")
-@click.option("--arch", metavar="NAME|MODULE:CALLABLE",
-              help="Architecture of a checkpoint --source.")
-@click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False),
-              help="Weights for a named --source, or the checkpoint of an exported directory.")
+@click.option("--arch", metavar="NAME|KIND:NAME|MODULE:CALLABLE",
+              help="Architecture of a checkpoint --source, as export --arch names it (or a "
+                   "factory).")
+@click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
+              help="Constructor argument of a named --source (or --arch); repeatable; VALUE as "
+                   "for export --arch-kwarg.")
+@click.option("--checkpoint", metavar="PATH", type=click.Path(),
+              help="Weights for a named --source, or the checkpoint of an exported directory "
+                   "(or the folder holding it; of a Hugging Face member: its save_pretrained "
+                   "directory).")
 @click.option("--normalisation", metavar="imagenet|half|MEAN,STD",
               help="Input normalisation (default: the manifest's, else half = 0.5/0.5; use "
                    "imagenet for ImageNet-pretrained weights).")
@@ -155,7 +159,8 @@ class _Bars:
 @click.pass_context
 @user_errors
 def finetune(ctx: click.Context, source: str | None, target: str | None, store: str | None,
-             preset: str, arch: str | None, checkpoint: str | None, normalisation: str | None,
+             preset: str, arch: str | None, arch_kwargs: tuple[str, ...],
+             checkpoint: str | None, normalisation: str | None,
              head: str | None, trust_pickle: bool, trust_code: bool, source_name: str | None,
              target_name: str | None, fold: int, test_path: str | None, batch_size: str | None,
              device: str, threads: int | None, no_progress: bool, executor_name: str,
@@ -186,6 +191,9 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
         raise InputError("--ray-address needs --executor ray")
     if kind == "ray":
         _import_ray()
+    from .export import parse_pairs
+
+    kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     grid = load_grid(preset).with_batch_sizes(_batch_sizes(batch_size))
     seeds = _replicate_seeds(n_seeds, seed_list, grid.seed)
     if seeds is not None and kind != "local":
@@ -211,7 +219,7 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
 
     src = load_source(source, arch=arch, checkpoint=checkpoint, normalisation=normalisation,
                       name=source_name, head=head, trust_pickle=trust_pickle,
-                      trust_code=trust_code)
+                      trust_code=trust_code, arch_kwargs=kwargs or None)
     tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
     grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
     from ..training.loop import check_batch_size

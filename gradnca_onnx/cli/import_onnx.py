@@ -13,20 +13,17 @@ import click
 from ..errors import InputError
 from ..zoo.manifest import check_source_images
 from . import main
-from ._errors import check_zoo_out, fail, user_errors
+from ._errors import check_zoo_out, user_errors
 from ._member import features_only_options, warn_if_features_only
 from .export import SOURCE_IMAGES_HELP, check_name
 
-TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
-
-
 def _importers() -> Any:
-    try:
-        from .. import importers
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("torch", "torchvision", "onnxscript", "onnx_ir"):
-            fail(f"importing ONNX models needs PyTorch ({exc.name} is missing); {TORCH_EXTRA}")
-        raise
+    """The importers, or one line naming the torch extra when it is not installed."""
+    from ..sources import require_torch
+
+    require_torch("importing ONNX models", "onnx_ir", "onnxscript")
+    from .. import importers
+
     return importers
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,8 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
+from .. import sources
 from ..errors import InputError, first_line
+from ..sources import LoadedModel
+from ..sources.building import stem_channels
 from ..zoo import (
     BACKWARD_FILE,
     FEATURES_FILE,
@@ -26,12 +26,7 @@ from ..zoo import (
     BatchPolicy,
     InputSpec,
     LayerSpec,
-    Manifest,
-    SourceSpec,
     SplitSpec,
-    file_entry,
-    parse_normalisation,
-    write_manifest,
 )
 from ..zoo.manifest import check_source_images
 from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
@@ -46,7 +41,12 @@ from .errors import (
 )
 from .feature_model import FeatureModel, global_pools_as_means
 from .layers import LayerChoice, feature_layer, locate_layers, weight_name
-from .loading import LoadedModel, checkpoint_digest
+from .member import (
+    check_pretrained_on,
+    default_normalisation,
+    input_spec,
+    publish_member,
+)
 from .onnx_export import export_features, export_grads, export_split
 from .script_graph import (
     feature_graph,
@@ -56,6 +56,9 @@ from .script_graph import (
 )
 from .translations import OPSET
 from .vjp_trace import named_tensors, trace_feature_vjp
+
+__all__ = ["DEFAULT_GRADS_BATCH", "ExportOptions", "check_finite_weights", "check_trace_memory",
+           "default_normalisation", "export_model", "sdpa_math"]
 
 #: Default fixed batch of grads.onnx (the engine pads or chunks other batch sizes).
 DEFAULT_GRADS_BATCH = 32
@@ -74,19 +77,6 @@ class _Prepared:
     layers: LayerChoice | None
     head: str                  # the feature layer ("" = the model output)
     pools_owner: nn.Module | None  # module whose global pools become means while tracing
-
-
-def default_normalisation(pretrained_on: str) -> str:
-    """``imagenet`` for sources whose description mentions ImageNet, else ``half`` (REFERENCE 1)."""
-    return "imagenet" if "imagenet" in pretrained_on.lower() else "half"
-
-
-def _guess_channels(module: nn.Module) -> int:
-    # The first 4-D weight in registration order is the stem for every common architecture.
-    for name, p in module.named_parameters():
-        if name.endswith("weight") and p.ndim == 4:
-            return int(p.shape[1])
-    return 3
 
 
 def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
@@ -135,24 +125,12 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str | None = None,
-                 input_size: int | tuple[int, int] = 224, channels: int | None = None,
-                 norm: str | None = None, pretrained_on: str = "unknown",
-                 head: str | None = None, convs: Sequence[str] | None = None,
-                 grads_batch: int = DEFAULT_GRADS_BATCH, force: bool = False,
-                 ort_optimization: str = "all", verify: bool = True,
-                 features_only: bool = False, features_only_fallback: bool = False,
-                 layer_rule: str | None = None, split_pass: bool = True,
-                 source_images: int | None = None) -> Path:
-    """Export ``loaded`` into ``zoo_dir/<name>/`` and return that directory.
+@dataclass(frozen=True)
+class ExportOptions:
+    """How :func:`export_model` writes a member (its keyword arguments, in one object).
 
-    Parameters
+    Attributes
     ----------
-    loaded : LoadedModel
-        From :func:`load_torchvision`, :func:`load_torchscript`, :func:`load_factory` or
-        :func:`from_module`.
-    zoo_dir : path
-        The zoo; created if missing.
     name : str, optional
         Model directory name (default: architecture, plus checkpoint file stem).
     input_size : int or (int, int), default=224
@@ -199,6 +177,64 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         How many images the source model was pre-trained on, as you state it (the manifest's
         ``source_images``, read by the static baseline of that name; nothing checks it).
         ``None``: not recorded, and that baseline is skipped for the member.
+    """
+
+    name: str | None = None
+    input_size: int | tuple[int, int] = 224
+    channels: int | None = None
+    norm: str | None = None
+    pretrained_on: str = "unknown"
+    head: str | None = None
+    convs: Sequence[str] | None = None
+    grads_batch: int = DEFAULT_GRADS_BATCH
+    force: bool = False
+    ort_optimization: str = "all"
+    verify: bool = True
+    features_only: bool = False
+    features_only_fallback: bool = False
+    layer_rule: str | None = None
+    split_pass: bool = True
+    source_images: int | None = None
+
+    def size(self) -> tuple[int, int]:
+        """``input_size`` as (height, width), refused unless positive integers."""
+        size = ((self.input_size, self.input_size) if isinstance(self.input_size, int)
+                else tuple(self.input_size))
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                 for s in size):
+            raise InputError(f"input size must be a positive integer (or two); got "
+                             f"{self.input_size!r}")
+        return size  # type: ignore[return-value]
+
+    def check(self) -> None:
+        """Refuse, before any work, options that cannot make a member."""
+        self.size()
+        gb = self.grads_batch
+        if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:
+            raise InputError(f"grads batch must be a positive integer; got {gb!r}")
+        if self.ort_optimization not in ORT_LEVELS:
+            raise InputError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
+        check_pretrained_on(self.pretrained_on)
+        check_source_images(self.source_images)
+        if self.features_only and self.convs is not None:
+            raise InputError("--layers names the layers of S_FU, which a features-only export "
+                             "does not compute; drop --layers or --features-only")
+
+
+def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
+                 options: ExportOptions | None = None, **kwargs: Any) -> Path:
+    """Export ``loaded`` into ``zoo_dir/<name>/`` and return that directory.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        From the source registry (:mod:`gradnca_onnx.sources`: ``create_model``,
+        ``load_torchscript``, ``load_factory``, ``from_module``, ...).
+    zoo_dir : path
+        The zoo; created if missing.
+    options : ExportOptions, optional
+        How to export it; or give its fields as keyword arguments
+        (``export_model(loaded, zoo, name="a", input_size=32)``), not both.
 
     Raises
     ------
@@ -209,95 +245,97 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike, *, name: str |
         Bad arguments, a model the exporter cannot handle (unknown layer paths, a forward pass
         that fails, ...), an unwritable zoo, or an existing name without ``force``.
     """
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                             for s in size):
-        raise InputError(f"input size must be a positive integer (or two); got {input_size!r}")
-    if isinstance(grads_batch, bool) or not isinstance(grads_batch, int) or grads_batch < 1:
-        raise InputError(f"grads batch must be a positive integer; got {grads_batch!r}")
-    if ort_optimization not in ORT_LEVELS:
-        raise InputError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
-    if not pretrained_on or not pretrained_on.strip():
-        raise InputError("--pretrained-on must not be empty (use 'unknown')")
-    source_images = check_source_images(source_images)
-    if features_only and convs is not None:
-        raise InputError("--layers names the layers of S_FU, which a features-only export does "
-                         "not compute; drop --layers or --features-only")
-    name = name or loaded.default_name
-    chans = channels if channels is not None else _guess_channels(loaded.module)
-    if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
-        raise InputError(f"channels must be a positive integer; got {channels!r}")
-    check_channels(chans, f"--channels {chans}" if channels is not None else
-                   f"the model's first convolution takes {chans} input channels")
-    mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), chans)
-    check_trace_memory(size, chans, grads_batch)
+    if options is not None and kwargs:
+        raise TypeError("export_model takes an ExportOptions or keyword arguments, not both")
+    opts = options if options is not None else ExportOptions(**kwargs)
+    opts.check()
+    size = opts.size()
+    name = opts.name or loaded.default_name
+    chans = _channels(loaded.module, opts.channels)
+    inp = input_spec(chans, size[0], size[1], opts.norm, opts.pretrained_on)
+    check_trace_memory(size, chans, opts.grads_batch)
     check_finite_weights(loaded.module)
-
-    new_dirs = missing_dirs(zoo_dir)
-    published = None
-    staging = staging_dir(zoo_dir, name, force=force)
     try:
-        gen = torch.Generator().manual_seed(0)
-        example = torch.randn(2, chans, *size, generator=gen)
-        prep, reason = _prepare(loaded, example, head, convs, features_only=features_only,
-                                fallback=features_only_fallback)
-        with torch.no_grad():
-            outs = prep.features(example)
-        feats = outs[0]
-        logits = outs[1] if len(outs) > 1 else None
-        if logits is not None and (logits.ndim != 2 or logits.shape[0] != example.shape[0]):
-            logits = None  # a head whose output is not (batch, classes) gives no logits
-            prep.features = prep.features_only
-            prep.grad_logits = prep.grad_features
-        feature_dim = int(feats.shape[1])
-        num_classes = int(logits.shape[1]) if logits is not None else None
-        out_names = ["features"] + (["logits"] if logits is not None else [])
-        _export_features(prep.features, example, staging / FEATURES_FILE, out_names, name)
-        split = None
-        if reason is None:
-            reason, split = _grads_or_reason(prep, staging, chans, size, grads_batch,
-                                             feature_dim, gen, out_names,
-                                             fallback=features_only_fallback, split=split_pass)
-        if verify:
-            _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
-
-        if reason is None:
-            state = named_tensors(prep.grad_features)
-            layer_spec = LayerSpec(
-                features=prep.layers.head, conv1=prep.layers.conv1, conv2=prep.layers.conv2,
-                conv1_weight_shape=tuple(int(s) for s in state[prep.w1].shape),
-                conv2_weight_shape=tuple(int(s) for s in state[prep.w2].shape),
-                rule=layer_rule if (layer_rule and convs is not None) else prep.layers.rule)
-        else:
-            layer_spec = LayerSpec(features=prep.head, conv1=None, conv2=None,
-                                   conv1_weight_shape=None, conv2_weight_shape=None)
-        manifest = Manifest(
-            name=name, architecture=loaded.architecture, pretrained_on=pretrained_on.strip(),
-            source=SourceSpec(kind=loaded.kind, reference=loaded.reference,
-                              checkpoint=loaded.checkpoint.name if loaded.checkpoint else None,
-                              checkpoint_sha256=checkpoint_digest(loaded),
-                              options=dict(loaded.options)),
-            input=InputSpec(channels=chans, height=size[0], width=size[1], mean=mean, std=std),
-            layers=layer_spec, feature_dim=feature_dim, num_classes=num_classes, opset=OPSET,
-            batch_policy=BatchPolicy(grads_batch=grads_batch if reason is None else None),
-            ort_optimization=ort_optimization,
-            files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
-            package_version=__version__, producer=_producer(),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            features_only=reason, split=split, source_images=source_images,
-        )
-        write_manifest(staging, manifest)
-        published = publish(staging, zoo_dir, name, force=force)
-        return published
+        return publish_member(zoo_dir, name, force=opts.force, write=lambda staging: _write(
+            loaded, staging, name, inp, opts))
     except (RuntimeError, MemoryError) as exc:
         if is_out_of_memory(exc):  # torch's allocator, wherever it failed
             raise out_of_memory(exc, f"exporting {name} at {size[0]}x{size[1]}") from None
         raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        if published is None:
-            remove_empty(new_dirs)
+
+
+def _channels(module: nn.Module, channels: int | None) -> int:
+    """The input channels: ``channels``, else the model's first convolution's; refused unless
+    a target can give them."""
+    chans = channels if channels is not None else (stem_channels(module.named_parameters())
+                                                   or 3)
+    if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
+        raise InputError(f"channels must be a positive integer; got {channels!r}")
+    check_channels(chans, f"--channels {chans}" if channels is not None else
+                   f"the model's first convolution takes {chans} input channels")
+    return chans
+
+
+def _write(loaded: LoadedModel, staging: Path, name: str, inp: InputSpec,
+           opts: ExportOptions) -> dict[str, Any]:
+    """Trace and write the graphs into ``staging``; the manifest's fields (but files,
+    package version and time)."""
+    size = (inp.height, inp.width)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, inp.channels, *size, generator=gen)
+    prep, reason = _prepare(loaded, example, opts.head, opts.convs,
+                            features_only=opts.features_only,
+                            fallback=opts.features_only_fallback)
+    feats, logits = _forward(prep, example)
+    feature_dim = int(feats.shape[1])
+    out_names = ["features"] + (["logits"] if logits is not None else [])
+    _export_features(prep.features, example, staging / FEATURES_FILE, out_names, name)
+    split = None
+    if reason is None:
+        reason, split = _grads_or_reason(prep, staging, inp.channels, size, opts.grads_batch,
+                                         feature_dim, gen, out_names,
+                                         fallback=opts.features_only_fallback,
+                                         split=opts.split_pass)
+    if opts.verify:
+        _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
+    return dict(
+        name=name, architecture=loaded.architecture, pretrained_on=opts.pretrained_on.strip(),
+        source=sources.describe(loaded), input=inp, layers=_layer_spec(prep, reason, opts),
+        feature_dim=feature_dim, num_classes=int(logits.shape[1]) if logits is not None else None,
+        opset=OPSET, batch_policy=BatchPolicy(grads_batch=opts.grads_batch if reason is None
+                                              else None),
+        ort_optimization=opts.ort_optimization, producer=_producer(), features_only=reason,
+        split=split, source_images=check_source_images(opts.source_images))
+
+
+def _forward(prep: _Prepared, example: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The features and logits of ``example``; a head whose output is not (batch, classes)
+    gives no logits (and the graphs are then exported without them)."""
+    with torch.no_grad():
+        outs = prep.features(example)
+    feats = outs[0]
+    logits = outs[1] if len(outs) > 1 else None
+    if logits is not None and (logits.ndim != 2 or logits.shape[0] != example.shape[0]):
+        logits = None
+        prep.features = prep.features_only
+        prep.grad_logits = prep.grad_features
+    return feats, logits
+
+
+def _layer_spec(prep: _Prepared, reason: str | None, opts: ExportOptions) -> LayerSpec:
+    """The manifest's ``layers`` block: the S_FU layers and their weight shapes, or only the
+    feature layer for a features-only member."""
+    if reason is not None:
+        return LayerSpec(features=prep.head, conv1=None, conv2=None,
+                         conv1_weight_shape=None, conv2_weight_shape=None)
+    state = named_tensors(prep.grad_features)
+    return LayerSpec(
+        features=prep.layers.head, conv1=prep.layers.conv1, conv2=prep.layers.conv2,
+        conv1_weight_shape=tuple(int(s) for s in state[prep.w1].shape),
+        conv2_weight_shape=tuple(int(s) for s in state[prep.w2].shape),
+        rule=(opts.layer_rule if (opts.layer_rule and opts.convs is not None)
+              else prep.layers.rule))
 
 
 def check_finite_weights(module: nn.Module) -> None:

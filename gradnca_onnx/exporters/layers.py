@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, first_line
-from .architectures import ArchSpec
+from ..sources.architectures import ArchSpec
 from .errors import GradientGraphError, is_out_of_memory, out_of_memory
 
 

@@ -13,6 +13,7 @@ of ``grads.onnx``, so the split pass computes exactly what ``grads.onnx`` does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 import numpy as np
 import onnx
@@ -20,6 +21,7 @@ from onnx import helper
 
 from ..errors import InputError
 from ..zoo import residual_names
+from .onnx_graph import ancestors
 
 
 @dataclass
@@ -135,23 +137,9 @@ def _tensor_order(g: onnx.GraphProto) -> list[str]:
     return [i.name for i in g.input] + [o for n in g.node for o in n.output if o]
 
 
-def _needed(g: onnx.GraphProto, outputs: list[str], stop: set[str] = frozenset()) -> set[int]:
+def _needed(g: onnx.GraphProto, outputs: list[str], stop: Collection[str] = ()) -> set[int]:
     """Indices of the nodes ``outputs`` need, not looking past ``stop`` tensors."""
-    producer = {o: k for k, n in enumerate(g.node) for o in n.output if o}
-    keep: set[int] = set()
-    todo = [t for t in outputs if t not in stop]
-    seen: set[str] = set()
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        k = producer.get(t)
-        if k is None or k in keep:
-            continue
-        keep.add(k)
-        todo.extend(i for i in g.node[k].input if i and i not in stop)
-    return keep
+    return ancestors(g.node, outputs, stop)[0]
 
 
 def _rebuild(model: onnx.ModelProto, nodes: list[onnx.NodeProto],

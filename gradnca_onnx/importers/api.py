@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import sources
 from ..errors import InputError, first_line
-from ..exporters import DEFAULT_GRADS_BATCH, LoadedModel, export_model
+from ..exporters import DEFAULT_GRADS_BATCH, ExportOptions, export_model
 from ..exporters.errors import check_channels, is_out_of_memory, out_of_memory
 from ..exporters.layers import check_layer_order
 from ..zoo.manifest import check_source_images
@@ -213,13 +214,12 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
                "features_tensor": plan.features_tensor,
                "onnx_nodes": {"features": plan.node_of.get(plan.head, plan.head),
                               "conv1": plan.node_of[convs[0]], "conv2": plan.node_of[convs[1]]}}
-    loaded = LoadedModel(module=net, kind="onnx", reference=src.name,
-                         architecture=src.stem or "onnx", checkpoint=src, options=options)
+    loaded = sources.get("onnx").wrap(net, src, options)
     try:
-        return export_model(loaded, zoo_dir, name=name, input_size=(height, width),
-                            channels=channels, norm=norm, pretrained_on=pretrained_on,
-                            head=plan.head, convs=convs, grads_batch=grads_batch, force=force,
-                            layer_rule=rule, source_images=source_images)
+        return export_model(loaded, zoo_dir, ExportOptions(
+            name=name, input_size=(height, width), channels=channels, norm=norm,
+            pretrained_on=pretrained_on, head=plan.head, convs=convs, grads_batch=grads_batch,
+            force=force, layer_rule=rule, source_images=source_images))
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
         if is_out_of_memory(exc):  # what helps is less memory, not a features-only member

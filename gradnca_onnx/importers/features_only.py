@@ -13,32 +13,18 @@ is no ``grads.onnx``.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .._version import __version__
 from ..errors import InputError, first_line
-from ..io.hashing import sha256_file
-from ..zoo import (
-    FEATURES_FILE,
-    BatchPolicy,
-    InputSpec,
-    LayerSpec,
-    Manifest,
-    SourceSpec,
-    file_entry,
-    parse_normalisation,
-    write_manifest,
-)
+from ..exporters.onnx_graph import ancestors
+from ..zoo import FEATURES_FILE, BatchPolicy, LayerSpec
 from ..zoo.manifest import check_source_images
-from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
 from .onnx_file import (
     FLOAT_TYPES,
     PIXEL_RANGE,
@@ -106,33 +92,9 @@ def _constants(graph: onnx.GraphProto) -> dict[str, _Const]:
     return out
 
 
-def _subgraph_inputs(node: onnx.NodeProto) -> Iterator[str]:
-    """Outer-scope tensors that a node's subgraphs (If/Loop/Scan bodies) read."""
-    for a in node.attribute:
-        graphs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
-        for g in graphs:
-            local = {t.name for t in g.initializer} | {i.name for i in g.input}
-            for sub in g.node:
-                local.update(sub.output)
-            for sub in g.node:
-                for i in list(sub.input) + list(_subgraph_inputs(sub)):
-                    if i and i not in local:
-                        yield i
-
-
 def _ancestors(nodes: list[onnx.NodeProto], tensors: list[str]) -> set[str]:
     """Every tensor the given tensors are computed from (themselves included)."""
-    by_output = {o: n for n in nodes for o in n.output if o}
-    need, stack = set(tensors), list(tensors)
-    while stack:
-        n = by_output.get(stack.pop())
-        if n is None:
-            continue
-        for i in list(n.input) + list(_subgraph_inputs(n)):
-            if i and i not in need:
-                need.add(i)
-                stack.append(i)
-    return need
+    return ancestors(nodes, tensors)[1]
 
 
 def find_features(model: onnx.ModelProto, features_node: str | None = None) -> FeaturesCut:
@@ -387,86 +349,82 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
         onnxruntime cannot run the cut graph, its features are not [B, D] at batch 2 (a
         reshape fixed to batch 1), or the name exists without ``force``.
     """
-    from ..exporters.api import check_trace_memory, default_normalisation
+    from .. import sources
+    from ..exporters.api import check_trace_memory
+    from ..exporters.member import check_pretrained_on, input_spec, publish_member
 
-    if not pretrained_on or not pretrained_on.strip():
-        raise InputError("--pretrained-on must not be empty (use 'unknown')")
+    pretrained_on = check_pretrained_on(pretrained_on)
     source_images = check_source_images(source_images)
-    norm = pixel_normalisation(cut.pixels, cut.input_name, norm)
-    mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
+    inp = input_spec(channels, height, width, pixel_normalisation(cut.pixels, cut.input_name,
+                                                                  norm), pretrained_on)
     check_trace_memory((height, width), channels, 0)
-    new_dirs = missing_dirs(zoo_dir)
-    published = None
-    staging = staging_dir(zoo_dir, name, force=force)
-    try:
-        path = staging / FEATURES_FILE
-        example = np.random.default_rng(0).standard_normal(
-            (2, channels, height, width)).astype(np.float32)
-        with_logits = cut.logits_tensor is not None
-        while True:
-            graph = build_features_graph(model, cut, channels=channels, height=height,
-                                         width=width, with_logits=with_logits)
-            where = f"{src.name}: the features graph cut at {cut.features_tensor!r}"
-            # onnx and onnxruntime raise their own exception types: each step is caught whole
-            # and reported in one line.
-            try:
-                if graph.ByteSize() <= _PROTO_LIMIT:
-                    onnx.checker.check_model(graph)
-            except Exception as exc:
-                raise InputError(f"{where} is not a valid ONNX graph ({type(exc).__name__}: "
-                                 f"{first_line(exc)})") from None
-            for f in staging.iterdir():
-                f.unlink()
-            _save(graph, path)
-            try:
-                session = _session(path)
-            except Exception as exc:
-                raise InputError(f"{where} cannot be loaded by onnxruntime ("
-                                 f"{type(exc).__name__}: {first_line(exc)})") from None
-            try:
-                outs = session.run(None, {"images": example})
-            except Exception as exc:
-                raise InputError(f"{where} fails in onnxruntime on a batch of 2 images ("
-                                 f"{type(exc).__name__}: {first_line(exc)}); a reshape fixed to "
-                                 "batch 1 needs a re-export with a dynamic batch") from None
-            del session
-            feats = outs[0]
-            if feats.ndim != 2 or feats.shape[0] != 2 or not np.isfinite(feats).all():
-                raise InputError(f"{src.name}: the features tensor {cut.features_tensor!r} gives "
-                                 f"shape {list(feats.shape)} for 2 images, not [2, D] finite "
-                                 "values")
-            logits = outs[1] if with_logits else None
-            if logits is not None and (logits.ndim != 2 or logits.shape[0] != 2):
-                with_logits = False  # as the exporter: a head that is not (batch, classes)
-                continue
-            break
-        del graph
+
+    def write(staging: Path) -> dict[str, Any]:
+        feats, logits = _write_cut_graph(model, src, cut, inp, staging)
         options = {"opset": opset, "input_layout": cut.layout, **pixel_options(cut.pixels),
                    "features_tensor": cut.features_tensor,
                    "onnx_nodes": {"features": cut.head_node}}
         import onnxruntime
 
-        manifest = Manifest(
-            name=name, architecture=src.stem or "onnx", pretrained_on=pretrained_on.strip(),
-            source=SourceSpec(kind="onnx", reference=src.name, checkpoint=src.name,
-                              checkpoint_sha256=sha256_file(src), options=options),
-            input=InputSpec(channels=channels, height=height, width=width, mean=mean, std=std),
+        return dict(
+            name=name, architecture=src.stem or "onnx", pretrained_on=pretrained_on,
+            source=sources.get("onnx").describe_file(src, options), input=inp,
             layers=LayerSpec(features=cut.head_node, conv1=None, conv2=None,
                              conv1_weight_shape=None, conv2_weight_shape=None),
             feature_dim=int(feats.shape[1]),
             num_classes=int(logits.shape[1]) if logits is not None else None,
             opset=opset, batch_policy=BatchPolicy(grads_batch=None), ort_optimization="all",
-            files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
-            package_version=__version__,
             producer={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            features_only=reason, source_images=source_images,
-        )
-        write_manifest(staging, manifest)
-        published = publish(staging, zoo_dir, name, force=force)
-        return published
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        if published is None:  # a failed import leaves no empty zoo behind
-            remove_empty(new_dirs)
+            features_only=reason, source_images=source_images)
+
+    return publish_member(zoo_dir, name, force=force, write=write)
+
+
+def _write_cut_graph(model: onnx.ModelProto, src: Path, cut: FeaturesCut, inp: Any,
+                     staging: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Write ``features.onnx`` (the cut graph) into ``staging`` and check it in onnxruntime on
+    two images; returns their features and logits (``None``: the head's output is not
+    (batch, classes), so the graph is cut without it, as the exporter does)."""
+    channels, height, width = inp.channels, inp.height, inp.width
+    path = staging / FEATURES_FILE
+    example = np.random.default_rng(0).standard_normal(
+        (2, channels, height, width)).astype(np.float32)
+    with_logits = cut.logits_tensor is not None
+    where = f"{src.name}: the features graph cut at {cut.features_tensor!r}"
+    while True:
+        graph = build_features_graph(model, cut, channels=channels, height=height,
+                                     width=width, with_logits=with_logits)
+        # onnx and onnxruntime raise their own exception types: each step is caught whole
+        # and reported in one line.
+        try:
+            if graph.ByteSize() <= _PROTO_LIMIT:
+                onnx.checker.check_model(graph)
+        except Exception as exc:
+            raise InputError(f"{where} is not a valid ONNX graph ({type(exc).__name__}: "
+                             f"{first_line(exc)})") from None
+        for f in staging.iterdir():
+            f.unlink()
+        _save(graph, path)
+        del graph
+        try:
+            session = _session(path)
+        except Exception as exc:
+            raise InputError(f"{where} cannot be loaded by onnxruntime ("
+                             f"{type(exc).__name__}: {first_line(exc)})") from None
+        try:
+            outs = session.run(None, {"images": example})
+        except Exception as exc:
+            raise InputError(f"{where} fails in onnxruntime on a batch of 2 images ("
+                             f"{type(exc).__name__}: {first_line(exc)}); a reshape fixed to "
+                             "batch 1 needs a re-export with a dynamic batch") from None
+        del session
+        feats = outs[0]
+        if feats.ndim != 2 or feats.shape[0] != 2 or not np.isfinite(feats).all():
+            raise InputError(f"{src.name}: the features tensor {cut.features_tensor!r} gives "
+                             f"shape {list(feats.shape)} for 2 images, not [2, D] finite "
+                             "values")
+        logits = outs[1] if with_logits else None
+        if logits is not None and (logits.ndim != 2 or logits.shape[0] != 2):
+            with_logits = False  # as the exporter: a head that is not (batch, classes)
+            continue
+        return feats, logits

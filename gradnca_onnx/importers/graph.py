@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import InputError
+from ..exporters.onnx_graph import ancestors
 from . import modules as m
 from .errors import GradientGraphError, UnsupportedOperatorError
 from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
@@ -78,6 +79,64 @@ def _unsupported(node: onnx.NodeProto, label: str, note: str = "") -> Unsupporte
                                     f"supported operators: {', '.join(SUPPORTED_OPS)}")
 
 
+@dataclass
+class _Graph:
+    """An ONNX classifier's graph, read once: constants, its one image input, the other nodes
+    in topological order, and who reads what."""
+
+    consts: dict[str, np.ndarray]
+    image: onnx.ValueInfoProto
+    pixels: str | None
+    dims: list[int | None]
+    order: list[onnx.NodeProto]
+    labels: dict[int, str]
+    consumers: dict[str, list[onnx.NodeProto]]
+    graph_outputs: set[str]
+
+
+def _read_graph(model: onnx.ModelProto) -> _Graph:
+    graph = model.graph
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise InputError(f"the graph takes {len(inputs)} inputs "
+                         f"({', '.join(i.name for i in inputs)}); an image classifier "
+                         "takes one image tensor")
+    image = inputs[0]
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            consts[node.output[0]] = _constant_value(node)
+        else:
+            nodes.append(node)
+    order = toposort(nodes, set(consts) | {image.name})
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in order:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in image.type.tensor_type.shape.dim]
+    return _Graph(consts=consts, image=image, pixels=pixel_input(image), dims=dims, order=order,
+                  labels={id(n): _label(n, i) for i, n in enumerate(order)},
+                  consumers=consumers, graph_outputs={o.name for o in graph.output})
+
+
+def _nhwc_input(g: _Graph) -> tuple[str, onnx.NodeProto | None]:
+    """The input's layout, and the Transpose to NCHW that a Keras-style NHWC graph runs on
+    its input first (dropped: the member takes NCHW images), if it is the input's only
+    reader."""
+    first_conv = next((k for k, n in enumerate(g.order) if n.op_type == "Conv"), None)
+    transpose = next((n for n in g.order[:first_conv or 0] if n.op_type == "Transpose"
+                      and list(attributes(n).get("perm", [])) == _NCHW), None)
+    dims = g.dims
+    layout = "NHWC" if (len(dims) == 4 and dims[3] in (1, 3) and dims[1] not in (1, 3)
+                        and transpose is not None) else "NCHW"
+    readers = g.consumers.get(g.image.name, [])
+    if layout == "NHWC" and len(readers) == 1 and readers[0] is transpose:
+        return layout, transpose
+    return layout, None
+
+
 class OnnxNet(nn.Module):
     """``forward(images NCHW) -> logits`` (or the chosen features), node by node in torch.
 
@@ -88,89 +147,68 @@ class OnnxNet(nn.Module):
 
     def __init__(self, model: onnx.ModelProto, features_node: str | None = None) -> None:
         super().__init__()
-        graph = model.graph
-        consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t)
-                                         for t in graph.initializer}
-        inputs = [i for i in graph.input if i.name not in consts]
-        if len(inputs) != 1:
-            raise InputError(f"the graph takes {len(inputs)} inputs "
-                             f"({', '.join(i.name for i in inputs)}); an image classifier "
-                             "takes one image tensor")
-        image = inputs[0]
-        pixels = pixel_input(image)
-        nodes = []
-        for node in graph.node:
-            if node.op_type == "Constant":
-                consts[node.output[0]] = _constant_value(node)
-            else:
-                nodes.append(node)
-        order = toposort(nodes, set(consts) | {image.name})
-        labels = {id(n): _label(n, i) for i, n in enumerate(order)}
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in order:
-            for i in n.input:
-                consumers.setdefault(i, []).append(n)
-        graph_outputs = {o.name for o in graph.output}
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in image.type.tensor_type.shape.dim]
-
-        # Keras-style NHWC input: a Transpose to NCHW in front of the first Conv.
-        first_conv = next((k for k, n in enumerate(order) if n.op_type == "Conv"), None)
-        nhwc_transpose = next(
-            (n for n in order[:first_conv or 0] if n.op_type == "Transpose"
-             and list(attributes(n).get("perm", [])) == _NCHW), None)
-        layout = "NHWC" if (len(dims) == 4 and dims[3] in (1, 3) and dims[1] not in (1, 3)
-                            and nhwc_transpose is not None) else "NCHW"
-        dropped = None
-        if (layout == "NHWC" and len(consumers.get(image.name, [])) == 1
-                and consumers[image.name][0] is nhwc_transpose):
-            dropped = nhwc_transpose
-            order = [n for n in order if n is not dropped]
-
-        steps = self._plan(order, consts, consumers, graph_outputs, labels)
+        g = _read_graph(model)
+        layout, dropped = _nhwc_input(g)
+        order = [n for n in g.order if n is not dropped]
+        steps = self._plan(order, g.consts, g.consumers, g.graph_outputs, g.labels)
         steps_by_node = {id(n): s for n, s in zip(order, steps)}
         ordered = [s for s in steps if s is not None]
+        feat, logits_tensor, head = self._features(ordered, features_node)
+        self._keep_needed(ordered, feat, logits_tensor, order, steps_by_node)
+        self._check_differentiable(order, steps_by_node,
+                                   {g.image.name} | ({dropped.output[0]} if dropped else set()),
+                                   g.pixels)
+        self._hold_constants(g.consts)
+        self._input = g.image.name
+        self._alias = dropped.output[0] if dropped is not None else None
+        self._nhwc = layout == "NHWC"
+        self._pixels = _DTYPES[g.image.type.tensor_type.elem_type] if g.pixels else None
+        self._features = feat
+        self._logits = logits_tensor
+        self.plan = self._import_plan(g, layout, dropped, head, feat)
 
-        # The features: the input of the last linear head, or the user's node (or tensor).
+    def _features(self, ordered: list[_Step], features_node: str | None
+                  ) -> tuple[str, str | None, str]:
+        """The feature tensor, the logits tensor (or ``None``) and the exporter's head path:
+        the input of the last linear head, or the user's node (or tensor)."""
         linears = [s for s in ordered if s.module and isinstance(self._modules[s.module],
                                                                  nn.Linear)]
-        logits_tensor: str | None = None
-        head = ""
-        if features_node:
-            hit = next((s for s in ordered if s.name == features_node), None)
-            hit = hit or next((s for s in ordered if features_node in s.outputs), None)
-            if hit is None:
-                raise InputError(f"--features-node {features_node!r} is neither a node name nor "
-                                 "a tensor name of the graph")
-            feat = features_node if features_node in hit.outputs else hit.outputs[0]
-            after = [s for s in linears if feat in self._ancestors(ordered, s.outputs[0])]
-            if after:
-                logits_tensor = after[-1].outputs[0]
-                self.features_tap = m.FeatureTap()
-                head = "features_tap"
-        else:
+        if not features_node:
             if not linears:
                 raise InputError("the graph has no Gemm/MatMul classification head with constant "
                                  "weights; name the node whose output is the feature vector "
                                  "with --features-node")
-            feat = linears[-1].inputs[0]
-            logits_tensor = linears[-1].outputs[0]
-            head = linears[-1].module or ""
+            return linears[-1].inputs[0], linears[-1].outputs[0], linears[-1].module or ""
+        hit = next((s for s in ordered if s.name == features_node), None)
+        hit = hit or next((s for s in ordered if features_node in s.outputs), None)
+        if hit is None:
+            raise InputError(f"--features-node {features_node!r} is neither a node name nor "
+                             "a tensor name of the graph")
+        feat = features_node if features_node in hit.outputs else hit.outputs[0]
+        after = [s for s in linears if feat in self._ancestors(ordered, s.outputs[0])]
+        if not after:
+            return feat, None, ""
+        self.features_tap = m.FeatureTap()
+        return feat, after[-1].outputs[0], "features_tap"
 
-        needed = self._ancestors(ordered, logits_tensor or feat) | self._ancestors(ordered, feat)
+    def _keep_needed(self, ordered: list[_Step], feat: str, logits: str | None,
+                     order: list[onnx.NodeProto], steps_by_node: dict) -> None:
+        """Keep the steps (and the weights) the features and logits need; refuse, naming the
+        node, an operator among them that the interpreter cannot run."""
+        needed = self._ancestors(ordered, logits or feat) | self._ancestors(ordered, feat)
         self._steps = [s for s in ordered if set(s.outputs) & needed]
         for s in self._steps:
             if s.op not in TENSOR_OPS and s.module is None:
                 node = next(n for n in order if steps_by_node[id(n)] is s)
                 raise _unsupported(node, s.name, s.note)
-        self._check_differentiable(order, steps_by_node,
-                                   {image.name} | ({dropped.output[0]} if dropped else set()),
-                                   pixels)
-        # Keep only the weights the kept nodes use.
         kept = {s.module for s in self._steps if s.module}
         for path in list(self._modules):
             if path not in kept and path != "features_tap":
                 del self._modules[path]
+
+    def _hold_constants(self, consts: dict[str, np.ndarray]) -> None:
+        """The constants the kept steps read: float arrays as buffers (they follow the module's
+        device and dtype), scalars and the rest as static NumPy values."""
         used = {i for s in self._steps for i in s.inputs}
         self._static: dict[str, np.ndarray] = {}
         self._buffers_of: dict[str, str] = {}
@@ -185,22 +223,20 @@ class OnnxNet(nn.Module):
                 self._buffers_of[tname] = bname
             else:
                 self._static[tname] = np.asarray(arr)
-        self._input = image.name
-        self._alias = dropped.output[0] if dropped is not None else None
-        self._nhwc = layout == "NHWC"
-        self._pixels = _DTYPES[image.type.tensor_type.elem_type] if pixels else None
-        self._features = feat
-        self._logits = logits_tensor
+
+    def _import_plan(self, g: "_Graph", layout: str, dropped: onnx.NodeProto | None, head: str,
+                     feat: str) -> ImportPlan:
+        """What the importer learnt, for the exporter and the manifest."""
         feat_ancestors = self._ancestors(self._steps, feat)
         convs = [s.module for s in self._steps if s.op == "Conv" and s.module
                  and set(s.outputs) & feat_ancestors]
         weight_layers = [s.module for s in self._steps if s.module
                          and isinstance(self._modules[s.module], (nn.Conv2d, nn.Linear))
                          and set(s.outputs) & feat_ancestors]
-        self.plan = ImportPlan(
-            input_name=image.name, input_dims=dims, layout=layout,
-            dropped_transpose=labels[id(dropped)] if dropped is not None else None,
-            pixels=pixels, head=head, features_tensor=feat, convs=[c for c in convs if c],
+        return ImportPlan(
+            input_name=g.image.name, input_dims=g.dims, layout=layout,
+            dropped_transpose=g.labels[id(dropped)] if dropped is not None else None,
+            pixels=g.pixels, head=head, features_tensor=feat, convs=[c for c in convs if c],
             weight_layers=weight_layers,
             node_of={s.module: s.name for s in self._steps if s.module})
 
@@ -332,20 +368,7 @@ class OnnxNet(nn.Module):
 
     @staticmethod
     def _ancestors(steps: list[_Step], tensor: str) -> set[str]:
-        need, by_output = {tensor}, {}
-        for s in steps:
-            for o in s.outputs:
-                by_output[o] = s
-        stack = [tensor]
-        while stack:
-            s = by_output.get(stack.pop())
-            if s is None:
-                continue
-            for i in s.inputs:
-                if i and i not in need:
-                    need.add(i)
-                    stack.append(i)
-        return need
+        return ancestors(steps, [tensor], reads=lambda s: s.inputs, writes=lambda s: s.outputs)[1]
 
     # ------------------------------------------------------------------ running
 

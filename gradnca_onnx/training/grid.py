@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from ..errors import InputError
+from ..errors import InputError, optional_import
 from ..io.loaders import load_json, load_yaml
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -201,11 +201,9 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
             return load_json(text, where)
         except json.JSONDecodeError as exc:
             raise InputError(f"grid file {path}: invalid JSON ({exc})") from None
-    try:
-        import yaml  # PyYAML: optional, only for YAML grid files
-    except ImportError:
-        raise InputError(f"grid file {path}: reading YAML needs PyYAML (pip install pyyaml); "
-                         "or write the grid as JSON") from None
+    # PyYAML: optional (the torch extra installs it), only for YAML grid files.
+    yaml = optional_import("yaml", "pip install pyyaml",
+                           f"grid file {path} (YAML; a JSON grid needs nothing more)")
     try:
         return load_yaml(text, where)
     except yaml.YAMLError as exc:

@@ -14,7 +14,6 @@ from typing import Any, Iterable, Mapping, Union
 import numpy as np
 
 from ..errors import InputError
-from ..evaluation.ground_truth import ground_truth_from_runs
 from ..evaluation.table import SourceTargetTable
 from .store import RunStore, open_store
 
@@ -37,12 +36,33 @@ def ground_truth(store: RunStore | PathLike, *, value: str = "test_auc") -> Sour
         weights (data) in the store, which would mix different models in one row (column).
     """
     st, rows = _grid_rows(store)
-    as_text = [{"source": r["source"], "target": r["target"],
-                "val_loss": "" if r["val_loss"] is None else repr(r["val_loss"]),
-                value: "" if r[value] is None else repr(r[value])} for r in rows]
-    return ground_truth_from_runs(as_text, source_field="source", target_field="target",
-                                  loss_field="val_loss", value_field=value,
-                                  name=f"ground truth ({st.path})")
+    # Names are compared stripped, as the run-log reader of `evaluate` does.
+    best = _lowest_loss(rows, key=lambda r: (r["source"].strip(), r["target"].strip()))
+    if not best:
+        raise InputError(f"ground truth ({st.path}): none of the {len(rows)} runs has a "
+                         "val_loss; nothing to select")
+    sources = tuple(sorted({s for s, _ in best}))
+    targets = tuple(sorted({t for _, t in best}))
+    values = np.full((len(sources), len(targets)), np.nan)
+    for (src, tgt), row in best.items():
+        if row[value] is not None:
+            values[sources.index(src), targets.index(tgt)] = float(row[value])
+    return SourceTargetTable(sources, targets, values, f"ground truth ({st.path})")
+
+
+def _lowest_loss(rows: Iterable[Mapping[str, Any]], key: Any
+                 ) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """Per ``key(row)``, the row with the lowest ``val_loss`` (the paper's rule): rows without
+    one (every epoch diverged) skipped, ties to the first row (the run that started first)."""
+    best: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in rows:
+        loss = r["val_loss"]
+        if loss is None or math.isnan(loss):
+            continue
+        k = key(r)
+        if k not in best or loss < best[k]["val_loss"]:
+            best[k] = r
+    return best
 
 
 def _replicate_only_keys(replicates: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -93,15 +113,7 @@ def selected_runs(store: RunStore | PathLike) -> dict[tuple[str, str], dict[str,
         ``(source, target) -> run row``; pairs without a usable run are absent.
     """
     _, rows = _grid_rows(store)
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        loss = r["val_loss"]
-        if loss is None or math.isnan(loss):
-            continue
-        key = (r["source"], r["target"])
-        if key not in best or loss < best[key]["val_loss"]:
-            best[key] = r
-    return best
+    return _lowest_loss(rows, key=lambda r: (r["source"], r["target"]))  # type: ignore[return-value]
 
 
 def replicate_ground_truths(store: RunStore | PathLike, *, value: str = "test_auc"

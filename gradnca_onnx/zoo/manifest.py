@@ -76,11 +76,11 @@ PAD_ZERO = "pad-zero-images-and-cotangent"
 CHUNK_SUM = "chunk-and-sum-weight-gradients"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_SOURCE_KINDS = ("torchvision", "torchscript", "factory", "module")
-#: Source kinds that exist from schema 2 on (an older reader must not see them as valid).
-_SOURCE_KINDS_V2 = ("onnx",)
-#: Source kinds that exist from schema 3 on.
-_SOURCE_KINDS_V3 = ("timm", "hf", "monai")
+#: The form of a source kind (``source.kind``). Which kinds exist, and from which schema on, is
+#: the source registry's knowledge (:mod:`gradnca_onnx.sources`, where other packages can add
+#: kinds): the format checks the form, and the registry refuses a kind it does not provide, or
+#: one newer than the manifest's schema, when a member is rebuilt. Scoring never reads the kind.
+_SOURCE_KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 #: How the two S_FU layers were chosen (``layers.rule``, schema 3):
 #: ``paper-table``: the paper's table for its nine architectures (REFERENCE section 4);
@@ -91,6 +91,19 @@ _SOURCE_KINDS_V3 = ("timm", "hf", "monai")
 #: projection) whose weights receive a gradient from the features, in forward order; an
 #: extension beyond the paper.
 LAYER_RULES = ("paper-table", "user", "first-two-convs", "first-two-weight-layers")
+
+
+#: What :data:`_SOURCE_KIND_RE` allows, in words.
+SOURCE_KIND_FORM = "must be 1-32 lower-case letters, digits or '_', starting with a letter"
+
+
+def check_source_kind(kind: str) -> str:
+    """Return ``kind`` if it has the form of a source kind (``source.kind``), else raise
+    :class:`~gradnca_onnx.errors.ZooError`; whether such a source exists is the registry's
+    question (:func:`gradnca_onnx.sources.get`)."""
+    if not isinstance(kind, str) or not _SOURCE_KIND_RE.match(kind):
+        raise ZooError(f"source kind {kind!r} {SOURCE_KIND_FORM}")
+    return kind
 
 
 def check_model_name(name: str) -> str:
@@ -430,10 +443,8 @@ def _parse(data: Any, where: str) -> Manifest:
 
     src = top.sub("source")
     kind = src.str_("kind")
-    kinds = (_SOURCE_KINDS + (_SOURCE_KINDS_V2 if version >= 2 else ())
-             + (_SOURCE_KINDS_V3 if version >= 3 else ()))
-    if kind not in kinds:
-        raise src.fail("kind", f"must be one of {list(kinds)} in schema {version}")
+    if not _SOURCE_KIND_RE.match(kind):
+        raise src.fail("kind", SOURCE_KIND_FORM)
     options = src.get("options")
     if not isinstance(options, dict):
         raise src.fail("options", "must be a JSON object")

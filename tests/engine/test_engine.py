@@ -56,7 +56,7 @@ def perturb_bn(model, seed):
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory) -> tuple[Path, dict]:
     from gradnca_onnx.exporters.api import export_model
-    from gradnca_onnx.exporters.loading import from_module
+    from gradnca_onnx.sources import from_module
 
     root = tmp_path_factory.mktemp("zoo")
     models = {f"cnn{i}": perturb_bn(small_cnn(i), i) for i in range(3)}

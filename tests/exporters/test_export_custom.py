@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from gradnca_onnx.engine.batching import open_session, run_grads
-from gradnca_onnx.exporters import (
-    FeatureModel,
-    export_model,
+from gradnca_onnx.exporters import FeatureModel, export_model
+from gradnca_onnx.sources import (
     from_module,
     load_factory,
     load_torchscript,

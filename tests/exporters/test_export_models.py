@@ -28,13 +28,8 @@ import pytest
 import torch
 
 from gradnca_onnx.engine.batching import open_session, run_grads
-from gradnca_onnx.exporters import (
-    PAPER_ARCHITECTURES,
-    FeatureModel,
-    export_model,
-    load_torchscript,
-    load_torchvision,
-)
+from gradnca_onnx.exporters import FeatureModel, export_model
+from gradnca_onnx.sources import PAPER_ARCHITECTURES, load_torchscript, load_torchvision
 from gradnca_onnx.zoo import load_manifest
 
 FEAT_TOL = 1e-5

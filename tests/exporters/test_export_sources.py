@@ -20,22 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _support import DEMO
 from click.testing import CliRunner
 from torch import nn
 
 from gradnca_onnx.cli import main
 from gradnca_onnx.engine.batching import open_session, run_grads
-from gradnca_onnx.exporters import (
-    FeatureModel,
-    GradientGraphError,
-    create_model,
-    export_model,
-    from_module,
-)
+from gradnca_onnx.exporters import FeatureModel, GradientGraphError, export_model
 from gradnca_onnx.exporters.layers import weight_name
+from gradnca_onnx.sources import create_model, from_module
 from gradnca_onnx.zoo import load_manifest
-
-from _support import DEMO
 
 FEAT_TOL = 1e-5
 RATIO_TOL = 1e-4
@@ -377,7 +371,7 @@ def test_torchscript_features_only_and_fallback(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()
     torch.jit.save(torch.jit.script(model), str(tmp_path / "m.pt"))
-    from gradnca_onnx.exporters import load_torchscript
+    from gradnca_onnx.sources import load_torchscript
 
     with pytest.raises(GradientGraphError, match="runs 1 Conv2d layer"):
         export_model(load_torchscript(tmp_path / "m.pt"), tmp_path / "zoo", input_size=16)

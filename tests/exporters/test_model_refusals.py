@@ -20,10 +20,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from _support import snapshot  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from _support import snapshot  # noqa: E402
 from gradnca_onnx.cli import main  # noqa: E402
 from gradnca_onnx.data.preprocess import preprocess  # noqa: E402
 from gradnca_onnx.engine.batching import open_session, run_grads  # noqa: E402
@@ -349,7 +349,7 @@ def test_invalid_json_arch_kwarg_is_refused_and_plain_strings_stay(tmp_path):
     for value in ("x={bad json", "x=[1,", 'x="open'):
         one_error_line(run("export", "--arch", "resnet18", "--arch-kwarg", value, "--out",
                            tmp_path / "zoo"), "--arch-kwarg x", "not valid JSON")
-    from gradnca_onnx.cli.export import _pairs
+    from gradnca_onnx.cli.export import parse_pairs as _pairs
 
     assert _pairs(("a=hello", "b=3", "c=[1, 2]", 'd="{x"'), "--arch-kwarg") == {
         "a": "hello", "b": 3, "c": [1, 2], "d": "{x"}

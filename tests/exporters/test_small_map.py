@@ -20,8 +20,8 @@ import torch
 from gradnca_onnx.engine.batching import open_session, run_grads
 from gradnca_onnx.exporters import vjp_trace
 from gradnca_onnx.exporters.api import export_model
-from gradnca_onnx.exporters.loading import from_module
 from gradnca_onnx.exporters.vjp_trace import _SmallMap, trace_feature_vjp
+from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import load_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,7 +15,7 @@ import torch
 
 from gradnca_onnx.engine.batching import open_session
 from gradnca_onnx.exporters.api import export_model
-from gradnca_onnx.exporters.loading import from_module
+from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import load_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,10 +20,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from _support import LRN_D, LRN_K, import_lrn, lrn_classifier
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from _support import LRN_D, LRN_K, import_lrn, lrn_classifier
 from gradnca_onnx.cli import main
 from gradnca_onnx.data.dataset import from_arrays
 from gradnca_onnx.data.load import load_target

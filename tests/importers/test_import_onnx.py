@@ -25,9 +25,10 @@ from torch import nn
 
 from gradnca_onnx.cli import main
 from gradnca_onnx.engine.batching import open_session, run_grads
-from gradnca_onnx.exporters import export_model, from_module
+from gradnca_onnx.exporters import export_model
 from gradnca_onnx.importers import import_onnx, load_onnx
 from gradnca_onnx.io.hashing import sha256_file
+from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import load_manifest
 
 FEAT_TOL = 1e-5
@@ -442,7 +443,9 @@ def test_identity_fed_weights_and_the_weight_layer_rule(tmp_path):
 def _two_conv_graph(middle_nodes, middle_inits, middle_out, opset=19):
     """conv1 -> (middle nodes) -> conv2 -> global pool -> MatMul head, as the helper API
     writes it; random constant weights (seeded)."""
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(0)
     inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n)
@@ -458,7 +461,9 @@ def _two_conv_graph(middle_nodes, middle_inits, middle_out, opset=19):
 
 
 def _issue15_graphs():
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     pads = nh.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
     yield "pad-wrap", _two_conv_graph(
@@ -499,7 +504,8 @@ def test_operators_the_importer_cannot_differentiate_fall_back(tmp_path, name):
 def test_all_constant_pow_is_folded(tmp_path):
     """Issue 15, finding 5: a Pow of two constants (StopIteration before) is folded by the
     simplifier into an initializer; the model imports with its gradient graph."""
-    from onnx import helper as h, numpy_helper as nh
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     a = nh.from_array(np.array([2.0], np.float32), "a")
     b = nh.from_array(np.array([0.5], np.float32), "b")

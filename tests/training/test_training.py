@@ -340,7 +340,9 @@ def test_exported_model_directory_is_rebuilt_from_its_manifest(tiny_dir, tmp_pat
     for p in src.module.parameters():
         p.data.normal_()
     torch.save(src.module.state_dict(), ckpt)
-    loaded = exporters.load_factory("tiny_models:tiny", ckpt)
+    from gradnca_onnx.sources import load_factory
+
+    loaded = load_factory("tiny_models:tiny", ckpt)
     model_dir = Path(exporters.export_model(loaded, tmp_path / "zoo", name="tiny-x",
                                             input_size=28, pretrained_on="test"))
     # A factory source is code named by the zoo file: refused without trust_code (issue 15).

@@ -1,58 +1,32 @@
-"""Model sources beyond torchvision: timm, Hugging Face ``transformers`` and MONAI, and the one
-registry that ``--arch`` resolves through (``resnet18``, ``timm:NAME``, ``hf:DIR``,
-``monai:NAME``).
+"""Model libraries: timm (``timm:NAME``), Hugging Face ``transformers`` (``hf:DIR``) and
+MONAI (``monai:NAME``).
 
 Each source builds the model from the library's own constructor with random weights (never a
 download: timm with ``pretrained=False``, Hugging Face from a local directory with
 ``local_files_only=True`` and no remote code) and then loads the user's checkpoint, as
-:func:`~gradnca_onnx.exporters.loading.load_torchvision` does. The libraries are optional (the
-``zoo`` extra); a missing one is one clear error.
+:func:`~gradnca_onnx.sources.load_torchvision` does. The libraries are optional (the ``zoo``
+extra); a missing one is one :class:`~gradnca_onnx.errors.MissingExtraError`.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import SourceError, first_line
+from ..errors import SourceError, first_line, optional_import
+from .base import LoadedModel, Member, ModelSource
+from .building import build_for_state, jsonable, kwargs_signature, seeded, stem_channels
 from .checkpoints import read_checkpoint
-from .loading import (
-    LoadedModel,
-    _build_for_state,
-    _from_module,
-    _jsonable,
-    load_torchvision,
-)
-
-#: The extra that installs the optional model libraries.
-ZOO_EXTRA = "pip install 'gradnca-onnx[zoo]'"
+from .custom import pickled_module
+from .from_manifest import ConstructorSource, check_options, find_checkpoint
 
 
 def _library(name: str, source: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise SourceError(f"--arch {source}:... needs the {name} package, which is not installed; "
-                         f"{ZOO_EXTRA}") from None
-
-
-def _seeded(seed: int, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    def build(**kw: Any) -> nn.Module:
-        torch.manual_seed(seed)
-        return fn(**kw)
-
-    try:
-        import inspect
-
-        build.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        pass
-    return build
+    return optional_import(name, "zoo", f"--arch {source}:...")
 
 
 def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
@@ -67,7 +41,7 @@ def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
     name : str
         A timm model name (``timm.list_models()``), e.g. ``vit_tiny_patch16_224``.
     checkpoint, arch_kwargs, channels, trust_pickle, seed
-        As :func:`~gradnca_onnx.exporters.loading.load_torchvision` (``img_size`` and
+        As :func:`~gradnca_onnx.sources.load_torchvision` (``img_size`` and
         ``in_chans`` are timm's own keyword arguments).
     """
     timm = _library("timm", "timm")
@@ -81,9 +55,9 @@ def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
     if isinstance(state, nn.Module):
-        return _from_module(state, ckpt, {}, arch=f"timm:{name}")
+        return pickled_module(state, ckpt, arch=f"timm:{name}")
     if state is not None and "in_chans" not in kwargs:
-        stem = _stem_channels(state)
+        stem = stem_channels(state.items())
         if stem is not None:
             kwargs["in_chans"] = stem
 
@@ -94,13 +68,13 @@ def load_timm(name: str, checkpoint: str | os.PathLike | None = None, *,
             raise SourceError(f"cannot build timm model {name} with {kw}: "
                              f"{type(exc).__name__}: {first_line(exc)}") from None
 
-    create.__signature__ = _kwargs_signature()  # type: ignore[attr-defined]
+    create.__signature__ = kwargs_signature()  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for timm:{name}" if ckpt else f"timm:{name}"
-    model, used, _ = _build_for_state(
-        _seeded(seed, create), kwargs, state, "", None, None, where,
+    model, used, _ = build_for_state(
+        seeded(seed, create), kwargs, state, "", None, None, where,
         "Check --arch (and --arch-kwarg), or name the right checkpoint.")
     return LoadedModel(module=model, kind="timm", reference=name, architecture=f"timm:{name}",
-                       checkpoint=ckpt, options=_jsonable({"arch_kwargs": used, "seed": seed}))
+                       checkpoint=ckpt, options=jsonable({"arch_kwargs": used, "seed": seed}))
 
 
 def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
@@ -122,9 +96,9 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
     if isinstance(state, nn.Module):
-        return _from_module(state, ckpt, {}, arch=f"monai:{name}")
+        return pickled_module(state, ckpt, arch=f"monai:{name}")
     kwargs = {"spatial_dims": 2, **(arch_kwargs or {})}
-    stem = _stem_channels(state) if state is not None else None
+    stem = stem_channels(state.items()) if state is not None else None
     kwargs.setdefault("in_channels", channels or stem or 3)
     if state is None:
         kwargs.setdefault("out_channels", 2)
@@ -140,14 +114,14 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
             raise SourceError(f"cannot build monai:{name} with {kw}: {type(exc).__name__}: "
                              f"{first_line(exc)}") from None
 
-    create.__signature__ = _kwargs_signature("out_channels")  # type: ignore[attr-defined]
+    create.__signature__ = kwargs_signature("out_channels")  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for monai:{name}" if ckpt else f"monai:{name}"
-    model, used, _ = _build_for_state(
-        _seeded(seed, create), kwargs, state, "", None, None, where,
+    model, used, _ = build_for_state(
+        seeded(seed, create), kwargs, state, "", None, None, where,
         "Check --arch (and --arch-kwarg), or name the right checkpoint.",
         classes_arg="out_channels")
     return LoadedModel(module=model, kind="monai", reference=name, architecture=f"monai:{name}",
-                       checkpoint=ckpt, options=_jsonable({"arch_kwargs": used, "seed": seed}))
+                       checkpoint=ckpt, options=jsonable({"arch_kwargs": used, "seed": seed}))
 
 
 class HFImageClassifier(nn.Module):
@@ -209,49 +183,81 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
     ckpt = weights[0] if len(weights) == 1 else None
     return LoadedModel(module=HFImageClassifier(model).eval(), kind="hf", reference=d.name,
                        architecture=f"hf:{arch}", checkpoint=ckpt,
-                       options=_jsonable({"model_type": getattr(cfg, "model_type", None),
+                       options=jsonable({"model_type": getattr(cfg, "model_type", None),
                                           "seed": seed}))
 
 
-def _stem_channels(state: dict[str, torch.Tensor]) -> int | None:
-    # The first 4-D weight in the state dict's order is the stem for common architectures.
-    for key, value in state.items():
-        if key.endswith("weight") and value.ndim == 4:
-            return int(value.shape[1])
-    return None
 
 
-def _kwargs_signature(*names: str) -> Any:
-    import inspect
+class TimmSource(ConstructorSource):
+    """``--arch timm:NAME``: ``timm.create_model(NAME, pretrained=False, **kwargs)``."""
 
-    params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in
-              ("num_classes", *names)]
-    params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
-    return inspect.Signature(params)
+    kind = "timm"
+    addressable = True
+    since_schema = 3
+    summary = "a timm model name (timm.list_models()), e.g. timm:resnet18"
 
-
-
-
-#: ``--arch`` prefixes and their loaders; a name without a prefix is a torchvision model.
-SOURCES: dict[str, Callable[..., LoadedModel]] = {
-    "torchvision": load_torchvision,
-    "timm": load_timm,
-    "hf": load_hf,
-    "monai": load_monai,
-}
+    def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
+             kwargs: dict[str, Any] | None = None, channels: int | None = None,
+             trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+        return load_timm(reference, checkpoint, arch_kwargs=kwargs, channels=channels,
+                         trust_pickle=trust_pickle, seed=seed)
 
 
-def create_model(arch: str, checkpoint: str | os.PathLike | None = None, **kwargs: Any
-                 ) -> LoadedModel:
-    """Build the model that ``--arch`` names: ``NAME`` (torchvision), ``timm:NAME``,
-    ``hf:DIR`` or ``monai:NAME``; keyword arguments as
-    :func:`~gradnca_onnx.exporters.loading.load_torchvision`."""
-    prefix, sep, rest = arch.partition(":")
-    if sep and prefix in SOURCES:
-        if not rest:
-            raise SourceError(f"--arch {arch!r} names no model after '{prefix}:'")
-        return SOURCES[prefix](rest, checkpoint, **kwargs)
-    if sep and len(prefix) > 1:  # a one-letter prefix is a Windows drive, not a source
-        raise SourceError(f"--arch {arch!r}: unknown model source {prefix!r}; use one of "
-                         f"{', '.join(p + ':' for p in SOURCES)} or a torchvision name")
-    return load_torchvision(arch, checkpoint, **kwargs)
+class MonaiSource(ConstructorSource):
+    """``--arch monai:NAME``: ``monai.networks.nets.NAME(**kwargs)``, 2-D."""
+
+    kind = "monai"
+    addressable = True
+    since_schema = 3
+    summary = "a MONAI network class (monai.networks.nets), e.g. monai:DenseNet121"
+
+    def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
+             kwargs: dict[str, Any] | None = None, channels: int | None = None,
+             trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+        return load_monai(reference, checkpoint, arch_kwargs=kwargs, channels=channels,
+                          trust_pickle=trust_pickle, seed=seed)
+
+
+class HFSource(ModelSource):
+    """``--arch hf:DIR``: a Hugging Face image classifier saved with ``save_pretrained``.
+
+    The manifest records the directory's name and its weights file (name and sha256); a
+    member is rebuilt from the directory of that name next to the member, in its zoo or beside
+    the zoo, or from the one given (``--checkpoint DIR/model.safetensors``), once the weights
+    file's sha256 is the manifest's.
+    """
+
+    kind = "hf"
+    addressable = True
+    since_schema = 3
+    summary = "a local save_pretrained directory of a transformers image classifier"
+    reads_path = True
+
+    def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
+             kwargs: dict[str, Any] | None = None, channels: int | None = None,
+             trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
+        return load_hf(reference, checkpoint, arch_kwargs=kwargs, channels=channels,
+                       trust_pickle=trust_pickle, seed=seed)
+
+    def rebuild(self, member: Member, *, checkpoint: str | os.PathLike | None = None,
+                trust_pickle: bool = False, trust_code: bool = False) -> LoadedModel:
+        seed, _ = check_options(member)
+        src = member.source
+        if src.checkpoint is None:
+            # Sharded or pickled weights: the manifest names no one file whose hash would say
+            # that a directory of the same name holds the exported weights.
+            if checkpoint is None or not Path(checkpoint).is_dir():
+                raise SourceError(
+                    f"{member.path} was exported from the Hugging Face directory "
+                    f"{src.reference!r}, whose weights the manifest does not name (sharded or "
+                    "pickled); give that directory (--checkpoint DIR; checkpoint=DIR in Python) to "
+                    "rebuild it")
+            directory = Path(checkpoint)
+        else:
+            directory = find_checkpoint(member, checkpoint, folder=src.reference).parent
+        return load_hf(directory, channels=member.manifest.input.channels,
+                       trust_pickle=trust_pickle, seed=seed)
+
+
+SOURCES = (TimmSource(), HFSource(), MonaiSource())

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import SourceError, first_line
+from ..errors import SourceError, first_line, optional_import
 
 #: Keys under which training scripts commonly nest the state dict, tried in this order.
 NESTED_KEYS = ("state_dict", "net", "model", "model_state_dict", "module")
@@ -143,13 +143,9 @@ def checkpoint_format(path: Path) -> str:
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file (a format that cannot hold code)."""
+    st = optional_import("safetensors.torch", "zoo", f"checkpoint {path} (safetensors format)")
     try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise SourceError(f"checkpoint {path} is in safetensors format, which needs the "
-                         "safetensors package: pip install safetensors") from None
-    try:
-        state = load_file(str(path), device="cpu")
+        state = st.load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own SafetensorError for corrupt files
         first = first_line(exc, 200)
         raise SourceError(f"checkpoint {path} is not a readable safetensors file "

@@ -1,0 +1,68 @@
+"""What every writer of a zoo member shares: the input block of the manifest, and the staged
+write (graphs and manifest into a hidden directory, published whole or not at all).
+
+Used by :func:`~gradnca_onnx.exporters.export_model` and by the importer's features-only
+members (:func:`~gradnca_onnx.importers.features_only.write_features_only`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .._version import __version__
+from ..errors import InputError
+from ..zoo import InputSpec, Manifest, file_entry, parse_normalisation, write_manifest
+from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
+
+
+def default_normalisation(pretrained_on: str) -> str:
+    """``imagenet`` for sources whose description mentions ImageNet, else ``half`` (REFERENCE 1)."""
+    return "imagenet" if "imagenet" in pretrained_on.lower() else "half"
+
+
+def check_pretrained_on(pretrained_on: str) -> str:
+    """``pretrained_on`` stripped; refused when empty (``unknown`` says that nothing is known)."""
+    if not pretrained_on or not pretrained_on.strip():
+        raise InputError("--pretrained-on must not be empty (use 'unknown')")
+    return pretrained_on.strip()
+
+
+def input_spec(channels: int, height: int, width: int, norm: str | None,
+               pretrained_on: str) -> InputSpec:
+    """The manifest's ``input`` block: ``norm`` (``imagenet``, ``half``, ``MEAN,STD``), by
+    default :func:`default_normalisation` of ``pretrained_on``."""
+    mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
+    return InputSpec(channels=channels, height=height, width=width, mean=mean, std=std)
+
+
+def publish_member(zoo_dir: str | os.PathLike, name: str, *, force: bool,
+                   write: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write the member ``zoo_dir/name`` whole, or leave the zoo as it was.
+
+    ``write(staging)`` writes the graphs into the staging directory and returns the manifest's
+    fields but ``files``, ``package_version`` and ``created``, which are filled here from what
+    it wrote. The directory is then published in one rename (replacing an existing member only
+    with ``force``); on any failure the staging directory, and the zoo directories this call
+    created, are removed.
+    """
+    new_dirs = missing_dirs(zoo_dir)
+    published = None
+    staging = staging_dir(zoo_dir, name, force=force)
+    try:
+        fields = write(staging)
+        manifest = Manifest(
+            **fields, package_version=__version__,
+            files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        write_manifest(staging, manifest)
+        published = publish(staging, zoo_dir, name, force=force)
+        return published
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if published is None:  # a failed write leaves no empty zoo behind
+            remove_empty(new_dirs)
