@@ -206,7 +206,7 @@ def test_features_only_member_gets_lp_and_metric_intervals_but_no_s(demo, tmp_pa
 
 
 def test_plots_are_byte_identical_across_runs(demo, tmp_path) -> None:
-    from gradnca_onnx.engine.rank_plots import plot_ranking
+    from gradnca_onnx.results.plots import plot_ranking
 
     zoo, target, cache = demo
     ranking = resample_zoo(zoo, target, 4, fu="batches", cache=cache, models=CNNS)

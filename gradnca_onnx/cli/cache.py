@@ -10,7 +10,7 @@ import click
 from ..errors import InputError
 from . import main
 from ._errors import user_errors
-from ._text import printable
+from ..results.text import printable
 
 _CACHE_OPTION = click.option(
     "--cache", "cache_dir", type=click.Path(path_type=Path), default=None,

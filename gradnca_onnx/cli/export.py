@@ -16,7 +16,7 @@ from ..zoo.manifest import check_model_name, check_source_images
 from . import main
 from ._errors import UserInputError, check_zoo_out, fail, user_errors
 from ._member import features_only_options, warn_if_features_only
-from ._text import printable
+from ..results.text import printable
 
 TORCH_EXTRA = "install the torch extra: pip install 'gradnca-onnx[torch]'"
 #: A ``--arch-kwarg`` value starting with one of these is JSON: it must parse.

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import sys
 import time
@@ -15,272 +12,10 @@ from typing import Iterator
 import click
 
 from ..errors import InputError
+from ..results import Rankings
+from ..results.text import printable
 from . import main
 from ._errors import check_not_input, check_output_dir, check_output_file, user_errors
-from ._text import printable
-
-
-def _fmt(v: float | None, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-#: What the table shows for S and S_FU of a features-only member (no grads.onnx): not a
-#: number, and not the "-" of a model that failed.
-NOT_AVAILABLE = "n/a"
-
-
-def render_table(ranking) -> str:
-    """The ranking as an aligned text table, then one line per failure and per note.
-
-    A features-only member shows ``n/a`` for S and S_FU, ``-`` for its rank, and a note.
-    Every zoo- or target-supplied string (names, pre-trained on, errors, notes) goes through
-    :func:`printable`: a control or bidi character shows as an escape, never acts.
-    """
-    rows = [("rank", "model", "S", "S_LP", "S_FU", *ranking.metrics, "pre-trained on", "")]
-    for m in ranking.models:
-        na = m.ok and m.features_only is not None
-        score = NOT_AVAILABLE if na else _fmt(m.score)
-        fu = NOT_AVAILABLE if na else _fmt(m.fu)
-        rows.append((str(m.rank) if m.rank else "-", printable(m.name), score, _fmt(m.lp), fu,
-                     *(_fmt(m.metrics.get(k)) for k in ranking.metrics),
-                     printable(m.pretrained_on or ""), "cached" if m.cached else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"Target {printable(ranking.target)} ({printable(ranking.split)}, "
-             f"n={ranking.n_samples}, "
-             f"{ranking.n_classes} classes), {ranking.scenario} scenario"]
-    if ranking.order != "dataset":
-        # S_FU's batches are consecutive images: say when they are not the file's own order.
-        lines[0] += f", images in {printable(ranking.order)} order"
-    lines += [f"  note (target): {printable(n)}" for n in ranking.target_notes]
-    for j, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    for m in ranking.models:
-        if m.error:
-            lines.append(f"! {printable(m.name)}: not scored: {printable(m.error)}")
-        for note in dict.fromkeys(m.notes):
-            lines.append(f"  note ({printable(m.name)}): {printable(note)}")
-    return "\n".join(lines) + "\n" + _resampling_table(ranking) + _folds_table(ranking)
-
-
-def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for j, r in enumerate(rows):
-        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if j == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
-
-
-def _iv(block, digits: int = 4) -> str:
-    """``lo-hi`` of a percentile interval block, ``-`` when there is none."""
-    if block is None:
-        return "-"
-    return f"{block['lo']:.{digits}f}..{block['hi']:.{digits}f}"
-
-
-def _resampling_table(ranking) -> str:
-    """The ``--resamples`` block: intervals, P(rank 1), rank interval, comparison with the top."""
-    rs = ranking.resampling
-    if rs is None:
-        return ""
-    pct = f"{100 * rs['level']:g}%"
-    sizes = "/".join(str(n) for n in rs["sizes"])
-    lines = ["", f"How sure: {rs['n_resamples']} class-stratified subsamples without "
-             f"replacement of {sizes} images (fraction {rs['fraction']:g}, seed {rs['seed']}), "
-             f"{pct} percentile intervals, S_FU {rs['fu_estimator']}"]
-    rows = [("rank", "model", f"S {pct}", f"S_LP {pct}", f"S_FU {pct}", "P(rank 1)", "ranks",
-             "P(>= top)", "vs top", *(f"{k} {pct}" for k in ranking.metrics))]
-    for m in ranking.models:
-        b = m.resampling
-        if b is None:
-            continue
-        ri = b["rank_interval"]
-        if b["distinguishable_from_top"] is None:
-            vs = NOT_AVAILABLE
-        elif b.get("is_top"):
-            vs = "top"
-        else:
-            vs = "below" if b["distinguishable_from_top"] else "indistinguishable"
-        rows.append((str(m.rank) if m.rank else "-", printable(m.name), _iv(b["score"]),
-                     _iv(b["lp"]),
-                     _iv(b["fu"]) if b["fu"] is not None or m.features_only is None
-                     else NOT_AVAILABLE,
-                     _fmt(b["p_rank1"], 2), f"{ri[0]}-{ri[1]}" if ri else "-",
-                     _fmt(b["p_at_least_top"], 2), vs,
-                     *(_iv(b["metrics"].get(k)) for k in ranking.metrics)))
-    lines += _aligned(rows)
-    lines.append(f"  rule: {rs['rule']}")
-    return "\n".join(lines) + "\n"
-
-
-def _msd(block, digits: int = 4) -> str:
-    if block is None or block["mean"] is None:
-        return "-"
-    sd = "-" if block["sd"] is None else f"{block['sd']:.{digits}f}"
-    return f"{block['mean']:.{digits}f}±{sd}"
-
-
-def _folds_table(ranking) -> str:
-    """The ``--folds`` block: mean ± SD [min, max] per model, ranks per fold, Kendall tau."""
-    fs = ranking.folds
-    if fs is None:
-        return ""
-    sizes = "/".join(str(n) for n in dict.fromkeys(fs["n_samples"]))
-    lines = ["", f"Fold-to-fold spread: {fs['n_folds']} paper folds of the official train "
-             f"split (n={sizes} each); the ranking above is fold 1's"]
-    rows = [("model", "S mean±SD", "S min..max", "S_LP mean±SD", "S_FU mean±SD", "rank by fold",
-             *(f"{k} mean±SD" for k in ranking.metrics))]
-    for m in ranking.models:
-        b = m.folds
-        if b is None:
-            continue
-        s = b["score"]
-        rng = "-" if s["min"] is None else f"{s['min']:.4f}..{s['max']:.4f}"
-        ranks = ",".join("-" if r is None else str(r) for r in b["rank"]["values"])
-        rows.append((printable(m.name), _msd(s), rng, _msd(b["lp"]), _msd(b["fu"]), ranks,
-                     *(_msd(b["metrics"].get(k)) for k in ranking.metrics)))
-    lines += _aligned(rows)
-    for term, label in (("score", "S"), ("lp", "S_LP"), ("fu", "S_FU")):
-        kt = fs["kendall_tau"][term]
-        if kt["mean"] is None:
-            lines.append(f"  Kendall tau between fold rankings by {label}: undefined")
-        else:
-            lines.append(f"  Kendall tau between fold rankings by {label}: mean {kt['mean']:.2f}"
-                         f", min {kt['min']:.2f}, max {kt['max']:.2f} over {len(kt['pairs'])} "
-                         "pairs of folds")
-    lines.append("  best model per fold: "
-                 f"{', '.join(printable(t) if t else '-' for t in fs['top'])}")
-    return "\n".join(lines) + "\n"
-
-
-def render_csv(ranking) -> str:
-    """The ranking as CSV; empty cells are missing values, ``status`` says why.
-
-    ``status`` is ``ranked``, ``features-only`` (S and S_FU empty: no grads.onnx) or ``failed``
-    (see ``error``). With ``--resamples`` or ``--folds`` their columns follow ``status``
-    (:func:`_extra_columns`).
-    """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    extra_header, extra_row = _extra_columns(ranking)
-    w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
-                "pretrained_on", "error", "status", *extra_header])
-    num = lambda v: "" if v is None else repr(v)  # noqa: E731
-    for m in ranking.models:
-        w.writerow([m.rank or "", m.name, num(m.score), num(m.lp), num(m.fu),
-                    *(num(m.metrics.get(k)) for k in ranking.metrics),
-                    m.architecture, m.pretrained_on, m.error or "", m.status, *extra_row(m)])
-    return buf.getvalue()
-
-
-def _num(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return repr(v)
-
-
-def _extra_columns(ranking):
-    """CSV columns of the resampling / fold blocks: (header, row function)."""
-    terms = ["score", "lp", "fu", *ranking.metrics]
-    if ranking.resampling is not None:
-        header = [f"{t}_{b}" for t in terms for b in ("lo", "hi")] + [
-            "p_rank1", "rank_lo", "rank_hi", "p_at_least_top", "distinguishable_from_top"]
-
-        def row(m):
-            b = m.resampling
-            if b is None:
-                return [""] * len(header)
-            iv = lambda t: (b["metrics"].get(t) if t in ranking.metrics else b.get(t))  # noqa
-            cells = [_num(None if iv(t) is None else iv(t)[k]) for t in terms
-                     for k in ("lo", "hi")]
-            ri = b["rank_interval"] or [None, None]
-            return cells + [_num(b["p_rank1"]), _num(ri[0]), _num(ri[1]),
-                            _num(b["p_at_least_top"]), _num(b["distinguishable_from_top"])]
-        return header, row
-    if ranking.folds is not None:
-        stats = ("mean", "sd", "min", "max")
-        header = [f"{t}_fold_{k}" for t in [*terms, "rank"] for k in stats] + ["ranks_by_fold"]
-
-        def row(m):
-            b = m.folds
-            if b is None:
-                return [""] * len(header)
-            get = lambda t: b["metrics"][t] if t in ranking.metrics else b[t]  # noqa: E731
-            cells = [_num(get(t)[k]) for t in [*terms, "rank"] for k in stats]
-            return cells + [";".join("" if r is None else str(r) for r in b["rank"]["values"])]
-        return header, row
-    return [], lambda m: []
-
-
-def render_csv_targets(rankings) -> str:
-    """One CSV over several targets: the single-target columns after a ``target`` column."""
-    parts = []
-    for i, ranking in enumerate(rankings):
-        lines = render_csv(ranking).splitlines(keepends=True)
-        if i == 0:
-            parts.append("target," + lines[0])
-        parts.extend(f"{_csv_cell(ranking.target)},{line}" for line in lines[1:])
-    return "".join(parts)
-
-
-def _csv_cell(text: str) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow([text])
-    return buf.getvalue()
-
-
-def render_json_targets(rankings) -> str:
-    """One JSON document over several targets (each entry is a single-target result)."""
-    from .. import __version__
-
-    extended = any(r.schema.endswith("/2") for r in rankings)
-    schema = f"gradnca-onnx/rank-targets/{2 if extended else 1}"
-    return json.dumps({"schema": schema, "package_version": __version__,
-                       "rankings": [r.to_dict() for r in rankings]}, indent=2) + "\n"
-
-
-def _is_target_folder_of_folders(path: Path) -> bool:
-    """Whether ``path`` holds targets (folders of class folders) rather than being one."""
-    from ..data.folders import split_subfolders
-
-    if split_subfolders(path):
-        return False  # train/val/test sub-folders: one target with its splits
-    subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    return bool(subdirs) and all(
-        any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir()) for d in subdirs)
-
-
-def expand_targets(values: tuple[Path, ...]) -> tuple[list[Path], bool]:
-    """The target paths of the --target values, and whether a directory of targets was given.
-
-    A directory holding ``.npz`` files stands for those files; a directory whose every
-    sub-folder has class sub-folders stands for those sub-folders; any other directory is one
-    image-folder target.
-    """
-    paths: list[Path] = []
-    expanded = False
-    for value in values:
-        p = Path(value)
-        if not p.exists():
-            raise InputError(f"target {p} does not exist")
-        if p.is_dir():
-            npz = sorted(f for f in p.glob("*.npz") if f.is_file())
-            if npz:
-                paths.extend(npz)
-                expanded = True
-                continue
-            if _is_target_folder_of_folders(p):
-                paths.extend(sorted(d for d in p.iterdir()
-                                    if d.is_dir() and not d.name.startswith(".")))
-                expanded = True
-                continue
-        paths.append(p)
-    return paths, expanded
 
 
 @contextmanager
@@ -381,7 +116,7 @@ def _sure_ranking(zoo_dir, path, target, sure, **kwargs):
 def _plot_files(target_paths) -> list[str]:
     """The files ``--plot`` writes for one target (several targets: known after loading, so
     the writer checks those itself)."""
-    from ..engine.rank_plots import plot_files
+    from ..results.plots import plot_files
 
     return plot_files() if len(target_paths) == 1 and not Path(target_paths[0]).is_dir() else []
 
@@ -493,7 +228,7 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
     """Rank the models of a zoo by their transferability to one or more target datasets."""
     from ..data.dataset import load_target
     from ..data.preprocess import parse_size
-    from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, rank_zoo
+    from ..engine import FeatureCache, RuntimeConfig, default_cache_dir, expand_targets, rank_zoo
     from ..engine.runtime import cap_threads
     from ..executors import make_executor, rank_targets
     from ..scores.label_prediction import check_jitters
@@ -579,22 +314,14 @@ def rank_command(zoo_dir, target_paths, split, scenario, fmt, out, models, metri
         # image size); say why in one line rather than print an empty table.
         first = next(m for r in rankings for m in r.models)
         raise InputError(f"no model of the zoo could be scored; {first.name}: {first.error}")
-    if fmt == "json":
-        text = (render_json_targets(rankings) if combined else
-                json.dumps(rankings[0].to_dict(), indent=2) + "\n")
-    elif fmt == "csv":
-        text = render_csv_targets(rankings) if combined else render_csv(rankings[0])
-    else:
-        text = "\n".join(render_table(r) for r in rankings)
+    result = Rankings(rankings, several_targets=combined)
+    text = {"json": result.to_json, "csv": result.to_csv, "table": result.to_table}[fmt]()
     if out is not None:
         atomic_write_text(out, text)
     else:
         sys.stdout.write(text)
     if plot_dir is not None:
-        from ..engine.rank_plots import plot_ranking
-
-        for ranking in rankings:
-            plot_ranking(ranking, plot_dir, prefix=f"{ranking.target}_" if combined else "")
+        result.plot(plot_dir)
     for ranking in rankings:
         broken = [m for m in ranking.models if not m.ok]
         if broken:

@@ -9,14 +9,14 @@ from .cache import FeatureCache, default_cache_dir
 from .folds import rank_folds
 from .resample import resample_zoo
 from .runtime import RuntimeConfig
-from .scoring import ModelResult, ZooRanking, rank_zoo, score_model
+from .scoring import rank_zoo, score_model
+from .targets import expand_targets
 
 __all__ = [
     "FeatureCache",
-    "ModelResult",
     "RuntimeConfig",
-    "ZooRanking",
     "default_cache_dir",
+    "expand_targets",
     "rank_folds",
     "rank_zoo",
     "resample_zoo",

@@ -23,7 +23,8 @@ from ..data.folds import PAPER_N_FOLDS
 from ..errors import InputError
 from .cache import FeatureCache
 from .runtime import RuntimeConfig
-from .scoring import Progress, ZooRanking, rank_zoo
+from ..results import ZooRanking
+from .scoring import Progress, rank_zoo
 
 #: The per-model values summarised over the folds (``metrics`` entries are added by name).
 TERMS = ("score", "lp", "fu", "rank")

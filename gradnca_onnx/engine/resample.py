@@ -42,11 +42,10 @@ from ..scores import (
 from ..scores.label_prediction import check_jitters
 from .cache import FeatureCache
 from .runtime import RuntimeConfig
+from ..results import ModelResult, ZooRanking
 from .scoring import (
     LP_SETTINGS,
-    ModelResult,
     Progress,
-    ZooRanking,
     _grad_norms,
     _prepare,
     check_scenario,

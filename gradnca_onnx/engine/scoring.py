@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import __version__
 from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
 from ..errors import InputError, one_line
+from ..results import ModelResult, ZooRanking
 from ..scores import (
     combine,
     feature_update_score,
@@ -30,7 +29,7 @@ from ..scores import (
     label_prediction_score,
 )
 from ..scores.feature_update import fu_undefined_reason, triplet_loss_grad
-from ..scores.label_prediction import JITTER_SCALE, check_jitters
+from ..scores.label_prediction import check_jitters
 from ..zoo import Manifest, list_zoo, run_grads, verify_files
 from .cache import FeatureCache, cache_key, environment
 from .runtime import RuntimeConfig, ort_errors, run_session
@@ -51,108 +50,6 @@ def lp_settings(feature_dim: int, jitters: int = 0) -> dict[str, int]:
     if jitters:
         settings["jitters"] = int(jitters)
     return settings
-
-
-@dataclass
-class ModelResult:
-    """What the engine found for one model of the zoo.
-
-    ``features_only`` is ``None`` for a member with both graphs, else why it has no S_FU (from
-    its manifest); such a member has ``fu``, ``score`` and ``rank`` ``None``.
-    """
-
-    name: str
-    path: Path
-    lp: float | None = None
-    fu: float | None = None
-    score: float | None = None
-    rank: int | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    cached: bool = False
-    seconds: float = 0.0
-    architecture: str = ""
-    pretrained_on: str = ""
-    features_only: str | None = None
-    #: ``rank --resamples`` / ``rank --folds`` blocks (schema ``rank/2``), else ``None``.
-    resampling: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def status(self) -> str:
-        """``ranked`` (has S), ``features-only`` (S_LP and baselines only) or ``failed``."""
-        if self.error is not None:
-            return "failed"
-        return "features-only" if self.features_only is not None else "ranked"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "model": self.name, "rank": self.rank, "score": self.score, "lp": self.lp,
-            "fu": self.fu, "metrics": dict(self.metrics), "architecture": self.architecture,
-            "pretrained_on": self.pretrained_on, "cached": self.cached,
-            "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
-            "features_only": self.features_only,
-        }
-        for key in ("resampling", "folds"):  # schema rank/2 only
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
-
-
-@dataclass
-class ZooRanking:
-    """The ranked zoo for one target (best first; models that failed last, unranked)."""
-
-    target: str
-    split: str
-    n_samples: int
-    n_classes: int
-    scenario: str
-    models: list[ModelResult]
-    metrics: list[str] = field(default_factory=list)
-    #: zoo-level ``rank --resamples`` / ``rank --folds`` settings and results (schema rank/2).
-    resampling: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = None
-    #: K of the smoothed S_LP (``rank --lp-jitters K``); 0: the paper's S_LP.
-    lp_jitters: int = 0
-    #: The target's image order (``TargetData.order``: S_FU batches are consecutive images)
-    #: and its notes on how it was read (16-bit values mapped, resized while loading).
-    order: str = "dataset"
-    target_notes: list[str] = field(default_factory=list)
-
-    @property
-    def schema(self) -> str:
-        """``gradnca-onnx/rank/2`` when it carries resampling or fold blocks or the smoothed
-        S_LP's ``lp`` block, else ``/1``."""
-        extended = self.resampling is not None or self.folds is not None or bool(self.lp_jitters)
-        return "gradnca-onnx/rank/2" if extended else "gradnca-onnx/rank/1"
-
-    def to_dict(self) -> dict[str, Any]:
-        from ..metrics import METRICS
-
-        out = {
-            "schema": self.schema, "package_version": __version__,
-            "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
-                       "n_classes": self.n_classes, "order": self.order,
-                       "notes": list(self.target_notes)},
-            "scenario": self.scenario,
-            "metrics": {name: {"title": METRICS[name].title,
-                               "higher_is_better": METRICS[name].higher_is_better}
-                        for name in self.metrics},
-            "models": [m.to_dict() for m in self.models],
-        }
-        if self.lp_jitters:
-            out["lp"] = {"definition": "jitter-mean", "jitters": self.lp_jitters,
-                         "jitter_scale": JITTER_SCALE}
-        for key in ("resampling", "folds"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
 
 
 def check_scoring_target(target: TargetData) -> None:

@@ -10,9 +10,7 @@ from ..data.dataset import TargetData
 from ..engine.cache import FeatureCache
 from ..engine.runtime import RuntimeConfig
 from ..engine.scoring import (
-    ModelResult,
     Progress,
-    ZooRanking,
     check_scenario,
     check_scoring_target,
     combine_zoo,
@@ -20,6 +18,7 @@ from ..engine.scoring import (
     zoo_entries,
 )
 from ..errors import InputError
+from ..results import ModelResult, ZooRanking
 from ..scores.label_prediction import check_jitters
 from .base import Executor, LocalExecutor, task_gpus
 
