@@ -12,9 +12,9 @@ from gradnca_onnx.cli import main
 from gradnca_onnx.data.dataset import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, rank_zoo
-from gradnca_onnx.engine.resample import (batch_draws, rank_statistics, resample_member,
-                                          resample_zoo, stratified_subsamples,
-                                          zoo_resample_scores)
+from gradnca_onnx.engine.resample import resample_member, resample_zoo
+from gradnca_onnx.evaluation.resampling import (batch_draws, rank_statistics,
+                                                stratified_subsamples, zoo_resample_scores)
 
 CNNS = ["retina", "pneumonia", "blood-cells"]
 

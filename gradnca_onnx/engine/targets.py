@@ -1,10 +1,11 @@
-"""Which targets a ``rank`` run scores: target paths, and directories of targets expanded."""
+"""Which targets a ``rank`` run scores: target paths, directories of targets expanded, loaded."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..errors import InputError
 
@@ -52,3 +53,45 @@ def expand_targets(values: Iterable[str | os.PathLike]) -> tuple[list[Path], boo
                 continue
         paths.append(p)
     return paths, expanded
+
+
+@dataclass
+class RankTargets:
+    """The targets of a ranking run, loaded.
+
+    ``paths`` are the target files and folders (directories of targets expanded); ``data``
+    holds each one's :class:`~gradnca_onnx.data.dataset.TargetData`, or ``None`` for ``rank
+    --folds``, which loads each path's paper folds itself; ``several`` is true when the run
+    reports several targets in one document (several paths, or a directory of targets).
+    """
+
+    paths: list[Path]
+    data: list[Any]
+    several: bool
+
+
+def load_rank_targets(values: Iterable[str | os.PathLike], split: str | None = None, *,
+                      size: int | tuple[int, int] | None = None,
+                      folds: bool = False) -> RankTargets:
+    """Expand ``values`` (:func:`expand_targets`) and load each target's ``split``.
+
+    Parameters
+    ----------
+    values : the ``--target`` values: files, folders, or directories of targets
+    split : as :func:`~gradnca_onnx.data.dataset.load_target` (default per kind of target)
+    size : folders: resize every image to this size while loading
+    folds : load nothing (``rank --folds`` loads the folds of each path)
+
+    Raises
+    ------
+    InputError
+        A value that does not exist, no target at all, or a target that cannot be read.
+    """
+    from ..data.dataset import load_target
+
+    values = list(values)
+    paths, expanded = expand_targets(values)
+    if not paths:
+        raise InputError(f"no target found in {', '.join(map(str, values))}")
+    data = [None if folds else load_target(p, split, size=size) for p in paths]
+    return RankTargets(paths, data, expanded or len(paths) > 1)

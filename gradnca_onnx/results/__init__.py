@@ -5,8 +5,8 @@
 >>> print(ranking.to_table())                  # doctest: +SKIP
 """
 
+from .rank_json import RankScores, rank_scores, rankings_of, read_rank_document
 from .ranking import ModelResult, Rankings, ZooRanking
-from .rank_json import RankScores, rank_scores, read_rank_document, rankings_of
 from .render import render_csv, render_csv_targets, render_json_targets, render_table
 from .text import aligned, printable
 
