@@ -1,12 +1,13 @@
 """The ``gradnca-onnx`` command line: thin click wrappers over the library API.
 
-Each sub-command lives in its own module and registers itself on :data:`main` when imported
-below.
+Each sub-command lives in its own module, listed in :data:`~._commands.COMMANDS`; the group
+imports a command's module only when that command runs or ``--help`` lists it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from typing import Iterator
@@ -14,6 +15,7 @@ from typing import Iterator
 import click
 
 from .._version import __version__
+from ._commands import COMMANDS
 from ._warnings import plain_warnings
 
 
@@ -30,8 +32,21 @@ EXIT_BROKEN_PIPE = 141
 
 class _Group(click.Group):
     """click's group, with usage errors (an option that is not an integer, an unknown option)
-    as one ``Error:`` line and exit code 2 instead of click's usage block, and a closed output
-    pipe as a quiet exit (:func:`_quiet_broken_pipe`)."""
+    as one ``Error:`` line and exit code 2 instead of click's usage block, a closed output
+    pipe as a quiet exit (:func:`_quiet_broken_pipe`), and the sub-commands of
+    :data:`~._commands.COMMANDS` imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None or name not in COMMANDS:
+            return command
+        module, attribute = COMMANDS[name].split(":")
+        command = getattr(importlib.import_module(f".{module}", __name__), attribute)
+        self.add_command(command, name)  # the next look-up finds it at once
+        return command
 
     def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         with _one_line_usage():
@@ -77,7 +92,3 @@ def _one_line_usage() -> Iterator[None]:
 @click.version_option(__version__, "--version", prog_name="gradnca-onnx")
 def main() -> None:
     """Rank pre-trained models by how well they will transfer to a target dataset."""
-
-
-# Sub-command modules (one per command family); each imports ``main`` and decorates onto it.
-from . import _commands  # noqa: E402,F401

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from . import main
+from ..results.text import printable
 from ._errors import user_errors
-from ._text import printable
 
 _CACHE_OPTION = click.option(
     "--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
@@ -35,7 +34,7 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@main.group("cache")
+@click.group("cache")
 def cache_group() -> None:
     """Inspect or empty the feature cache that `rank` keeps (keyed by model, data, settings,
     package, onnxruntime and execution-provider versions)."""

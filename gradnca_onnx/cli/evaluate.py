@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 import click
 
 from ..errors import InputError
-from . import main
-from ._errors import Inputs, check_output_dir, fail, user_errors
+from ._errors import Inputs, check_output_dir, user_errors
 
 if TYPE_CHECKING:
     from ..evaluation.report import Evaluation
@@ -186,14 +185,11 @@ def _run(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], *, s
     if plot_dir is not None:
         from ..evaluation.plots import plot_evaluation
 
-        try:
-            paths = plot_evaluation(result, plot_dir)
-        except ImportError as exc:
-            fail(str(exc))
+        paths = plot_evaluation(result, plot_dir)  # no matplotlib: one line naming the extra
         click.echo(f"Wrote {len(paths)} figure files to {plot_dir}", err=True)
 
 
-@main.command("evaluate")
+@click.command("evaluate")
 @click.option("--truth", "truth_path", default=None, metavar="AUCS.csv",
               help="Ground truth, sources x targets CSV (the released AUCs_*.csv layout works as is).")
 @click.option("--benchmark", "benchmark_name", type=click.Choice(sorted(_BENCHMARKS)), default=None,
@@ -256,7 +252,7 @@ def evaluate_command(truth_path: str | None, benchmark_name: str | None, score_s
          inputs=inputs, warning=unscored)
 
 
-@main.command("benchmark")
+@click.command("benchmark")
 @click.argument("name", type=click.Choice(["paper"]))
 @click.option("--scenario", type=click.Choice(["dataset", "model"]), default="dataset",
               show_default=True,

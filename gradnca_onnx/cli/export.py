@@ -12,11 +12,10 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..results.text import aligned, printable
 from ..zoo.manifest import check_model_name, check_source_images
-from . import main
 from ._errors import UserInputError, check_zoo_out, user_errors
 from ._member import features_only_options, warn_if_features_only
-from ._text import printable
 
 #: A ``--arch-kwarg`` value starting with one of these is JSON: it must parse.
 JSON_STARTS = ("{", "[", '"')
@@ -102,7 +101,7 @@ def _layer_paths(value: str | None) -> list[str] | None:
     return parts
 
 
-@main.command("export")
+@click.command("export")
 @click.option("--arch", metavar="NAME", help="torchvision architecture (e.g. resnet18), or "
               "timm:NAME, hf:DIR (a local save_pretrained directory) or monai:NAME.")
 @click.option("--torchscript", "torchscript", metavar="PATH",
@@ -190,7 +189,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     warn_if_features_only(m, features_only)
 
 
-@main.group("zoo")
+@click.group("zoo")
 def zoo_group() -> None:
     """Inspect zoo directories of exported models."""
 
@@ -227,9 +226,8 @@ def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
                 *((f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch))
                   if m.has_grads else ("features-only (no S_FU)", "-")),
                 f"{sum(f.bytes for f in m.files.values()) / 1e6:.1f}")))
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        for r in rows:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        for line in aligned(rows, rules=()):
+            click.echo(line)
         for e in entries:
             if e.manifest is None:
                 click.echo(f"BROKEN {printable(e.path.name)}: {printable(e.error)}")

@@ -13,13 +13,13 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from . import main
 from ._errors import (
     UserInputError,
     check_output_dir,
     check_output_file,
     user_errors,
 )
+
 
 def _training_runner() -> Any:
     """The training runner, or one line naming the torch extra when it is not installed."""
@@ -47,19 +47,9 @@ class _Bars:
     """Rich progress bars on stderr: one over the grid, one over the epochs of the current run."""
 
     def __init__(self, title: str, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from ._progress import rich_bars
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("{task.fields[info]}"),
-                                 console=Console(stderr=True), disable=not enabled)
+        self.progress = rich_bars("{task.fields[info]}", enabled=enabled)
         self.title = title
         self.grid_task: Any = None
         self.run_task: Any = None
@@ -96,7 +86,7 @@ class _Bars:
         self.progress.update(self.grid_task, advance=1, info="")
 
 
-@main.group("finetune", invoke_without_command=True)
+@click.group("finetune", invoke_without_command=True)
 @click.option("--source", metavar="MODEL_DIR_OR_CHECKPOINT",
               help="The pre-trained model: an exported model directory of any source (rebuilt "
                    "from its manifest; pass its checkpoint with --checkpoint if not beside it), "

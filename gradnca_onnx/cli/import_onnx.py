@@ -12,10 +12,10 @@ import click
 
 from ..errors import InputError
 from ..zoo.manifest import check_source_images
-from . import main
 from ._errors import check_zoo_out, user_errors
 from ._member import features_only_options, warn_if_features_only
 from .export import SOURCE_IMAGES_HELP, check_name
+
 
 def _importers() -> Any:
     """The importers, or one line naming the torch extra when it is not installed."""
@@ -37,7 +37,7 @@ def _two_nodes(value: str | None) -> list[str] | None:
     return parts
 
 
-@main.command("import")
+@click.command("import")
 @click.argument("model", metavar="MODEL.onnx", type=click.Path(path_type=Path))
 @click.option("--name", metavar="NAME", required=True, help="Model name in the zoo.")
 @click.option("--out", "zoo_dir", required=True, metavar="ZOO_DIR",

@@ -7,16 +7,20 @@ weight gradient norms -> S_LP, S_FU (and the baseline metrics) -> zoo-level comb
 
 from .cache import FeatureCache, default_cache_dir
 from .folds import rank_folds
+from .options import RankOptions, Resampling
+from .ranking import rank_zoo
 from .resample import resample_zoo
 from .runtime import RuntimeConfig
-from .scoring import ModelResult, ZooRanking, rank_zoo, score_model
+from .scoring import score_model
+from .targets import expand_targets
 
 __all__ = [
     "FeatureCache",
-    "ModelResult",
+    "RankOptions",
+    "Resampling",
     "RuntimeConfig",
-    "ZooRanking",
     "default_cache_dir",
+    "expand_targets",
     "rank_folds",
     "rank_zoo",
     "resample_zoo",

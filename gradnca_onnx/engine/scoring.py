@@ -1,44 +1,35 @@
-"""Scoring a zoo on one target: per-model passes, S_LP, S_FU, and the zoo-level ranking.
+"""Scoring one model on one target: the passes (cached), S_LP and S_FU.
 
-A features-only member (manifest schema 2, no ``grads.onnx``) gets S_LP and every baseline
-metric but no S_FU. The paper's score S needs both terms, so it is computed over the members
-that have both, exactly as if the features-only members were absent; features-only members get
-no S and no rank and are listed after the ranked members (best S_LP first, in the scenario's
-direction), each with a note saying why. Baseline metrics are computed over every member that
-has features, features-only ones included.
+The zoo-level ranking over these per-model scores is :mod:`gradnca_onnx.engine.ranking`'s.
+A features-only member (manifest schema 2, no ``grads.onnx``) gets S_LP but no S_FU.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import __version__
 from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
-from ..errors import InputError, one_line
+from ..errors import InputError
+from ..results import ModelResult
 from ..scores import (
-    combine,
     feature_update_score,
     fu_batch_slices,
     label_prediction_score,
 )
 from ..scores.feature_update import fu_undefined_reason, triplet_loss_grad
-from ..scores.label_prediction import JITTER_SCALE, check_jitters
-from ..zoo import Manifest, list_zoo, verify_files
+from ..scores.label_prediction import check_jitters
+from ..zoo import Manifest
 from .batching import run_grads
 from .cache import FeatureCache, cache_key, environment
-from .runtime import RuntimeConfig, ort_errors, run_session
+from .options import Progress
+from .runtime import RuntimeConfig, run_session
 from .split_pass import split_passes, uses_split
-
-#: progress(model, stage, done, total); stages: "features", "gradients", "scores".
-Progress = Callable[[str, str, int, int], None]
 
 #: S_LP settings of the paper (REFERENCE section 3); part of every cache key.
 LP_SETTINGS = {"n_components": 50, "n_neighbors": 5, "random_state": 42}
@@ -52,108 +43,6 @@ def lp_settings(feature_dim: int, jitters: int = 0) -> dict[str, int]:
     if jitters:
         settings["jitters"] = int(jitters)
     return settings
-
-
-@dataclass
-class ModelResult:
-    """What the engine found for one model of the zoo.
-
-    ``features_only`` is ``None`` for a member with both graphs, else why it has no S_FU (from
-    its manifest); such a member has ``fu``, ``score`` and ``rank`` ``None``.
-    """
-
-    name: str
-    path: Path
-    lp: float | None = None
-    fu: float | None = None
-    score: float | None = None
-    rank: int | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    cached: bool = False
-    seconds: float = 0.0
-    architecture: str = ""
-    pretrained_on: str = ""
-    features_only: str | None = None
-    #: ``rank --resamples`` / ``rank --folds`` blocks (schema ``rank/2``), else ``None``.
-    resampling: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def status(self) -> str:
-        """``ranked`` (has S), ``features-only`` (S_LP and baselines only) or ``failed``."""
-        if self.error is not None:
-            return "failed"
-        return "features-only" if self.features_only is not None else "ranked"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "model": self.name, "rank": self.rank, "score": self.score, "lp": self.lp,
-            "fu": self.fu, "metrics": dict(self.metrics), "architecture": self.architecture,
-            "pretrained_on": self.pretrained_on, "cached": self.cached,
-            "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
-            "features_only": self.features_only,
-        }
-        for key in ("resampling", "folds"):  # schema rank/2 only
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
-
-
-@dataclass
-class ZooRanking:
-    """The ranked zoo for one target (best first; models that failed last, unranked)."""
-
-    target: str
-    split: str
-    n_samples: int
-    n_classes: int
-    scenario: str
-    models: list[ModelResult]
-    metrics: list[str] = field(default_factory=list)
-    #: zoo-level ``rank --resamples`` / ``rank --folds`` settings and results (schema rank/2).
-    resampling: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = None
-    #: K of the smoothed S_LP (``rank --lp-jitters K``); 0: the paper's S_LP.
-    lp_jitters: int = 0
-    #: The target's image order (``TargetData.order``: S_FU batches are consecutive images)
-    #: and its notes on how it was read (16-bit values mapped, resized while loading).
-    order: str = "dataset"
-    target_notes: list[str] = field(default_factory=list)
-
-    @property
-    def schema(self) -> str:
-        """``gradnca-onnx/rank/2`` when it carries resampling or fold blocks or the smoothed
-        S_LP's ``lp`` block, else ``/1``."""
-        extended = self.resampling is not None or self.folds is not None or bool(self.lp_jitters)
-        return "gradnca-onnx/rank/2" if extended else "gradnca-onnx/rank/1"
-
-    def to_dict(self) -> dict[str, Any]:
-        from ..metrics import METRICS
-
-        out = {
-            "schema": self.schema, "package_version": __version__,
-            "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
-                       "n_classes": self.n_classes, "order": self.order,
-                       "notes": list(self.target_notes)},
-            "scenario": self.scenario,
-            "metrics": {name: {"title": METRICS[name].title,
-                               "higher_is_better": METRICS[name].higher_is_better}
-                        for name in self.metrics},
-            "models": [m.to_dict() for m in self.models],
-        }
-        if self.lp_jitters:
-            out["lp"] = {"definition": "jitter-mean", "jitters": self.lp_jitters,
-                         "jitter_scale": JITTER_SCALE}
-        for key in ("resampling", "folds"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
 
 
 def check_scoring_target(target: TargetData) -> None:
@@ -377,9 +266,11 @@ def _grad_norms(model_dir: Path, manifest: Manifest, x: NDArray[np.float32],
     return n1, n2
 
 
-def _score(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
-           runtime: RuntimeConfig | None, cache: FeatureCache | None, resize: bool,
-           progress: Progress | None, lp_jitters: int = 0) -> tuple[ModelResult, dict[str, NDArray]]:
+def score_arrays(model_dir: str | Path, manifest: Manifest, target: TargetData, *,
+                 runtime: RuntimeConfig | None, cache: FeatureCache | None, resize: bool,
+                 progress: Progress | None, lp_jitters: int = 0
+                 ) -> tuple[ModelResult, dict[str, NDArray]]:
+    """:func:`score_model`, plus the model's arrays as :func:`model_passes` returns them."""
     t0 = time.perf_counter()
     path = Path(model_dir)
     arrays, cached, notes = model_passes(path, manifest, target, runtime=runtime or RuntimeConfig(),
@@ -406,202 +297,5 @@ def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *
     A features-only member comes back with ``fu`` ``None`` and ``features_only`` set;
     ``lp_jitters`` as :func:`model_passes`.
     """
-    return _score(model_dir, manifest, target, runtime=runtime, cache=cache, resize=resize,
-                  progress=progress, lp_jitters=lp_jitters)[0]
-
-
-def zoo_entries(zoo_dir: str | Path, models: Sequence[str] | None = None) -> list[Any]:
-    """The zoo's entries (``list_zoo``), restricted to ``models`` when given.
-
-    Raises ``ValueError`` for an unknown model name or a zoo without any model.
-    """
-    entries = list_zoo(zoo_dir)
-    if models:
-        wanted = set(models)
-        missing = wanted - {e.path.name for e in entries}
-        if missing:
-            raise InputError(f"zoo {zoo_dir} has no model named {sorted(missing)}")
-        entries = [e for e in entries if e.path.name in wanted]
-    if not entries:
-        raise InputError(f"zoo directory {zoo_dir} holds no model (no sub-directory with a "
-                         "manifest.json); export one with 'gradnca-onnx export'")
-    return entries
-
-
-def score_entry(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
-                cache: FeatureCache | None = None, resize: bool = True, verify: bool = True,
-                metric_names: Sequence[str] = (), faithful: bool = False,
-                progress: Progress | None = None, lp_jitters: int = 0
-                ) -> tuple[ModelResult, dict | None]:
-    """The per-(model, target) unit of :func:`rank_zoo`: one zoo entry scored on ``target``.
-
-    Returns the model's result (its ``error`` set when it cannot be scored) and its per-model
-    baseline metric results (``None`` when it failed), which :func:`combine_zoo` turns into
-    zoo-level values. Depends only on its arguments, so any process can run it.
-    """
-    result, per_model, _ = score_entry_arrays(
-        entry, target, runtime=runtime, cache=cache, resize=resize, verify=verify,
-        metric_names=metric_names, faithful=faithful, progress=progress, lp_jitters=lp_jitters)
-    return result, per_model
-
-
-def score_entry_arrays(entry: Any, target: TargetData, *, runtime: RuntimeConfig | None = None,
-                       cache: FeatureCache | None = None, resize: bool = True,
-                       verify: bool = True, metric_names: Sequence[str] = (),
-                       faithful: bool = False, progress: Progress | None = None,
-                       lp_jitters: int = 0
-                       ) -> tuple[ModelResult, dict | None, dict[str, NDArray] | None]:
-    """:func:`score_entry`, plus the model's arrays (features, logits, gradient norms, S_LP;
-    ``None`` when it failed), as the cache holds them: what ``rank --resamples`` resamples."""
-    if not entry.ok:
-        return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None, None
-    manifest = entry.manifest
-    assert manifest is not None
-    try:
-        if verify:
-            verify_files(entry.path, manifest.files)
-        result, arrays = _score(entry.path, manifest, target, runtime=runtime, cache=cache,
-                                resize=resize, progress=progress, lp_jitters=lp_jitters)
-        per_model = None
-        if metric_names:
-            # Imported only when asked for: scikit-learn and numba cost ~3 s to import.
-            from ..metrics import compute_metrics
-
-            # A metric's warnings are in its result's note (shown as the model's notes by
-            # combine_zoo), so they are not raised again here.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                per_model = compute_metrics(list(metric_names), arrays["features"],
-                                            target.labels, arrays.get("logits"),
-                                            faithful=faithful, errors="record",
-                                            model_dir=entry.path)
-        return result, per_model, arrays
-    except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
-        # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is
-        # reported with its error; the rest of the zoo is still ranked.
-        return ModelResult(name=manifest.name, path=entry.path, error=one_line(exc),
-                           architecture=manifest.architecture,
-                           pretrained_on=manifest.pretrained_on), None, None
-
-
-
-
-def combine_zoo(target: TargetData, results: list[ModelResult],
-                per_model_metrics: dict[str, dict], *, scenario: str = "dataset",
-                metric_names: Sequence[str] = (), faithful: bool = False,
-                lp_jitters: int = 0) -> ZooRanking:
-    """The zoo-level step of :func:`rank_zoo`: S over the zoo, baseline metrics, ranks.
-
-    ``results`` are the per-model results in zoo order; ``per_model_metrics`` maps a scored
-    model's name to its :func:`score_entry` metric results.
-
-    S is min-max combined over the members that have both S_LP and S_FU only, so a
-    features-only member changes no other member's S; it gets ``score`` and ``rank`` ``None``
-    and a note, and is listed after the ranked members, ordered by S_LP (descending in the
-    dataset scenario, ascending in the cross-domain one, where both terms are inverted).
-    Baseline metrics cover every member that was scored, features-only ones included.
-    """
-    metric_names = list(metric_names)
-    if metric_names:
-        from ..metrics import zoo_scores
-    good = [r for r in results if r.ok]
-    full = [r for r in good if r.features_only is None]
-    partial = [r for r in good if r.features_only is not None]
-    if full:
-        from ..scores import ConstantTermWarning
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConstantTermWarning)
-            scores = combine([r.lp for r in full], [r.fu for r in full], scenario=scenario)
-        for w in caught:
-            for r in full:
-                r.notes.append(str(w.message))
-        for r, s in zip(full, scores):
-            r.score = float(s)
-    for r in partial:
-        r.notes.append(f"features-only member: S_FU not available ({r.features_only}); it has "
-                       "no S and no rank, and is listed after the ranked models by S_LP; its "
-                       "S_LP and baseline metrics compare with every other model's")
-    if good:
-        for name in metric_names:
-            have = [r for r in good if r.name in per_model_metrics]
-            # The zoo step's warnings (NCTI: a term constant over the zoo) become notes of
-            # every model it covers, as combine's do above; not raw warnings on the terminal.
-            with warnings.catch_warnings(record=True) as zoo_caught:
-                warnings.simplefilter("always")
-                values = zoo_scores(name, [per_model_metrics[r.name][name] for r in have],
-                                    faithful=faithful)
-            for r, v in zip(have, values):
-                res = per_model_metrics[r.name][name]
-                r.metrics[name] = None if not np.isfinite(v) else float(v)
-                if res.note and (res.status != "ok" or not np.isfinite(v) or res.warned):
-                    r.notes.append(f"{name}: {res.note}")
-                if res.terms is not None:
-                    r.notes.extend(f"{name}: {' '.join(str(w.message).split())}"
-                                   for w in zoo_caught)
-        # Rank 1 = best; ties share the better rank, broken by name for a stable order.
-        order = sorted(full, key=lambda r: (-r.score, r.name))
-        for i, r in enumerate(order):
-            r.rank = 1 + sum(1 for o in order[:i] if o.score > r.score) if i else 1
-        sign = 1.0 if scenario == "dataset" else -1.0  # cross-domain: lower S_LP is better
-        order += sorted(partial, key=lambda r: (-sign * r.lp, r.name))
-        results = order + [r for r in results if not r.ok]
-    return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
-                      n_classes=target.n_classes, scenario=scenario, models=results,
-                      metrics=metric_names, lp_jitters=int(lp_jitters), order=target.order,
-                      target_notes=list(target.notes))
-
-
-def check_scenario(scenario: str) -> None:
-    """Refuse an unknown scenario name."""
-    if scenario not in ("dataset", "cross-domain", "model"):
-        raise InputError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
-
-
-def rank_zoo(zoo_dir: str | Path, target: TargetData, *, scenario: str = "dataset",
-             runtime: RuntimeConfig | None = None, cache: FeatureCache | None = None,
-             resize: bool = True, verify: bool = True, models: Sequence[str] | None = None,
-             metrics: str | Sequence[str] | None = None, faithful: bool = False,
-             progress: Progress | None = None, lp_jitters: int = 0) -> ZooRanking:
-    """Score every model of a zoo on ``target`` and rank them.
-
-    A model that cannot be scored (unreadable manifest, files failing their sha256, a graph
-    onnxruntime cannot run) is reported with its error and ranked after the others; the rest
-    are still scored. Raises ``ValueError`` when the target cannot be scored at all or the zoo
-    holds no model.
-
-    ``metrics`` adds baseline metrics (``gradnca_onnx.metrics`` registry names or ``"all"``)
-    computed from the same features and logits; ``faithful`` switches them to the released
-    code's quirks. ``lp_jitters=K`` (K >= 2) uses the smoothed S_LP (the mean over ``K``
-    feature jitters; an extension, the paper's S_LP by default) in S and in the output. The
-    ranking itself is always by the score S; features-only members
-    (no ``grads.onnx``) have no S and follow the ranked ones (see :func:`combine_zoo`).
-
-    This is :func:`score_entry` per model in this process, then :func:`combine_zoo`;
-    ``gradnca_onnx.executors.rank_targets`` runs the same steps on a Ray cluster.
-    """
-
-    metric_names = _resolve_metrics(metrics) if metrics else []
-    check_scenario(scenario)
-    check_jitters(lp_jitters, "lp_jitters")
-    check_scoring_target(target)
-    entries = zoo_entries(zoo_dir, models)
-    results: list[ModelResult] = []
-    per_model_metrics: dict[str, dict] = {}
-    for entry in entries:
-        result, per_model = score_entry(entry, target, runtime=runtime, cache=cache,
-                                        resize=resize, verify=verify, metric_names=metric_names,
-                                        faithful=faithful, progress=progress,
-                                        lp_jitters=lp_jitters)
-        results.append(result)
-        if per_model is not None:
-            per_model_metrics[result.name] = per_model
-    return combine_zoo(target, results, per_model_metrics, scenario=scenario,
-                       metric_names=metric_names, faithful=faithful, lp_jitters=lp_jitters)
-
-
-def _resolve_metrics(metrics):
-    # Imported only when metrics are asked for: scikit-learn and numba cost ~3 s to import.
-    from ..metrics import resolve_names
-
-    return resolve_names(metrics)
+    return score_arrays(model_dir, manifest, target, runtime=runtime, cache=cache,
+                        resize=resize, progress=progress, lp_jitters=lp_jitters)[0]

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Literal, Mapping
 import numpy as np
 
 from ..errors import InputError
-from ..scores.combine import combine
+from ..scores.combine import check_scenario, combine
 from .ground_truth import ground_truth_from_runs
 from .table import SourceTargetTable, parse_table
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
-Scenario = Literal["dataset", "model"]
-SCENARIOS: tuple[str, ...] = ("dataset", "model")
+#: ``"cross-domain"`` is accepted as the synonym of ``"model"`` (:data:`~gradnca_onnx.scores.
+#: combine.SCENARIOS`, the package's one scenario check).
+Scenario = Literal["dataset", "model", "cross-domain"]
 
 #: Released metrics, by the column name of the paper's tables, and their file stem.
 METRIC_FILES: dict[str, str] = {
@@ -44,9 +45,9 @@ INVERTED_IN_MODEL_SCENARIO: frozenset[str] = frozenset({"PARC", "NCTI", "LEEP", 
 TERM_FILES: dict[str, str] = {"lp": "lp", "fu": "fu"}
 
 
-def _check_scenario(scenario: str) -> None:
-    if scenario not in SCENARIOS:
-        raise InputError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
+def _files_scenario(scenario: str) -> str:
+    """The scenario as the released files name it: ``dataset`` or ``model``."""
+    return "dataset" if check_scenario(scenario) == "dataset" else "model"
 
 
 def resource_dir() -> Traversable:
@@ -64,7 +65,7 @@ def _read_results(stem: str, name: str) -> SourceTargetTable:
 
 def load_truth(scenario: Scenario) -> SourceTargetTable:
     """The released ground truth ``AUCs_<scenario>.csv`` (dataset: AUC in 0-1; model: x 100)."""
-    _check_scenario(scenario)
+    scenario = _files_scenario(scenario)
     return _read_results(f"AUCs_{scenario}", f"AUCs_{scenario}.csv")
 
 
@@ -77,7 +78,7 @@ def load_released(metric: str, scenario: Scenario) -> SourceTargetTable:
         File stem: ``logme``, ``leep``, ``nleep``, ``parc``, ``sfda``, ``ncti``, ``lp``, ``fu``.
     scenario : {"dataset", "model"}
     """
-    _check_scenario(scenario)
+    scenario = _files_scenario(scenario)
     stems = (*METRIC_FILES.values(), *TERM_FILES.values())
     if metric not in stems:
         raise InputError(f"no released scores for {metric!r}; choose one of {list(stems)}")
@@ -93,15 +94,14 @@ def combine_table(lp: SourceTargetTable, fu: SourceTargetTable, scenario: Scenar
     scenario, the inverted normalisation of the paper's Eq. 8 (``"cross-domain"``) in the model
     scenario. The target's own row is NaN.
     """
-    _check_scenario(scenario)
+    check_scenario(scenario)
     if lp.sources != fu.sources or lp.targets != fu.targets:
         fu = fu.select(lp.sources, lp.targets)
     out = np.full(lp.values.shape, np.nan)
-    mode = "dataset" if scenario == "dataset" else "cross-domain"
     for j, target in enumerate(lp.targets):
         keep = np.array([s != target for s in lp.sources])
         try:
-            out[keep, j] = combine(lp.values[keep, j], fu.values[keep, j], scenario=mode)
+            out[keep, j] = combine(lp.values[keep, j], fu.values[keep, j], scenario=scenario)
         except ValueError as exc:
             raise InputError(f"{name}, target {target!r}: {exc}") from None
     return SourceTargetTable(lp.sources, lp.targets, out, name)
@@ -119,7 +119,7 @@ def paper_scores(scenario: Scenario) -> dict[str, SourceTargetTable]:
     dict
         Method name -> scores table, in :data:`PAPER_METHODS` order.
     """
-    _check_scenario(scenario)
+    scenario = _files_scenario(scenario)
     out: dict[str, SourceTargetTable] = {}
     for method, stem in METRIC_FILES.items():
         table = load_released(stem, scenario)
@@ -154,8 +154,7 @@ def derive_ground_truth(scenario: Scenario) -> SourceTargetTable:
     takes the test AUC of its lowest-validation-loss run (:func:`.ground_truth_from_runs`).
     Rows and columns are sorted by name.
     """
-    _check_scenario(scenario)
-    if scenario == "dataset":
+    if _files_scenario(scenario) == "dataset":
         return ground_truth_from_runs(_run_logs(False), name="ground truth (dataset)")
     arch_runs = _run_logs(True)
     targets = sorted({r["target_flag"] for r in arch_runs})

@@ -1,4 +1,13 @@
-"""Bootstrap confidence intervals of a per-target correlation, resampling the sources."""
+"""Bootstrap confidence intervals of a per-target correlation, resampling the sources.
+
+Kept rather than ``scipy.stats.bootstrap(..., method="percentile")``, measured with scipy
+1.17 on the paper's benchmark (both scenarios, every method and target: 154 intervals, 1000
+resamples, seed 0, the same index draws from the same generator): 79 intervals are identical,
+62 differ in the last bit (up to 1.1e-16: ``scipy.stats.quantile`` is not ``np.percentile``),
+and 13 become NaN, because scipy's quantile propagates the replicates whose tau is undefined
+(every drawn source tied) where this function leaves them out. Published ``tau_ci`` values
+would change, and 13 of them would be lost.
+"""
 
 from __future__ import annotations
 

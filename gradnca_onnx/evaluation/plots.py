@@ -1,13 +1,11 @@
 """Figures of an evaluation: score-vs-AUC scatter grid, critical-difference diagram, tau heat map.
 
-matplotlib is imported only when a figure is drawn (``pip install "gradnca-onnx[plot]"``).
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no GUI backend) and saved as
-PNG and PDF.
+matplotlib is imported only when a figure is drawn (``pip install "gradnca-onnx[plot]"``);
+figures are made and saved (PNG and PDF) by :mod:`gradnca_onnx.results.figure`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -16,49 +14,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..io.atomic import atomic_write_bytes
+from ..results.figure import FORMATS, figure, save_figure
 from .correlation import paired_values
 from .table import PathLike, SourceTargetTable, align
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from .report import Evaluation
-
-FORMATS: tuple[str, ...] = ("png", "pdf")
-
-
-def _figure(width: float, height: float) -> "Figure":
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(
-            "plots need matplotlib; install it with: pip install \"gradnca-onnx[plot]\""
-        ) from None
-    return Figure(figsize=(width, height), layout="constrained")
-
 
 #: The figures :func:`plot_evaluation` writes (stems in ``out``), each in every format.
 PLOT_STEMS: tuple[str, ...] = ("scatter_grid", "critical_difference", "tau_heatmap")
 #: Their file names, for a caller that checks an output directory before any work.
 PLOT_FILES: tuple[str, ...] = tuple(f"{stem}.{fmt}" for stem in PLOT_STEMS for fmt in FORMATS)
-
-
-def _save(fig: "Figure", stem: PathLike) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` with the package's one output writer
-    (atomic; a link, device or FIFO at a path is refused, never written through)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        # No creation date in the PDF, so the same evaluation gives the same bytes.
-        meta = {"CreationDate": None} if fmt == "pdf" else None
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    return paths
 
 
 def plot_scatter_grid(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable],
@@ -88,7 +54,7 @@ def plot_scatter_grid(truth: SourceTargetTable, scores: Mapping[str, SourceTarge
         raise InputError("no methods to plot")
     targets = scores[methods[0]].targets
     tau_m = None if tau is None else np.asarray(tau, dtype=np.float64)
-    fig = _figure(2.0 * len(methods) + 1.0, 1.7 * len(targets) + 0.5)
+    fig = figure(2.0 * len(methods) + 1.0, 1.7 * len(targets) + 0.5)
     axes = fig.subplots(len(targets), len(methods), squeeze=False)
     for j, m in enumerate(methods):
         table, truth_t = align(scores[m].select(None, targets), truth)
@@ -115,7 +81,7 @@ def plot_scatter_grid(truth: SourceTargetTable, scores: Mapping[str, SourceTarge
                 ax.set_ylabel(f"{target}\nscore", fontsize=7)
             if i == len(targets) - 1:
                 ax.set_xlabel("ground truth", fontsize=7)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def _cliques(avg: np.ndarray, cd: float) -> list[tuple[int, int]]:
@@ -165,7 +131,7 @@ def plot_critical_difference(avg_rank: Mapping[str, float], cd: float, stem: Pat
     order = np.argsort(avg, kind="stable")
     half = (k + 1) // 2
     n_rows = max(half, k - half)
-    fig = _figure(6.0, 1.6 + 0.28 * n_rows)
+    fig = figure(6.0, 1.6 + 0.28 * n_rows)
     ax = fig.add_subplot()
     ax.set_xlim(lo - 0.5, hi + 0.5)
     ax.set_ylim(-(n_rows + 2.0), 2.2)
@@ -190,7 +156,7 @@ def plot_critical_difference(avg_rank: Mapping[str, float], cd: float, stem: Pat
         ax.hlines(y, avg[order[a]] - 0.05, avg[order[b]] + 0.05, color="tab:red", linewidth=3)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_tau_heatmap(tau: ArrayLike, methods: Sequence[str], targets: Sequence[str],
@@ -213,7 +179,7 @@ def plot_tau_heatmap(tau: ArrayLike, methods: Sequence[str], targets: Sequence[s
     if m.shape != (len(targets), len(methods)):
         raise InputError(f"tau has shape {m.shape}; expected ({len(targets)}, {len(methods)}) "
                          "(targets x methods)")
-    fig = _figure(1.0 + 0.9 * len(methods), 0.8 + 0.4 * len(targets))
+    fig = figure(1.0 + 0.9 * len(methods), 0.8 + 0.4 * len(targets))
     ax = fig.add_subplot()
     img = ax.imshow(np.ma.masked_invalid(m), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(methods)), list(methods), rotation=45, ha="right", fontsize=8)
@@ -226,7 +192,7 @@ def plot_tau_heatmap(tau: ArrayLike, methods: Sequence[str], targets: Sequence[s
     fig.colorbar(img, ax=ax, label="weighted Kendall tau")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_evaluation(evaluation: "Evaluation", directory: PathLike) -> list[Path]:

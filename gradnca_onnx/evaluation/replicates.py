@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..results.text import aligned
 from .correlation import MissingValueWarning, correlation, paired_values
 from .table import SourceTargetTable, align
 
@@ -189,11 +190,6 @@ def format_agreement(agreement: ReplicateAgreement, truth_tau: Mapping[str, NDAr
             rows.append([t, ("-" if math.isnan(ceiling[i]) else f"{ceiling[i]:.2f}") + span,
                          *(_cell(v) for v in truth_tau[measure][i])])
             rows.append([f"  mean over the {k} replicates", "", *(_cell(v) for v in means[i])])
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines.append(f"{title}:")
-        for n, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(widths[0]) if q == 0 else c.rjust(widths[q])
-                                   for q, c in enumerate(r)).rstrip())
-            if n == 0:
-                lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+        lines += aligned(rows, right=True, full_rule=True)
     return "\n".join(lines)

@@ -12,6 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..results.text import aligned
+from ..scores.combine import check_scenario
 from .bootstrap import bootstrap_ci
 from .correlation import MissingValueWarning, paired_values, per_target, top1_regret
 from .ranking import average_ranks, rank_methods
@@ -130,14 +132,9 @@ class Evaluation:
         for i, target in enumerate(self.targets):
             rows.append([target, *(cell(self.tau[i, j], self.ranks[i, j]) for j in range(len(self.methods)))])
         rows.append(["Avg. rank", *(f"{v:.2f}" for v in self.avg_rank)])
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = [f"Weighted Kendall tau (rank), {self.scenario} scenario, "
                  f"{len(self.targets)} targets x {len(self.methods)} methods"]
-        for k, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(widths[0]) if n == 0 else c.rjust(widths[n])
-                                   for n, c in enumerate(r)).rstrip())
-            if k == 0 or k == len(rows) - 2:
-                lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+        lines += aligned(rows, right=True, rules=(0, len(rows) - 2), full_rule=True)
         if self.friedman is not None:
             p = self.friedman.p_value
             p_s = f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
@@ -204,7 +201,8 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         Method name -> its scores; all with the truth's sources and the same targets (a subset
         of the truth's). Higher score must mean better predicted transfer.
     scenario : {"dataset", "model"}
-        Recorded in the result (the released files need no other difference).
+        Recorded in the result (the released files need no other difference); ``"cross-domain"``
+        is the synonym of ``"model"`` (:func:`~gradnca_onnx.scores.combine.check_scenario`).
     alpha : float
         Significance level of the critical difference.
     cd_lookup : {"correct", "paper"}
@@ -235,8 +233,7 @@ def evaluate(truth: SourceTargetTable, scores: Mapping[str, SourceTargetTable], 
         On mismatched sources or targets (named), a target with fewer than two sources, or a
         method whose tau is NaN on every target (nothing to rank it by).
     """
-    if scenario not in ("dataset", "model"):
-        raise InputError(f"scenario must be 'dataset' or 'model'; got {scenario!r}")
+    check_scenario(scenario)
     if isinstance(alpha, bool) or not 0.0 < float(alpha) < 1.0:
         # Checked even when no critical difference is computed (one method): a bad value
         # is an error whatever else the input holds.

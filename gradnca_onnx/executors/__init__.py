@@ -8,7 +8,6 @@ an optional extra, imported only when the ``ray`` executor is made.
 
 from .base import (
                    EXECUTORS,
-                   RAY_EXTRA,
                    Executor,
                    LocalExecutor,
                    RayExecutor,
@@ -17,16 +16,16 @@ from .base import (
                    task_gpus,
 )
 from .finetuning import run_grid_on, train_task
-from .ranking import rank_targets
+from .ranking import rank, rank_targets
 
 __all__ = [
     "EXECUTORS",
-    "RAY_EXTRA",
     "Executor",
     "LocalExecutor",
     "RayExecutor",
     "TaskOutcome",
     "make_executor",
+    "rank",
     "rank_targets",
     "run_grid_on",
     "task_gpus",

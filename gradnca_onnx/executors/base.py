@@ -14,10 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import InputError, first_line, one_line
-
-#: How the one-line error for a missing Ray reads (the CLI prints it, exit code 2).
-RAY_EXTRA = "install the ray extra: pip install 'gradnca-onnx[ray]'"
+from ..errors import InputError, first_line, one_line, optional_import
 
 #: One call: positional and keyword arguments.
 Call = tuple[tuple[Any, ...], dict[str, Any]]
@@ -71,12 +68,8 @@ class LocalExecutor:
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"the ray executor needs Ray, which is not installed; "
-                         f"{RAY_EXTRA}") from None
-    return ray
+    """Ray, or :class:`~gradnca_onnx.errors.MissingExtraError` naming the ``ray`` extra."""
+    return optional_import("ray", "ray", "the ray executor")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -191,8 +184,10 @@ def make_executor(name: str, *, address: str | None = None, max_retries: int = 3
 
     Raises
     ------
-    ValueError
-        Unknown name, an address without ``ray``, Ray not installed, or an unreachable cluster.
+    InputError
+        Unknown name, an address without ``ray``, or an unreachable cluster.
+    MissingExtraError
+        Ray not installed (the ``ray`` extra).
     """
     name = (name or "").strip().lower()
     if name not in EXECUTORS:

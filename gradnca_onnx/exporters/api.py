@@ -29,7 +29,6 @@ from ..zoo import (
     SplitSpec,
 )
 from ..zoo.manifest import check_source_images
-from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
 from .errors import (
     OOM_ADVICE,
     GradientGraphError,

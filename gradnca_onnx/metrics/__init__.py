@@ -29,7 +29,7 @@ from .ncti import NCTITerms, ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda, sfda_probabilities
-from .static import count_parameters, params, source_images
+from .static import MemberFacts, params, source_images
 from .transrate import transrate
 
 __all__ = [
@@ -38,11 +38,11 @@ __all__ = [
     "NO_MODEL_NOTE",
     "QUIRKS",
     "DegenerateScoreWarning",
+    "MemberFacts",
     "Metric",
     "MetricResult",
     "NCTITerms",
     "compute_metrics",
-    "count_parameters",
     "faithful_options",
     "gbc",
     "hscore",

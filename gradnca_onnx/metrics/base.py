@@ -29,15 +29,15 @@ from .ncti import ncti_terms, ncti_zoo
 from .nleep import nleep
 from .parc import parc
 from .sfda import sfda
-from .static import params, source_images
+from .static import MemberFacts, params, source_images
 from .transrate import transrate
 
 Status = Literal["ok", "skipped", "error"]
 
 #: The note a logits-based metric carries for a model without a classification head.
 NO_LOGITS_NOTE = "skipped: model has no logits"
-#: The note a static metric carries when it is given features but no zoo member.
-NO_MODEL_NOTE = "skipped: no model directory given"
+#: The note a static metric carries when it is given features but no zoo member's facts.
+NO_MODEL_NOTE = "skipped: no zoo member given"
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ class Metric:
     zoo_step : ``zoo_step(per_model_terms (n_models, k), exclude=..., **zoo_options)`` for a
         metric whose score needs every model of the zoo (NCTI), else None.
     zoo_options : keyword options of ``zoo_step``.
-    needs_model : a static baseline: ``compute(model_dir)`` reads the member's files (graph or
-        manifest) and does not look at the target (``params``, ``source_images``).
+    needs_model : a static baseline: ``compute(member)`` takes the member's facts
+        (:class:`~.static.MemberFacts`, read by the engine from its graph or manifest) and
+        does not look at the target (``params``, ``source_images``).
     unrecorded : for a static baseline whose ``compute`` may return ``None`` (a property the
         member's manifest does not record): why, and how to record it; the result is then
         ``"skipped"`` with this as its note.
@@ -198,7 +199,7 @@ def compute_metrics(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     faithful: bool = False,
     errors: Literal["raise", "record"] = "raise",
-    model_dir: str | Any | None = None,
+    member: MemberFacts | None = None,
 ) -> dict[str, MetricResult]:
     """Compute baseline metrics for one model from its features (and logits).
 
@@ -223,11 +224,12 @@ def compute_metrics(
         ``"record"`` turns a ``ValueError`` of one metric (e.g. NLEEP on fewer samples than
         mixture components) or a ``MemoryError`` into an ``"error"`` result with the message
         as its note, so the other metrics of the model are still returned.
-    model_dir : path, optional
-        The zoo member the features come from; static metrics read its graph (``params``) or
-        manifest (``source_images``), and without it come back ``"skipped"`` with the note
-        :data:`NO_MODEL_NOTE`. A property the manifest does not record (``source_images``)
-        is ``"skipped"`` too, with a note that says so, never a made-up value.
+    member : MemberFacts, optional
+        The static facts of the zoo member the features come from
+        (:func:`gradnca_onnx.engine.member.read_member_facts`); without them static metrics
+        come back ``"skipped"`` with the note :data:`NO_MODEL_NOTE`. A property the manifest
+        does not record (``source_images``) is ``"skipped"`` too, with a note that says so,
+        never a made-up value; one that could not be read is an ``"error"``.
 
     Returns
     -------
@@ -255,7 +257,7 @@ def compute_metrics(
         metric = METRICS[name]
         kwargs = {k: v for k, v in merged[name].items() if k in metric.options}
         if metric.needs_model:
-            results[name] = _static_result(metric, model_dir, errors)
+            results[name] = _static_result(metric, member, errors)
             continue
         if metric.needs_logits and logits is None:
             results[name] = MetricResult(
@@ -330,17 +332,18 @@ def _warning_notes(caught: Sequence[warnings.WarningMessage], notes: list[str]) 
     return bool(caught)
 
 
-def _static_result(metric: Metric, model_dir: Any, errors: str) -> MetricResult:
-    """A static metric's result: computed from the member's files, or skipped / failed.
+def _static_result(metric: Metric, member: MemberFacts | None, errors: str) -> MetricResult:
+    """A static metric's result: from the member's facts, or skipped / failed.
 
-    Skipped without ``model_dir``, and when ``compute`` returns ``None`` (the member does not
-    record the property; the note is the metric's ``unrecorded`` text).
+    Skipped without ``member``, and when ``compute`` returns ``None`` (the member does not
+    record the property; the note is the metric's ``unrecorded`` text); failed when the fact
+    could not be read.
     """
-    if model_dir is None:
+    if member is None:
         return MetricResult(metric.name, math.nan, "skipped",
-                            f"{NO_MODEL_NOTE}; {metric.title} reads the model's files")
+                            f"{NO_MODEL_NOTE}; {metric.title} needs the member's facts")
     try:
-        value = metric.compute(model_dir)
+        value = metric.compute(member)
     except ValueError as err:
         if errors == "raise":
             raise

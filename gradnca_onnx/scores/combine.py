@@ -13,7 +13,35 @@ from ..errors import (
     InputError,
 )
 
-Scenario = Literal["dataset", "cross-domain"]
+Scenario = Literal["dataset", "cross-domain", "model"]
+
+#: The paper's two scenarios, by every name the package accepts. ``"dataset"``: sources of one
+#: architecture. The other, sources of several architectures (both terms inverted, Eq. 8), is
+#: ``"cross-domain"`` to ``rank --scenario`` and :func:`combine`, and ``"model"`` to the paper's
+#: tables, ``evaluate --scenario`` and ``benchmark --scenario``: the two names are synonyms.
+SCENARIOS: tuple[str, ...] = ("dataset", "cross-domain", "model")
+
+
+def check_scenario(scenario: object) -> str:
+    """``scenario`` when it names one of the paper's two scenarios (:data:`SCENARIOS`).
+
+    The one scenario check of the package (ranking, combining, evaluating, the benchmark).
+
+    Raises
+    ------
+    InputError
+        Any other value, in one line listing the names.
+    """
+    if not isinstance(scenario, str) or scenario not in SCENARIOS:
+        raise InputError(f"scenario must be 'dataset', or 'cross-domain' (the paper's model "
+                         f"scenario, also called 'model'); got {scenario!r}")
+    return scenario
+
+
+def inverts_terms(scenario: str) -> bool:
+    """Whether ``scenario`` is the model (cross-domain) scenario, where both terms are
+    inverted (paper Eq. 8); raises as :func:`check_scenario`."""
+    return check_scenario(scenario) != "dataset"
 
 
 def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> NDArray[np.float64]:
@@ -60,10 +88,5 @@ def combine(lp: ArrayLike, fu: ArrayLike, scenario: Scenario = "dataset") -> NDA
     fu_arr = np.asarray(fu, dtype=np.float64).reshape(-1)
     if lp_arr.shape != fu_arr.shape:
         raise InputError(f"lp and fu must have one value per model; got {lp_arr.size} and {fu_arr.size}")
-    if scenario == "dataset":
-        invert = False
-    elif scenario in ("cross-domain", "model"):
-        invert = True
-    else:
-        raise InputError(f"scenario must be 'dataset' or 'cross-domain'; got {scenario!r}")
+    invert = inverts_terms(scenario)
     return min_max(lp_arr, invert=invert, name="S_LP") * min_max(fu_arr, invert=invert, name="S_FU")

@@ -280,7 +280,7 @@ def test_zoo_ls_escapes_zoo_strings(hostile_zoo) -> None:
 
 
 def test_printable_escapes_controls_and_bidi_only() -> None:
-    from gradnca_onnx.cli._text import printable
+    from gradnca_onnx.results.text import printable
 
     assert printable("a\tb\nc\x7f\x9b\u200f\u2066d") == "a\\x09b\\x0ac\\x7f\\x9b\\u200f\\u2066d"
     assert printable("Grüße 日本 C:\\zoo") == "Grüße 日本 C:\\zoo"

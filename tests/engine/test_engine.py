@@ -24,7 +24,6 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from gradnca_onnx.cli import main  # noqa: E402
-from gradnca_onnx.data.dataset import from_arrays  # noqa: E402
 from gradnca_onnx.data.load import load_target  # noqa: E402
 from gradnca_onnx.data.preprocess import preprocess  # noqa: E402
 from gradnca_onnx.engine import FeatureCache, rank_zoo  # noqa: E402

@@ -12,7 +12,8 @@ from gradnca_onnx.cli import main
 from gradnca_onnx.data.load import load_target
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, rank_zoo
-from gradnca_onnx.engine.folds import kendall_between_folds, rank_folds, spread
+from gradnca_onnx.engine.folds import rank_folds
+from gradnca_onnx.evaluation.folds import kendall_between_folds, spread
 
 MODELS = ["retina", "pneumonia"]
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from gradnca_onnx.cli import main
 from gradnca_onnx.engine import rank_zoo
-from gradnca_onnx.engine.resample import (batch_draws, rank_statistics, resample_member,
-                                          resample_zoo, stratified_subsamples,
-                                          zoo_resample_scores)
+from gradnca_onnx.engine.resample import resample_member, resample_zoo
+from gradnca_onnx.evaluation.resampling import (batch_draws, rank_statistics,
+                                                stratified_subsamples, zoo_resample_scores)
 
 from _support import DEMO_CNNS
 
@@ -196,7 +196,7 @@ def test_features_only_member_gets_lp_and_metric_intervals_but_no_s(demo, tmp_pa
 
 
 def test_plots_are_byte_identical_across_runs(demo, tmp_path) -> None:
-    from gradnca_onnx.engine.rank_plots import plot_ranking
+    from gradnca_onnx.results.plots import plot_ranking
 
     zoo, target, cache = demo
     ranking = resample_zoo(zoo, target, 4, fu="batches", cache=cache, models=DEMO_CNNS)

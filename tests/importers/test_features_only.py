@@ -31,7 +31,9 @@ from gradnca_onnx.data.preprocess import preprocess
 from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
 from gradnca_onnx.engine.batching import open_session
-from gradnca_onnx.engine.scoring import LP_SETTINGS, ModelResult, combine_zoo
+from gradnca_onnx.engine.ranking import combine_zoo
+from gradnca_onnx.engine.scoring import LP_SETTINGS
+from gradnca_onnx.results import ModelResult
 from gradnca_onnx.scores import combine, label_prediction_score
 from gradnca_onnx.zoo import load_manifest
 

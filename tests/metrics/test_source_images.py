@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import gradnca_onnx.metrics as gm
 from gradnca_onnx.cli import main
+from gradnca_onnx.engine.member import read_member_facts
 from gradnca_onnx.zoo import SCHEMA_VERSION, Manifest, load_manifest, read_manifest, write_manifest
 from gradnca_onnx.zoo.manifest import check_source_images
 
@@ -142,23 +143,24 @@ def test_metric_reads_the_recorded_count_or_skips(tmp_path) -> None:
     assert meta.needs_model and meta.higher_is_better and not meta.needs_logits
     recorded, unrecorded = make_model_dir(tmp_path, "a"), make_model_dir(tmp_path, "b")
     _with_count(recorded, IMAGENET_1K)
-    assert gm.source_images(recorded) == float(IMAGENET_1K) and gm.source_images(unrecorded) is None
+    assert gm.source_images(read_member_facts(recorded)) == float(IMAGENET_1K)
+    assert gm.source_images(read_member_facts(unrecorded)) is None
     X = np.random.default_rng(0).normal(size=(20, 4))
     y = np.repeat([0, 1], 10)
-    ok = gm.compute_metrics("source_images", X, y, model_dir=recorded)["source_images"]
+    ok = gm.compute_metrics("source_images", X, y, member=read_member_facts(recorded))["source_images"]
     assert (ok.status, ok.value, ok.note) == ("ok", float(IMAGENET_1K), "")
-    skip = gm.compute_metrics("source_images", X, y, model_dir=unrecorded)["source_images"]
+    skip = gm.compute_metrics("source_images", X, y, member=read_member_facts(unrecorded))["source_images"]
     assert skip.skipped and math.isnan(skip.value)
     assert "does not record source_images" in skip.note and "--source-images N" in skip.note
     nodir = gm.compute_metrics("source_images", X, y)["source_images"]
     assert nodir.skipped and nodir.note.startswith(gm.NO_MODEL_NOTE)
     # The manifest goes through the loader: a broken one is an error, never a number.
     (unrecorded / "manifest.json").write_text('{"schema_version": 5}')
-    bad = gm.compute_metrics("source_images", X, y, model_dir=unrecorded,
+    bad = gm.compute_metrics("source_images", X, y, member=read_member_facts(unrecorded),
                              errors="record")["source_images"]
     assert bad.status == "error" and "manifest.json" in bad.note
     with pytest.raises(ValueError, match="is missing"):
-        gm.source_images(unrecorded)
+        gm.source_images(read_member_facts(unrecorded))
     np.testing.assert_array_equal(gm.zoo_scores("source_images", [ok, skip]),
                                   [IMAGENET_1K, np.nan])
 

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import gradnca_onnx.metrics as gm
 from gradnca_onnx.cli import main
 from gradnca_onnx.demo import demo_paths
+from gradnca_onnx.engine.member import count_parameters, read_member_facts
 
 
 def _tiny_graph(path) -> None:
@@ -30,14 +31,14 @@ def _tiny_graph(path) -> None:
 
 def test_params_counts_float_initializers_only(tmp_path) -> None:
     _tiny_graph(tmp_path)
-    assert gm.count_parameters(tmp_path) == 16  # 3x4 weight + 4 biases, not the int64 shape
-    assert gm.params(tmp_path) == 16.0
+    assert count_parameters(tmp_path) == 16  # 3x4 weight + 4 biases, not the int64 shape
+    assert gm.params(read_member_facts(tmp_path)) == 16.0
     with pytest.raises(ValueError, match="no features.onnx"):
-        gm.count_parameters(tmp_path / "missing")
+        count_parameters(tmp_path / "missing")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "features.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="not a readable ONNX graph"):
-        gm.count_parameters(tmp_path / "bad")
+        count_parameters(tmp_path / "bad")
 
 
 def test_params_matches_an_independent_count_on_the_demo_zoo() -> None:
@@ -46,8 +47,8 @@ def test_params_matches_an_independent_count_on_the_demo_zoo() -> None:
         model = onnx.load(str(member / "features.onnx"))
         expected = sum(numpy_helper.to_array(t).size for t in model.graph.initializer
                        if numpy_helper.to_array(t).dtype.kind == "f")
-        assert gm.count_parameters(member) == expected > 1000, member.name
-    assert gm.count_parameters(zoo / "vit-blood-cells") > gm.count_parameters(zoo / "retina")
+        assert count_parameters(member) == expected > 1000, member.name
+    assert count_parameters(zoo / "vit-blood-cells") > count_parameters(zoo / "retina")
 
 
 def test_registry_and_compute_metrics(tmp_path) -> None:
@@ -57,8 +58,10 @@ def test_registry_and_compute_metrics(tmp_path) -> None:
     out = gm.compute_metrics("all", X, y)
     assert out["params"].skipped and out["params"].note.startswith(gm.NO_MODEL_NOTE)
     _tiny_graph(tmp_path)
-    assert gm.compute_metrics("params", X, y, model_dir=tmp_path)["params"].value == 16.0
-    rec = gm.compute_metrics("params", X, y, model_dir=tmp_path / "nope", errors="record")
+    facts = read_member_facts(tmp_path)
+    assert gm.compute_metrics("params", X, y, member=facts)["params"].value == 16.0
+    rec = gm.compute_metrics("params", X, y, member=read_member_facts(tmp_path / "nope"),
+                             errors="record")
     assert rec["params"].status == "error" and "features.onnx" in rec["params"].note
     assert gm.zoo_scores("params", [out["params"]]).shape == (1,)
 
@@ -72,4 +75,4 @@ def test_rank_reports_params_per_model(tmp_path) -> None:
     assert data["metrics"]["params"]["higher_is_better"] is True
     zoo, _ = demo_paths()
     for m in data["models"]:
-        assert m["metrics"]["params"] == gm.count_parameters(zoo / m["model"])
+        assert m["metrics"]["params"] == count_parameters(zoo / m["model"])

@@ -10,7 +10,6 @@ import itertools
 import json
 import sqlite3
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,22 +1,23 @@
 """Figures of ``rank --resamples``: a forest plot of S and a rank-probability heat map.
 
-Both are written as PNG and PDF with matplotlib's object API (no pyplot, no GUI backend),
-atomically, and without dates in their metadata, so the same ranking gives the same bytes.
+Both are written as PNG and PDF by :mod:`gradnca_onnx.results.figure` (matplotlib's object
+API, atomic, no dates in the metadata), so the same ranking gives the same bytes.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_write_bytes, not_regular
-from .scoring import ZooRanking
+from ..io.atomic import not_regular
+from .figure import FORMATS, figure, save_figure
 
-FORMATS = ("png", "pdf")
+if TYPE_CHECKING:
+    from .ranking import ZooRanking
+
 #: The figures of one ranking, each written as ``<prefix><stem>.<format>``.
 STEMS = ("forest", "rank_probabilities")
 
@@ -35,26 +36,11 @@ def _ranked(ranking: ZooRanking) -> list[Any]:
     return models
 
 
-def _save(fig: Any, stem: Path) -> list[Path]:
-    """Write ``fig`` as ``stem.png`` and ``stem.pdf`` (atomic, no dates)."""
-    paths = []
-    for fmt in FORMATS:
-        buf = io.BytesIO()
-        meta = {"CreationDate": None, "ModDate": None} if fmt == "pdf" else {"Software": None}
-        fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    return paths
-
-
 def plot_forest(ranking: ZooRanking, stem: str | Path) -> list[Path]:
     """S per ranked model (plain value and resampling interval), P(rank 1) beside each row."""
-    from ..evaluation.plots import _figure
-
     models = _ranked(ranking)
     rs = ranking.resampling or {}
-    fig = _figure(6.4, 0.9 + 0.38 * len(models))
+    fig = figure(6.4, 0.9 + 0.38 * len(models))
     ax = fig.add_subplot()
     y = np.arange(len(models))[::-1]
     for yi, m in zip(y, models):
@@ -74,16 +60,14 @@ def plot_forest(ranking: ZooRanking, stem: str | Path) -> list[Path]:
     ax.set_xlabel(f"S (dot: all images; line: {pct} interval over {rs.get('n_resamples')} "
                   "resamples; grey: below the top)", fontsize=8)
     ax.set_title(f"{ranking.target} ({ranking.split}, n={ranking.n_samples})", fontsize=9)
-    return _save(fig, Path(stem))
+    return save_figure(fig, stem)
 
 
 def plot_rank_probabilities(ranking: ZooRanking, stem: str | Path) -> list[Path]:
     """Heat map of P(rank = k) over the resamples (models x ranks), each cell annotated."""
-    from ..evaluation.plots import _figure
-
     models = _ranked(ranking)
     p = np.array([m.resampling["rank_probabilities"] for m in models], dtype=np.float64)
-    fig = _figure(1.6 + 0.55 * p.shape[1], 0.9 + 0.38 * len(models))
+    fig = figure(1.6 + 0.55 * p.shape[1], 0.9 + 0.38 * len(models))
     ax = fig.add_subplot()
     img = ax.imshow(p, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(p.shape[1]), [str(k) for k in range(1, p.shape[1] + 1)], fontsize=8)
@@ -95,7 +79,7 @@ def plot_rank_probabilities(ranking: ZooRanking, stem: str | Path) -> list[Path]
                     color="white" if p[i, j] > 0.6 else "black")
     fig.colorbar(img, ax=ax, label="P(rank)")
     ax.set_title(f"{ranking.target}: rank probabilities", fontsize=9)
-    return _save(fig, Path(stem))
+    return save_figure(fig, stem)
 
 
 def plot_ranking(ranking: ZooRanking, directory: str | Path, prefix: str = "") -> list[Path]:

@@ -1,0 +1,115 @@
+"""How a zoo is ranked: the settings shared by every ranking path, as one options object.
+
+:class:`RankOptions` holds what ``rank_zoo``, ``resample_zoo``, ``rank_folds`` and
+``executors.rank_targets`` take besides the zoo and the targets; :class:`Resampling` the
+settings of ``--resamples``. Both are checked once, before any work, by the ranking path
+(:func:`gradnca_onnx.engine.ranking.plan_ranking`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .cache import FeatureCache
+from .runtime import RuntimeConfig
+
+#: progress(model, stage, done, total); stages: "features", "gradients", "scores", ...
+Progress = Callable[[str, str, int, int], None]
+
+#: How S_FU is resampled: re-batched gradient passes, or the cached batches resampled.
+FU_ESTIMATORS = ("rebatch", "batches")
+#: Default fraction of each class kept per resample (half-sampling).
+DEFAULT_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """Every setting of a ranking but the zoo and the targets.
+
+    Attributes
+    ----------
+    scenario : ``"dataset"`` (sources of one architecture) or ``"cross-domain"`` (the paper's
+        model scenario, both terms inverted; ``"model"`` is its synonym)
+    runtime : where the graphs run (default: :class:`RuntimeConfig`'s defaults)
+    cache : the feature cache (default: none)
+    resize : resize target images to each model's input size (else refuse other sizes)
+    verify : check every member's files against their sha256 before scoring
+    models : the zoo's members to rank (default: all)
+    metrics : baseline metrics from the same pass: registry names or ``"all"``
+    faithful : baseline metrics with the released code's quirks
+    progress : ``progress(model, stage, done, total)`` callback
+    lp_jitters : K >= 2: S_LP as the mean over K feature jitters (an extension); 0: the paper's
+    """
+
+    scenario: str = "dataset"
+    runtime: RuntimeConfig | None = None
+    cache: FeatureCache | None = None
+    resize: bool = True
+    verify: bool = True
+    models: Sequence[str] | None = None
+    metrics: str | Sequence[str] | None = None
+    faithful: bool = False
+    progress: Progress | None = None
+    lp_jitters: int = 0
+
+    @classmethod
+    def of(cls, options: RankOptions | None = None, **settings: Any) -> RankOptions:
+        """``options`` (default: the defaults) with ``settings`` (field names) replaced.
+
+        Raises ``TypeError`` for a name that is not a field, as a function call would.
+        """
+        return replace(options or cls(), **settings)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """The settings of ``rank --resamples`` (same settings and seed, same output).
+
+    Attributes
+    ----------
+    n_resamples : number of class-stratified subsamples (at least 2)
+    seed : seed of the subsamples and batch draws
+    fraction : share of each class kept per subsample, in (0, 1]
+    level : interval level, in (0, 1)
+    fu : ``"rebatch"`` (a ``grads.onnx`` pass per batch of each resample) or ``"batches"``
+        (the cached S_FU batches drawn with replacement; no pass)
+    """
+
+    n_resamples: int
+    seed: int = 0
+    fraction: float = DEFAULT_FRACTION
+    level: float = 0.95
+    fu: str = "rebatch"
+
+    def check(self) -> None:
+        """Refuse bad settings (:func:`check_resample_options`)."""
+        check_resample_options(self.n_resamples, self.fraction, self.level, self.fu, self.seed)
+
+
+def check_resample_options(n_resamples: Any, fraction: Any, level: Any, fu: Any,
+                           seed: Any) -> None:
+    """Refuse bad resampling settings with one line naming the option.
+
+    ``n_resamples`` ``None`` checks the other settings only (the command line checks them
+    even without ``--resamples``: a bad value is an error whatever else is given).
+    """
+    if n_resamples is not None and (
+            isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer))
+            or n_resamples < 2):
+        raise InputError(f"--resamples must be an integer >= 2 (intervals need at least two "
+                         f"resamples; 200 is a good start); got {n_resamples!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0.0 < float(fraction) <= 1.0:
+        raise InputError(f"--fraction must be in (0, 1] (the share of each class kept per "
+                         f"resample; default {DEFAULT_FRACTION}); got {fraction!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) \
+            or not 0.0 < float(level) < 1.0:
+        raise InputError(f"--level must be in (0, 1), e.g. 0.95; got {level!r}")
+    if fu not in FU_ESTIMATORS:
+        raise InputError(f"--fu-resample must be one of {', '.join(FU_ESTIMATORS)}; got {fu!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"--seed must be a non-negative integer; got {seed!r}")
