@@ -54,7 +54,7 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-met
 ZOO = ["timm>=1.0", "transformers>=4.40", "monai>=1.3", "safetensors>=0.4"]
 PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
-TEST = ["pytest>=7", "hypothesis>=6", *TORCH, *ZOO, *PLOT, *RAY]
+TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", *TORCH, *ZOO, *PLOT, *RAY]
 
 setup(
     name="gradnca-onnx",

@@ -28,6 +28,7 @@ from ..zoo.manifest import check_source_images
 from .onnx_file import (
     FLOAT_TYPES,
     PIXEL_RANGE,
+    image_input,
     pixel_input,
     pixel_normalisation,
     pixel_options,
@@ -115,12 +116,7 @@ def find_features(model: onnx.ModelProto, features_node: str | None = None) -> F
     """
     graph = model.graph
     consts = _constants(graph)
-    inputs = [i for i in graph.input if i.name not in consts]
-    if len(inputs) != 1:
-        raise InputError(f"the graph takes {len(inputs)} inputs "
-                         f"({', '.join(i.name for i in inputs)}); an image classifier takes one "
-                         "image tensor")
-    image = inputs[0]
+    image = image_input(graph, consts)
     pixels = pixel_input(image)
     if pixels is None and image.type.tensor_type.elem_type != TensorProto.FLOAT:
         raise InputError(f"the graph's input {image.name!r} is not float32; a features-only "

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..exporters.onnx_graph import ancestors
 from . import modules as m
 from .errors import GradientGraphError, UnsupportedOperatorError
-from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, pixel_input, toposort
+from .onnx_file import FLOAT_TYPES, PIXEL_RANGE, image_input, pixel_input, toposort
 from .ops import _DTYPES, MODULE_OPS, STATIC_OPS, SUPPORTED_OPS, TENSOR_OPS, attributes
 
 _NCHW = [0, 3, 1, 2]
@@ -97,12 +97,7 @@ class _Graph:
 def _read_graph(model: onnx.ModelProto) -> _Graph:
     graph = model.graph
     consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in consts]
-    if len(inputs) != 1:
-        raise InputError(f"the graph takes {len(inputs)} inputs "
-                         f"({', '.join(i.name for i in inputs)}); an image classifier "
-                         "takes one image tensor")
-    image = inputs[0]
+    image = image_input(graph, consts)
     nodes = []
     for node in graph.node:
         if node.op_type == "Constant":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Container
 
 import numpy as np
 import onnx
@@ -69,6 +70,22 @@ def opset_version(model: onnx.ModelProto) -> int:
         raise InputError(f"the model uses ONNX opset {version}; import needs opset {MIN_OPSET} "
                          "or newer (upgrade it with onnx.version_converter.convert_version)")
     return version
+
+
+def image_input(graph: onnx.GraphProto, constants: Container[str]) -> onnx.ValueInfoProto:
+    """The graph's one image input: its one input that is not a constant (initializer).
+
+    Raises
+    ------
+    InputError
+        The graph takes no input or several.
+    """
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise InputError(f"the graph takes {len(inputs)} inputs "
+                         f"({', '.join(i.name for i in inputs)}); an image classifier takes one "
+                         "image tensor")
+    return inputs[0]
 
 
 def pixel_input(image: onnx.ValueInfoProto) -> str | None:

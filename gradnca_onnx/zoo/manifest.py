@@ -342,6 +342,18 @@ class Manifest:
 
 
 # --------------------------------------------------------------------------- parsing
+#
+# Hand-written rather than a schema library (pydantic v2 is installed with Ray; msgspec is
+# not), measured on this manifest: (1) about half of the rules are not per-field types but
+# depend on the schema version (a field allowed only from schema 2, 3, 4 or 5, so that zoos of
+# schemas 1-5 load and re-serialise unchanged) or on other fields (a features-only member
+# has null conv fields, no grads.onnx and no split; a split needs forward/backward files;
+# 'graphs' must agree with the rest): in pydantic these are model validators with the same
+# code in them; (2) every fault is one line naming the manifest file, the dotted field and
+# what to do, which the CLI's bad-input table pins, while a ValidationError lists every fault
+# in its own words, to be rewritten per error type; (3) importing pydantic and defining three
+# small models cost 110 ms against 111 ms for the whole zoo package (Intel Xeon, 2 cores,
+# python -c, best of 7), and every command imports the zoo.
 
 
 class _Fields:
@@ -416,138 +428,29 @@ class _Fields:
 
 
 def _parse(data: Any, where: str) -> Manifest:
-    top = _Fields(data, "", where)
-    version = top.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < MIN_SCHEMA_VERSION:
-        raise top.fail("schema_version", "must be a positive integer")
-    if version > SCHEMA_VERSION:
-        raise ZooError(
-            f"{where}: schema_version {version} is newer than this gradnca-onnx reads "
-            f"({SCHEMA_VERSION}); upgrade gradnca-onnx"
-        )
-    features_only = None
-    if version < 2 and "features_only" in data:
-        raise ZooError(f"{where}: field 'features_only' needs schema_version 2 (the manifest "
-                         f"says {version}); re-export the model")
-    if version >= 2:
-        # Absent and null both mean a full member, so a hand-written schema-2 manifest need
-        # not spell it out; a features-only member must say why it has no gradient graph.
-        features_only = top.str_("features_only", optional=True)
-    no_grads = "for a features-only model (no grads.onnx)"
+    """Validate parsed JSON as a manifest of schema 1 to :data:`SCHEMA_VERSION`.
 
+    Each block has its own reader below, called in the order the faults are reported.
+    """
+    top = _Fields(data, "", where)
+    version = _schema_version(top)
+    features_only = _features_only(top, version)
     name = top.str_("name")
     try:
         check_model_name(name)
     except ValueError as exc:
         raise top.fail("name", str(exc)) from None
-
-    src = top.sub("source")
-    kind = src.str_("kind")
-    if not _SOURCE_KIND_RE.match(kind):
-        raise src.fail("kind", SOURCE_KIND_FORM)
-    options = src.get("options")
-    if not isinstance(options, dict):
-        raise src.fail("options", "must be a JSON object")
-    source = SourceSpec(kind=kind, reference=src.str_("reference"),
-                        checkpoint=src.str_("checkpoint", optional=True),
-                        checkpoint_sha256=src.str_("checkpoint_sha256", optional=True),
-                        options=options)
-    src.done()
-
-    inp = top.sub("input")
-    channels = inp.int_("channels")
-    mean, std = inp.floats("mean"), inp.floats("std")
-    if len(mean) != channels or len(std) != channels:
-        raise inp.fail("mean", f"and 'std' must have one value per channel ({channels})")
-    if any(s <= 0 for s in std):
-        raise inp.fail("std", "must be > 0")
-    small = [s for s in std if s < MIN_STD]
-    if small:
-        # A std below float32's resolution divides every pixel by 0 (1e-300 is 0 in float32).
-        raise inp.fail("std", f"holds {small[0]!r}, too small: each std must be >= {MIN_STD:g} "
-                       "(it divides every pixel), the model's real input std (e.g. 0.5 or "
-                       "ImageNet's)")
-    input_spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
-                           mean=mean, std=std)
-    inp.done()
-
-    lay = top.sub("layers")
-    rule = None
-    if version >= 3:
-        # null: not recorded (a schema-1/2 manifest rewritten by write_manifest); every
-        # exporter and importer of this version records it.
-        rule = lay.str_("rule", optional=True)
-        if rule is not None and rule not in LAYER_RULES:
-            raise lay.fail("rule", f"must be one of {list(LAYER_RULES)} or null")
-    elif "rule" in lay.data:
-        raise lay.fail("rule", f"needs schema_version 3 (the manifest says {version})")
-    if features_only is None:
-        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
-                           conv2=lay.str_("conv2"),
-                           conv1_weight_shape=lay.ints("conv1_weight_shape"),
-                           conv2_weight_shape=lay.ints("conv2_weight_shape"), rule=rule)
-    else:
-        for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape", "rule"):
-            lay.null(key, no_grads)
-        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=None, conv2=None,
-                           conv1_weight_shape=None, conv2_weight_shape=None)
-    lay.done()
-
-    bp = top.sub("batch_policy")
-    if features_only is None:
-        grads_batch = bp.int_("grads_batch")
-    else:
-        bp.null("grads_batch", no_grads)
-        grads_batch = None
-    policy = BatchPolicy(grads_batch=grads_batch,
-                         features_batch=bp.str_("features_batch"),
-                         smaller=bp.str_("smaller"), larger=bp.str_("larger"))
-    if (policy.features_batch, policy.smaller, policy.larger) != ("dynamic", PAD_ZERO, CHUNK_SUM):
-        raise bp.fail("smaller", f"/'larger'/'features_batch' must be {PAD_ZERO!r}/{CHUNK_SUM!r}/"
-                      f"'dynamic' in schema {version}")
-    bp.done()
-
+    source = _source(top.sub("source"))
+    input_spec = _input(top.sub("input"))
+    layers = _layers(top.sub("layers"), version, features_only)
+    policy = _batch_policy(top.sub("batch_policy"), version, features_only)
     ort_level = top.str_("ort_optimization")
     if ort_level not in ORT_LEVELS:
         raise top.fail("ort_optimization", f"must be one of {list(ORT_LEVELS)}")
-
     fl = top.sub("files")
-    files: dict[str, FileEntry] = {}
-    for fname in list(fl.data):
-        entry = fl.sub(fname)
-        digest = entry.str_("sha256")
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise entry.fail("sha256", "must be 64 lowercase hex digits")
-        if "/" in fname or "\\" in fname or fname.startswith("."):
-            raise fl.fail(fname, "must be a plain file name inside the model directory")
-        files[fname] = FileEntry(sha256=digest, bytes=entry.int_("bytes", minimum=0))
-        entry.done()
-        fl.used.add(fname)
-    for needed in (FEATURES_FILE,) + ((GRADS_FILE,) if features_only is None else ()):
-        if needed not in files:
-            raise fl.fail(needed, "is missing")
-    if features_only is not None and GRADS_FILE in files:
-        raise fl.fail(GRADS_FILE, "is listed but 'features_only' says the model has no gradient "
-                      "graph")
-
-    split = None
-    if version >= 4 and top.get("split", optional=True) is not None:
-        sp = top.sub("split")
-        if features_only is not None:
-            raise top.fail("split", "must be null for a features-only model (no gradient graph)")
-        split = SplitSpec(residuals=sp.int_("residuals"),
-                          residual_bytes=sp.int_("residual_bytes", minimum=0))
-        sp.done()
-        for needed in (FORWARD_FILE, BACKWARD_FILE):
-            if needed not in files:
-                raise fl.fail(needed, "is missing (the manifest has a 'split' block)")
-    elif version < 4 and "split" in data:
-        raise top.fail("split", f"needs schema_version 4 (the manifest says {version})")
-    else:
-        top.get("split", optional=True)  # absent or null: no split pass
-
+    files = _files(fl, features_only)
+    split = _split(top, fl, files, version, features_only)
     source_images = _source_images(top, version)
-
     producer = top.get("producer")
     if not isinstance(producer, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in producer.items()):
@@ -568,6 +471,150 @@ def _parse(data: Any, where: str) -> Manifest:
         raise top.fail("graphs", "disagrees with the other fields (file names, outputs, batch)")
     top.done()
     return manifest
+
+
+#: Why a conv field must be null.
+_NO_GRADS = "for a features-only model (no grads.onnx)"
+
+
+def _schema_version(top: _Fields) -> int:
+    version = top.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < MIN_SCHEMA_VERSION:
+        raise top.fail("schema_version", "must be a positive integer")
+    if version > SCHEMA_VERSION:
+        raise ZooError(
+            f"{top.where}: schema_version {version} is newer than this gradnca-onnx reads "
+            f"({SCHEMA_VERSION}); upgrade gradnca-onnx"
+        )
+    return version
+
+
+def _features_only(top: _Fields, version: int) -> str | None:
+    """Why the member has no gradient graph, or ``None`` for a full member."""
+    if version < 2:
+        if "features_only" in top.data:
+            raise ZooError(f"{top.where}: field 'features_only' needs schema_version 2 (the "
+                           f"manifest says {version}); re-export the model")
+        return None
+    # Absent and null both mean a full member, so a hand-written schema-2 manifest need
+    # not spell it out; a features-only member must say why it has no gradient graph.
+    return top.str_("features_only", optional=True)
+
+
+def _source(src: _Fields) -> SourceSpec:
+    kind = src.str_("kind")
+    if not _SOURCE_KIND_RE.match(kind):
+        raise src.fail("kind", SOURCE_KIND_FORM)
+    options = src.get("options")
+    if not isinstance(options, dict):
+        raise src.fail("options", "must be a JSON object")
+    source = SourceSpec(kind=kind, reference=src.str_("reference"),
+                        checkpoint=src.str_("checkpoint", optional=True),
+                        checkpoint_sha256=src.str_("checkpoint_sha256", optional=True),
+                        options=options)
+    src.done()
+    return source
+
+
+def _input(inp: _Fields) -> InputSpec:
+    channels = inp.int_("channels")
+    mean, std = inp.floats("mean"), inp.floats("std")
+    if len(mean) != channels or len(std) != channels:
+        raise inp.fail("mean", f"and 'std' must have one value per channel ({channels})")
+    if any(s <= 0 for s in std):
+        raise inp.fail("std", "must be > 0")
+    small = [s for s in std if s < MIN_STD]
+    if small:
+        # A std below float32's resolution divides every pixel by 0 (1e-300 is 0 in float32).
+        raise inp.fail("std", f"holds {small[0]!r}, too small: each std must be >= {MIN_STD:g} "
+                       "(it divides every pixel), the model's real input std (e.g. 0.5 or "
+                       "ImageNet's)")
+    spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
+                     mean=mean, std=std)
+    inp.done()
+    return spec
+
+
+def _layers(lay: _Fields, version: int, features_only: str | None) -> LayerSpec:
+    rule = None
+    if version >= 3:
+        # null: not recorded (a schema-1/2 manifest rewritten by write_manifest); every
+        # exporter and importer of this version records it.
+        rule = lay.str_("rule", optional=True)
+        if rule is not None and rule not in LAYER_RULES:
+            raise lay.fail("rule", f"must be one of {list(LAYER_RULES)} or null")
+    elif "rule" in lay.data:
+        raise lay.fail("rule", f"needs schema_version 3 (the manifest says {version})")
+    if features_only is None:
+        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=lay.str_("conv1"),
+                           conv2=lay.str_("conv2"),
+                           conv1_weight_shape=lay.ints("conv1_weight_shape"),
+                           conv2_weight_shape=lay.ints("conv2_weight_shape"), rule=rule)
+    else:
+        for key in ("conv1", "conv2", "conv1_weight_shape", "conv2_weight_shape", "rule"):
+            lay.null(key, _NO_GRADS)
+        layers = LayerSpec(features=lay.str_("features", empty=True), conv1=None, conv2=None,
+                           conv1_weight_shape=None, conv2_weight_shape=None)
+    lay.done()
+    return layers
+
+
+def _batch_policy(bp: _Fields, version: int, features_only: str | None) -> BatchPolicy:
+    if features_only is None:
+        grads_batch = bp.int_("grads_batch")
+    else:
+        bp.null("grads_batch", _NO_GRADS)
+        grads_batch = None
+    policy = BatchPolicy(grads_batch=grads_batch,
+                         features_batch=bp.str_("features_batch"),
+                         smaller=bp.str_("smaller"), larger=bp.str_("larger"))
+    if (policy.features_batch, policy.smaller, policy.larger) != ("dynamic", PAD_ZERO, CHUNK_SUM):
+        raise bp.fail("smaller", f"/'larger'/'features_batch' must be {PAD_ZERO!r}/{CHUNK_SUM!r}/"
+                      f"'dynamic' in schema {version}")
+    bp.done()
+    return policy
+
+
+def _files(fl: _Fields, features_only: str | None) -> dict[str, FileEntry]:
+    files: dict[str, FileEntry] = {}
+    for fname in list(fl.data):
+        entry = fl.sub(fname)
+        digest = entry.str_("sha256")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise entry.fail("sha256", "must be 64 lowercase hex digits")
+        if "/" in fname or "\\" in fname or fname.startswith("."):
+            raise fl.fail(fname, "must be a plain file name inside the model directory")
+        files[fname] = FileEntry(sha256=digest, bytes=entry.int_("bytes", minimum=0))
+        entry.done()
+        fl.used.add(fname)
+    for needed in (FEATURES_FILE,) + ((GRADS_FILE,) if features_only is None else ()):
+        if needed not in files:
+            raise fl.fail(needed, "is missing")
+    if features_only is not None and GRADS_FILE in files:
+        raise fl.fail(GRADS_FILE, "is listed but 'features_only' says the model has no gradient "
+                      "graph")
+    return files
+
+
+def _split(top: _Fields, fl: _Fields, files: dict[str, FileEntry], version: int,
+           features_only: str | None) -> SplitSpec | None:
+    """The split pass (schema 4); absent and ``null`` both mean none."""
+    if version < 4:
+        if "split" in top.data:
+            raise top.fail("split", f"needs schema_version 4 (the manifest says {version})")
+        return None
+    if top.get("split", optional=True) is None:
+        return None
+    sp = top.sub("split")
+    if features_only is not None:
+        raise top.fail("split", "must be null for a features-only model (no gradient graph)")
+    split = SplitSpec(residuals=sp.int_("residuals"),
+                      residual_bytes=sp.int_("residual_bytes", minimum=0))
+    sp.done()
+    for needed in (FORWARD_FILE, BACKWARD_FILE):
+        if needed not in files:
+            raise fl.fail(needed, "is missing (the manifest has a 'split' block)")
+    return split
 
 
 def _source_images(top: _Fields, version: int) -> int | None:

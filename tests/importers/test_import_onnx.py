@@ -49,12 +49,8 @@ def _cli(*args) -> "object":
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny tensors on a shared 2-core machine: one thread is fastest and keeps runs deterministic.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- helper-API models

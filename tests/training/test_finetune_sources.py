@@ -40,13 +40,8 @@ GRID = {"base": "quick", "lr": [0.01], "weight_decay": [0.0], "momentum": [0.9],
         "max_epochs": 1, "patience": 1, "image_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared machine: one thread is fastest and keeps runs deterministic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a shared 2-core machine: one thread is fastest and keeps runs deterministic.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_target(path: Path) -> Path:

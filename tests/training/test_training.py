@@ -58,13 +58,8 @@ def tiny_dir(tmp_path_factory) -> Path:
     sys.path.remove(str(d))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: one thread is fastest and keeps timings calm.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a shared 2-core machine: one thread is fastest and keeps runs deterministic.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,28 +27,7 @@ from gradnca_onnx.zoo import (
     write_manifest,
 )
 
-
-def make_model_dir(zoo: Path, name: str = "m1", *, num_classes: int | None = 10) -> Path:
-    """A model directory with placeholder graph files (the zoo layer never parses ONNX)."""
-    d = zoo / name
-    d.mkdir(parents=True)
-    (d / "features.onnx").write_bytes(b"features-" + name.encode())
-    (d / "grads.onnx").write_bytes(b"grads-" + name.encode())
-    m = Manifest(
-        name=name, architecture="resnet18", pretrained_on="ImageNet-1k",
-        source=SourceSpec(kind="torchvision", reference="resnet18", checkpoint="w.pt",
-                          checkpoint_sha256="0" * 64, options={"seed": 0}),
-        input=InputSpec(channels=3, height=64, width=64, mean=(0.485, 0.456, 0.406),
-                        std=(0.229, 0.224, 0.225)),
-        layers=LayerSpec(features="fc", conv1="conv1", conv2="layer1.0.conv1",
-                         conv1_weight_shape=(64, 3, 7, 7), conv2_weight_shape=(64, 64, 3, 3)),
-        feature_dim=512, num_classes=num_classes, opset=18, batch_policy=BatchPolicy(8),
-        ort_optimization="all",
-        files={f: file_entry(d / f) for f in ("features.onnx", "grads.onnx")},
-        package_version="0.1.0", producer={"torch": "2.14.1"}, created="2026-01-01T00:00:00+00:00",
-    )
-    write_manifest(d, m)
-    return d
+from _support import make_model_dir
 
 
 def test_manifest_round_trip(tmp_path):
