@@ -220,6 +220,9 @@ def grid_from_mapping(data: Mapping[str, Any], *, name: str = "custom") -> GridS
     ``image_size``, ``seed``, ``dropout``, ``augment``, ``resize_filter``,
     ``smaller_batch_only``. Unknown keys are an error.
     """
+    # Hand-written, not a schema library: the value rules are RunConfig's own checks (one
+    # place for a run's settings, which every grid point passes through), so a schema model
+    # would state them twice; what is left here is the preset merge and list-or-number keys.
     if not isinstance(data, Mapping):
         raise InputError(f"grid {name}: expected a mapping of keys to values; got "
                          f"{type(data).__name__}")
