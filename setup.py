@@ -54,7 +54,9 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-met
 ZOO = ["timm>=1.0", "transformers>=4.40", "monai>=1.3", "safetensors>=0.4"]
 PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
-TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", *TORCH, *ZOO, *PLOT, *RAY]
+#: ``Ranking.to_frame()``.
+FRAME = ["pandas>=2"]
+TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", *TORCH, *ZOO, *PLOT, *RAY, *FRAME]
 
 setup(
     name="gradnca-onnx",
@@ -84,7 +86,8 @@ setup(
         "pillow>=10",
         "threadpoolctl>=3.1",
     ],
-    extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "plot": PLOT, "ray": RAY, "test": TEST},
+    extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "plot": PLOT, "ray": RAY, "frame": FRAME,
+                    "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},
     zip_safe=False,
 )

@@ -25,7 +25,7 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {tests!r})
 from _support import real_images
-from gradnca_onnx.cli.rank import memory_size
+from gradnca_onnx.engine.runtime import memory_size
 from gradnca_onnx.data.dataset import from_arrays
 from gradnca_onnx.engine import FeatureCache, RuntimeConfig, rank_zoo
 if {arena!r} != "engine":  # every session with onnxruntime's CPU arena on or off

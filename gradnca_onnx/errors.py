@@ -30,7 +30,7 @@ from types import ModuleType
 __all__ = [
     "EXTRAS", "ConstantTermWarning", "DegenerateScoreWarning", "FALLBACK_FLAG",
     "GradientGraphError", "GradncaError", "GradncaWarning", "InputError", "MissingExtraError",
-    "MissingValueWarning", "NotRegularFileError", "SourceError", "UnsupportedOperatorError",
+    "MissingValueWarning", "NotRegularFileError", "RankingError", "SourceError", "UnsupportedOperatorError",
     "ZooError", "first_line", "one_line", "optional_import",
 ]
 
@@ -85,6 +85,15 @@ class UnsupportedOperatorError(GradientGraphError):
                          "importer", detail)
 
 
+class RankingError(GradncaError):
+    """``rank(..., errors="raise")``: some members could not be scored. ``ranking`` holds the
+    partial result (each failed member with its ``error``)."""
+
+    def __init__(self, message: str, ranking: object = None) -> None:
+        super().__init__(message)
+        self.ranking = ranking
+
+
 class MissingExtraError(GradncaError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
 
@@ -116,6 +125,7 @@ EXTRAS = {
     "zoo": "pip install 'gradnca-onnx[zoo]'",
     "plot": "pip install 'gradnca-onnx[plot]'",
     "ray": "pip install 'gradnca-onnx[ray]'",
+    "frame": "pip install 'gradnca-onnx[frame]'",
 }
 
 

@@ -1,7 +1,8 @@
 """``gradnca-onnx rank``: score every model of a zoo on a target dataset, best first.
 
-This module parses and checks the options, then calls :func:`gradnca_onnx.executors.rank`
-and prints what the result renders; the ranking and its outputs are the library's.
+This module parses and checks the options, then calls :func:`gradnca_onnx.api.rank` (the
+Python API, which takes a keyword for every option) and prints what the result renders; the
+ranking and its outputs are the library's.
 """
 
 from __future__ import annotations
@@ -136,21 +137,6 @@ def _plot_files(target_paths) -> list[str]:
     return plot_files() if len(target_paths) == 1 and not Path(target_paths[0]).is_dir() else []
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
-          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
-
-
-def memory_size(text: str, option: str) -> int:
-    """Bytes of a size such as ``2GiB``, ``512MiB``, ``1.5G`` or ``0``."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if m is None or unit not in _UNITS:
-        raise InputError(f"{option} must be a size such as 512MiB, 2GiB or 0; got {text!r}")
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
 @click.command("rank")
 @click.option("--zoo", "zoo_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Zoo directory (one sub-directory per exported model).")
@@ -266,7 +252,7 @@ def _check(args: RankArgs) -> dict[str, Any]:
     """
     from ..data.preprocess import parse_size
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir
-    from ..engine.runtime import cap_threads
+    from ..engine.runtime import cap_threads, memory_size
     from ..scores.label_prediction import check_jitters
 
     _check_sureness_options(args)
@@ -296,34 +282,27 @@ def _check(args: RankArgs) -> dict[str, Any]:
 
 
 def _run(args: RankArgs, checked: dict[str, Any]) -> None:
-    """Load the targets, rank, print (or write) the output and the plots, warn of failures."""
-    from ..engine import RankOptions, Resampling, RuntimeConfig
-    from ..engine.targets import load_rank_targets
-    from ..executors import make_executor, rank
+    """Rank through the Python API (:func:`gradnca_onnx.api.rank`), print (or write) the
+    output and the plots, warn of failures."""
+    from ..api import rank
+    from ..results import Rankings
 
-    targets = load_rank_targets(args.target_paths, args.split, size=checked["size"],
-                                folds=args.folds)
-    executor = make_executor(args.executor_name, address=args.ray_address,
-                             max_retries=args.max_retries)
-    runtime = RuntimeConfig(device=args.device, threads=checked["threads"],
-                            residual_memory=checked["residual_memory"])
-    resampling = (None if args.resamples is None else
-                  Resampling(args.resamples, args.seed, args.fraction, args.level,
-                             args.fu_resample))
+    one = len(args.target_paths) == 1
     started = time.perf_counter()
-    try:
-        with _progress(not args.quiet) as progress:
-            options = RankOptions(
-                scenario=args.scenario, runtime=runtime, cache=checked["cache"],
-                resize=not args.no_resize,
-                models=[m.strip() for m in args.models.split(",")] if args.models else None,
-                metrics=_baselines(args.metrics), faithful=args.faithful, progress=progress,
-                lp_jitters=args.lp_jitters)
-            result = rank(args.zoo_dir, targets, options, resampling=resampling,
-                          folds=args.folds, executor=executor)
-    finally:
-        executor.close()
-    if resampling is not None and not args.quiet:
+    with _progress(not args.quiet) as progress:
+        result = rank(
+            args.zoo_dir, args.target_paths[0] if one else list(args.target_paths),
+            split=args.split, size=checked["size"], scenario=args.scenario, models=args.models,
+            metrics=_baselines(args.metrics), faithful=args.faithful,
+            lp_jitters=args.lp_jitters, cache=checked["cache"], device=args.device,
+            threads=checked["threads"], residual_memory=checked["residual_memory"],
+            resize=not args.no_resize, resamples=args.resamples, seed=args.seed,
+            fraction=args.fraction, level=args.level, fu_resample=args.fu_resample,
+            folds=args.folds, executor=args.executor_name, ray_address=args.ray_address,
+            max_retries=args.max_retries, progress=progress)
+    if not isinstance(result, Rankings):
+        result = Rankings([result], several_targets=False)
+    if args.resamples is not None and not args.quiet:
         n_models = sum(1 for r in result for m in r.models if m.resampling is not None)
         click.echo(f"Resampling: {args.resamples} subsamples x {n_models} model(s) in "
                    f"{time.perf_counter() - started:.1f} s (S_FU {args.fu_resample})", err=True)

@@ -16,7 +16,7 @@ from typing import Any
 from ..data.folds import PAPER_N_FOLDS
 from ..errors import InputError
 from ..results import ZooRanking
-from .options import Progress, RankOptions
+from .options import Progress, RankOptions, callbacks_propagate
 from .ranking import rank_each
 
 
@@ -33,6 +33,7 @@ def load_folds(path: str | os.PathLike, n_folds: int = PAPER_N_FOLDS) -> list[An
     return [load_target(p, f"fold{i}", n_folds=n_folds) for i in range(1, n_folds + 1)]
 
 
+@callbacks_propagate
 def rank_folds(zoo_dir: str | Path, target_path: str | os.PathLike,
                options: RankOptions | None = None, *, n_folds: int = PAPER_N_FOLDS,
                **settings: Any) -> ZooRanking:

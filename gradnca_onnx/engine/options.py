@@ -8,8 +8,9 @@ settings of ``--resamples``. Both are checked once, before any work, by the rank
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,50 @@ Progress = Callable[[str, str, int, int], None]
 FU_ESTIMATORS = ("rebatch", "batches")
 #: Default fraction of each class kept per resample (half-sampling).
 DEFAULT_FRACTION = 0.5
+
+
+class _CallbackRaised(BaseException):
+    """Carries an exception of the caller's progress callback past the per-model error
+    handling (which turns a model's failure into its ``error``) to the public entry point,
+    which re-raises it unchanged. A ``BaseException``, as ``KeyboardInterrupt`` is, so that no
+    ``except Exception`` on the way catches it."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def guarded(progress: Progress | None) -> Progress | None:
+    """``progress`` with its exceptions carried to the caller (:func:`callbacks_propagate`)."""
+    if progress is None or getattr(progress, "_guarded", False):
+        return progress
+
+    def call(model: str, stage: str, done: int, total: int) -> None:
+        try:
+            progress(model, stage, done, total)
+        except Exception as exc:  # the caller's own error: theirs to see, not a model's
+            raise _CallbackRaised(exc) from None
+
+    call._guarded = True  # type: ignore[attr-defined]
+    return call
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def callbacks_propagate(fn: F) -> F:
+    """Decorate a public entry point: an exception raised by the caller's progress callback
+    reaches the caller as it was raised (same object, same type), not as a model's error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _CallbackRaised as carried:
+            original = carried.original
+        raise original  # outside the except block: no "during handling" chain is added
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -41,7 +86,8 @@ class RankOptions:
     models : the zoo's members to rank (default: all)
     metrics : baseline metrics from the same pass: registry names or ``"all"``
     faithful : baseline metrics with the released code's quirks
-    progress : ``progress(model, stage, done, total)`` callback
+    progress : ``progress(model, stage, done, total)`` callback; an exception it raises
+        stops the ranking and reaches the caller unchanged
     lp_jitters : K >= 2: S_LP as the mean over K feature jitters (an extension); 0: the paper's
     """
 
@@ -55,6 +101,9 @@ class RankOptions:
     faithful: bool = False
     progress: Progress | None = None
     lp_jitters: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "progress", guarded(self.progress))
 
     @classmethod
     def of(cls, options: RankOptions | None = None, **settings: Any) -> RankOptions:

@@ -38,7 +38,7 @@ from ..scores.label_prediction import check_jitters
 from ..zoo import list_zoo, verify_files
 from .cache import FeatureCache
 from .member import read_member_facts
-from .options import Progress, RankOptions
+from .options import Progress, RankOptions, callbacks_propagate, guarded
 from .runtime import RuntimeConfig, ort_errors
 from .scoring import check_scoring_target, score_arrays
 
@@ -113,6 +113,8 @@ def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
     """
     metric_names = resolve_metrics(options.metrics)
     check_scenario(options.scenario)
+    if options.runtime is not None:
+        options.runtime.providers()  # a device this onnxruntime cannot use fails here, once
     check_jitters(options.lp_jitters, "lp_jitters")
     for target in targets:
         check_scoring_target(target)
@@ -283,6 +285,7 @@ def _ranked(full: list[ModelResult]) -> list[ModelResult]:
     return order
 
 
+@callbacks_propagate
 def rank_each(zoo_dir: str | Path, targets: Sequence[TargetData], options: RankOptions, *,
               progress: Sequence[Progress | None] | None = None) -> list[ZooRanking]:
     """Rank the zoo on every target in this process (one plan for all of them).
@@ -292,11 +295,13 @@ def rank_each(zoo_dir: str | Path, targets: Sequence[TargetData], options: RankO
     result.
     """
     plan, entries = plan_ranking(zoo_dir, targets, options)
-    per_target = progress if progress is not None else [options.progress] * len(targets)
+    per_target = ([guarded(p) for p in progress] if progress is not None
+                  else [options.progress] * len(targets))
     return [plan.combine(target, [score_entry(e, target, plan, tick) for e in entries])
             for target, tick in zip(targets, per_target)]
 
 
+@callbacks_propagate
 def rank_zoo(zoo_dir: str | Path, target: TargetData, options: RankOptions | None = None,
              **settings: Any) -> ZooRanking:
     """Score every model of a zoo on ``target`` and rank them.

@@ -23,7 +23,13 @@ from ..data.dataset import TargetData
 from ..errors import InputError
 from ..results import ZooRanking
 from ..scores import feature_update_score, fu_batch_slices, label_prediction_score
-from .options import DEFAULT_FRACTION, Progress, RankOptions, Resampling
+from .options import (
+    DEFAULT_FRACTION,
+    Progress,
+    RankOptions,
+    Resampling,
+    callbacks_propagate,
+)
 from .ranking import (
     RankPlan,
     baseline_metrics,
@@ -153,6 +159,7 @@ def _draws(target: TargetData, resampling: Resampling,
     return given, every
 
 
+@callbacks_propagate
 def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, seed: int = 0,
                  fraction: float = DEFAULT_FRACTION, level: float = 0.95, fu: str = "rebatch",
                  subsamples: Sequence[NDArray[np.int64]] | None = None,
@@ -181,6 +188,7 @@ def resample_zoo(zoo_dir: str | Path, target: TargetData, n_resamples: int, *, s
                             subsamples=subsamples)
 
 
+@callbacks_propagate
 def resample_ranking(zoo_dir: str | Path, target: TargetData, resampling: Resampling,
                      options: RankOptions, *,
                      subsamples: Sequence[NDArray[np.int64]] | None = None) -> ZooRanking:

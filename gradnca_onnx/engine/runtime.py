@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from numbers import Integral
@@ -60,6 +61,37 @@ def cap_threads(threads: int | None, option: str = "--threads") -> tuple[int | N
                    f"use; using {cores} (more threads than cores only slow it down)")
 
 
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def memory_size(text: str | int, option: str = "residual_memory") -> int:
+    """Bytes of a size such as ``2GiB``, ``512MiB``, ``1.5G`` or ``0`` (an int: itself).
+
+    Raises
+    ------
+    InputError
+        Anything else, naming ``option``.
+    """
+    if isinstance(text, Integral) and not isinstance(text, bool):
+        _check_count(text, option, minimum=0)
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS:
+        raise InputError(f"{option} must be a size such as 512MiB, 2GiB or 0; got {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+#: The devices a :class:`RuntimeConfig` may name.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check_count(value: Any, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How the engine runs ONNX graphs.
@@ -86,6 +118,13 @@ class RuntimeConfig:
     residual_memory: int = 2 << 30
 
     def __post_init__(self) -> None:
+        # Every setting is checked here, so that a bad one raises where it is made, before any
+        # model runs, instead of failing every model of a ranking with the same error.
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(map(repr, DEVICES))}; got "
+                             f"{self.device!r}")
+        _check_count(self.features_batch, "features_batch", minimum=1)
+        _check_count(self.residual_memory, "residual_memory", minimum=0)
         # More intra-op threads than cores only makes them wait on each other (measured: 60
         # images took 107 s with 1000 threads on 2 cores, 2.3 s with 2): cap, and say so.
         threads, capped = cap_threads(self.threads, "threads")
@@ -94,6 +133,13 @@ class RuntimeConfig:
         object.__setattr__(self, "threads", threads)
 
     def providers(self) -> list[str]:
+        """onnxruntime's execution providers for :attr:`device`, best first.
+
+        Raises
+        ------
+        InputError
+            ``device="cuda"`` and this onnxruntime has no CUDA provider.
+        """
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -104,8 +150,6 @@ class RuntimeConfig:
                 raise InputError("device 'cuda' was asked for but this onnxruntime has no CUDA "
                                  "provider; install onnxruntime-gpu or use --device cpu")
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if self.device != "auto":
-            raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
         if "CUDAExecutionProvider" in available:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from ..data.dataset import TargetData
 from ..engine.cache import FeatureCache
 from ..engine.folds import rank_folds
-from ..engine.options import RankOptions, Resampling
+from ..engine.options import RankOptions, Resampling, callbacks_propagate
 from ..engine.ranking import (
     RankPlan,
     failed_result,
@@ -28,6 +28,7 @@ from ..results import Rankings, ZooRanking
 from .base import Executor, LocalExecutor, task_gpus
 
 
+@callbacks_propagate
 def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
                  executor: Executor | None = None, options: RankOptions | None = None,
                  **settings: Any) -> list[ZooRanking]:
@@ -113,6 +114,7 @@ def _task_device(executor: Executor, device: str) -> str:
     return device
 
 
+@callbacks_propagate
 def rank(zoo_dir: str | Path, targets: RankTargets | Sequence[str | os.PathLike],
          options: RankOptions | None = None, *, split: str | None = None,
          size: int | tuple[int, int] | None = None, resampling: Resampling | None = None,

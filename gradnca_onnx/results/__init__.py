@@ -6,13 +6,14 @@
 """
 
 from .rank_json import RankScores, rank_scores, rankings_of, read_rank_document
-from .ranking import ModelResult, Rankings, ZooRanking
+from .ranking import ModelResult, Ranking, Rankings, ZooRanking
 from .render import render_csv, render_csv_targets, render_json_targets, render_table
 from .text import aligned, printable
 
 __all__ = [
     "ModelResult",
     "RankScores",
+    "Ranking",
     "Rankings",
     "ZooRanking",
     "aligned",

@@ -122,6 +122,16 @@ class ZooRanking:
                 out[key] = getattr(self, key)
         return out
 
+    @property
+    def failed(self) -> list[ModelResult]:
+        """The members that could not be scored (each with its ``error``), in zoo order."""
+        return [m for m in self.models if not m.ok]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every member was scored (features-only members count as scored)."""
+        return not self.failed
+
     def to_json(self) -> str:
         """``rank --format json``: :meth:`to_dict` as indented JSON, one trailing newline."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -137,6 +147,18 @@ class ZooRanking:
         from .render import render_table
 
         return render_table(self)
+
+    def table(self) -> str:
+        """The aligned table ``gradnca-onnx rank`` prints (:meth:`to_table`)."""
+        return self.to_table()
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+    def to_frame(self) -> Any:
+        """The CSV of :meth:`to_csv` as a ``pandas.DataFrame`` (one row per model, same
+        columns and values; empty cells are NaN). Needs pandas."""
+        return _frame(self.to_csv())
 
     def plot(self, directory: str | Path, prefix: str = "") -> list[Path]:
         """``rank --resamples N --plot DIR``: the forest plot and the rank-probability heat
@@ -194,6 +216,32 @@ class Rankings:
         """``rank --format table``: each target's table, one after the other."""
         return "\n".join(r.to_table() for r in self.rankings)
 
+    def table(self) -> str:
+        """The tables ``gradnca-onnx rank`` prints (:meth:`to_table`)."""
+        return self.to_table()
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document :meth:`to_json` writes, as a dict."""
+        return json.loads(self.to_json())
+
+    def to_frame(self) -> Any:
+        """The CSV of :meth:`to_csv` as a ``pandas.DataFrame`` (with a ``target`` column when
+        the targets are several). Needs pandas."""
+        return _frame(self.to_csv())
+
+    @property
+    def failed(self) -> list[ModelResult]:
+        """The members that could not be scored, over every target."""
+        return [m for r in self.rankings for m in r.failed]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every member was scored on every target."""
+        return not self.failed
+
     def plot(self, directory: str | Path) -> list[Path]:
         """``rank --resamples N --plot DIR`` for every target (file names after the target
         when there are several)."""
@@ -202,3 +250,17 @@ class Rankings:
             paths += ranking.plot(directory,
                                   prefix=f"{ranking.target}_" if self.several_targets else "")
         return paths
+
+
+#: The ranking of one zoo on one target: the name the top-level API uses.
+Ranking = ZooRanking
+
+
+def _frame(csv_text: str) -> Any:
+    """A DataFrame of the package's CSV (so the frame holds exactly what the CSV holds)."""
+    import io
+
+    from ..errors import optional_import
+
+    pandas = optional_import("pandas", "frame", "to_frame()")
+    return pandas.read_csv(io.StringIO(csv_text))

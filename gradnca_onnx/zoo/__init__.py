@@ -7,7 +7,7 @@ it never imports torch or onnxruntime (running the graphs is :mod:`gradnca_onnx.
 """
 
 from .integrity import FileEntry, file_entry, verify_files
-from .listing import ZooEntry, list_zoo, load_zoo
+from .listing import Zoo, ZooEntry, list_zoo, load_zoo
 from .manifest import (
     BACKWARD_FILE,
     BACKWARD_OUTPUTS,
@@ -40,7 +40,7 @@ from .normalisation import parse_normalisation
 __all__ = [
     "BACKWARD_FILE", "BACKWARD_OUTPUTS", "CHUNK_SUM", "FEATURES_FILE", "FORWARD_FILE", "GRADS_FILE", "GRADS_INPUTS", "GRADS_OUTPUTS",
     "LAYER_RULES", "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
-    "BatchPolicy", "FileEntry", "InputSpec", "LayerSpec", "Manifest", "SourceSpec", "SplitSpec", "ZooEntry",
+    "BatchPolicy", "FileEntry", "InputSpec", "LayerSpec", "Manifest", "SourceSpec", "SplitSpec", "Zoo", "ZooEntry",
     "check_model_name", "file_entry", "list_zoo", "load_manifest", "load_zoo",
     "parse_normalisation", "read_manifest", "residual_names", "verify_files", "write_manifest",
 ]

@@ -90,3 +90,67 @@ def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[P
         raise ZooError(f"zoo directory {zoo_dir} holds no exported model; run gradnca-onnx "
                        "export --out to add one")
     return [(e.path, e.manifest) for e in entries]  # type: ignore[misc]
+
+
+class Zoo:
+    """A zoo directory: one sub-directory per exported model.
+
+    Reading it lists its members (:func:`list_zoo`); a member whose manifest cannot be read is
+    listed with its error, not dropped. ``gradnca_onnx.rank`` takes a ``Zoo`` or its path.
+
+    Parameters
+    ----------
+    path : path of the zoo directory
+
+    Raises
+    ------
+    ZooError
+        ``path`` is not a directory.
+
+    Examples
+    --------
+    >>> zoo = Zoo("zoo")                                     # doctest: +SKIP
+    >>> zoo.names, [e.error for e in zoo.broken]             # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.entries: list[ZooEntry] = list_zoo(self.path)
+
+    @property
+    def names(self) -> list[str]:
+        """The members' directory names, sorted (broken members included)."""
+        return [e.path.name for e in self.entries]
+
+    @property
+    def broken(self) -> list[ZooEntry]:
+        """The members whose manifest could not be read, each with its ``error``."""
+        return [e for e in self.entries if not e.ok]
+
+    def manifest(self, name: str) -> Manifest:
+        """The manifest of member ``name``.
+
+        Raises
+        ------
+        ZooError
+            No such member, or one whose manifest could not be read (its error).
+        """
+        for e in self.entries:
+            if e.path.name == name:
+                if e.manifest is None:
+                    raise ZooError(e.error or f"{e.path}: no manifest")
+                return e.manifest
+        raise ZooError(f"zoo {self.path} has no model named {name!r} (it has "
+                       f"{', '.join(self.names) or 'none'})")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.entries)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.path)!r}, {len(self.entries)} member(s))"
