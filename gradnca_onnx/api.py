@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
+from .core._parallel import limited_threads
 from .data.dataset import TargetData, from_arrays
 from .engine import (
     FeatureCache,
@@ -75,7 +76,11 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         ``$GRADNCA_CACHE`` or ``~/.cache/gradnca-onnx``), or ``None``/``False`` (none;
         the default here, so that a library call writes nothing it was not asked to)
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``
-    threads : onnxruntime intra-op threads (default: one per core)
+    threads : the thread budget of the call: onnxruntime's intra- and inter-op pools, the NCA
+        products, the compiled kernels' and the metrics' OpenMP and numba loops, and BLAS
+        (default: one per core). BLAS's count is process-wide (OpenBLAS keeps one setting), so
+        while the call runs other threads of the process see its limit too; it is restored
+        when the last concurrent call ends
     features_batch : images per call of ``features.onnx``
     residual_memory : bytes (or a size such as ``"512MiB"``) the split gradient pass may hold
     resize : resize target images to each model's input (else refuse other sizes)
@@ -129,8 +134,11 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
                               resize=resize, verify=verify, models=_names(models),
                               metrics=metrics, faithful=faithful, progress=progress,
                               lp_jitters=lp_jitters)
-        result = rank_targets_with(zoo, targets, options, resampling=resampling, folds=folds,
-                                   executor=runner)
+        # threads bounds every pool of this call (onnxruntime's, the NCA products, OpenMP,
+        # numba, BLAS), restored afterwards; Ray workers get it through the runtime config.
+        with limited_threads(threads if runner.in_process else None):
+            result = rank_targets_with(zoo, targets, options, resampling=resampling,
+                                       folds=folds, executor=runner)
     finally:
         if own_executor:
             runner.close()

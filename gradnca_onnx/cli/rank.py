@@ -175,7 +175,8 @@ def _plot_files(target_paths) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads (default: all cores).")
+              help="Threads for every pool of the run: onnxruntime, the NCA products, OpenMP, "
+                   "numba and BLAS (default: all cores).")
 @click.option("--residual-memory", "residual_memory", default="2GiB", show_default=True,
               metavar="SIZE",
               help="Memory the gradient pass may hold per S_FU batch for its residuals (e.g. "

@@ -18,15 +18,17 @@ a syrk and a row-split gemm, so callers keep those as single calls.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 
 def available_cores() -> int:
@@ -39,7 +41,11 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """Threads used by the kernels: ``GRADNCA_NUM_THREADS`` or the CPUs this process may use."""
+    """Threads used by the kernels: the current call's bound (:func:`limited_threads`), else
+    ``GRADNCA_NUM_THREADS``, else the CPUs this process may use."""
+    bound = _CALL_THREADS.get()
+    if bound is not None:
+        return bound
     env = os.environ.get("GRADNCA_NUM_THREADS")
     if env:
         return max(1, int(env))
@@ -153,30 +159,125 @@ class Products:
         self._run(fn, _slabs(n, self.n_threads))
 
 
-#: The BLAS limit is process-global: one limiter shared by every thread inside a pinned block.
-_BLAS_LOCK = threading.Lock()
-_BLAS_STATE: dict = {"depth": 0, "limiter": None}
+class _BlasLimits:
+    """The process-wide BLAS thread count while blocks that limit it are active.
+
+    OpenBLAS (as NumPy and SciPy ship it, pthreads) keeps one thread count for the whole
+    process: measured with NumPy's OpenBLAS 0.3.31, ``openblas_set_num_threads_local(1)`` in
+    one thread makes ``openblas_get_num_threads()`` return 1 in every other thread too. So the
+    blocks of all threads share one setting: the smallest limit any active block asks for,
+    set when the first block enters, lowered or raised as blocks come and go, and the
+    original restored when the last one leaves. Nested ``threadpool_limits`` blocks in several
+    threads would instead restore the original while another thread is still inside its block,
+    silently losing the bit-for-bit guarantee of the single-threaded products.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: list[int] = []
+        self._original: list[tuple[object, int]] = []
+        self._current: int | None = None
+
+    def _apply(self) -> None:
+        wanted = min(self._active) if self._active else None
+        if wanted == self._current:
+            return
+        if self._current is None:
+            controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+            self._original = [(c, c.num_threads) for c in controllers]
+        for controller, original in self._original:
+            _set_blas_threads(controller, original if wanted is None else wanted)
+        if wanted is None:
+            self._original = []
+        self._current = wanted
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
+    @contextmanager
+    def limit(self, n: int) -> Iterator[None]:
+        with self._lock:
+            self._active.append(max(1, int(n)))
+            self._apply()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active.remove(max(1, int(n)))
+                self._apply()
+
+
+def _set_blas_threads(controller: Any, n: int) -> None:
+    """Set a BLAS library's thread count from any thread.
+
+    threadpoolctl lets only the first thread that set an OpenBLAS (pthreads) count set it
+    again; from any other thread its setter silently does nothing (measured: a limit entered
+    in a worker thread left the count at 2). A ranking runs in whatever thread the caller
+    uses, so OpenBLAS's own setter is called directly; other libraries go through
+    threadpoolctl.
+    """
+    if controller.internal_api == "openblas" and controller.threading_layer != "openmp":
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                setter = getattr(controller.dynlib, f"{prefix}openblas_set_num_threads{suffix}",
+                                 None)
+                if setter is not None:
+                    setter(ctypes.c_int(int(n)))
+                    return
+    controller.set_num_threads(int(n))
+
+
+_BLAS = _BlasLimits()
+
+
+def blas_threads(n: int) -> AbstractContextManager[None]:
+    """Run BLAS with at most ``n`` threads inside the block (process-wide; see
+    :class:`_BlasLimits`); safe from several threads at once."""
+    return _BLAS.limit(n)
+
+
+def single_threaded_blas() -> AbstractContextManager[None]:
     """Run BLAS single-threaded inside the block (see the module docstring for why).
 
     Safe from several threads at once (a service calling ``label_prediction_score`` from a
-    thread pool): the BLAS thread count is a process-wide setting, so nested
-    ``threadpool_limits`` blocks would restore it while another thread is still inside its
-    block, silently losing the bit-for-bit guarantee. Here the first thread to enter pins BLAS
-    to one thread and the last one to leave restores it; every block in between runs pinned.
+    thread pool): every block in any thread runs pinned until the last one leaves.
     """
-    with _BLAS_LOCK:
-        if _BLAS_STATE["depth"] == 0:
-            _BLAS_STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
-        _BLAS_STATE["depth"] += 1
+    return _BLAS.limit(1)
+
+
+#: The thread budget of the current call (:func:`limited_threads`), None outside one.
+_CALL_THREADS: ContextVar[int | None] = ContextVar("gradnca_call_threads", default=None)
+
+
+@contextmanager
+def limited_threads(n: int | None) -> Iterator[None]:
+    """Bound every pool a call uses to ``n`` threads inside the block (``None``: no bound).
+
+    Inside the block :func:`default_threads` is ``n`` (the NCA products, the compiled kernels'
+    OpenMP regions and the baseline metrics' numba loops take their thread count from it), the
+    calling thread's OpenMP runtimes run at most ``n`` threads (OpenMP's setting is per
+    thread), and BLAS at most ``n`` (process-wide, shared with concurrent calls:
+    :class:`_BlasLimits`). Everything is restored when the block ends.
+    """
+    if n is None:
+        yield
+        return
+    n = max(1, int(n))
+    token = _CALL_THREADS.set(n)
+    try:
+        with blas_threads(n), threadpool_limits(limits=n, user_api="openmp"):
+            yield
+    finally:
+        _CALL_THREADS.reset(token)
+
+
+@contextmanager
+def numba_threads() -> Iterator[None]:
+    """numba's parallel loops on at most :func:`default_threads` threads inside the block
+    (numba's setting is per thread, so other threads are not affected)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(default_threads(), numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
-        with _BLAS_LOCK:
-            _BLAS_STATE["depth"] -= 1
-            if _BLAS_STATE["depth"] == 0:
-                limiter, _BLAS_STATE["limiter"] = _BLAS_STATE["limiter"], None
-                limiter.restore_original_limits()
+        numba.set_num_threads(before)

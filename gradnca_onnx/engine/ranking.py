@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from ..core._parallel import limited_threads
 from ..data.dataset import TargetData
 from ..errors import InputError, one_line
 from ..results import ModelResult, ZooRanking
@@ -147,15 +148,18 @@ def score_entry_arrays(entry: Any, target: TargetData, plan: RankPlan,
         return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None, None
     manifest = entry.manifest
     try:
-        if plan.verify:
-            verify_files(entry.path, manifest.files)
-        result, arrays = score_arrays(entry.path, manifest, target, runtime=plan.runtime,
-                                      cache=plan.cache, resize=plan.resize, progress=progress,
-                                      lp_jitters=plan.lp_jitters)
-        per_model = (baseline_metrics(plan.metric_names, arrays["features"], target.labels,
-                                      arrays.get("logits"), faithful=plan.faithful,
-                                      member=member_facts(entry, plan.metric_names))
-                     if plan.metric_names else None)
+        # runtime.threads bounds every pool the member's scoring uses, not only onnxruntime's
+        with limited_threads(plan.runtime.threads):
+            if plan.verify:
+                verify_files(entry.path, manifest.files)
+            result, arrays = score_arrays(entry.path, manifest, target, runtime=plan.runtime,
+                                          cache=plan.cache, resize=plan.resize,
+                                          progress=progress, lp_jitters=plan.lp_jitters)
+            per_model = (baseline_metrics(plan.metric_names, arrays["features"],
+                                          target.labels, arrays.get("logits"),
+                                          faithful=plan.faithful,
+                                          member=member_facts(entry, plan.metric_names))
+                         if plan.metric_names else None)
         return result, per_model, arrays
     except (ValueError, RuntimeError, OSError, *ort_errors()) as exc:
         # One bad member (a graph that contradicts its manifest, an onnxruntime failure) is

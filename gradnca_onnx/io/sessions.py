@@ -67,7 +67,10 @@ def session_options(level: str = "all", *, threads: int | None = None) -> Any:
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
     if threads is not None:
+        # Both pools: the inter-op pool is only used in parallel execution mode, but a bound
+        # that leaves any pool at onnxruntime's default (one thread per core) is no bound.
         so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = int(threads)
     return so
 
 

@@ -8,9 +8,9 @@ from typing import ContextManager
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from threadpoolctl import threadpool_limits
 
 from .._validation import check_features, check_labels
+from ..core._parallel import single_threaded_blas
 from ..errors import (
     DegenerateScoreWarning,  # noqa: F401 - re-exported
     InputError,
@@ -87,7 +87,7 @@ def large_factorisation(order: int) -> ContextManager[object]:
     See :data:`ONE_THREAD_ORDER`; below it, a no-op (the library's threads are kept).
     """
     if order >= ONE_THREAD_ORDER:
-        return threadpool_limits(limits=1, user_api="blas")
+        return single_threaded_blas()
     return contextlib.nullcontext()
 
 

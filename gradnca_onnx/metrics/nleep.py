@@ -6,8 +6,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
 
+from ..core._parallel import single_threaded_blas
 from ..errors import InputError
 from ._common import check_positive_int, prepare
 from .leep import empirical_conditional
@@ -77,7 +77,7 @@ def nleep(
     # scikit-learn's M-step is one skinny (d x N) @ (N x d) product per component; OpenBLAS
     # threads slow those down several-fold (8x measured at N = 20,000 on 2 cores) and change
     # nothing but round-off, so the mixture is fitted on one BLAS thread.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         gmm = GaussianMixture(n_components=n_components, random_state=random_state).fit(reduced)
         posterior = gmm.predict_proba(reduced)
     cond = empirical_conditional(posterior, y, n_classes)

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from ..core._parallel import numba_threads
 from ..errors import InputError
 from ._common import (
     check_choice,
@@ -171,7 +172,8 @@ def parc_from_reduced(reduced: NDArray[np.float64], y: NDArray[np.int64]) -> flo
         return float("nan")
     same = np.empty(n0)
     diff = np.empty(n1)
-    _pair_dissimilarities(unit, y, same_start, diff_start, same, diff)
+    with numba_threads():  # the call's thread bound (per thread in numba)
+        _pair_dissimilarities(unit, y, same_start, diff_start, same, diff)
     same.sort()
     diff.sort()
     s, ties = _rank_sum_stats(same, diff)
