@@ -182,3 +182,11 @@ def test_the_readmes_pipeline_example_runs(capsys):
     ranking = namespace["ranking"]
     assert ranking.ok and namespace["best"] == ranking.models[0].name
     assert ranking.table() in capsys.readouterr().out
+
+
+def test_the_engine_refuses_a_target_that_is_not_loaded(small):
+    from gradnca_onnx.engine import rank_zoo
+
+    zoo, x, y, _ = small
+    with pytest.raises(g.InputError, match="must be a TargetData .* got tuple"):
+        rank_zoo(zoo, (x, y))

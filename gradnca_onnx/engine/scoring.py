@@ -47,6 +47,10 @@ def lp_settings(feature_dim: int, jitters: int = 0) -> dict[str, int]:
 
 def check_scoring_target(target: TargetData) -> None:
     """Refuse targets the score is undefined on, with one clear message."""
+    if not isinstance(target, TargetData):
+        raise InputError(f"the target must be a TargetData (gradnca_onnx.load_target or "
+                         f"from_arrays); got {type(target).__name__} (gradnca_onnx.rank also "
+                         "takes paths and (images, labels) arrays)")
     where = target.source or target.name
     if target.labels.ndim != 1:
         raise InputError(f"{where}: multi-label targets are not supported (S_LP needs one class "
