@@ -44,6 +44,7 @@ from .member import (
     check_pretrained_on,
     default_normalisation,
     input_spec,
+    normalisation_origin,
     publish_member,
 )
 from .onnx_export import export_features, export_grads, export_split
@@ -251,7 +252,8 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
     size = opts.size()
     name = opts.name or loaded.default_name
     chans = _channels(loaded.module, opts.channels)
-    inp = input_spec(chans, size[0], size[1], opts.norm, opts.pretrained_on)
+    inp = input_spec(chans, size[0], size[1], opts.norm, opts.pretrained_on,
+                     loaded.normalisation)
     check_trace_memory(size, chans, opts.grads_batch)
     check_finite_weights(loaded.module)
     try:
@@ -261,6 +263,15 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
         if is_out_of_memory(exc):  # torch's allocator, wherever it failed
             raise out_of_memory(exc, f"exporting {name} at {size[0]}x{size[1]}") from None
         raise
+
+
+def _described(loaded: LoadedModel, opts: ExportOptions) -> Any:
+    """The manifest's ``source`` block, with where the input normalisation came from."""
+    from dataclasses import replace as _replace
+
+    spec = sources.describe(loaded)
+    origin = normalisation_origin(opts.norm, opts.pretrained_on, loaded.normalisation)
+    return _replace(spec, options={**spec.options, "normalisation_from": origin})
 
 
 def _channels(module: nn.Module, channels: int | None) -> int:
@@ -282,7 +293,8 @@ def _write(loaded: LoadedModel, staging: Path, name: str, inp: InputSpec,
     size = (inp.height, inp.width)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, inp.channels, *size, generator=gen)
-    prep, reason = _prepare(loaded, example, opts.head, opts.convs,
+    head = opts.head if opts.head is not None else loaded.head  # --head wins over the source
+    prep, reason = _prepare(loaded, example, head, opts.convs,
                             features_only=opts.features_only,
                             fallback=opts.features_only_fallback)
     feats, logits = _forward(prep, example)
@@ -299,7 +311,7 @@ def _write(loaded: LoadedModel, staging: Path, name: str, inp: InputSpec,
         _verify_features(staging / FEATURES_FILE, example, feats, logits, prep.features)
     return dict(
         name=name, architecture=loaded.architecture, pretrained_on=opts.pretrained_on.strip(),
-        source=sources.describe(loaded), input=inp, layers=_layer_spec(prep, reason, opts),
+        source=_described(loaded, opts), input=inp, layers=_layer_spec(prep, reason, opts),
         feature_dim=feature_dim, num_classes=int(logits.shape[1]) if logits is not None else None,
         opset=OPSET, batch_policy=BatchPolicy(grads_batch=opts.grads_batch if reason is None
                                               else None),

@@ -32,11 +32,34 @@ def check_pretrained_on(pretrained_on: str) -> str:
 
 
 def input_spec(channels: int, height: int, width: int, norm: str | None,
-               pretrained_on: str) -> InputSpec:
-    """The manifest's ``input`` block: ``norm`` (``imagenet``, ``half``, ``MEAN,STD``), by
-    default :func:`default_normalisation` of ``pretrained_on``."""
-    mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
+               pretrained_on: str,
+               library: tuple[tuple[float, ...], tuple[float, ...], str] | None = None
+               ) -> InputSpec:
+    """The manifest's ``input`` block: ``norm`` (``imagenet``, ``half``, ``MEAN,STD``), else the
+    model's own config (``library``), else :func:`default_normalisation` of ``pretrained_on``
+    (:func:`normalisation_origin` says which)."""
+    if norm is None and library is not None:
+        mean, std = parse_normalisation(_as_spec(library[0], library[1]), channels)
+    else:
+        mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
     return InputSpec(channels=channels, height=height, width=width, mean=mean, std=std)
+
+
+def normalisation_origin(norm: str | None, pretrained_on: str,
+                         library: tuple[tuple[float, ...], tuple[float, ...], str] | None
+                         ) -> str:
+    """Where :func:`input_spec` took the mean and std from, for the manifest."""
+    if norm is not None:
+        return "--norm"
+    if library is not None:
+        return library[2]
+    return (f"guessed from --pretrained-on ({default_normalisation(pretrained_on)}: "
+            f"{'it names' if 'imagenet' in pretrained_on.lower() else 'it does not name'} "
+            "ImageNet); give --norm to state it")
+
+
+def _as_spec(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    return f"{':'.join(repr(float(m)) for m in mean)},{':'.join(repr(float(s)) for s in std)}"
 
 
 def publish_member(zoo_dir: str | os.PathLike, name: str, *, force: bool,

@@ -33,6 +33,13 @@ class LoadedModel:
     checkpoint: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     spec: ArchSpec | None = None
+    #: The source's own feature choice: ``""`` when ``module``'s output is the embedding its
+    #: library defines (a headless encoder wrapped to return it), else ``None`` (the exporter
+    #: finds the classifier's input). An explicit ``--head`` wins.
+    head: str | None = None
+    #: The per-channel ``(mean, std)`` of the model's own preprocessing config and where it
+    #: came from (e.g. ``"timm pretrained_cfg"``), else ``None``. An explicit ``--norm`` wins.
+    normalisation: tuple[tuple[float, ...], tuple[float, ...], str] | None = None
 
     @property
     def default_name(self) -> str:

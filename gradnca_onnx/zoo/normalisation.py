@@ -28,7 +28,8 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
     """Turn ``imagenet``, ``half`` or ``MEAN,STD`` into per-channel (mean, std).
 
     ``MEAN`` and ``STD`` are one number (used for every channel) or ``channels`` numbers
-    separated by ``:`` (for example ``0.485:0.456:0.406,0.229:0.224:0.225``).
+    separated by ``:`` (for example ``0.485:0.456:0.406,0.229:0.224:0.225``); ``2 x channels``
+    comma-separated numbers are the means then the stds (``0.485,0.456,0.406,0.229,0.224,0.225``).
 
     Raises
     ------
@@ -50,6 +51,9 @@ def parse_normalisation(spec: str, channels: int) -> tuple[tuple[float, ...], tu
         mean, std = HALF
     else:
         parts = s.split(",")
+        if len(parts) == 2 * channels and channels > 1:
+            # MEAN1,...,MEANc,STD1,...,STDc: the form model cards print (CLIP's, RAD-DINO's)
+            parts = [":".join(parts[:channels]), ":".join(parts[channels:])]
         if len(parts) != 2:
             raise ZooError(
                 f"normalisation {spec!r} is not 'imagenet', 'half' or MEAN,STD (e.g. 0.5,0.5)"

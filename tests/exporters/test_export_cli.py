@@ -142,7 +142,9 @@ def test_pickled_model_is_refused_without_trust(factory_module, tmp_path):
               tmp_path / "whole.pt", "--trust-pickle", "--input-size", 16, "--name", "w",
               "--out", tmp_path / "zoo")
     assert res.exit_code == 0, res.output
-    assert load_manifest(tmp_path / "zoo" / "w").source.options == {"pickled_module": True}
+    options = load_manifest(tmp_path / "zoo" / "w").source.options
+    assert options == {"pickled_module": True, "normalisation_from": options[
+        "normalisation_from"]} and options["normalisation_from"].startswith("guessed from")
 
 
 def test_fewer_than_two_convs(factory_module, tmp_path):
