@@ -182,3 +182,12 @@ def test_the_readmes_pipeline_example_runs(capsys):
     ranking = namespace["ranking"]
     assert ranking.ok and namespace["best"] == ranking.models[0].name
     assert ranking.table() in capsys.readouterr().out
+
+
+def test_a_zoo_object_reaches_the_engine_as_its_path(small):
+    """``zoo`` may be a :class:`~gradnca_onnx.Zoo` (an ``os.PathLike``): a message about the zoo
+    names its directory, not the object's repr (mypy found the Zoo passed where a path goes)."""
+    zoo, x, y, _ = small
+    with pytest.raises(g.InputError) as caught:
+        g.rank(g.Zoo(zoo), (x, y), models=["no-such-model"], threads=1)
+    assert str(caught.value).startswith(f"zoo {zoo} has no model named"), caught.value
