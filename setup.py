@@ -56,7 +56,8 @@ PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
 #: ``Ranking.to_frame()``.
 FRAME = ["pandas>=2"]
-TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", *TORCH, *ZOO, *PLOT, *RAY, *FRAME]
+TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", "mypy>=1.10", *TORCH, *ZOO, *PLOT,
+        *RAY, *FRAME]
 
 setup(
     name="gradnca-onnx",

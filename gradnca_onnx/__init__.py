@@ -27,12 +27,16 @@ if TYPE_CHECKING:  # the names below are imported on first use; these give their
     from .results import ModelResult, Ranking, Rankings
     from .scores import (
         ConstantTermWarning,
-        combine,
         feature_update_score,
         fu_batch_slices,
         label_prediction_score,
         triplet_loss_grad,
     )
+
+    # From its module, not ``.scores``: there mypy resolves ``combine`` to the submodule of
+    # that name (``gradnca_onnx.scores.combine``) while the import cycle through this package
+    # is analysed, and ``g.combine`` was typed as a module.
+    from .scores.combine import combine
     from .zoo import Zoo
 
 #: Public names imported on first use (PEP 562), so that ``import gradnca_onnx`` and the CLI's

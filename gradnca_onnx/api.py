@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union, cast
 
 import numpy as np
 
@@ -36,7 +36,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: What ``target`` may be: a path (a target file or folder, or a directory of targets), a
 #: loaded :class:`~gradnca_onnx.data.dataset.TargetData`, ``(images, labels)`` arrays, or a
 #: list of these (several targets).
-Target = Union[PathLike, TargetData, tuple, list]
+Target = Union[PathLike, TargetData, tuple[Any, ...], list[Any]]
 
 #: The --resamples settings and their defaults (given without ``resamples``, they would do
 #: nothing, so they are refused).
@@ -194,12 +194,13 @@ def _is_arrays(value: Any) -> bool:
 def _targets(target: Target, *, split: str | None, size: Any, folds: bool) -> RankTargets:
     """``target`` in any accepted form, loaded; paths as the command line reads them."""
     several = isinstance(target, list) or (isinstance(target, tuple) and not _is_arrays(target))
-    items = list(target) if several else [target]  # type: ignore[arg-type]
+    # several: a list, or a tuple that is not (images, labels), so iterable
+    items = list(cast("tuple[Any, ...] | list[Any]", target)) if several else [target]
     if not items:
         raise InputError("target is an empty list; give at least one target")
     is_path = [isinstance(t, (str, os.PathLike)) for t in items]
     if all(is_path):
-        loaded = load_rank_targets(items, split, size=size, folds=folds)
+        loaded = load_rank_targets(cast("list[PathLike]", items), split, size=size, folds=folds)
         return RankTargets(loaded.paths, loaded.data, loaded.several or several)
     if folds:
         raise InputError("folds=True reads the paper's folds from target files: pass the "
@@ -211,7 +212,7 @@ def _targets(target: Target, *, split: str | None, size: Any, folds: bool) -> Ra
     data: list[TargetData] = []
     for i, item in enumerate(items):
         if is_path[i]:
-            loaded = load_rank_targets([item], split, size=size)
+            loaded = load_rank_targets([cast(PathLike, item)], split, size=size)
             paths += loaded.paths
             data += loaded.data
         else:

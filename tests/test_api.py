@@ -190,3 +190,12 @@ def test_the_engine_refuses_a_target_that_is_not_loaded(small):
     zoo, x, y, _ = small
     with pytest.raises(g.InputError, match="must be a TargetData .* got tuple"):
         rank_zoo(zoo, (x, y))
+
+
+def test_a_zoo_object_reaches_the_engine_as_its_path(small):
+    """``zoo`` may be a :class:`~gradnca_onnx.Zoo` (an ``os.PathLike``): a message about the zoo
+    names its directory, not the object's repr (mypy found the Zoo passed where a path goes)."""
+    zoo, x, y, _ = small
+    with pytest.raises(g.InputError) as caught:
+        g.rank(g.Zoo(zoo), (x, y), models=["no-such-model"], threads=1)
+    assert str(caught.value).startswith(f"zoo {zoo} has no model named"), caught.value

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -139,7 +139,8 @@ class TargetData:
     def class_counts(self) -> NDArray[np.int64]:
         """Images per class (positives per label for a multi-label target)."""
         if self.labels.ndim == 2:
-            return self.labels.sum(axis=0)
+            positives: NDArray[np.int64] = self.labels.sum(axis=0)  # numpy types .sum() as Any
+            return positives
         return np.bincount(self.labels, minlength=self.n_classes)
 
     def subset(self, indices: ArrayLike, split: str | None = None) -> "TargetData":
@@ -153,7 +154,7 @@ class TargetData:
                           self.notes)
 
 
-def _frozen(a: NDArray, dtype: type) -> NDArray:
+def _frozen(a: NDArray[Any], dtype: type) -> NDArray[Any]:
     if a.dtype == dtype and a.flags.c_contiguous and not a.flags.writeable:
         return a
     return np.array(a, dtype=dtype, order="C", copy=True)

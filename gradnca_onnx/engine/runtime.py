@@ -154,7 +154,7 @@ class RuntimeConfig:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def open(self, model_dir: str | os.PathLike, manifest: Manifest, graph: str, *,
+    def open(self, model_dir: str | os.PathLike[str], manifest: Manifest, graph: str, *,
              arena: bool = True) -> Any:
         """An onnxruntime session on one graph of a model directory: ``features``, ``grads``,
         or the split pass's ``forward`` and ``backward``.
@@ -187,13 +187,18 @@ class RuntimeConfig:
         return session
 
 
-def _expected_io(manifest: Manifest, graph: str) -> tuple[dict, dict]:
+#: A graph's inputs or outputs as the manifest implies them: name -> shape (``None``: any size;
+#: ``None`` for a dimension: any length).
+_Shapes = dict[str, tuple[int | None, ...] | None]
+
+
+def _expected_io(manifest: Manifest, graph: str) -> tuple[_Shapes, _Shapes]:
     """The inputs and outputs a graph must have, name -> shape (``None``: any size)."""
     spec = manifest.input
     image = (None, spec.channels, spec.height, spec.width)
     d = manifest.feature_dim
     if graph == "features":
-        outputs = {"features": (None, d)}
+        outputs: _Shapes = {"features": (None, d)}
         if manifest.num_classes is not None:
             outputs["logits"] = (None, manifest.num_classes)
         return {"images": image}, outputs
@@ -214,7 +219,7 @@ def _expected_io(manifest: Manifest, graph: str) -> tuple[dict, dict]:
              "grad_w2": manifest.layers.conv2_weight_shape})
 
 
-def _shape_mismatch(actual: Any, expected: tuple | None) -> bool:
+def _shape_mismatch(actual: Any, expected: tuple[int | None, ...] | None) -> bool:
     if expected is None or actual is None:
         return False
     if len(actual) != len(expected):
@@ -245,6 +250,7 @@ def check_session(session: Any, manifest: Manifest, graph: str, *, where: str) -
     for kind, names, have in (("input", inputs, have_in), ("output", outputs, have_out)):
         for name, expected in names.items():
             if _shape_mismatch(have[name], expected):
+                assert expected is not None  # no expected shape is never a mismatch
                 shown = ["N" if e is None else e for e in expected]
                 raise InputError(f"{where}: {kind} {name!r} has shape {have[name]} but the "
                                  f"manifest implies {shown}; the graph and manifest.json "

@@ -115,7 +115,7 @@ def _task_device(executor: Executor, device: str) -> str:
 
 
 @callbacks_propagate
-def rank(zoo_dir: str | Path, targets: RankTargets | Sequence[str | os.PathLike],
+def rank(zoo_dir: str | os.PathLike[str], targets: RankTargets | Sequence[str | os.PathLike],
          options: RankOptions | None = None, *, split: str | None = None,
          size: int | tuple[int, int] | None = None, resampling: Resampling | None = None,
          folds: bool = False, executor: Executor | None = None,
@@ -125,7 +125,7 @@ def rank(zoo_dir: str | Path, targets: RankTargets | Sequence[str | os.PathLike]
 
     Parameters
     ----------
-    zoo_dir : path of the zoo
+    zoo_dir : path of the zoo, or a :class:`~gradnca_onnx.zoo.Zoo`
     targets : target paths (files, folders, directories of targets; see
         :func:`~gradnca_onnx.engine.targets.expand_targets`), or targets already loaded by
         :func:`~gradnca_onnx.engine.targets.load_rank_targets`
@@ -144,6 +144,8 @@ def rank(zoo_dir: str | Path, targets: RankTargets | Sequence[str | os.PathLike]
         One ranking per target; rendered as several targets when several were given (or a
         directory of them).
     """
+    # A path from here on: a Zoo (os.PathLike) would reach the engine's messages as its repr.
+    zoo_dir = Path(zoo_dir)
     options = RankOptions.of(options, **settings)
     executor = executor or LocalExecutor()
     check_sureness(resampling is not None, folds, executor.in_process)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import __version__
 from ..errors import InputError
@@ -225,7 +225,7 @@ class Rankings:
 
     def to_dict(self) -> dict[str, Any]:
         """The document :meth:`to_json` writes, as a dict."""
-        return json.loads(self.to_json())
+        return cast("dict[str, Any]", json.loads(self.to_json()))  # to_json writes an object
 
     def to_frame(self) -> Any:
         """The CSV of :meth:`to_csv` as a ``pandas.DataFrame`` (with a ``target`` column when

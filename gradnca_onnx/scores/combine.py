@@ -8,10 +8,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import (
-    ConstantTermWarning,  # noqa: F401 - re-exported
-    InputError,
-)
+from ..errors import ConstantTermWarning as ConstantTermWarning  # re-exported (for mypy)
+from ..errors import InputError
 
 Scenario = Literal["dataset", "cross-domain", "model"]
 
@@ -57,7 +55,7 @@ def min_max(values: ArrayLike, *, invert: bool = False, name: str = "term") -> N
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x)).tolist()
         raise InputError(f"{name} has NaN/inf values at zoo positions {bad}")
-    lo, hi = x.min(), x.max()
+    lo, hi = float(x.min()), float(x.max())  # floats: numpy types min/max as Any
     if hi == lo:
         warnings.warn(
             f"{name} is constant over the zoo ({lo:.6g}); it is set to 1 for every model, so it "

@@ -7,7 +7,7 @@ the triplet loss and its gradient with respect to the features (the cotangent), 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,7 +37,7 @@ def fu_batch_slices(n_samples: int, *, n_full_batches: int = N_FULL_BATCHES) -> 
 
 def triplet_loss_grad(
     embeddings: ArrayLike, labels: ArrayLike, *, margin: float = 0.05
-) -> tuple[float, NDArray]:
+) -> tuple[float, NDArray[np.floating[Any]]]:
     """Triplet margin loss of one batch and its gradient with respect to the raw embeddings.
 
     Same numbers as pytorch-metric-learning's ``TripletMarginLoss(margin)`` (L2-normalised
@@ -75,7 +75,7 @@ def triplet_loss_grad(
 
 def fu_cotangents(
     features: ArrayLike, labels: ArrayLike, *, margin: float = 0.05
-) -> list[tuple[slice, float, NDArray]]:
+) -> list[tuple[slice, float, NDArray[np.floating[Any]]]]:
     """Per S_FU batch: its slice, triplet loss and the feature cotangent to back-propagate."""
     X = check_features(features, min_samples=1)
     y = np.asarray(labels).reshape(X.shape[0], -1)[:, 0] if np.asarray(labels).size == X.shape[0] \
@@ -87,13 +87,13 @@ def fu_cotangents(
     return out
 
 
-def _has_triplet(labels: NDArray) -> bool:
+def _has_triplet(labels: NDArray[Any]) -> bool:
     """Whether a batch can form a triplet: two classes, one of them with two images."""
     _, counts = np.unique(labels, return_counts=True)
     return counts.size >= 2 and bool((counts >= 2).any())
 
 
-def _same_rows(x: NDArray) -> bool:
+def _same_rows(x: NDArray[Any]) -> bool:
     """Whether every row (image or feature vector) of ``x`` equals the first."""
     return bool(len(x) == 0 or np.all(x == x[:1]))
 
@@ -108,7 +108,9 @@ def fu_undefined_reason(features: ArrayLike, labels: ArrayLike, *, target: str,
     within every batch that has a triplet; no triplet violating the margin; else the model's
     first conv layer has a zero gradient although the loss does not.
     """
-    y = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    y = np.asarray(labels)
+    # The array's length, not len(labels): an ArrayLike need not have a len().
+    y = y.reshape(y.shape[0], -1)[:, 0]
     X = np.asarray(features)
     n = y.shape[0]
     slices = fu_batch_slices(n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -79,7 +81,8 @@ def label_prediction_probabilities(
 JITTER_SCALE = 1e-6
 
 
-def jittered_features(features: NDArray, seed: int, scale: float = JITTER_SCALE) -> NDArray:
+def jittered_features(features: NDArray[np.floating[Any]], seed: int,
+                      scale: float = JITTER_SCALE) -> NDArray[np.floating[Any]]:
     """``features * (1 + scale * N(0, 1))`` from ``np.random.default_rng(seed)``, same dtype."""
     rng = np.random.default_rng(seed)
     return (features * (1 + scale * rng.standard_normal(features.shape))).astype(features.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ZooError
 from .manifest import MANIFEST_FILE, Manifest, load_manifest
@@ -23,7 +24,7 @@ class ZooEntry:
         return self.manifest is not None
 
 
-def list_zoo(zoo_dir: str | os.PathLike, *, verify: bool = False) -> list[ZooEntry]:
+def list_zoo(zoo_dir: str | os.PathLike[str], *, verify: bool = False) -> list[ZooEntry]:
     """Every model directory in ``zoo_dir``, sorted by name, broken ones included.
 
     A sub-directory counts as a model directory when it holds a ``manifest.json`` (of any
@@ -74,7 +75,8 @@ def _member_error(sub: Path, exc: BaseException) -> str:
     return f"{where}: cannot be read ({what}); check the file or re-export the model"
 
 
-def load_zoo(zoo_dir: str | os.PathLike, *, verify: bool = True) -> list[tuple[Path, Manifest]]:
+def load_zoo(zoo_dir: str | os.PathLike[str], *,
+             verify: bool = True) -> list[tuple[Path, Manifest]]:
     """All models of a zoo as ``(model_dir, manifest)``; any broken model is an error.
 
     Raises
@@ -113,7 +115,7 @@ class Zoo:
     >>> zoo.names, [e.error for e in zoo.broken]             # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.entries: list[ZooEntry] = list_zoo(self.path)
 
@@ -146,7 +148,7 @@ class Zoo:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ZooEntry]:
         return iter(self.entries)
 
     def __fspath__(self) -> str:
