@@ -33,6 +33,7 @@ from .errors import (
     OOM_ADVICE,
     GradientGraphError,
     check_channels,
+    export_cause,
     gib,
     is_out_of_memory,
     out_of_memory,
@@ -394,9 +395,8 @@ def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
             ) as exc:
         if is_out_of_memory(exc):
             raise out_of_memory(exc, f"exporting the features graph of {name}") from None
-        first = first_line(exc)
         raise InputError(f"torch.onnx could not export the features graph of {name} "
-                         f"({type(exc).__name__}: {first}); the model cannot join a zoo from "
+                         f"({export_cause(exc)}); the model cannot join a zoo from "
                          "PyTorch: export it to ONNX yourself and use gradnca-onnx import"
                          ) from None
 
@@ -432,7 +432,7 @@ def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int
             raise out_of_memory(exc, f"tracing the gradient graph on {grads_batch} images"
                                 ) from None
         err = GradientGraphError(f"the gradient graph of {prep.w1} and {prep.w2} could not be "
-                                 f"traced or exported ({first_line(exc)})", verb="export")
+                                 f"traced or exported ({export_cause(exc)})", verb="export")
         if not fallback:
             raise err from None
         (staging / GRADS_FILE).unlink(missing_ok=True)

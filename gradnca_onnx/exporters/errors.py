@@ -63,3 +63,25 @@ def check_channels(channels: int, source: str) -> None:
         raise InputError(f"{source}, but targets are grey (1 channel) or RGB (3 channels) images, "
                          "so the member could never be ranked: give a model (or --channels) "
                          "with 1 or 3 input channels")
+
+
+#: Terminal colour codes torch.onnx puts in its messages.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def export_cause(exc: BaseException, limit: int = 300) -> str:
+    """What made torch.onnx fail, in one line: the innermost exception of ``exc``'s chain.
+
+    torch.onnx wraps the cause (an operator without an ONNX translation, a view it cannot
+    decompose) in errors whose first line is only "Failed to ... Next steps:"; quoting that
+    told the user nothing (issue 27: Hugging Face Swin).
+    """
+    inner, seen = exc, set()
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    text = " ".join(_ANSI.sub("", str(inner)).split())
+    return f"{type(inner).__name__}: {text}"[:limit] if text else type(inner).__name__

@@ -74,23 +74,35 @@ class _MeanHW(nn.Module):
         return x.mean(dim=(-2, -1), keepdim=True)
 
 
+class _MeanL(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=-1, keepdim=True)
+
+
 @contextlib.contextmanager
 def global_pools_as_means(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily replace every ``AdaptiveAvgPool2d(1)`` by a mean over H and W.
+    """Temporarily replace every ``AdaptiveAvgPool2d(1)`` by a mean over H and W, and every
+    ``AdaptiveAvgPool1d(1)`` by a mean over the last axis.
 
-    The two are the same function, but the pool's backward on a channels-last tensor
-    (ConvNeXt) traces to an ``as_strided_scatter`` that no ONNX translation handles, while the
-    mean's backward is a plain broadcast.
+    Each pair is the same function, but the pool's backward on a channels-last tensor
+    (ConvNeXt) or a transposed token sequence (Hugging Face Swin's pooler) traces to an
+    ``as_strided_scatter`` that no ONNX translation handles, while the mean's backward is a
+    plain broadcast.
     """
     swapped = []
     for name, mod in list(model.named_modules()):
         if isinstance(mod, nn.AdaptiveAvgPool2d) and mod.output_size in (1, (1, 1), [1, 1]):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if not child:
-                continue
-            swapped.append((parent, child, mod))
-            setattr(parent, child, _MeanHW())
+            mean: nn.Module = _MeanHW()
+        elif isinstance(mod, nn.AdaptiveAvgPool1d) and mod.output_size in (1, (1,), [1]):
+            mean = _MeanL()
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if not child:
+            continue
+        swapped.append((parent, child, mod))
+        setattr(parent, child, mean)
     try:
         yield model
     finally:

@@ -94,8 +94,9 @@ def _layer_path(param: str) -> str:
 
 
 def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], set[str]]:
-    """Weight parameters (2+ dimensions, a name ending in ``weight``) in the order the forward
-    pass first uses them, and the set of those a convolution consumes as its kernel.
+    """Weight parameters (2+ dimensions, a name ending in ``weight``, not an embedding table) in
+    the order the forward pass first uses them, and the set of those a convolution consumes as
+    its kernel.
 
     Recorded below autograd (a dispatch mode), so functional calls count too: ``F.linear`` on
     a Swin block's ``qkv.weight``, ``nn.MultiheadAttention``'s ``in_proj_weight``, timm's
@@ -104,8 +105,13 @@ def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], se
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
+    # An embedding table's weight (CLIP's position_embedding, a token table) is looked up,
+    # not applied as a layer: never an S_FU layer (issue 27: it had been chosen as CLIP's
+    # second "layer").
+    tables = {f"{m_name}.weight" if m_name else "weight" for m_name, m in model.named_modules()
+              if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
     ids = {id(p): n for n, p in model.named_parameters()
-           if p.ndim >= 2 and n.rpartition(".")[2].endswith("weight")}
+           if p.ndim >= 2 and n.rpartition(".")[2].endswith("weight") and n not in tables}
     order: list[str] = []
     convs: set[str] = set()
     conv_ops = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_overrideable.default)
