@@ -55,7 +55,7 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
          level: float = 0.95, fu_resample: str = "rebatch", folds: bool = False,
          executor: str | Executor = "local", ray_address: str | None = None,
          max_retries: int = 3, progress: Callable[[str, str, int, int], None] | None = None,
-         errors: str = "record") -> Ranking | Rankings:
+         errors: str = "record", within_family: bool = False) -> Ranking | Rankings:
     """Rank the models of a zoo by their transferability to a target, best first.
 
     Parameters
@@ -92,6 +92,8 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         ``max_retries`` configure Ray
     progress : ``progress(model, stage, done, total)``; an exception it raises stops the call
         and reaches the caller unchanged
+    within_family : combine and rank each family of S_FU layers (``conv+conv``,
+        ``conv+linear``...) on its own (``rank --within-family``; an extension for mixed zoos)
     errors : ``"record"``: a member that cannot be scored gets its ``error`` and the rest is
         ranked; ``"raise"``: :class:`~gradnca_onnx.errors.RankingError` instead of a result
         with failed members
@@ -133,7 +135,7 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         options = RankOptions(scenario=scenario, runtime=runtime, cache=_cache(cache),
                               resize=resize, verify=verify, models=_names(models),
                               metrics=metrics, faithful=faithful, progress=progress,
-                              lp_jitters=lp_jitters)
+                              lp_jitters=lp_jitters, within_family=within_family)
         # threads bounds every pool of this call (onnxruntime's, the NCA products, OpenMP,
         # numba, BLAS), restored afterwards; Ray workers get it through the runtime config.
         with limited_threads(threads if runner.in_process else None):

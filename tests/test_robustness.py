@@ -326,27 +326,29 @@ def test_unlisted_external_data_is_refused(zoo, target) -> None:
 def test_blas_pin_holds_until_the_last_thread_leaves(monkeypatch) -> None:
     """Two threads in pinned blocks: when the first leaves, the second must stay pinned.
 
-    The process-wide BLAS setting is modelled by a fake ``threadpool_limits`` (reading
+    The process-wide BLAS setting is modelled by a fake library controller (reading
     OpenBLAS's count from a worker thread is not reliable), so the test is deterministic.
     """
     from gradnca_onnx.core import _parallel
 
     blas = {"threads": 2}
 
-    class FakeLimits:
-        def __init__(self, limits, user_api=None):
-            self.old, blas["threads"] = blas["threads"], limits
+    class FakeLibrary:
+        @property
+        def num_threads(self):
+            return blas["threads"]
 
-        def restore_original_limits(self):
-            blas["threads"] = self.old
+    class FakeController:
+        lib_controllers = [FakeLibrary()]
 
-        def __enter__(self):
+        def select(self, **_):
             return self
 
-        def __exit__(self, *exc):
-            self.restore_original_limits()
+    def fake_set(controller, n):
+        blas["threads"] = n
 
-    monkeypatch.setattr(_parallel, "threadpool_limits", FakeLimits)
+    monkeypatch.setattr(_parallel, "ThreadpoolController", FakeController)
+    monkeypatch.setattr(_parallel, "_set_blas_threads", fake_set)
     inside_b: list[int] = []
     a_in, a_out, b_entered = threading.Event(), threading.Event(), threading.Event()
 

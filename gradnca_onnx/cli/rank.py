@@ -54,6 +54,7 @@ class RankArgs:
     fu_resample: str
     plot_dir: Path | None
     folds: bool
+    within_family: bool
 
 
 @contextmanager
@@ -223,6 +224,10 @@ def _plot_files(target_paths) -> list[str]:
 @click.option("--folds", "folds", is_flag=True,
               help="Score on each of the paper's five folds of the official train split and "
                    "report the fold-to-fold spread of every score and of the ranking.")
+@click.option("--within-family", "within_family", is_flag=True,
+              help="Combine and rank each family of S_FU layers (conv+conv for CNNs, "
+                   "conv+linear for ViTs, ...) on its own: S_FU ratios of different layer kinds "
+                   "are not on one scale (an extension for mixed zoos).")
 @user_errors
 def rank_command(**values: Any) -> None:
     """Rank the models of a zoo by their transferability to one or more target datasets."""
@@ -300,7 +305,8 @@ def _run(args: RankArgs, checked: dict[str, Any]) -> None:
             resize=not args.no_resize, resamples=args.resamples, seed=args.seed,
             fraction=args.fraction, level=args.level, fu_resample=args.fu_resample,
             folds=args.folds, executor=args.executor_name, ray_address=args.ray_address,
-            max_retries=args.max_retries, progress=progress)
+            max_retries=args.max_retries, progress=progress,
+            within_family=args.within_family)
     if not isinstance(result, Rankings):
         result = Rankings([result], several_targets=False)
     if args.resamples is not None and not args.quiet:

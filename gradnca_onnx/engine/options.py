@@ -89,6 +89,8 @@ class RankOptions:
     progress : ``progress(model, stage, done, total)`` callback; an exception it raises
         stops the ranking and reaches the caller unchanged
     lp_jitters : K >= 2: S_LP as the mean over K feature jitters (an extension); 0: the paper's
+    within_family : combine and rank each family of S_FU layers (``conv+conv``,
+        ``conv+linear``...) on its own (an extension for mixed zoos)
     """
 
     scenario: str = "dataset"
@@ -101,6 +103,7 @@ class RankOptions:
     faithful: bool = False
     progress: Progress | None = None
     lp_jitters: int = 0
+    within_family: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "progress", guarded(self.progress))

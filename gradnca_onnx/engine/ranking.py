@@ -90,6 +90,7 @@ class RankPlan:
     metric_names: tuple[str, ...]
     faithful: bool
     lp_jitters: int
+    within_family: bool = False
 
     def combine(self, target: TargetData,
                 scored: Sequence[tuple[ModelResult, dict | None]]) -> ZooRanking:
@@ -97,7 +98,7 @@ class RankPlan:
         per_model = {r.name: m for r, m in scored if m is not None}
         return combine_zoo(target, [r for r, _ in scored], per_model, scenario=self.scenario,
                            metric_names=self.metric_names, faithful=self.faithful,
-                           lp_jitters=self.lp_jitters)
+                           lp_jitters=self.lp_jitters, within_family=self.within_family)
 
 
 def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
@@ -123,7 +124,8 @@ def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
     plan = RankPlan(scenario=options.scenario, runtime=options.runtime or RuntimeConfig(),
                     cache=options.cache or FeatureCache(None), resize=options.resize,
                     verify=options.verify, metric_names=tuple(metric_names),
-                    faithful=options.faithful, lp_jitters=options.lp_jitters)
+                    faithful=options.faithful, lp_jitters=options.lp_jitters,
+                    within_family=options.within_family)
     return plan, entries
 
 
@@ -203,7 +205,7 @@ def failed_result(entry: Any, error: str | None) -> ModelResult:
 def combine_zoo(target: TargetData, results: list[ModelResult],
                 per_model_metrics: dict[str, dict], *, scenario: str = "dataset",
                 metric_names: Sequence[str] = (), faithful: bool = False,
-                lp_jitters: int = 0) -> ZooRanking:
+                lp_jitters: int = 0, within_family: bool = False) -> ZooRanking:
     """The zoo-level step: S over the zoo, baseline metrics, ranks.
 
     ``results`` are the per-model results in zoo order; ``per_model_metrics`` maps a scored
@@ -219,7 +221,11 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
     good = [r for r in results if r.ok]
     full = [r for r in good if r.features_only is None]
     partial = [r for r in good if r.features_only is not None]
-    _combine_scores(full, scenario)
+    groups = _families(full) if within_family else {"": full}
+    for group in groups.values():
+        _combine_scores(group, scenario)
+        _explain_zero_ties(group)
+    notes = _zoo_notes(full, groups, within_family)
     for r in partial:
         r.notes.append(f"features-only member: S_FU not available ({r.features_only}); it has "
                        "no S and no rank, and is listed after the ranked models by S_LP; its "
@@ -227,14 +233,57 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
     if good:
         for name in metric_names:
             _zoo_metric(name, good, per_model_metrics, faithful)
-        order = _ranked(full)
+        order = [r for group in groups.values() for r in _ranked(group)]
         sign = -1.0 if inverts_terms(scenario) else 1.0  # cross-domain: lower S_LP is better
         order += sorted(partial, key=lambda r: (-sign * r.lp, r.name))
         results = order + [r for r in results if not r.ok]
     return ZooRanking(target=target.name, split=target.split, n_samples=len(target),
                       n_classes=target.n_classes, scenario=scenario, models=results,
                       metrics=metric_names, lp_jitters=int(lp_jitters), order=target.order,
-                      target_notes=list(target.notes))
+                      target_notes=list(target.notes), notes=notes,
+                      within_family=bool(within_family))
+
+
+def _families(full: list[ModelResult]) -> dict[str, list[ModelResult]]:
+    """The members with S grouped by the family of their S_FU layers, families by name."""
+    groups: dict[str, list[ModelResult]] = {}
+    for r in full:
+        groups.setdefault(r.family or "unknown", []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def _zoo_notes(full: list[ModelResult], groups: dict[str, list[ModelResult]],
+               within_family: bool) -> list[str]:
+    """Notes on the ranking as a whole: S_FU compared across layer families, and what min-max
+    over two members can say."""
+    notes = []
+    families = sorted({r.family or "unknown" for r in full})
+    if len(families) > 1 and not within_family:
+        listed = "; ".join(f"{f}: {', '.join(r.name for r in full if (r.family or 'unknown') == f)}"
+                           for f in families)
+        notes.append(f"S_FU is compared across layer families ({listed}): the gradient-norm "
+                     "ratio of other kinds of layers (a transformer's patch embedding and "
+                     "attention projection) is not on the scale of two convolutions' (the "
+                     "paper's CNNs); rank --within-family ranks each family on its own")
+    if any(len(g) == 2 for g in groups.values()):
+        notes.append("min-max over two models maps each term to 0 and 1, so S only says whether "
+                     "a model is the better one in both terms (S = 1) or not (S = 0)")
+    return notes
+
+
+def _explain_zero_ties(group: list[ModelResult]) -> None:
+    """A note on every model min-max put at S = 0 when several share it: their tie says only
+    that each is the lowest in one term, not that they are equally transferable."""
+    zeros = [r for r in group if r.score == 0.0]
+    if len(zeros) < 2:
+        return
+    lp_min = min(r.lp for r in group if r.lp is not None)
+    for r in zeros:
+        term = "S_LP" if r.lp == lp_min else "S_FU"
+        others = ", ".join(o.name for o in zeros if o is not r)
+        r.notes.append(f"S = 0 because its {term} is the lowest of the zoo (min-max maps the "
+                       f"lowest value to 0 and S is a product); tied with {others}, whose order "
+                       "is by name")
 
 
 def _combine_scores(full: list[ModelResult], scenario: str) -> None:

@@ -17,6 +17,7 @@ from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess
 from ..errors import InputError
 from ..results import ModelResult
+from ..results.ranking import layer_family
 from ..scores import (
     feature_update_score,
     fu_batch_slices,
@@ -288,8 +289,18 @@ def score_arrays(model_dir: str | Path, manifest: Manifest, target: TargetData, 
     result = ModelResult(name=manifest.name, path=path, lp=float(arrays["lp"]), fu=fu,
                          notes=notes, cached=cached, seconds=time.perf_counter() - t0,
                          architecture=manifest.architecture, pretrained_on=manifest.pretrained_on,
-                         features_only=manifest.features_only)
+                         features_only=manifest.features_only, layers=fu_layers(manifest))
     return result, arrays
+
+
+def fu_layers(manifest: Manifest) -> dict[str, Any] | None:
+    """The member's two S_FU layers, their rule and family, for every output (``None`` for a
+    features-only member)."""
+    lay = manifest.layers
+    if not manifest.has_grads or lay.conv1 is None:
+        return None
+    return {"fu_layer1": lay.conv1, "fu_layer2": lay.conv2, "rule": lay.rule,
+            "family": layer_family(lay.conv1_weight_shape, lay.conv2_weight_shape)}
 
 
 def score_model(model_dir: str | Path, manifest: Manifest, target: TargetData, *,

@@ -42,6 +42,14 @@ class ModelResult:
     #: ``rank --resamples`` / ``rank --folds`` blocks (schema ``rank/2``), else ``None``.
     resampling: dict[str, Any] | None = None
     folds: dict[str, Any] | None = None
+    #: The two S_FU layers, the rule that chose them and their family (``conv+conv``,
+    #: ``conv+linear``...: :func:`layer_family`), from the manifest; ``None`` without S_FU.
+    layers: dict[str, Any] | None = None
+
+    @property
+    def family(self) -> str | None:
+        """The kinds of the two S_FU layers (``conv+conv`` for the paper's CNNs)."""
+        return None if self.layers is None else self.layers.get("family")
 
     @property
     def ok(self) -> bool:
@@ -62,10 +70,23 @@ class ModelResult:
             "seconds": round(self.seconds, 3), "notes": list(self.notes), "error": self.error,
             "features_only": self.features_only,
         }
+        if self.layers is not None:
+            out["layers"] = dict(self.layers)
         for key in ("resampling", "folds"):  # schema rank/2 only
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
+
+
+#: The kind of an S_FU layer by the rank of its weight.
+_KINDS = {2: "linear", 3: "conv1d", 4: "conv", 5: "conv3d"}
+
+
+def layer_family(shape1: Any, shape2: Any) -> str:
+    """``KIND1+KIND2`` of two S_FU weights by their rank: ``conv`` (a 2-D convolution's 4-D
+    kernel), ``linear`` (a 2-D matrix: a linear layer, an attention projection), ``conv1d``,
+    ``conv3d``. S_FU ratios compare like with like only within one family."""
+    return "+".join(_KINDS.get(len(s), f"{len(s)}d") if s else "?" for s in (shape1, shape2))
 
 
 @dataclass
@@ -88,6 +109,10 @@ class ZooRanking:
     #: and its notes on how it was read (16-bit values mapped, resized while loading).
     order: str = "dataset"
     target_notes: list[str] = field(default_factory=list)
+    #: Notes on the ranking as a whole (S_FU compared across layer families, a zoo of two).
+    notes: list[str] = field(default_factory=list)
+    #: ``rank --within-family``: each family of S_FU layers combined and ranked on its own.
+    within_family: bool = False
 
     @property
     def schema(self) -> str:
@@ -114,6 +139,10 @@ class ZooRanking:
                         for name in self.metrics},
             "models": [m.to_dict() for m in self.models],
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.within_family:
+            out["within_family"] = True
         if self.lp_jitters:
             out["lp"] = {"definition": "jitter-mean", "jitters": self.lp_jitters,
                          "jitter_scale": JITTER_SCALE}

@@ -49,9 +49,15 @@ def render_table(ranking: ZooRanking) -> str:
         lines[0] += f", images in {printable(ranking.order)} order"
     lines += [f"  note (target): {printable(n)}" for n in ranking.target_notes]
     lines += aligned(rows)
+    lines += [f"  note (zoo): {printable(n)}" for n in ranking.notes]
     for m in ranking.models:
         if m.error:
             lines.append(f"! {printable(m.name)}: not scored: {printable(m.error)}")
+        if m.layers is not None:
+            lay = m.layers
+            lines.append(f"  S_FU layers ({printable(m.name)}): {printable(lay['fu_layer1'])} / "
+                         f"{printable(lay['fu_layer2'])} ({lay['family']}, "
+                         f"{printable(lay['rule'] or 'rule not recorded')})")
         for note in dict.fromkeys(m.notes):
             lines.append(f"  note ({printable(m.name)}): {printable(note)}")
     return "\n".join(lines) + "\n" + _resampling_table(ranking) + _folds_table(ranking)
@@ -154,18 +160,23 @@ def render_csv(ranking: ZooRanking) -> str:
     """The ranking as CSV; empty cells are missing values, ``status`` says why.
 
     ``status`` is ``ranked``, ``features-only`` (S and S_FU empty: no grads.onnx) or ``failed``
-    (see ``error``). With ``--resamples`` or ``--folds`` their columns follow ``status``
+    (see ``error``); ``fu_layer1``, ``fu_layer2`` and ``fu_family`` name the two S_FU layers and
+    their family. With ``--resamples`` or ``--folds`` their columns follow
     (:func:`_extra_columns`).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     extra_header, extra_row = _extra_columns(ranking)
     w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
-                "pretrained_on", "error", "status", *extra_header])
+                "pretrained_on", "error", "status", "fu_layer1", "fu_layer2", "fu_family",
+                *extra_header])
     for m in ranking.models:
+        lay = m.layers or {}
         w.writerow([m.rank or "", m.name, _num(m.score), _num(m.lp), _num(m.fu),
                     *(_num(m.metrics.get(k)) for k in ranking.metrics),
-                    m.architecture, m.pretrained_on, m.error or "", m.status, *extra_row(m)])
+                    m.architecture, m.pretrained_on, m.error or "", m.status,
+                    lay.get("fu_layer1", ""), lay.get("fu_layer2", ""), lay.get("family", ""),
+                    *extra_row(m)])
     return buf.getvalue()
 
 
