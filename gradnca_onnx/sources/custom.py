@@ -66,7 +66,8 @@ def load_factory(factory: str, checkpoint: str | os.PathLike | None = None, *,
     build.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for {factory}" if ckpt else factory
     model, used, _ = build_for_state(build, factory_kwargs or {}, state, "", None, channels,
-                                     where, "Check the factory and its keyword arguments.")
+                                     where, "Check the factory and its keyword arguments.",
+                                     notes=options)
     options["factory_kwargs"] = used
     return LoadedModel(module=model, kind="factory", reference=factory,
                        architecture=type(model).__name__, checkpoint=ckpt,
