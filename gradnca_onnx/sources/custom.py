@@ -110,6 +110,26 @@ def pickled_module(module: nn.Module, ckpt: Path | None, spec: ArchSpec | None =
                        checkpoint=ckpt, options=jsonable({"pickled_module": True}), spec=spec)
 
 
+def load_whole_model(checkpoint: str | os.PathLike, *, trust_pickle: bool = False
+                     ) -> LoadedModel:
+    """The whole model a checkpoint pickles (``torch.save(model, PATH)``), with no
+    architecture named: it builds itself, so only with ``trust_pickle`` (unpickling runs code
+    from the file).
+
+    Raises
+    ------
+    SourceError
+        Without ``trust_pickle`` (the message says why), or a checkpoint holding weights only,
+        which need the architecture they fit (``--arch``).
+    """
+    p = Path(checkpoint)
+    state = read_checkpoint(p, trust_pickle=trust_pickle)
+    if isinstance(state, nn.Module):
+        return pickled_module(state, p)
+    raise SourceError(f"checkpoint {p} holds weights only (a state dict), not a whole model: "
+                      "say which architecture they fit with --arch (or --factory)")
+
+
 class FactorySource(ConstructorSource):
     """``--factory package.module:callable`` (``finetune --source``): the user's code builds
     the model. Rebuilding a member imports and calls the code its manifest names, so only
