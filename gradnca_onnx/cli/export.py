@@ -156,10 +156,14 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                fallback: bool, features_only: bool, zoo_dir: Path) -> None:
     """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json).
 
-    --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME.
+    --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME; a checkpoint that
+    pickles a whole model needs none (--checkpoint FILE --trust-pickle).
     """
-    option, value = _one_source({"--arch": arch, "--torchscript": torchscript,
-                                 "--factory": factory})
+    named = {"--arch": arch, "--torchscript": torchscript, "--factory": factory}
+    if checkpoint is not None and all(v is None for v in named.values()):
+        option, value = "--checkpoint", checkpoint  # a whole pickled model names itself
+    else:
+        option, value = _one_source(named)
     convs = _layer_paths(layers)
     kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
@@ -169,11 +173,20 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         from ..exporters.errors import check_channels
 
         check_channels(channels, f"--channels {channels}")
-    source, reference = _resolve(option, value)
-    loaded = source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
-                         trust_pickle=trust_pickle, seed=seed)
-    check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs={
-        "--checkpoint": checkpoint, option: reference if source.reads_path else None})
+    if option == "--checkpoint":
+        from ..sources.custom import load_whole_model
+
+        if kwargs:
+            raise InputError("--arch-kwarg needs --arch or --factory: a whole pickled model is "
+                             "built already")
+        loaded = load_whole_model(checkpoint, trust_pickle=trust_pickle)
+        inputs = {"--checkpoint": checkpoint}
+    else:
+        source, reference = _resolve(option, value)
+        loaded = source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
+                             trust_pickle=trust_pickle, seed=seed)
+        inputs = {"--checkpoint": checkpoint, option: reference if source.reads_path else None}
+    check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs=inputs)
     out = ex.export_model(loaded, zoo_dir, ex.ExportOptions(
         name=name, input_size=input_size, channels=channels, norm=norm,
         pretrained_on=pretrained_on, head=head, convs=convs, grads_batch=grads_batch,

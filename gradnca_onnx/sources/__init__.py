@@ -50,7 +50,7 @@ TORCH_MODULES = ("torch", "torchvision")
 # Torch-dependent names, imported on first access.
 _LAZY = {
     "torchvision_architectures": "torchvision_models", "load_torchvision": "torchvision_models",
-    "load_timm": "libraries", "load_hf": "libraries", "load_monai": "libraries",
+    "load_timm": "timm_source", "load_hf": "libraries", "load_monai": "monai_source",
     "HFImageClassifier": "libraries",
     "load_factory": "custom", "load_torchscript": "custom", "from_module": "custom",
     "read_checkpoint": "checkpoints", "unwrap_state_dict": "checkpoints",

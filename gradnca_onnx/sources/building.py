@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import SourceError
-from .checkpoints import fit_state_dict
+from .checkpoints import fit_state_dict, match_prefix
 
 
 def _last_linear(model: nn.Module, within: str = "") -> str | None:
@@ -81,18 +81,28 @@ def _accepts(fn: Callable, name: str) -> bool:
 def build_for_state(build: Callable[..., nn.Module], kwargs: dict[str, Any],
                      state: dict[str, torch.Tensor] | None, head_scope: str,
                      stem: str | None, channels: int | None, where: str, hint: str,
-                     classes_arg: str = "num_classes"
+                     classes_arg: str = "num_classes", notes: dict[str, Any] | None = None,
+                     adapt: Callable[[nn.Module, dict[str, torch.Tensor], dict[str, Any]],
+                                     dict[str, torch.Tensor]] | None = None
                      ) -> tuple[nn.Module, dict[str, Any], int]:
     """Build a model whose head size and stem channels fit ``state``, then load it.
 
     The number of classes is read from the checkpoint's last Linear (within ``head_scope``)
     and passed as ``classes_arg`` (``num_classes``; MONAI: ``out_channels``) when the
     constructor takes it; the input channels are read from the stem convolution's weight and
-    the stem is rebuilt when they differ.
+    the stem is rebuilt when they differ. A wrapper's key prefix (Lightning's ``model.``,
+    DDP's ``module.``) is stripped when only the stripped keys fit the model
+    (:func:`~.checkpoints.match_prefix`), and ``adapt(model, state, notes)`` may convert the
+    state to the built model (timm: position embeddings resampled to its grid). What was
+    converted is written into ``notes`` (the manifest's source options).
     """
     kwargs = dict(kwargs)
+    notes = {} if notes is None else notes
     model = _quiet_build(build, kwargs)
     if state is not None:
+        state = match_prefix(model, state, notes)
+        if adapt is not None:
+            state = adapt(model, state, notes)
         head = _last_linear(model, head_scope)
         key = f"{head}.weight" if head else None
         if (key in state and classes_arg not in kwargs and _accepts(build, classes_arg)

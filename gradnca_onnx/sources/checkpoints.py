@@ -7,7 +7,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -16,8 +16,6 @@ from ..errors import SourceError, first_line, optional_import
 
 #: Keys under which training scripts commonly nest the state dict, tried in this order.
 NESTED_KEYS = ("state_dict", "net", "model", "model_state_dict", "module")
-#: Key prefixes added by wrappers: DataParallel/DDP and torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
@@ -34,31 +32,93 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``module.``/``_orig_mod.`` when every key carries it (possibly nested)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
-    return state
+def _names_fit(own: set[str], keys: Iterable[str]) -> bool:
+    """Whether ``keys`` are the model's own names (older checkpoints lack the
+    ``num_batches_tracked`` buffers, which :func:`fit_state_dict` tolerates too)."""
+    keys = set(keys)
+    return keys <= own and all(k.endswith("num_batches_tracked") for k in own - keys)
+
+
+def _prefixes(keys: list[str], least: int) -> list[str]:
+    """Leading module paths (``model.``, ``module.``, ``model.module.``) carried by at least
+    ``least`` keys, the most common first."""
+    counts: collections.Counter[str] = collections.Counter()
+    for k in keys:
+        parts = k.split(".")[:-1]
+        for depth in range(1, min(len(parts), 3) + 1):
+            counts[".".join(parts[:depth]) + "."] += 1
+    return [p for p, n in counts.most_common() if n >= least]
+
+
+def _closest(own: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under the prefix that names the most of the model's keys, for
+    :func:`fit_state_dict`'s message about what does not fit (it is refused there), or
+    unchanged when no prefix names more than the raw keys do."""
+    best, best_hits = "", len(own & set(state))
+    for prefix in _prefixes(list(state), 1):
+        hits = len(own & {k[len(prefix):] for k in state if k.startswith(prefix)})
+        if hits > best_hits:
+            best, best_hits = prefix, hits
+    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)} if best else state
+
+
+def match_prefix(model: nn.Module, state: dict[str, torch.Tensor],
+                 notes: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``state`` with a wrapper's key prefix removed when (and only when) the stripped keys are
+    the model's names and the raw keys are not: Lightning's ``model.``, DDP's ``module.``,
+    ``torch.compile``'s ``_orig_mod.``, or nestings of them.
+
+    Keys outside the prefix (a Lightning module's loss weights) are left out. Both are stated in
+    ``notes`` (``checkpoint_prefix_stripped``, ``checkpoint_keys_left_out``), which the source
+    records in the manifest. A state that fits as it is is returned unchanged; one that no
+    prefix makes fit comes back under the prefix naming most of the model's keys, for
+    :func:`fit_state_dict` to refuse with the model's own names.
+
+    Raises
+    ------
+    SourceError
+        Two prefixes each hold a whole copy of the model (a teacher and a student, EMA
+        weights): which one is meant is not for this function to guess.
+    """
+    own = set(model.state_dict())
+    if _names_fit(own, state):
+        return state
+    least = len([k for k in own if not k.endswith("num_batches_tracked")])
+    fits = []
+    for prefix in _prefixes(list(state), least):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if _names_fit(own, sub):
+            fits.append((prefix, sub))
+    if len(fits) > 1:
+        raise SourceError(f"the checkpoint holds {len(fits)} copies of the model's weights, "
+                          f"under {' and '.join(repr(p) for p, _ in fits)} (a teacher and a "
+                          "student, or EMA weights?); save the one state dict you mean "
+                          "(torch.save(module.state_dict(), PATH)) and give that")
+    if not fits:
+        return _closest(own, state)
+    prefix, sub = fits[0]
+    notes["checkpoint_prefix_stripped"] = prefix
+    left = sorted(k for k in state if not k.startswith(prefix))
+    if left:
+        more = [f"... and {len(left) - 8} more"] if len(left) > 8 else []
+        notes["checkpoint_keys_left_out"] = left[:8] + more
+    return sub
 
 
 def unwrap_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     """The parameter/buffer dictionary inside a loaded checkpoint object.
 
     Accepts a plain state dict, or one nested under ``state_dict``/``net``/``model``/
-    ``model_state_dict``/``module`` (other entries such as an epoch counter are ignored), with
-    ``module.`` or ``_orig_mod.`` prefixes.
+    ``model_state_dict``/``module`` (other entries such as an epoch counter are ignored). Its
+    keys are kept as saved: a wrapper's prefix (``module.``, Lightning's ``model.``) is
+    removed by :func:`match_prefix` once the model says whether it needs that.
     """
     if _is_state_dict(obj):
-        return strip_wrapper_prefixes(dict(obj))
+        return dict(obj)
     if isinstance(obj, dict):
         for key in NESTED_KEYS:
             if _is_state_dict(obj.get(key)):
-                return strip_wrapper_prefixes(dict(obj[key]))
+                return dict(obj[key])
         keys = sorted(map(str, obj))[:8]
         raise SourceError(
             f"{where}: no state dict found (top-level keys {keys}); expected tensors by name, "
@@ -89,7 +149,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
         raise SourceError(f"checkpoint {p} is empty (0 bytes); name the file that holds the "
                          "weights")
     if kind == "safetensors":
-        return _finite(strip_wrapper_prefixes(read_safetensors(p)), p)
+        return _finite(read_safetensors(p), p)
     if kind == "unknown":
         raise SourceError(f"checkpoint {p} is not a PyTorch checkpoint (neither torch.save's zip "
                          "or pickle format nor safetensors); name a file written by torch.save "

@@ -66,7 +66,8 @@ def load_factory(factory: str, checkpoint: str | os.PathLike | None = None, *,
     build.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
     where = f"checkpoint {ckpt} for {factory}" if ckpt else factory
     model, used, _ = build_for_state(build, factory_kwargs or {}, state, "", None, channels,
-                                     where, "Check the factory and its keyword arguments.")
+                                     where, "Check the factory and its keyword arguments.",
+                                     notes=options)
     options["factory_kwargs"] = used
     return LoadedModel(module=model, kind="factory", reference=factory,
                        architecture=type(model).__name__, checkpoint=ckpt,
@@ -107,6 +108,26 @@ def pickled_module(module: nn.Module, ckpt: Path | None, spec: ArchSpec | None =
     arch = arch or type(module).__name__
     return LoadedModel(module=module.eval(), kind="module", reference=arch, architecture=arch,
                        checkpoint=ckpt, options=jsonable({"pickled_module": True}), spec=spec)
+
+
+def load_whole_model(checkpoint: str | os.PathLike, *, trust_pickle: bool = False
+                     ) -> LoadedModel:
+    """The whole model a checkpoint pickles (``torch.save(model, PATH)``), with no
+    architecture named: it builds itself, so only with ``trust_pickle`` (unpickling runs code
+    from the file).
+
+    Raises
+    ------
+    SourceError
+        Without ``trust_pickle`` (the message says why), or a checkpoint holding weights only,
+        which need the architecture they fit (``--arch``).
+    """
+    p = Path(checkpoint)
+    state = read_checkpoint(p, trust_pickle=trust_pickle)
+    if isinstance(state, nn.Module):
+        return pickled_module(state, p)
+    raise SourceError(f"checkpoint {p} holds weights only (a state dict), not a whole model: "
+                      "say which architecture they fit with --arch (or --factory)")
 
 
 class FactorySource(ConstructorSource):

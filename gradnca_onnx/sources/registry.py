@@ -31,8 +31,8 @@ from .base import LoadedModel, Member, ModelSource
 ENTRY_POINT_GROUP = "gradnca_onnx.sources"
 #: The built-in sources: kind -> module of this package that defines it as ``SOURCE``.
 BUILTIN = {
-    "torchvision": "torchvision_models", "timm": "libraries", "hf": "libraries",
-    "monai": "libraries", "factory": "custom", "torchscript": "custom", "module": "custom",
+    "torchvision": "torchvision_models", "timm": "timm_source", "hf": "libraries",
+    "monai": "monai_source", "factory": "custom", "torchscript": "custom", "module": "custom",
     "onnx": "onnx_file",
 }
 #: The kind a bare ``--arch NAME`` names.

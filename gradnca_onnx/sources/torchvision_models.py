@@ -64,7 +64,7 @@ def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
     if isinstance(state, nn.Module):
         return pickled_module(state, ckpt, spec=spec, arch=arch)
     if (state is not None and "aux_logits" in kwargs and "aux_logits" not in (arch_kwargs or {})
-            and any(k.startswith("aux") for k in state)):
+            and any(p.startswith("aux") for k in state for p in k.split(".")[:3])):
         kwargs["aux_logits"] = True  # a googlenet/inception checkpoint saved with its aux heads
 
     def build(**kw: Any) -> nn.Module:
@@ -77,7 +77,7 @@ def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
     where = f"checkpoint {ckpt} for {arch}" if ckpt else arch
     model, used, _ = build_for_state(
         build, kwargs, state, spec.head if spec else "", spec.conv1 if spec else None, channels,
-        where, "Check --arch (and --arch-kwarg), or name the right checkpoint.")
+        where, "Check --arch (and --arch-kwarg), or name the right checkpoint.", notes=options)
     options["arch_kwargs"] = used
     return LoadedModel(module=model, kind="torchvision", reference=arch, architecture=arch,
                        checkpoint=ckpt, options=jsonable(options), spec=spec)
