@@ -1,11 +1,11 @@
-"""Model libraries: timm (``timm:NAME``), Hugging Face ``transformers`` (``hf:DIR``) and
-MONAI (``monai:NAME``).
+"""Hugging Face ``transformers`` models saved in a local directory (``hf:DIR``): image
+classifiers and headless encoders (timm and MONAI live in ``timm_source`` and
+``monai_source``).
 
-Each source builds the model from the library's own constructor with random weights (never a
-download: timm with ``pretrained=False``, Hugging Face from a local directory with
-``local_files_only=True`` and no remote code) and then loads the user's checkpoint, as
-:func:`~gradnca_onnx.sources.load_torchvision` does. The libraries are optional (the ``zoo``
-extra); a missing one is one :class:`~gradnca_onnx.errors.MissingExtraError`.
+The model is built from the library's own classes (never a download: ``local_files_only=True``
+and no remote code); the directory's weights are loaded, and its ``preprocessor_config.json``
+gives the input normalisation. The library is optional (the ``zoo`` extra); a missing one is
+one :class:`~gradnca_onnx.errors.MissingExtraError`.
 """
 
 from __future__ import annotations

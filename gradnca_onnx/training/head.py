@@ -25,6 +25,19 @@ def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _output(model(x))
 
 
+def _output_width(model: nn.Module, example: torch.Tensor) -> int:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model_logits(model, example)
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise InputError(f"the encoder outputs shape {tuple(out.shape)}, not (batch, features)")
+    return int(out.shape[1])
+
+
 def find_head(model: nn.Module, example: torch.Tensor) -> str:
     """Module path of the last ``nn.Linear`` the forward pass calls (the final layer).
 
@@ -43,6 +56,20 @@ def find_head(model: nn.Module, example: torch.Tensor) -> str:
     if not order:
         raise InputError("the model calls no nn.Linear layer; name its final layer with --head")
     return order[-1]
+
+
+class WithHead(nn.Module):
+    """A headless encoder (its output is the embedding its library defines) with a place for
+    the new head: ``head`` is an ``nn.Identity`` until :func:`replace_head` puts the paper's
+    Dropout + Linear there, reading the embedding."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head: nn.Module = nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(images))
 
 
 def replace_head(model: nn.Module, n_outputs: int, example: torch.Tensor, *,
@@ -79,11 +106,16 @@ def replace_head(model: nn.Module, n_outputs: int, example: torch.Tensor, *,
     except AttributeError:
         raise InputError(f"head {path!r} is not a module path of the model") from None
     # A block (e.g. mobilenet_v3_small's whole classifier) is replaced as a unit: its first
-    # Linear's input width is the width of the features that reach it.
+    # Linear's input width is the width of the features that reach it. An Identity (a headless
+    # encoder's WithHead) passes the embedding through: its width is the output's.
     first = next((m for m in old.modules() if isinstance(m, nn.Linear)), None)
-    if first is None:
+    if isinstance(old, nn.Identity):
+        width = _output_width(model, example)
+    elif first is None:
         raise InputError(f"head {path!r} is a {type(old).__name__} without a Linear layer")
-    new = nn.Sequential(nn.Dropout(dropout), nn.Linear(first.in_features, n_outputs))
+    else:
+        width = first.in_features
+    new = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_outputs))
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
     was_training = model.training

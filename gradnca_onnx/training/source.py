@@ -150,11 +150,21 @@ def load_source(spec: Union[str, PathLike, nn.Module, Any], *, arch: str | None 
     module = loaded.module
     if isinstance(module, torch.jit.ScriptModule):
         raise SourceError(f"source {spec!r} is TorchScript; {_not_trainable()}")
+    if loaded.head == "" and head is None:
+        # A headless encoder (its output is its library's embedding): the new head is added
+        # on that embedding, as its library's own classifier would read it.
+        from .head import WithHead
+
+        module, head = WithHead(module), "head"
     channels = int(info.get("channels") or stem_channels(module.named_parameters()) or 3)
     if normalisation is not None:
         mean, std = parse_normalisation(normalisation, channels)
     elif "mean" in info:
         mean, std = info["mean"], info["std"]
+    elif loaded.normalisation is not None:  # the model's own preprocessing config
+        mean, std = parse_normalisation(
+            f"{':'.join(map(repr, loaded.normalisation[0]))},"
+            f"{':'.join(map(repr, loaded.normalisation[1]))}", channels)
     else:
         mean, std = parse_normalisation("half", channels)
     default = (loaded.reference.replace(":", ".") if loaded.kind == "factory"

@@ -349,3 +349,33 @@ def test_plugins_that_cannot_be_used_are_left_out_with_a_warning(monkeypatch, tm
         monkeypatch.undo()
         sys.modules.pop("toy_source_plugin", None)
         sources.load_plugins(reload=True)
+
+
+def test_headless_encoders_get_a_new_head_on_their_embedding(tmp_path):
+    """A headless member (timm num_classes=0, a Hugging Face Dinov2Model) exports its library's
+    embedding and no logits; fine-tuning adds the new head on that embedding, not on an inner
+    Linear of the encoder."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, image_size=32, patch_size=8)
+                ).save_pretrained(tmp_path / "dinov2")
+    members = {"timm-headless": sources.create_model(
+        TIMM[0], arch_kwargs={**TIMM[1], "num_classes": 0}),
+        "hf-dinov2": sources.create_model(f"hf:{tmp_path / 'dinov2'}")}
+    target = _tiny_target(tmp_path / "tiny.npz")
+    for name, loaded in members.items():
+        assert loaded.head == ""
+        member = export_model(loaded, tmp_path / "zoo", ExportOptions(
+            name=name, input_size=32, features_only=True))
+        assert read_manifest(member).num_classes is None
+        src = training.load_source(member)
+        assert src.head == "head" and isinstance(src.module, training.head.WithHead)
+        res = training.run_grid(member, training.load_target_splits(target, fold=None),
+                                grid_from_mapping(GRID), tmp_path / f"{name}.sqlite",
+                                batch_sizes=(4,), stop_on_error=True)
+        assert (res.total, res.finished, res.failed) == (1, 1, 0), name
+        with RunStore(tmp_path / f"{name}.sqlite") as st:
+            [row] = st.runs(status="finished")
+        assert np.isfinite(row["test_auc"])
