@@ -25,14 +25,19 @@ def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _output(model(x))
 
 
-def _output_width(model: nn.Module, example: torch.Tensor) -> int:
+def _eval_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """The model's output on ``example`` in eval mode, without gradients (its mode restored)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model_logits(model, example)
+            return model_logits(model, example)
     finally:
         model.train(was_training)
+
+
+def _output_width(model: nn.Module, example: torch.Tensor) -> int:
+    out = _eval_output(model, example)
     if out.ndim != 2:
         raise InputError(f"the encoder outputs shape {tuple(out.shape)}, not (batch, features)")
     return int(out.shape[1])
@@ -118,13 +123,7 @@ def replace_head(model: nn.Module, n_outputs: int, example: torch.Tensor, *,
     new = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_outputs))
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model_logits(model, example)
-    finally:
-        model.train(was_training)
+    out = _eval_output(model, example)
     if out.ndim != 2 or out.shape[1] != n_outputs:
         raise InputError(f"after replacing {path!r} the model outputs shape {tuple(out.shape)}, "
                          f"not (batch, {n_outputs}): name the final layer with --head")
