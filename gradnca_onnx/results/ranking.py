@@ -128,7 +128,7 @@ class ZooRanking:
         from ..metrics import METRICS
         from ..scores.label_prediction import JITTER_SCALE
 
-        out = {
+        out: dict[str, Any] = {
             "schema": self.schema, "package_version": __version__,
             "target": {"name": self.target, "split": self.split, "n_samples": self.n_samples,
                        "n_classes": self.n_classes, "order": self.order,
