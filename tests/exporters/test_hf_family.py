@@ -65,7 +65,11 @@ def _save(kind: str, directory, *, preprocessor: dict | None = None):
     return model, how
 
 
-@pytest.mark.parametrize("kind", ["dinov2", "vit", "clip-vision", "clip", "swin"])
+@pytest.mark.parametrize("kind", [
+    "dinov2", "clip", "swin",
+    # the same class-token / pooler routes as dinov2 and clip: in the slow suite
+    pytest.param("vit", marks=pytest.mark.slow), pytest.param("clip-vision",
+                                                           marks=pytest.mark.slow)])
 def test_headless_encoders_export_their_librarys_embedding(kind, tmp_path):
     d = tmp_path / kind
     model, how = _save(kind, d, preprocessor={"image_mean": CLIP_MEAN, "image_std": CLIP_STD,
