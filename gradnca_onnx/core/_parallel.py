@@ -186,11 +186,11 @@ class _BlasLimits:
             controllers = ThreadpoolController().select(user_api="blas").lib_controllers
             self._original = [(c, c.num_threads) for c in controllers]
         for controller, original in self._original:
-            _set_blas_threads(controller, original if wanted is None else wanted)
+            # a bound never raises a library above the count it had (a limit, not a request)
+            _set_blas_threads(controller, original if wanted is None else min(wanted, original))
         if wanted is None:
             self._original = []
         self._current = wanted
-
 
     @contextmanager
     def limit(self, n: int) -> Iterator[None]:

@@ -105,3 +105,12 @@ def test_rank_with_threads_bounds_every_pool(two_blas_threads, monkeypatch):
     assert made and set(made) == {(1, 1)}
     assert seen and set(seen) == {(1, frozenset({1}))}
     assert _threads("blas") == {2}
+
+
+def test_a_bound_never_raises_blas_above_its_count():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        with par.limited_threads(2):
+            assert _threads("blas") <= {1}
+        assert _threads("blas") <= {1}
