@@ -122,6 +122,7 @@ STATIC_OPS: dict[str, Callable[[list, Attrs], Any]] = {
     "Sub": lambda i, a: i[0] - i[1],
     "Mul": lambda i, a: i[0] * i[1],
     "Div": lambda i, a: _static_div(i[0], i[1]),
+    "Mod": lambda i, a: (np.fmod if a.get("fmod", 0) else np.mod)(i[0], i[1]),
     "Reshape": lambda i, a: i[0].reshape([int(s) for s in ints(i[1], "shape")]),
     "Shape": lambda i, a: np.array(np.shape(i[0])[a.get("start", 0):a.get("end")],
                                    dtype=np.int64),
@@ -427,6 +428,10 @@ TENSOR_OPS: dict[str, Callable[[list, Attrs], Any]] = {
     "Sub": _binary(operator.sub),
     "Mul": _binary(operator.mul),
     "Div": _binary(operator.truediv),
+    # ONNX Mod: fmod=1 is C's fmod (the sign of the dividend; required for floats), fmod=0
+    # Python's % (the sign of the divisor; integers only), as torch.fmod / torch.remainder.
+    "Mod": lambda i, a: (torch.fmod if a.get("fmod", 0) else torch.remainder)(
+        tensor(i[0]), tensor(i[1], tensor(i[0]))),
     "Pow": _binary(operator.pow),
     "Max": _variadic(torch.maximum),
     "Min": _variadic(torch.minimum),

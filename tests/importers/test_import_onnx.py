@@ -513,3 +513,29 @@ def test_all_constant_pow_is_folded(tmp_path):
                                     "--out", str(tmp_path / "zoo")])
     assert res.exit_code == 0, res.output
     assert load_manifest(tmp_path / "zoo" / "p").has_grads
+
+
+def test_mod_is_imported_as_onnx_defines_it(tmp_path):
+    """Issue 27, item 9: ``Mod`` (Hugging Face Swin's window arithmetic) stopped the import. A
+    float Mod (fmod=1, C's fmod: the sign of the dividend) between the two convolutions: the
+    imported member's features equal onnxruntime's on the original graph, with S_FU."""
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    m = nh.from_array(np.array([0.7], np.float32), "m")
+    model = _two_conv_graph([h.make_node("Mod", ["c1", "m"], ["mid"], fmod=1, name="mod")],
+                            [m], "mid")
+    path = tmp_path / "mod.onnx"
+    onnx.save(model, str(path))
+    out = import_onnx(path, tmp_path / "zoo", name="mod", grads_batch=1)
+    manifest = load_manifest(out)
+    assert manifest.has_grads
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    m2 = onnx.load(str(path))
+    m2.graph.output.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, None))
+    want = ort.InferenceSession(m2.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(["f"], {"x": x})[0]
+    got = open_session(out, "features", manifest=manifest, threads=1).run(None, {"images": x})[0]
+    assert sess.run(None, {"x": x})[0].shape == (1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
