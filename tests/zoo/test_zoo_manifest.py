@@ -13,12 +13,7 @@ import pytest
 
 from gradnca_onnx.io.atomic import atomic_write_text
 from gradnca_onnx.zoo import (
-    BatchPolicy,
-    InputSpec,
-    LayerSpec,
     Manifest,
-    SourceSpec,
-    file_entry,
     list_zoo,
     load_manifest,
     load_zoo,
@@ -27,7 +22,7 @@ from gradnca_onnx.zoo import (
     write_manifest,
 )
 
-from _support import make_model_dir
+from _support import make_features_only_dir, make_model_dir
 
 
 def test_manifest_round_trip(tmp_path):
@@ -202,27 +197,6 @@ def test_zoo_package_never_imports_torch(tmp_path):
 
 
 # --------------------------------------------------------------------------- schema 2
-
-
-def make_features_only_dir(zoo: Path, name: str = "fo") -> Path:
-    """A features-only member (schema 2): no grads.onnx, no conv or gradient-batch fields."""
-    d = zoo / name
-    d.mkdir(parents=True)
-    (d / "features.onnx").write_bytes(b"features-" + name.encode())
-    m = Manifest(
-        name=name, architecture="alexnetish", pretrained_on="unknown",
-        source=SourceSpec(kind="onnx", reference="a.onnx", checkpoint="a.onnx",
-                          checkpoint_sha256="1" * 64, options={"opset": 17}),
-        input=InputSpec(channels=3, height=28, width=28, mean=(0.5,) * 3, std=(0.5,) * 3),
-        layers=LayerSpec(features="dense", conv1=None, conv2=None, conv1_weight_shape=None,
-                         conv2_weight_shape=None),
-        feature_dim=6, num_classes=3, opset=17, batch_policy=BatchPolicy(None),
-        ort_optimization="all", files={"features.onnx": file_entry(d / "features.onnx")},
-        package_version="0.1.0", producer={"onnx": "1.23.2"}, created="2026-01-01T00:00:00+00:00",
-        features_only="operator LRN (node 'norm1') is not supported by the ONNX importer",
-    )
-    write_manifest(d, m)
-    return d
 
 
 def _demo_zoo() -> Path:
