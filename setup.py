@@ -52,12 +52,14 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1", "onnxscript>=0.5", "pytorch-met
          "pyyaml>=6"]
 #: Model libraries for ``--arch timm:/hf:/monai:`` and .safetensors checkpoints.
 ZOO = ["timm>=1.0", "transformers>=4.40", "monai>=1.3", "safetensors>=0.4"]
+#: ``--arch open_clip:NAME`` (CLIP towers such as BiomedCLIP are distributed for open_clip).
+CLIP = ["open_clip_torch>=2.24"]
 PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
 #: ``Ranking.to_frame()``.
 FRAME = ["pandas>=2"]
-TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", "mypy>=1.10", *TORCH, *ZOO, *PLOT,
-        *RAY, *FRAME]
+TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", "mypy>=1.10", *TORCH, *ZOO, *CLIP,
+        *PLOT, *RAY, *FRAME]
 
 setup(
     name="gradnca-onnx",
@@ -87,7 +89,8 @@ setup(
         "pillow>=10",
         "threadpoolctl>=3.1",
     ],
-    extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "plot": PLOT, "ray": RAY, "frame": FRAME,
+    extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "clip": [*TORCH, *ZOO, *CLIP],
+                    "plot": PLOT, "ray": RAY, "frame": FRAME,
                     "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},
     zip_safe=False,

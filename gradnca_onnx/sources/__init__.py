@@ -34,6 +34,7 @@ from .base import LoadedModel, Member, ModelSource
 from .registry import (
     ENTRY_POINT_GROUP,
     addressable,
+    choose_features,
     create_model,
     describe,
     get,
@@ -60,7 +61,8 @@ _LAZY = {
 __all__ = [
     "ENTRY_POINT_GROUP", "PAPER_ARCHITECTURES", "ArchSpec", "ConstructorSource",
     "HFImageClassifier", "LoadedModel", "Member", "ModelSource", "TORCH_MODULES", "addressable",
-    "create_model", "describe", "from_module", "get", "kinds", "load_factory", "load_hf",
+    "choose_features", "create_model", "describe", "from_module", "get", "kinds", "load_factory",
+    "load_hf",
     "load_monai", "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
     "read_checkpoint", "rebuild", "register", "require_torch", "resolve", "stem_channels",
     "torchvision_architectures", "unwrap_state_dict",

@@ -95,6 +95,9 @@ class ModelSource:
         One line: what the reference is.
     not_rebuildable : str or None
         Why a member of this kind cannot be rebuilt for fine-tuning (``None``: it can).
+    feature_choices : dict
+        The ``--features`` choices it knows besides ``module:PATH`` (name -> what it is);
+        :meth:`select_features` applies them.
     reads_path : bool
         Whether the reference is a file or directory the model is read from (an input that
         no output may replace).
@@ -106,6 +109,7 @@ class ModelSource:
     since_schema: ClassVar[int] = 1
     summary: ClassVar[str] = ""
     not_rebuildable: ClassVar[str | None] = None
+    feature_choices: ClassVar[dict[str, str]] = {}
 
     def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
              kwargs: dict[str, Any] | None = None, channels: int | None = None,
@@ -128,6 +132,24 @@ class ModelSource:
             Seed of the random initialisation.
         """
         raise SourceError(f"a {self.kind} source is not built from a name ({self.summary})")
+
+    def select_features(self, loaded: LoadedModel, choice: str) -> LoadedModel:
+        """``loaded`` with the features ``choice`` names (``--features``): here only
+        ``module:PATH``, the output of a module of the library's model; sources override it
+        for their :attr:`feature_choices`.
+
+        Raises
+        ------
+        SourceError
+            A choice this source does not know, or a module path the model lacks.
+        """
+        from .features import MODULE_PREFIX, check_choice, module_output
+
+        check_choice(choice, self.feature_choices, f"a {self.kind} model")
+        if choice.startswith(MODULE_PREFIX):
+            return module_output(loaded, choice[len(MODULE_PREFIX):])
+        raise SourceError(f"{type(self).__name__} lists --features {choice!r} but does not "
+                          "apply it")
 
     def describe(self, loaded: LoadedModel) -> SourceSpec:
         """The manifest's ``source`` block of ``loaded``: the checkpoint by its plain file name

@@ -181,8 +181,8 @@ def _plugin_named(prefix: str) -> bool:
 
 def create_model(arch: str, checkpoint: str | os.PathLike | None = None, *,
                  arch_kwargs: dict[str, Any] | None = None, channels: int | None = None,
-                 trust_pickle: bool = False, seed: int = 0, factories: bool = False
-                 ) -> LoadedModel:
+                 trust_pickle: bool = False, seed: int = 0, factories: bool = False,
+                 features: str | None = None) -> LoadedModel:
     """Build the model that ``arch`` names (:func:`resolve`) and load ``checkpoint``.
 
     Parameters
@@ -192,10 +192,40 @@ def create_model(arch: str, checkpoint: str | os.PathLike | None = None, *,
         ``KIND:REFERENCE``, or with ``factories`` a ``package.module:callable``.
     checkpoint, arch_kwargs, channels, trust_pickle, seed
         As :meth:`ModelSource.load` (``arch_kwargs``: its ``kwargs``).
+    features : str, optional
+        Which tensor is the embedding (:func:`choose_features`); default: the one the
+        model's library defines.
     """
     source, reference = resolve(arch, factories=factories)
-    return source.load(reference, checkpoint, kwargs=arch_kwargs, channels=channels,
-                       trust_pickle=trust_pickle, seed=seed)
+    loaded = source.load(reference, checkpoint, kwargs=arch_kwargs, channels=channels,
+                         trust_pickle=trust_pickle, seed=seed)
+    return choose_features(loaded, features)
+
+
+def choose_features(loaded: LoadedModel, choice: str | None) -> LoadedModel:
+    """``loaded`` with the features ``choice`` names (``--features``), recorded in its options
+    (the manifest's ``source.options.features``); ``None``: unchanged, the embedding its
+    library defines.
+
+    ``choice`` is one of the source's :attr:`~.base.ModelSource.feature_choices` (e.g.
+    ``cls``, ``mean``, ``pooler`` for a Hugging Face encoder; ``pre-logits``, ``cls``,
+    ``mean`` for timm; ``image-embeds``, ``pooled`` for open_clip) or, for any
+    ``nn.Module``, ``module:PATH``: the output of the module at ``PATH`` of the library's
+    model. A chosen embedding replaces the classifier, so the member has no logits.
+
+    Raises
+    ------
+    SourceError
+        A choice the source does not know (the message lists its choices), or a module path
+        the model lacks.
+    """
+    if choice is None:
+        return loaded
+    if not isinstance(choice, str) or not choice.strip():
+        raise SourceError(f"--features must name a choice; got {choice!r}")
+    chosen = get(loaded.kind).select_features(loaded, choice.strip())
+    chosen.options = {**chosen.options, "features": choice.strip()}
+    return chosen
 
 
 def describe(loaded: LoadedModel) -> Any:
@@ -234,6 +264,12 @@ def rebuild(model_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | Non
                           "model")
     loaded = source.rebuild(member, checkpoint=checkpoint, trust_pickle=trust_pickle,
                             trust_code=trust_code)
+    recorded = member.source.options.get("features")
+    if recorded is not None:
+        if not isinstance(recorded, str):
+            raise SourceError(f"{member.where('options.features')} must be a string; "
+                              "re-export the model")
+        loaded = choose_features(loaded, recorded)
     if loaded.architecture != member.manifest.architecture:
         raise SourceError(f"{path}: the rebuilt model is a {loaded.architecture}, but the "
                           f"manifest says {member.manifest.architecture}; the source changed "

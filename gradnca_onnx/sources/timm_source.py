@@ -31,6 +31,7 @@ from .building import build_for_state, jsonable, kwargs_signature, seeded, stem_
 from .checkpoints import read_checkpoint
 from .custom import pickled_module
 from .from_manifest import ConstructorSource, check_options, find_checkpoint
+from .hub import hub_directory
 
 #: Weight files of a timm Hub/local directory, in the order they are read.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -72,40 +73,12 @@ def _is_directory_reference(name: str) -> bool:
     return name.startswith("local-dir:") or "/" in name or os.sep in name
 
 
-def _hf_cache_dir() -> str:
-    """The Hugging Face cache as the environment says now (``huggingface_hub`` reads it once,
-    at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-def _hub_directory(hub_id: str) -> Path:
-    """The cached snapshot directory of ``ORG/NAME[@REVISION]``, never downloaded."""
-    hub = optional_import("huggingface_hub", "zoo", f"--arch timm:hf-hub:{hub_id}")
-    repo, _, revision = hub_id.partition("@")
-    cache = _hf_cache_dir()
-    found = hub.try_to_load_from_cache(repo, "config.json", cache_dir=cache,
-                                       revision=revision or None)
-    if not isinstance(found, str):
-        raise SourceError(f"--arch timm:hf-hub:{hub_id}: not in the local Hugging Face cache "
-                          f"({cache}; nothing is downloaded): put the model there (e.g. "
-                          "huggingface-cli download on a machine with internet, then copy the "
-                          "cache; HF_HUB_CACHE names it), or give its directory as "
-                          "--arch timm:/path/DIR")
-    return Path(found).parent
-
-
 def _named(name: str) -> _Named:
     """Resolve ``name``: a timm architecture, ``hf-hub:ORG/NAME`` or a directory."""
     timm = _timm()
     if name.startswith("hf-hub:") or _is_directory_reference(name):
         if name.startswith("hf-hub:"):
-            directory = _hub_directory(name[len("hf-hub:"):])
+            directory = hub_directory(name[len("hf-hub:"):], "--arch timm:hf-hub:", "--arch timm:/path/DIR")
         else:
             directory = Path(name.removeprefix("local-dir:"))
         return _from_directory(directory, f"--arch timm:{name}")
