@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..errors import InputError, SourceError
-from .base import LoadedModel
 
 #: The prefix of the generic choice: the output of a named module.
 MODULE_PREFIX = "module:"
@@ -69,8 +68,9 @@ def _library_model(module: nn.Module) -> tuple[nn.Module, str]:
     return (inner, "model.") if isinstance(inner, nn.Module) else (module, "")
 
 
-def module_output(loaded: LoadedModel, path: str) -> LoadedModel:
-    """``loaded`` with the output of its module ``path`` as the features (no logits).
+def module_output(loaded: Any, path: str) -> Any:
+    """``loaded`` (a :class:`~.base.LoadedModel`, which imports this module) with the output
+    of its module ``path`` as the features (no logits).
 
     ``path`` is a module path of the library's own model (as ``print(model)`` names it).
 
