@@ -408,3 +408,54 @@ def import_lrn(tmp_path: Path, zoo: Path, name: str = "lrn", seed: int = 0, *ext
                                     "--features-only-fallback", *map(str, extra)])
     assert res.exit_code == 0, res.output
     return zoo / name
+
+
+# --------------------------------------------------------------- a member against torch autograd
+def member_parity(module, model_dir: Path, *, n: int = 2, seed: int = 1) -> dict[str, float]:
+    """A torch-exported member against its torch module: the relative error of
+    ``features.onnx`` and of the S_FU gradient ratio of ``grads.onnx`` (and of the split pass
+    when the member has one) against float64 autograd, and ``floor``, torch float32's own
+    ratio error against float64 (the scale the exported ratio is judged on).
+
+    ``module`` is what the member was exported from (``LoadedModel.module``); the manifest's
+    ``layers`` name the feature layer (``""``: the module's output) and the two S_FU layers
+    (modules with a ``weight``, or weight parameters), all inside ``module``.
+    """
+    import copy
+
+    import torch
+
+    from gradnca_onnx.engine.batching import open_session, run_grads
+    from gradnca_onnx.exporters.feature_model import FeatureModel
+    from gradnca_onnx.zoo import load_manifest
+
+    m = load_manifest(model_dir, verify=False)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, m.input.channels, m.input.height, m.input.width, generator=g)
+    c = torch.randn(n, m.feature_dim, generator=g)
+
+    def weight(model, path):
+        try:
+            return model.get_submodule(path).weight
+        except AttributeError:
+            return model.get_parameter(path)
+
+    def ratio(model, images):
+        (f,) = FeatureModel(model, m.layers.features, with_logits=False)(images)
+        w1, w2 = weight(model, m.layers.conv1), weight(model, m.layers.conv2)
+        g1, g2 = torch.autograd.grad(f, [w1, w2], c.to(f.dtype))
+        return float(g2.norm() / g1.norm()), f
+
+    def rel(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+    ref, f64 = ratio(copy.deepcopy(module).double(), x.double())
+    own, _ = ratio(module, x)
+    (feats,) = open_session(model_dir, "features", manifest=m, threads=1).run(
+        ["features"], {"images": x.numpy()})
+    out = {"features": rel(feats, f64.detach().numpy()), "floor": abs(own / ref - 1)}
+    _, g1, g2 = run_grads(open_session(model_dir, "grads", manifest=m, threads=1), x.numpy(),
+                          c.numpy())
+    out["ratio"] = abs(float(np.linalg.norm(g2) / np.linalg.norm(g1)) / ref - 1)
+    return out
