@@ -132,6 +132,11 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @click.option("--head", metavar="PATH", default=None,
               help="Module whose input is the feature vector [default: paper table, else the "
                    "last Linear]; '' = the model's output.")
+@click.option("--features", "features", metavar="CHOICE", default=None,
+              help="Which tensor is the embedding [default: the one the model's library "
+                   "defines]: timm pre-logits|cls|mean, Hugging Face cls|mean|pooler|"
+                   "image-embeds, open_clip image-embeds|pooled, or module:PATH (the output of "
+                   "a module); recorded in the manifest. A chosen embedding has no logits.")
 @click.option("--name", metavar="NAME", default=None,
               help="Model name in the zoo [default: architecture + checkpoint name].")
 @click.option("--pretrained-on", metavar="TEXT", default="unknown", show_default=True,
@@ -151,7 +156,7 @@ def _layer_paths(value: str | None) -> list[str] | None:
 def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
                input_size: int, channels: int | None, norm: str | None, layers: str | None,
-               head: str | None, name: str | None, pretrained_on: str,
+               head: str | None, features: str | None, name: str | None, pretrained_on: str,
                source_images: str | None, grads_batch: int, seed: int, force: bool,
                fallback: bool, features_only: bool, zoo_dir: Path) -> None:
     """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json).
@@ -164,6 +169,8 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         option, value = "--checkpoint", checkpoint  # a whole pickled model names itself
     else:
         option, value = _one_source(named)
+    if features is not None and head is not None:
+        raise InputError("--features and --head both name the features: give one")
     convs = _layer_paths(layers)
     kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
@@ -186,6 +193,10 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         loaded = source.load(reference, checkpoint, kwargs=kwargs, channels=channels,
                              trust_pickle=trust_pickle, seed=seed)
         inputs = {"--checkpoint": checkpoint, option: reference if source.reads_path else None}
+    if features is not None:
+        from ..sources import choose_features
+
+        loaded = choose_features(loaded, features)
     check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs=inputs)
     out = ex.export_model(loaded, zoo_dir, ex.ExportOptions(
         name=name, input_size=input_size, channels=channels, norm=norm,

@@ -40,7 +40,7 @@ from .errors import (
     physical_memory,
 )
 from .feature_model import FeatureModel, global_pools_as_means
-from .layers import LayerChoice, feature_layer, locate_layers, weight_name
+from .layers import LayerChoice, feature_layer, forward_failed, locate_layers, weight_name
 from .member import (
     check_pretrained_on,
     default_normalisation,
@@ -324,8 +324,11 @@ def _forward(prep: _Prepared, example: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The features and logits of ``example``; a head whose output is not (batch, classes)
     gives no logits (and the graphs are then exported without them)."""
-    with torch.no_grad():
-        outs = prep.features(example)
+    try:
+        with torch.no_grad():
+            outs = prep.features(example)
+    except Exception as exc:  # the model's own code fails: one line, as for the layer search
+        raise forward_failed(example, exc) from None
     feats = outs[0]
     logits = outs[1] if len(outs) > 1 else None
     if logits is not None and (logits.ndim != 2 or logits.shape[0] != example.shape[0]):

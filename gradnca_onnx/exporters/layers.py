@@ -43,7 +43,7 @@ def execution_order(model: nn.Module, example: torch.Tensor,
         with torch.no_grad():
             model(example)
     except Exception as exc:
-        raise _forward_failed(example, exc) from None
+        raise forward_failed(example, exc) from None
     finally:
         for h in handles:
             h.remove()
@@ -130,11 +130,14 @@ def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], se
         with torch.no_grad(), _Record():
             model(example)
     except Exception as exc:
-        raise _forward_failed(example, exc) from None
+        raise forward_failed(example, exc) from None
     return order, convs
 
 
-def _forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
+def forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
+    """The one-line error of a model whose forward pass failed on ``example``."""
+    if isinstance(exc, InputError):  # our own wrapper's one line (--features, --head) says it
+        return exc
     if is_out_of_memory(exc):
         return out_of_memory(exc, f"running the model on an input of shape "
                                   f"{tuple(example.shape)}")

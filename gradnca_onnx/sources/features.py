@@ -30,10 +30,11 @@ class ModuleOutput(nn.Module):
     depends on it, so it drops out of the exported graphs (as for :class:`FeatureModel`).
     """
 
-    def __init__(self, model: nn.Module, path: str) -> None:
+    def __init__(self, model: nn.Module, path: str, shown: str | None = None) -> None:
         super().__init__()
         self.model = model
         self.path = path
+        self.shown = shown or path  # as the user named it (inside the library's model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         seen: list[Any] = []
@@ -43,7 +44,7 @@ class ModuleOutput(nn.Module):
             self.model(images)
         finally:
             hook.remove()
-        where = f"--features {MODULE_PREFIX}{self.path}"
+        where = f"--features {MODULE_PREFIX}{self.shown}"
         if not seen:
             raise InputError(f"{where}: the forward pass never calls that module; name one it "
                              "uses")
@@ -52,6 +53,8 @@ class ModuleOutput(nn.Module):
                              "pass (a shared module), so its output is not one embedding; name "
                              "a module called once")
         out = seen[0]
+        if isinstance(out, torch.Tensor) and out.ndim > 2 and all(n == 1 for n in out.shape[2:]):
+            out = out.flatten(1)  # a global pool's (batch, C, 1, 1): one vector per image
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             what = (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
                     else f"a {type(out).__name__}")
@@ -91,7 +94,7 @@ def module_output(loaded: Any, path: str) -> Any:
         hint = f" (close: {', '.join(close)})" if close else ""
         raise SourceError(f"--features {MODULE_PREFIX}{path}: the model has no module "
                           f"{path!r}{hint}")
-    wrapped = ModuleOutput(module, prefix + path).eval()
+    wrapped = ModuleOutput(module, prefix + path, path).eval()
     return dataclasses.replace(loaded, module=wrapped, head="", spec=None)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import SourceError, first_line, optional_import
+from ..errors import InputError, SourceError, first_line, optional_import
 from .base import LoadedModel, Member, ModelSource
 from .building import jsonable
 from .from_manifest import check_options, find_checkpoint
@@ -51,18 +51,35 @@ HF_EMBEDDINGS = {"vit": "cls", "deit": "cls", "dinov2": "cls", "dinov2_with_regi
                  "convnext": "pooler", "convnextv2": "pooler"}
 
 
+#: Tokens before the patch tokens, by ``model_type``: the class token (and DeiT's distillation
+#: token); DINOv2 with registers adds ``config.num_register_tokens``. Types not listed have no
+#: class token (Swin, SigLIP), so ``cls`` is refused for them.
+CLASS_TOKENS = {"vit": 1, "deit": 2, "dinov2": 1, "dinov2_with_registers": 1,
+                "clip_vision_model": 1, "clip": 1}
+#: The ``--features`` choices of a Hugging Face model.
+HF_FEATURES = {
+    "cls": "the final hidden state of the class token",
+    "mean": "the final hidden states of the patch tokens, averaged",
+    "pooler": "the model's pooler_output",
+    "image-embeds": "CLIP's projected image embedding (get_image_features)",
+}
+
+
 class HFEmbedding(nn.Module):
     """A headless Hugging Face encoder as ``forward(images) -> embedding`` (batch, D).
 
-    ``how`` is ``cls``, ``pooler``, ``mean`` (the hidden states averaged over tokens) or
-    ``clip-image-embeds`` (:data:`HF_EMBEDDINGS`). The exporter uses the output itself as the
-    features (``LoadedModel.head = ""``): no head, so no logits, never a random classifier.
+    ``how`` is ``cls``, ``pooler``, ``mean`` (the patch tokens' hidden states averaged: the
+    first ``prefix`` tokens, class and register tokens, left out; a feature map averaged over
+    its height and width) or ``clip-image-embeds`` (:data:`HF_EMBEDDINGS`). The exporter uses
+    the output itself as the features (``LoadedModel.head = ""``): no head, so no logits,
+    never a random classifier.
     """
 
-    def __init__(self, model: nn.Module, how: str) -> None:
+    def __init__(self, model: nn.Module, how: str, prefix: int = 1) -> None:
         super().__init__()
         self.model = model
         self.how = how
+        self.prefix = prefix
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.how == "clip-image-embeds":
@@ -70,10 +87,36 @@ class HFEmbedding(nn.Module):
             return self.model.visual_projection(pooled)
         out = self.model(pixel_values=images)
         if self.how == "pooler":
+            if out.pooler_output is None:
+                raise InputError("--features pooler: this model returns no pooled output "
+                                 "(built without a pooling layer); choose cls or mean")
             return out.pooler_output.flatten(1)
+        hidden = out.last_hidden_state
         if self.how == "mean":
-            return out.last_hidden_state.mean(dim=1)
-        return out.last_hidden_state[:, 0]
+            return hidden.mean(dim=(2, 3)) if hidden.ndim == 4 else (
+                hidden[:, self.prefix:].mean(dim=1))
+        return hidden[:, 0]
+
+
+def is_hub_id(reference: str) -> bool:
+    """Whether ``reference`` reads as a Hub model id ``ORG/NAME[@REVISION]`` rather than a
+    path (one ``/``, no leading ``/``, ``.`` or ``~``, no backslash)."""
+    repo = reference.partition("@")[0]
+    return (repo.count("/") == 1 and all(repo.split("/")) and "\\" not in reference
+            and not reference.startswith((".", "~", "/")))
+
+
+def hf_directory(reference: str | os.PathLike) -> tuple[Path, str | None]:
+    """The ``save_pretrained`` directory ``reference`` names, and its Hub id when it is one:
+    an existing directory, else a Hub id ``ORG/NAME[@REVISION]`` read offline from the local
+    Hugging Face cache (nothing is downloaded)."""
+    from .hub import hub_directory
+
+    d = Path(reference)
+    text = os.fspath(reference)
+    if d.is_dir() or not is_hub_id(text):
+        return d, None
+    return hub_directory(text, "--arch hf:", "--arch hf:/path/DIR"), text
 
 
 def _hf_weights(d: Path, trust_pickle: bool) -> list[Path]:
@@ -126,7 +169,9 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
             arch_kwargs: dict[str, Any] | None = None, channels: int | None = None,
             trust_pickle: bool = False, seed: int = 0) -> LoadedModel:
     """A Hugging Face ``transformers`` model saved with ``save_pretrained`` in a local
-    directory (``config.json`` + ``model.safetensors``): an image classifier, or a headless
+    directory (``config.json`` + ``model.safetensors``), or a Hub id ``ORG/NAME[@REVISION]``
+    whose files are in the local Hugging Face cache (:func:`hf_directory`; the manifest then
+    records the id): an image classifier, or a headless
     encoder (``Dinov2Model`` as RAD-DINO is, ``ViTModel``, ``CLIPVisionModel``, ``CLIPModel``,
     ``SwinModel``...).
 
@@ -141,7 +186,7 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
     ``arch_kwargs`` are refused.
     """
     transformers = _library("transformers", "hf")
-    d = Path(directory)
+    d, hub_id = hf_directory(directory)
     if checkpoint is not None or arch_kwargs:
         raise SourceError(f"--arch hf:{d} reads its weights and configuration from the directory: "
                          "drop --checkpoint/--arch-kwarg")
@@ -182,14 +227,53 @@ def load_hf(directory: str | os.PathLike, checkpoint: str | os.PathLike | None =
         how = HF_EMBEDDINGS.get(model_type or "", "")
         if not how:
             how = "pooler" if getattr(model, "pooler", None) is not None else "cls"
-        module: nn.Module = HFEmbedding(model, how)
+        module: nn.Module = HFEmbedding(model, how, _prefix(cfg))
         options["embedding"] = how
     else:
         module = HFImageClassifier(model)
     ckpt = weights[0] if len(weights) == 1 else None
-    return LoadedModel(module=module.eval(), kind="hf", reference=d.name,
+    return LoadedModel(module=module.eval(), kind="hf", reference=hub_id or d.name,
                        architecture=f"hf:{arch}", checkpoint=ckpt, options=jsonable(options),
                        head="" if headless else None, normalisation=normalisation)
+
+
+def _prefix(cfg: Any) -> int:
+    """The tokens before the patch tokens of a model of ``cfg`` (:data:`CLASS_TOKENS`)."""
+    vision = getattr(cfg, "vision_config", None) or cfg
+    tokens = CLASS_TOKENS.get(getattr(cfg, "model_type", "") or "", 0)
+    return tokens + int(getattr(vision, "num_register_tokens", 0) or 0) if tokens else 0
+
+
+def hf_features(loaded: LoadedModel, choice: str) -> LoadedModel:
+    """``loaded`` (a Hugging Face model) with the embedding ``choice`` names
+    (:data:`HF_FEATURES`); a classifier gives its encoder's (``base_model``), without logits.
+
+    Raises
+    ------
+    SourceError
+        ``image-embeds`` of a model without CLIP's projection, or ``cls`` of one without a
+        class token.
+    """
+    import dataclasses
+
+    model = loaded.module.model
+    if isinstance(loaded.module, HFImageClassifier):
+        model = model.base_model
+    cfg = model.config
+    kind = getattr(cfg, "model_type", "") or type(model).__name__
+    projected = hasattr(model, "visual_projection")
+    if choice == "image-embeds" and not projected:
+        raise SourceError(f"--features image-embeds is CLIP's projected image embedding, which "
+                          f"a {kind} model has not; choose cls, mean or pooler")
+    if choice != "image-embeds" and projected:
+        model = model.vision_model  # CLIP's vision tower: a CLIPModel needs text ids too
+    if choice == "cls" and not _prefix(cfg):
+        raise SourceError(f"--features cls: a {kind} model has no class token; choose mean or "
+                          "pooler")
+    how = "clip-image-embeds" if choice == "image-embeds" else choice
+    options = {**loaded.options, "embedding": how}
+    return dataclasses.replace(loaded, module=HFEmbedding(model, how, _prefix(cfg)).eval(),
+                               head="", options=options)
 
 
 class HFSource(ModelSource):
@@ -204,8 +288,18 @@ class HFSource(ModelSource):
     kind = "hf"
     addressable = True
     since_schema = 3
-    summary = "a local save_pretrained directory of a transformers image classifier"
+    summary = ("a local save_pretrained directory of a transformers image model, or a Hub id "
+               "ORG/NAME read from the local Hugging Face cache")
     reads_path = True
+    feature_choices = HF_FEATURES
+
+    def select_features(self, loaded: LoadedModel, choice: str) -> LoadedModel:
+        from .features import check_choice
+
+        check_choice(choice, self.feature_choices, "a Hugging Face model")
+        if choice.startswith("module:"):
+            return super().select_features(loaded, choice)
+        return hf_features(loaded, choice)
 
     def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
              kwargs: dict[str, Any] | None = None, channels: int | None = None,
@@ -217,6 +311,13 @@ class HFSource(ModelSource):
                 trust_pickle: bool = False, trust_code: bool = False) -> LoadedModel:
         seed, _ = check_options(member)
         src = member.source
+        if is_hub_id(src.reference) and checkpoint is None:
+            # A Hub id: the same snapshot in this machine's cache, its weights' sha256 checked.
+            directory, _ = hf_directory(src.reference)
+            if src.checkpoint is not None:
+                find_checkpoint(member, directory)
+            return load_hf(src.reference, channels=member.manifest.input.channels,
+                           trust_pickle=trust_pickle, seed=seed)
         if src.checkpoint is None:
             # Sharded or pickled weights: the manifest names no one file whose hash would say
             # that a directory of the same name holds the exported weights.

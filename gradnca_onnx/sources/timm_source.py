@@ -45,16 +45,61 @@ def _timm() -> Any:
     return optional_import("timm", "zoo", "--arch timm:...")
 
 
-class TimmEmbedding(nn.Module):
-    """A headless timm model as ``forward(images) -> embedding``: timm's own
-    ``forward_head(forward_features(images), pre_logits=True)``."""
+#: The ``--features`` choices of a timm model.
+TIMM_FEATURES = {
+    "pre-logits": "forward_head(forward_features(x), pre_logits=True): the model's own pooling",
+    "cls": "the class token of forward_features (after the final norm)",
+    "mean": "forward_features averaged over the patch tokens (or a feature map's height and "
+            "width)",
+}
 
-    def __init__(self, model: nn.Module) -> None:
+
+class TimmEmbedding(nn.Module):
+    """A timm model as ``forward(images) -> embedding``: by default (``how="pre-logits"``)
+    timm's own ``forward_head(forward_features(images), pre_logits=True)``; ``cls`` the class
+    token of ``forward_features``; ``mean`` its patch tokens averaged (the model's
+    ``num_prefix_tokens`` left out), or a feature map's height and width."""
+
+    def __init__(self, model: nn.Module, how: str = "pre-logits") -> None:
         super().__init__()
         self.model = model
+        self.how = how
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        tokens = self.model.forward_features(images)
+        if self.how == "pre-logits":
+            return self.model.forward_head(tokens, pre_logits=True)
+        if tokens.ndim == 4:  # a CNN's feature map (NCHW, or NHWC for timm's NHWC models)
+            nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
+            return tokens.mean(dim=(1, 2) if nhwc else (2, 3))
+        if self.how == "cls":
+            return tokens[:, 0]
+        prefix = int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+        return tokens[:, prefix:].mean(dim=1)
+
+
+def timm_features(loaded: LoadedModel, choice: str) -> LoadedModel:
+    """``loaded`` (a timm model) with the embedding ``choice`` names (:data:`TIMM_FEATURES`).
+
+    ``pre-logits`` of a classifier is its classifier's input already (kept, with its logits);
+    any other choice replaces the classifier (no logits).
+
+    Raises
+    ------
+    SourceError
+        ``cls`` of a model without a class token.
+    """
+    import dataclasses
+
+    module = loaded.module
+    model = module.model if isinstance(module, TimmEmbedding) else module
+    if choice == "pre-logits" and not isinstance(module, TimmEmbedding):
+        return loaded
+    if choice == "cls" and getattr(model, "cls_token", None) is None:
+        raise SourceError(f"--features cls: the timm model {loaded.architecture} has no class "
+                          "token; choose pre-logits or mean")
+    return dataclasses.replace(loaded, module=TimmEmbedding(model, choice).eval(), head="",
+                               options={**loaded.options, "embedding": choice})
 
 
 @dataclass
@@ -174,7 +219,7 @@ def _loaded(model: nn.Module, name: str, arch: str, ckpt: Path | None,
     head = None
     if is_headless(model):
         model, head = TimmEmbedding(model).eval(), ""
-        options["embedding"] = "pre_logits"
+        options["embedding"] = "pre-logits"
     return LoadedModel(module=model, kind="timm", reference=name, architecture=f"timm:{arch}",
                        checkpoint=ckpt, options=jsonable(options), head=head,
                        normalisation=norm)
@@ -254,6 +299,15 @@ class TimmSource(ConstructorSource):
     since_schema = 3
     summary = ("a timm model name (timm.list_models()), e.g. timm:resnet18, or "
                "timm:hf-hub:ORG/NAME (local Hugging Face cache) or timm:/path/DIR")
+    feature_choices = TIMM_FEATURES
+
+    def select_features(self, loaded: LoadedModel, choice: str) -> LoadedModel:
+        from .features import check_choice
+
+        check_choice(choice, self.feature_choices, "a timm model")
+        if choice.startswith("module:"):
+            return super().select_features(loaded, choice)
+        return timm_features(loaded, choice)
 
     def load(self, reference: str, checkpoint: str | os.PathLike | None = None, *,
              kwargs: dict[str, Any] | None = None, channels: int | None = None,

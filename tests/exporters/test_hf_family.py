@@ -20,6 +20,8 @@ from gradnca_onnx.engine.batching import open_session  # noqa: E402
 from gradnca_onnx.sources import create_model  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
+from _support import member_parity  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: CLIP's published normalisation, which is not ImageNet's: the test can tell them apart.
@@ -90,10 +92,15 @@ def test_headless_encoders_export_their_librarys_embedding(kind, tmp_path):
         None, {"images": x.numpy()})
     assert got.shape == want.shape == (3, m.feature_dim)
     assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
-    if m.has_grads:
-        for layer in (m.layers.conv1, m.layers.conv2):
-            assert "embedding." not in f"{layer}." or "patch" in layer, layer
-            assert not layer.endswith("position_embedding"), layer
+    assert m.has_grads
+    for layer in (m.layers.conv1, m.layers.conv2):
+        assert "embedding." not in f"{layer}." or "patch" in layer, layer
+        assert not layer.endswith("position_embedding"), layer
+    # S_FU against float64 autograd on the same weights (the directory, loaded again).
+    err = member_parity(create_model(f"hf:{d}").module, tmp_path / "zoo" / kind)
+    print(f"hf {kind}: features {err['features']:.1e}, S_FU ratio {err['ratio']:.1e} "
+          f"(torch fp32 {err['floor']:.1e})")
+    assert err["features"] <= 1e-5 and err["ratio"] <= max(1e-4, 3 * err["floor"])
 
 
 def test_clips_s_fu_layers_are_layers_not_the_position_table(tmp_path):

@@ -17,6 +17,8 @@ from gradnca_onnx.engine.batching import open_session  # noqa: E402
 from gradnca_onnx.sources import create_model  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
+from _support import member_parity  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NETS = [("ResNet", ["block=basic", "layers=[1,1,1,1]", "block_inplanes=[8,16,32,64]"],
@@ -55,6 +57,10 @@ def test_network_exports_with_its_classifier_input(tmp_path, net, kwargs, head, 
     err = float(np.linalg.norm(got[0] - want) / np.linalg.norm(want))
     print(f"monai:{net}: features vs classifier input {err:.1e}")
     assert err <= 1e-5
+    err = member_parity(loaded.module, tmp_path / "m")
+    print(f"monai:{net}: S_FU ratio vs float64 autograd {err['ratio']:.1e} "
+          f"(torch fp32 {err['floor']:.1e})")
+    assert err["ratio"] <= max(1e-4, 3 * err["floor"])
 
 
 def test_pretrained_download_is_refused():

@@ -26,6 +26,8 @@ from gradnca_onnx.errors import SourceError  # noqa: E402
 from gradnca_onnx.exporters import export_model  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
+from _support import member_parity  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FEAT_TOL = 1e-5
@@ -57,6 +59,17 @@ def pre_logits(model, x: torch.Tensor) -> np.ndarray:
         return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
 
 
+def assert_sfu_parity(loaded, out: Path, what: str) -> None:
+    """The member's features and S_FU ratio against float64 autograd on ``loaded.module``
+    (rebuilt with the export's seed: the same weights): the ratio within 1e-4, or 3x torch
+    float32's own error when that is larger."""
+    err = member_parity(loaded.module, out)
+    print(f"{what}: features {err['features']:.1e}, S_FU ratio {err['ratio']:.1e} "
+          f"(torch fp32 {err['floor']:.1e})")
+    assert err["features"] <= FEAT_TOL
+    assert err["ratio"] <= max(1e-4, 3 * err["floor"])
+
+
 def timm_model(name: str, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
     return timm.create_model(name, pretrained=False, **kwargs).eval()
@@ -77,12 +90,14 @@ def test_headless_vit_exports_timms_pooled_embedding(tmp_path):
     m = load_manifest(out)
     # The class token (global_pool='token'), D = embed_dim: not 26,112 flattened tokens.
     assert m.feature_dim == 24 and m.num_classes is None and m.layers.features == ""
-    assert m.source.options["embedding"] == "pre_logits" and m.has_grads
+    assert m.source.options["embedding"] == "pre-logits" and m.has_grads
     x = images(out)
     ref = pre_logits(timm_model(name, num_classes=0, **kw), x)
     err = rel(onnx_features(out, x), ref)
     print(f"headless dinov2: features vs timm pre_logits {err:.1e}")
     assert err <= FEAT_TOL
+    assert_sfu_parity(sources.create_model(f"timm:{name}", arch_kwargs={**kw, "num_classes": 0}),
+                      out, "headless dinov2")
     # An explicit --head still wins over the source's choice.
     loaded = sources.create_model(f"timm:{name}", arch_kwargs={**kw, "num_classes": 0})
     again = export_model(loaded, tmp_path, name="blk", input_size=28, features_only=True,
