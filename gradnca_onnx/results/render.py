@@ -161,22 +161,24 @@ def render_csv(ranking: ZooRanking) -> str:
 
     ``status`` is ``ranked``, ``features-only`` (S and S_FU empty: no grads.onnx) or ``failed``
     (see ``error``); ``fu_layer1``, ``fu_layer2`` and ``fu_family`` name the two S_FU layers and
-    their family. With ``--resamples`` or ``--folds`` their columns follow
-    (:func:`_extra_columns`).
+    their family; ``notes`` holds the zoo's notes (S_FU compared across layer families, ties
+    at S = 0, a two-member zoo) and then the member's own, joined by `` | ``, on every row, so
+    that a reader of any one row sees them. With ``--resamples`` or ``--folds`` their columns
+    follow (:func:`_extra_columns`).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     extra_header, extra_row = _extra_columns(ranking)
     w.writerow(["rank", "model", "score", "lp", "fu", *ranking.metrics, "architecture",
                 "pretrained_on", "error", "status", "fu_layer1", "fu_layer2", "fu_family",
-                *extra_header])
+                "notes", *extra_header])
     for m in ranking.models:
         lay = m.layers or {}
         w.writerow([m.rank or "", m.name, _num(m.score), _num(m.lp), _num(m.fu),
                     *(_num(m.metrics.get(k)) for k in ranking.metrics),
                     m.architecture, m.pretrained_on, m.error or "", m.status,
                     lay.get("fu_layer1", ""), lay.get("fu_layer2", ""), lay.get("family", ""),
-                    *extra_row(m)])
+                    " | ".join(dict.fromkeys([*ranking.notes, *m.notes])), *extra_row(m)])
     return buf.getvalue()
 
 

@@ -4,6 +4,8 @@ ties at S = 0 and two-member zoos say what min-max can and cannot tell."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -50,9 +52,10 @@ def test_every_output_names_the_layers_and_a_mixed_zoo_says_so(demo_arrays):
     doc = json.loads(ranking.to_json())
     assert doc["notes"] == ranking.notes
     assert {m["model"]: m["layers"]["family"] for m in doc["models"]} == fams
-    header, *rows = ranking.to_csv().splitlines()
-    assert header.split(",")[-3:] == ["fu_layer1", "fu_layer2", "fu_family"]
-    assert sorted(r.split(",")[-1] for r in rows) == ["conv+conv"] * 3 + ["conv+linear"]
+    header, *rows = csv.reader(io.StringIO(ranking.to_csv()))
+    assert header[-4:] == ["fu_layer1", "fu_layer2", "fu_family", "notes"]
+    assert sorted(r[-2] for r in rows) == ["conv+conv"] * 3 + ["conv+linear"]
+    assert all(mixed[0] in r[-1].split(" | ") for r in rows)  # the zoo's note on every row
     table = ranking.table()
     assert "note (zoo): S_FU is compared across layer families" in table
     assert f"S_FU layers ({VIT}): conv_proj / " in table
