@@ -8,6 +8,8 @@ timm           ``timm:NAME``                               yes (+ checkpoint)
 hf             ``hf:DIR`` (a ``save_pretrained`` folder)   yes (the folder, its weights
                                                            sha256-checked)
 monai          ``monai:NAME``                              yes (+ checkpoint)
+open_clip      ``open_clip:NAME`` (image tower only)       yes (+ checkpoint, or the Hub/
+                                                           directory weights, sha256-checked)
 factory        ``--factory package.module:callable``       only with ``trust_code``
 torchscript    ``--torchscript FILE``                      no: its head cannot be replaced
 module         an ``nn.Module`` given to the Python API    no: no manifest can build it
@@ -52,6 +54,7 @@ TORCH_MODULES = ("torch", "torchvision")
 _LAZY = {
     "torchvision_architectures": "torchvision_models", "load_torchvision": "torchvision_models",
     "load_timm": "timm_source", "load_hf": "libraries", "load_monai": "monai_source",
+    "load_open_clip": "open_clip_source",
     "HFImageClassifier": "libraries",
     "load_factory": "custom", "load_torchscript": "custom", "from_module": "custom",
     "read_checkpoint": "checkpoints", "unwrap_state_dict": "checkpoints",
@@ -63,7 +66,7 @@ __all__ = [
     "HFImageClassifier", "LoadedModel", "Member", "ModelSource", "TORCH_MODULES", "addressable",
     "choose_features", "create_model", "describe", "from_module", "get", "kinds", "load_factory",
     "load_hf",
-    "load_monai", "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
+    "load_monai", "load_open_clip", "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
     "read_checkpoint", "rebuild", "register", "require_torch", "resolve", "stem_channels",
     "torchvision_architectures", "unwrap_state_dict",
 ]
