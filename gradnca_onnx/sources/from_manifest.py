@@ -72,6 +72,14 @@ def find_checkpoint(member: Member, given: str | os.PathLike | None = None, *,
         f"names the checkpoint {file_name!r}, not found next to it: pass it with --checkpoint")
 
 
+def find_directory(member: Member, given: str | os.PathLike | None = None) -> Path:
+    """The local directory a ``local-dir:NAME`` member (timm, open_clip) was exported from:
+    the directory of that name holding the weights file the manifest names (sha256-checked),
+    next to the member, in its zoo or beside the zoo, or the one ``given``."""
+    folder = Path(member.source.reference.removeprefix("local-dir:")).name
+    return find_checkpoint(member, given, folder=folder).parent
+
+
 def check_options(member: Member) -> tuple[int, dict[str, Any]]:
     """The seed and the constructor keyword arguments the manifest records, refused unless
     they are plain JSON data (a seed that is an integer, keyword names that are identifiers).

@@ -59,3 +59,22 @@ def hub_directory(hub_id: str, option: str, instead: str, *,
                           "then copy the cache; HF_HUB_CACHE names it), or give its directory "
                           f"as {instead}")
     return Path(found).parent
+
+
+#: The prefix of a local directory reference (``timm:local-dir:DIR``, ``open_clip:...``).
+LOCAL_DIR = "local-dir:"
+
+
+def is_directory_reference(name: str) -> bool:
+    """Whether a timm or open_clip reference names a local directory: their own model names
+    never hold a path separator, and a Hub name is ``hf-hub:ORG/NAME``."""
+    if name.startswith("hf-hub:"):
+        return False
+    return name.startswith(LOCAL_DIR) or "/" in name or os.sep in name
+
+
+def recorded_directory(name: str) -> str:
+    """How a manifest records the directory reference ``name``: ``local-dir:`` and the
+    directory's own name, never its path (a zoo names nothing outside it; the member is
+    rebuilt from a directory of that name beside it, or the one given)."""
+    return LOCAL_DIR + Path(name.removeprefix(LOCAL_DIR)).name

@@ -40,8 +40,8 @@ from ..errors import SourceError, first_line, optional_import
 from .base import LoadedModel, Member
 from .building import build_for_state, jsonable, seeded, stem_channels
 from .checkpoints import read_checkpoint
-from .from_manifest import ConstructorSource, check_options, find_checkpoint
-from .hub import hub_directory
+from .from_manifest import ConstructorSource, check_options, find_checkpoint, find_directory
+from .hub import hub_directory, is_directory_reference, recorded_directory
 
 #: The config file of an open_clip Hub repository or directory.
 CONFIG_FILE = "open_clip_config.json"
@@ -124,14 +124,9 @@ class _Named:
     weights: Path | None = None
 
 
-def _is_directory_reference(name: str) -> bool:
-    # open_clip's own names never hold a path separator; a Hub name is "hf-hub:ORG/NAME".
-    return name.startswith("local-dir:") or "/" in name or os.sep in name
-
-
 def _is_named(name: str) -> bool:
     """Whether ``name`` is an open_clip architecture (not a Hub name or directory)."""
-    return not (name.startswith("hf-hub:") or _is_directory_reference(name))
+    return not (name.startswith("hf-hub:") or is_directory_reference(name))
 
 
 def _named(name: str, trust_pickle: bool = False) -> _Named:
@@ -143,7 +138,7 @@ def _named(name: str, trust_pickle: bool = False) -> _Named:
                                   "--arch open_clip:/path/DIR", marker=CONFIG_FILE)
         return _from_directory(directory, f"--arch open_clip:{name}",
                                hub_id.partition("@")[0], trust_pickle)
-    if _is_directory_reference(name):
+    if is_directory_reference(name):
         directory = Path(name.removeprefix("local-dir:"))
         return _from_directory(directory, f"--arch open_clip:{name}", directory.name,
                                trust_pickle)
@@ -332,7 +327,8 @@ def load_open_clip(name: str, checkpoint: str | os.PathLike | None = None, *,
     options = {"arch_kwargs": used, "seed": seed, **notes, "preprocessing": prep,
                "tower": type(tower).__name__, "embedding": "image-embeds"}
     return LoadedModel(module=OpenClipImageEmbeds(tower).eval(), kind="open_clip",
-                       reference=name, architecture=f"open_clip:{named.arch}", checkpoint=ckpt,
+                       reference=recorded_directory(name) if is_directory_reference(name)
+                       else name, architecture=f"open_clip:{named.arch}", checkpoint=ckpt,
                        options=jsonable(options), head="", normalisation=norm)
 
 
@@ -384,11 +380,15 @@ class OpenClipSource(ConstructorSource):
         if _is_named(src.reference):
             return super().rebuild(member, checkpoint=checkpoint, trust_pickle=trust_pickle)
         seed, options = check_options(member)
-        if checkpoint is not None:
+        reference = src.reference
+        if is_directory_reference(reference):  # recorded by name: found beside the member
+            directory = find_directory(member, checkpoint)
+            reference, ckpt = str(directory), directory / (src.checkpoint or "")
+        elif checkpoint is not None:
             ckpt = find_checkpoint(member, checkpoint)
         else:
-            ckpt = find_checkpoint(member, _named(src.reference, trust_pickle).weights)
-        return self.load(src.reference, ckpt, kwargs=options.get(self.kwargs_key),
+            ckpt = find_checkpoint(member, _named(reference, trust_pickle).weights)
+        return self.load(reference, ckpt, kwargs=options.get(self.kwargs_key),
                          channels=member.manifest.input.channels, trust_pickle=trust_pickle,
                          seed=seed)
 

@@ -30,8 +30,8 @@ from .base import LoadedModel, Member
 from .building import build_for_state, jsonable, kwargs_signature, seeded, stem_channels
 from .checkpoints import read_checkpoint
 from .custom import pickled_module
-from .from_manifest import ConstructorSource, check_options, find_checkpoint
-from .hub import hub_directory
+from .from_manifest import ConstructorSource, check_options, find_checkpoint, find_directory
+from .hub import hub_directory, is_directory_reference, recorded_directory
 
 #: Weight files of a timm Hub/local directory, in the order they are read.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -113,15 +113,10 @@ class _Named:
     weights: Path | None = None
 
 
-def _is_directory_reference(name: str) -> bool:
-    # timm's own names never hold a path separator; a Hub name is "hf-hub:ORG/NAME".
-    return name.startswith("local-dir:") or "/" in name or os.sep in name
-
-
 def _named(name: str) -> _Named:
     """Resolve ``name``: a timm architecture, ``hf-hub:ORG/NAME`` or a directory."""
     timm = _timm()
-    if name.startswith("hf-hub:") or _is_directory_reference(name):
+    if name.startswith("hf-hub:") or is_directory_reference(name):
         if name.startswith("hf-hub:"):
             directory = hub_directory(name[len("hf-hub:"):], "--arch timm:hf-hub:", "--arch timm:/path/DIR")
         else:
@@ -220,7 +215,8 @@ def _loaded(model: nn.Module, name: str, arch: str, ckpt: Path | None,
     if is_headless(model):
         model, head = TimmEmbedding(model).eval(), ""
         options["embedding"] = "pre-logits"
-    return LoadedModel(module=model, kind="timm", reference=name, architecture=f"timm:{arch}",
+    reference = recorded_directory(name) if is_directory_reference(name) else name
+    return LoadedModel(module=model, kind="timm", reference=reference, architecture=f"timm:{arch}",
                        checkpoint=ckpt, options=jsonable(options), head=head,
                        normalisation=norm)
 
@@ -318,16 +314,19 @@ class TimmSource(ConstructorSource):
     def rebuild(self, member: Member, *, checkpoint: str | os.PathLike | None = None,
                 trust_pickle: bool = False, trust_code: bool = False) -> LoadedModel:
         src = member.source
-        if not (src.reference.startswith("hf-hub:") or _is_directory_reference(src.reference)):
+        if not (src.reference.startswith("hf-hub:") or is_directory_reference(src.reference)):
             return super().rebuild(member, checkpoint=checkpoint, trust_pickle=trust_pickle)
         seed, options = check_options(member)
-        if checkpoint is not None:
+        reference = src.reference
+        if is_directory_reference(reference):  # recorded by name: found beside the member
+            directory = find_directory(member, checkpoint)
+            reference, ckpt = str(directory), directory / (src.checkpoint or "")
+        elif checkpoint is not None:
             ckpt = find_checkpoint(member, checkpoint)
         else:
-            ckpt = _named(src.reference).weights
-            found = find_checkpoint(member, ckpt) if ckpt is not None else None
-            ckpt = found
-        return self.load(src.reference, ckpt, kwargs=options.get(self.kwargs_key),
+            weights = _named(reference).weights
+            ckpt = find_checkpoint(member, weights) if weights is not None else None
+        return self.load(reference, ckpt, kwargs=options.get(self.kwargs_key),
                          channels=member.manifest.input.channels, trust_pickle=trust_pickle,
                          seed=seed)
 

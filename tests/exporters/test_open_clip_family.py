@@ -123,6 +123,9 @@ def test_local_directory_through_the_cli_is_open_clips_image_embedding(tmp_path)
     assert m.feature_dim == 16 and m.num_classes is None and m.layers.features == ""
     assert m.source.kind == "open_clip" and m.source.options["embedding"] == "image-embeds"
     assert m.source.checkpoint == "open_clip_model.safetensors"
+    # The directory by its name only (a zoo names no path outside it), found beside the zoo.
+    assert m.source.reference == "local-dir:tinyclip"
+    assert sources.rebuild(out)[0].checkpoint == d / "open_clip_model.safetensors"
     x = images()
     err = rel(onnx_features(out, x), encode_image(library, x))
     # The normalisation is the model's own preprocess_cfg, and the manifest says so.

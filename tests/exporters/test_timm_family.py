@@ -207,6 +207,10 @@ def test_local_directory_and_its_refusals(tmp_path):
     assert res.exit_code == 0, res.output
     x = images(tmp_path / "zoo" / "dir")
     assert rel(onnx_features(tmp_path / "zoo" / "dir", x), pre_logits(model, x)) <= FEAT_TOL
+    # The directory by its name only (a zoo names no path outside it), found beside the zoo.
+    assert load_manifest(tmp_path / "zoo" / "dir").source.reference == "local-dir:vitdir"
+    rebuilt, _ = sources.rebuild(tmp_path / "zoo" / "dir")
+    assert rebuilt.checkpoint == tmp_path / "vitdir" / "model.safetensors"
     (tmp_path / "empty").mkdir()
     shutil.copy(tmp_path / "vitdir" / "config.json", tmp_path / "empty")
     for d, msg in ((tmp_path / "empty", "no weights"), (tmp_path / "zoo", "no config.json")):
