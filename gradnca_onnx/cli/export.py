@@ -52,7 +52,10 @@ def _one_source(options: dict[str, Any]) -> tuple[str, Any]:
 def _resolve(option: str, value: Any) -> tuple[Any, str]:
     """The source and reference that ``option value`` names, from the source registry."""
     from .. import sources
+    from ..sources.checkpoints import is_exported_program_archive
 
+    if option == "--torchscript" and is_exported_program_archive(value):
+        return sources.get("torch_export"), str(value)  # a .pt2 (torch.export.save)
     if option in SOURCE_OPTIONS:
         return sources.get(SOURCE_OPTIONS[option]), str(value)
     return sources.resolve(value, option=option)
@@ -106,14 +109,16 @@ def _layer_paths(value: str | None) -> list[str] | None:
               "timm:NAME, hf:DIR (a local save_pretrained directory) or monai:NAME.")
 @click.option("--torchscript", "torchscript", metavar="PATH",
               type=click.Path(dir_okay=False, path_type=Path),
-              help="A TorchScript model file (torch.jit.save) instead of --arch.")
+              help="A TorchScript file (torch.jit.save) or a torch.export program (.pt2) "
+                   "instead of --arch.")
 @click.option("--factory", metavar="MODULE:CALLABLE",
               help="An importable function returning the nn.Module, instead of --arch.")
 @click.option("--checkpoint", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path),
               help="Weights for --arch/--factory (state dict or .safetensors; random init "
                    "without it).")
 @click.option("--trust-pickle", is_flag=True,
-              help="Allow a checkpoint that pickles a whole model (runs code from the file).")
+              help="Allow a checkpoint that pickles a whole model, or a torch.export program "
+                   "(loading either runs code from the file).")
 @click.option("--arch-kwarg", "arch_kwargs", multiple=True, metavar="KEY=VALUE",
               help="Constructor argument for --arch/--factory; repeatable. VALUE is read as "
                    "JSON (true, 3, 0.5, null, [1, 2], {\"a\": 1}, \"text\"), else kept as a "

@@ -50,6 +50,7 @@ from .member import (
 )
 from .onnx_export import export_features, export_grads, export_split
 from .script_graph import (
+    check_program_input,
     feature_graph,
     graph_feature_layer,
     locate_graph_layers,
@@ -86,20 +87,10 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     """The modules to export, and why there is no gradient graph (``None``: there is one)."""
     if loaded.kind == "torchscript":
         gm = script_to_fx(loaded.module, example)  # type: ignore[arg-type]
-        reason = REQUESTED if features_only else None
-        try:
-            layers = None if features_only else locate_graph_layers(gm, head=head, convs=convs)
-        except GradientGraphError as exc:  # fewer than two convolutions in the graph
-            if not fallback:
-                raise
-            layers, reason = None, exc.reason
-        cut = layers.head if layers is not None else graph_feature_layer(gm, head)
-        prep = _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
-                         feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
-                         feature_graph(gm, cut, global_pool_as_mean=True),
-                         f"{layers.conv1}.weight" if layers else None,
-                         f"{layers.conv2}.weight" if layers else None, layers, cut, None)
-        return prep, reason
+        return _prepare_graph(gm, head, convs, features_only=features_only, fallback=fallback)
+    if loaded.kind == "torch_export":  # an FX graph of aten calls already
+        gm = check_program_input(loaded.module, example)
+        return _prepare_graph(gm, head, convs, features_only=features_only, fallback=fallback)
     model = loaded.module
     reason = None
     if features_only:
@@ -119,6 +110,26 @@ def _prepare(loaded: LoadedModel, example: torch.Tensor, head: str | None,
     prep = _Prepared(FeatureModel(model, cut), FeatureModel(model, cut, with_logits=False),
                      FeatureModel(model, cut, with_logits=False), FeatureModel(model, cut),
                      w1, w2, layers, cut, model)
+    return prep, reason
+
+
+def _prepare_graph(gm: torch.fx.GraphModule, head: str | None, convs: Sequence[str] | None,
+                   *, features_only: bool, fallback: bool) -> tuple[_Prepared, str | None]:
+    """:func:`_prepare` for a model given as an FX graph (TorchScript, torch.export): the
+    layers read from the graph, the features cut out of it."""
+    reason = REQUESTED if features_only else None
+    try:
+        layers = None if features_only else locate_graph_layers(gm, head=head, convs=convs)
+    except GradientGraphError as exc:  # fewer than two convolutions in the graph
+        if not fallback:
+            raise
+        layers, reason = None, exc.reason
+    cut = layers.head if layers is not None else graph_feature_layer(gm, head)
+    prep = _Prepared(feature_graph(gm, cut), feature_graph(gm, cut, with_logits=False),
+                     feature_graph(gm, cut, with_logits=False, global_pool_as_mean=True),
+                     feature_graph(gm, cut, global_pool_as_mean=True),
+                     f"{layers.conv1}.weight" if layers else None,
+                     f"{layers.conv2}.weight" if layers else None, layers, cut, None)
     return prep, reason
 
 

@@ -1,9 +1,11 @@
-"""TorchScript models as FX graphs: conversion, layer discovery and the feature cut.
+"""TorchScript models and torch.export programs as FX graphs: conversion, layer discovery,
+the input's static sizes and the feature cut.
 
 TorchScript modules cannot be re-parametrised (``functional_call``) nor exported by
 ``torch.export``; torch's TorchScript-to-ExportedProgram converter turns them into an FX
 ``GraphModule`` whose weights keep their module paths (``conv1.weight``), which every later
-step handles like any other module.
+step handles like any other module. A ``torch.export.save`` program's ``module()`` is such a
+graph already.
 """
 
 from __future__ import annotations
@@ -43,6 +45,65 @@ def script_to_fx(script_module: torch.jit.ScriptModule, example: torch.Tensor) -
             msg = first_line(exc, 200)
             raise InputError(f"cannot convert the TorchScript model to a graph: {msg}") from None
     return gm  # already eval: ep.module() forbids .eval(), the ScriptModule was put in eval first
+
+
+def check_program_input(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
+    """``gm`` (a ``torch.export`` program's module) if it runs on images shaped like
+    ``example`` at any batch size; else one line saying how to re-export it.
+
+    A dimension exported as static is a plain int in the input placeholder's recorded value
+    (a dynamic one is a ``SymInt``); a static batch is baked into the program's reshapes, so
+    the gradient graph (traced at another batch) could not be built from it.
+    """
+    _check_eval_mode(gm)
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    val = inputs[0].meta.get("val") if len(inputs) == 1 else None
+    if not isinstance(val, torch.Tensor):
+        return gm  # no recorded shape (an older archive): the export itself will tell
+    name, shape = inputs[0].name, tuple(val.shape)
+    if len(shape) != example.ndim:
+        raise InputError(f"the torch.export program's input {name!r} has {len(shape)} "
+                         f"dimensions ({_dims(shape)}); the exporter feeds it images "
+                         f"[B, C, H, W]")
+    if isinstance(shape[0], int):
+        dynamic = f'dynamic_shapes={{"{name}": {{0: torch.export.Dim("batch")}}}}'
+        raise InputError(f"the torch.export program was exported with a static batch of "
+                         f"{shape[0]} (input {name!r}: {_dims(shape)}), which its graph bakes "
+                         f"in; re-export it with {dynamic}")
+    if isinstance(shape[1], int) and shape[1] != example.shape[1]:
+        raise InputError(f"the torch.export program takes {shape[1]} input channels (input "
+                         f"{name!r}: {_dims(shape)}), not {example.shape[1]}: give "
+                         f"--channels {shape[1]}")
+    size, want = shape[2:], tuple(example.shape[2:])
+    if any(isinstance(s, int) and s != w for s, w in zip(size, want)):
+        raise InputError(f"the torch.export program was exported for {_dims(size, 'x')} images "
+                         f"(input {name!r}: {_dims(shape)}), not {_dims(want, 'x')}: give "
+                         f"--input-size {size[0]} or re-export it at this size")
+    return gm
+
+
+#: Operators whose ``training`` flag a program exported in training mode sets: their position.
+_TRAINING_FLAG = {_aten.batch_norm.default: 5, _aten.dropout.default: 2,
+                  _aten.feature_dropout.default: 2, _aten.alpha_dropout.default: 2,
+                  _aten.feature_alpha_dropout.default: 2}
+
+
+def _check_eval_mode(gm: fx.GraphModule) -> None:
+    """Refuse a program traced in training mode: its BatchNorm uses the batch's statistics
+    (and dropout is random), so an image's features would depend on the batch it is in, and
+    ``.module()`` cannot be switched to eval mode afterwards."""
+    for node in gm.graph.nodes:
+        at = _TRAINING_FLAG.get(node.target) if node.op == "call_function" else None
+        if at is not None and len(node.args) > at and node.args[at] is True:
+            raise InputError(f"the torch.export program was exported in training mode "
+                             f"({node.target} with training=True); call model.eval() before "
+                             "torch.export.export and save it again")
+
+
+def _dims(shape: Sequence[object], sep: str = ", ") -> str:
+    """``[2, 3, 32, 32]`` (or ``32x32``), a dynamic size as its symbol."""
+    text = sep.join(str(s) for s in shape)
+    return text if sep == "x" else f"[{text}]"
 
 
 def _attr(node: object) -> str | None:
@@ -134,7 +195,7 @@ def feature_graph(gm: fx.GraphModule, head: str, *, with_logits: bool = True,
 
 
 def check_graph_conv(gm: nn.Module, path: str) -> None:
-    """``path.weight`` must be a 4-D tensor of the converted TorchScript model."""
+    """``path.weight`` must be a 4-D tensor of the graph (TorchScript, torch.export)."""
     state = dict(gm.named_parameters())
     state.update(dict(gm.named_buffers()))
     w = state.get(f"{path}.weight")
@@ -142,17 +203,17 @@ def check_graph_conv(gm: nn.Module, path: str) -> None:
         names = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")})
         close = difflib.get_close_matches(path, names, n=3, cutoff=0.5)
         hint = f" (close: {', '.join(close)})" if close else ""
-        raise InputError(f"conv layer {path!r} is not a layer of this TorchScript model{hint}")
+        raise InputError(f"conv layer {path!r} is not a layer of this model's graph{hint}")
     if w.ndim != 4:
         raise InputError(f"conv layer {path!r} has a {w.ndim}-D weight; name Conv2d layers")
 
 
 def graph_feature_layer(gm: fx.GraphModule, head: str | None = None) -> str:
-    """The feature layer of a converted TorchScript model: ``head``, else its last linear."""
+    """The feature layer of a model's graph: ``head``, else its last linear."""
     if head is None:
         _, linears = graph_layers(gm)
         if not linears:
-            raise InputError("the TorchScript model has no linear layer, so its feature layer is "
+            raise InputError("the model's graph has no linear layer, so its feature layer is "
                              "unknown; name it with --head (or --head '' for the output)")
         head = linears[-1]
     return head
@@ -160,7 +221,7 @@ def graph_feature_layer(gm: fx.GraphModule, head: str | None = None) -> str:
 
 def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
                         convs: Sequence[str] | None = None) -> LayerChoice:
-    """Feature layer and conv layers of a converted TorchScript model.
+    """Feature layer and conv layers of a model's graph (TorchScript, torch.export).
 
     Defaults as for modules (:func:`~gradnca_onnx.exporters.layers.locate_layers`), read from the
     graph, whose order is the execution order: the last linear layer, the first two convs.
@@ -170,7 +231,7 @@ def locate_graph_layers(gm: fx.GraphModule, *, head: str | None = None,
     rule = "user" if convs is not None else "first-two-convs"
     if convs is None:
         if len(found_convs) < 2:
-            raise GradientGraphError(f"the TorchScript model runs {len(found_convs)} Conv2d "
+            raise GradientGraphError(f"the model's graph runs {len(found_convs)} Conv2d "
                                      f"layer(s) ({', '.join(found_convs) or 'none'}) and S_FU "
                                      "compares the weight gradients of two", verb="export")
         convs = found_convs[:2]

@@ -12,6 +12,8 @@ open_clip      ``open_clip:NAME`` (image tower only)       yes (+ checkpoint, or
                                                            directory weights, sha256-checked)
 factory        ``--factory package.module:callable``       only with ``trust_code``
 torchscript    ``--torchscript FILE``                      no: its head cannot be replaced
+torch_export   ``--torchscript FILE.pt2`` (torch.export    no: a fixed graph, like
+               ``.save``; or ``--checkpoint`` alone)       TorchScript
 module         an ``nn.Module`` given to the Python API    no: no manifest can build it
 onnx           ``gradnca-onnx import FILE.onnx``           no: an ONNX graph is not trainable
 =============  ==========================================  =================================
@@ -57,6 +59,7 @@ _LAZY = {
     "load_open_clip": "open_clip_source",
     "HFImageClassifier": "libraries",
     "load_factory": "custom", "load_torchscript": "custom", "from_module": "custom",
+    "load_exported_program": "exported_program",
     "read_checkpoint": "checkpoints", "unwrap_state_dict": "checkpoints",
     "stem_channels": "building", "ConstructorSource": "from_manifest",
 }
@@ -64,9 +67,9 @@ _LAZY = {
 __all__ = [
     "ENTRY_POINT_GROUP", "PAPER_ARCHITECTURES", "ArchSpec", "ConstructorSource",
     "HFImageClassifier", "LoadedModel", "Member", "ModelSource", "TORCH_MODULES", "addressable",
-    "choose_features", "create_model", "describe", "from_module", "get", "kinds", "load_factory",
-    "load_hf",
-    "load_monai", "load_open_clip", "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
+    "choose_features", "create_model", "describe", "from_module", "get", "kinds",
+    "load_exported_program", "load_factory", "load_hf", "load_monai", "load_open_clip",
+    "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
     "read_checkpoint", "rebuild", "register", "require_torch", "resolve", "stem_channels",
     "torchvision_architectures", "unwrap_state_dict",
 ]

@@ -14,14 +14,21 @@ from ..errors import SourceError
 from ..zoo.manifest import Manifest, SourceSpec
 from .architectures import ArchSpec
 
+#: Kinds whose reference is a file holding the whole model (weights inside).
+FILE_KINDS = ("torchscript", "torch_export")
+#: What to fine-tune instead of a member that cannot be rebuilt.
+TRAIN_ORIGINAL = ("fine-tune the original model instead (--source ARCH or "
+                  "package.module:callable with --checkpoint)")
+
 
 @dataclass
 class LoadedModel:
     """A model ready for export or fine-tuning, with where it came from.
 
-    ``module`` is an ``nn.Module`` in eval mode, or a ``torch.jit.ScriptModule`` for
-    ``kind="torchscript"`` (``None`` for an imported ONNX file's features-only member, which
-    never leaves ONNX). ``kind`` names its source in the registry
+    ``module`` is an ``nn.Module`` in eval mode, a ``torch.jit.ScriptModule`` for
+    ``kind="torchscript"``, a program's FX ``GraphModule`` for ``kind="torch_export"``
+    (``None`` for an imported ONNX file's features-only member, which never leaves ONNX).
+    ``kind`` names its source in the registry
     (:func:`gradnca_onnx.sources.get`). ``spec`` is the paper's layer table entry for its nine
     architectures, else ``None``.
     """
@@ -44,8 +51,9 @@ class LoadedModel:
     @property
     def default_name(self) -> str:
         """Model name used when the user gives none: architecture (+ checkpoint stem)."""
-        base = self.architecture if self.kind != "torchscript" else Path(self.reference).stem
-        if self.checkpoint is not None and self.kind != "torchscript":
+        own_file = self.kind in FILE_KINDS  # the file is the model: named after it alone
+        base = Path(self.reference).stem if own_file else self.architecture
+        if self.checkpoint is not None and not own_file:
             base = f"{base}-{self.checkpoint.stem}"
         safe = "".join(c if c.isalnum() or c in "._+-" else "-" for c in base).strip("-.")
         return safe[:128] or "model"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import posixpath
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +26,36 @@ def is_torchscript_archive(path: str | os.PathLike) -> bool:
             return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+#: The file a ``torch.export.save`` archive holds at ``ROOT/archive_format``, and its content.
+_FORMAT_FILE, _FORMAT = "archive_format", b"pt2"
+#: The program a torch 2.7 archive held (the older layout ``torch.export.load`` still reads).
+_LEGACY_PROGRAM = "serialized_exported_program.json"
+
+
+def is_exported_program_archive(path: str | os.PathLike) -> bool:
+    """True for a file written by ``torch.export.save``, by its content (any suffix): a zip
+    whose root folder holds ``archive_format`` = ``pt2`` and a program under ``models/``, or
+    (torch 2.7's layout) ``serialized_exported_program.json``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _holds_program(zf)
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
+
+
+def _holds_program(zf: zipfile.ZipFile) -> bool:
+    names = zf.namelist()
+    if not names:
+        return False
+    if _LEGACY_PROGRAM in names:
+        return True
+    root = names[0].split("/", 1)[0]
+    fmt = posixpath.join(root, _FORMAT_FILE)
+    models = posixpath.join(root, "models") + "/"
+    return (fmt in names and zf.read(fmt).strip() == _FORMAT
+            and any(n.startswith(models) and n.endswith(".json") for n in names))
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -156,6 +187,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
                          "or safetensors")
     if is_torchscript_archive(p):
         raise SourceError(f"checkpoint {p} is a TorchScript file: load it with --torchscript {p}")
+    if is_exported_program_archive(p):
+        raise SourceError(f"checkpoint {p} is a torch.export program: load it with "
+                          f"--torchscript {p} (or --checkpoint alone)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -14,15 +14,10 @@ from torch import nn
 
 from ..errors import SourceError, first_line
 from .architectures import ArchSpec
-from .base import LoadedModel, Member, ModelSource
+from .base import TRAIN_ORIGINAL, LoadedModel, Member, ModelSource
 from .building import build_for_state, jsonable
-from .checkpoints import is_torchscript_archive, read_checkpoint
+from .checkpoints import is_exported_program_archive, is_torchscript_archive, read_checkpoint
 from .from_manifest import ConstructorSource
-
-#: What to fine-tune instead of a member that cannot be rebuilt.
-TRAIN_ORIGINAL = ("fine-tune the original model instead (--source ARCH or "
-                  "package.module:callable with --checkpoint)")
-
 
 def _callable(factory: str) -> Any:
     mod_name, sep, attr = factory.partition(":")
@@ -80,8 +75,9 @@ def load_torchscript(path: str | os.PathLike) -> LoadedModel:
     if not p.is_file():
         raise SourceError(f"TorchScript file {p} not found")
     if not is_torchscript_archive(p):
-        raise SourceError(f"{p} is not a TorchScript file (torch.jit.save); for a checkpoint "
-                          "use --checkpoint with --arch or --factory")
+        raise SourceError(f"{p} is not a TorchScript file (torch.jit.save) nor a torch.export "
+                          "program (.pt2); for a checkpoint use --checkpoint with --arch or "
+                          "--factory")
     try:
         module = torch.jit.load(str(p), map_location="cpu")
     except Exception as exc:  # the TorchScript loader raises several internal types
@@ -112,9 +108,10 @@ def pickled_module(module: nn.Module, ckpt: Path | None, spec: ArchSpec | None =
 
 def load_whole_model(checkpoint: str | os.PathLike, *, trust_pickle: bool = False
                      ) -> LoadedModel:
-    """The whole model a checkpoint pickles (``torch.save(model, PATH)``), with no
-    architecture named: it builds itself, so only with ``trust_pickle`` (unpickling runs code
-    from the file).
+    """The whole model a checkpoint pickles (``torch.save(model, PATH)``), or a
+    ``torch.export.save`` program (:func:`~.exported_program.load_exported_program`), with no
+    architecture named: it builds itself, so only with ``trust_pickle`` (loading either runs
+    code from the file).
 
     Raises
     ------
@@ -123,6 +120,10 @@ def load_whole_model(checkpoint: str | os.PathLike, *, trust_pickle: bool = Fals
         which need the architecture they fit (``--arch``).
     """
     p = Path(checkpoint)
+    if is_exported_program_archive(p):  # a torch.export program names its model too
+        from .exported_program import load_exported_program
+
+        return load_exported_program(p, trust_pickle=trust_pickle)
     state = read_checkpoint(p, trust_pickle=trust_pickle)
     if isinstance(state, nn.Module):
         return pickled_module(state, p)

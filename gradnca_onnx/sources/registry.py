@@ -33,7 +33,7 @@ ENTRY_POINT_GROUP = "gradnca_onnx.sources"
 BUILTIN = {
     "torchvision": "torchvision_models", "timm": "timm_source", "hf": "libraries",
     "monai": "monai_source", "factory": "custom", "torchscript": "custom", "module": "custom",
-    "onnx": "onnx_file", "open_clip": "open_clip_source",
+    "onnx": "onnx_file", "open_clip": "open_clip_source", "torch_export": "exported_program",
 }
 #: The kind a bare ``--arch NAME`` names.
 DEFAULT_KIND = "torchvision"

@@ -230,10 +230,13 @@ def _from_model_dir(path: Path, checkpoint: PathLike | None, trust_pickle: bool,
 def _from_file(p: Path, arch: str | None, *, checkpoint: PathLike | None, trust_pickle: bool,
                seed: int, arch_kwargs: dict[str, Any] | None) -> Any:
     """A checkpoint file given as the source, built by ``arch``."""
-    from ..sources.checkpoints import is_torchscript_archive
+    from ..sources.checkpoints import is_exported_program_archive, is_torchscript_archive
 
     if is_torchscript_archive(p):
         raise SourceError(f"{p} is a TorchScript file; {_not_trainable()}")
+    if is_exported_program_archive(p):
+        why = sources.get("torch_export").not_rebuildable
+        raise SourceError(f"{p} is a torch.export program, which {why}")
     if arch is None:
         raise SourceError(f"checkpoint {p} needs --arch: a torchvision name (e.g. resnet18), "
                           "timm:NAME, monai:NAME or package.module:callable")

@@ -157,7 +157,8 @@ class SourceSpec:
     (``reference`` = file name), ``factory`` (``reference`` = ``package.module:callable``),
     ``module`` (a Python ``nn.Module`` object given to the API) or, from schema 2, ``onnx``
     (a plain ONNX classifier given to ``gradnca-onnx import``; ``reference`` and
-    ``checkpoint`` = its file name, ``checkpoint_sha256`` = its hash). ``checkpoint`` is the
+    ``checkpoint`` = its file name, ``checkpoint_sha256`` = its hash) or, from schema 5,
+    ``torch_export`` (a ``torch.export.save`` program, named as ``onnx``). ``checkpoint`` is the
     checkpoint's file name (not its full path, which is local to the exporting machine) or
     ``None`` for random initialisation; ``options`` holds constructor keyword arguments and
     the random-init seed.
