@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..data.conventions import parse_intensity
 from ..errors import InputError
 from ..results.text import aligned, printable
 from ..zoo.manifest import check_model_name, check_source_images
@@ -20,6 +21,11 @@ from ._member import features_only_options, warn_if_features_only
 #: A ``--arch-kwarg`` value starting with one of these is JSON: it must parse.
 JSON_STARTS = ("{", "[", '"')
 #: Help of ``--source-images`` (export and import).
+#: ``--intensity`` (export and import).
+INTENSITY_HELP = ("The intensity convention the model expects of a target's physical values "
+                  "(HU for CT): window:LOW,HIGH[:UNIT] (e.g. window:-1000,1000:HU), "
+                  "percentile:PLOW,PHIGH, zscore, or 8bit [default: 8bit, 8-bit images as the "
+                  "paper's models take]. Recorded in the manifest and applied by rank.")
 SOURCE_IMAGES_HELP = ("How many images the source model was pre-trained on, as you state it "
                       "(manifest metadata, not checked; the source_images baseline) [default: "
                       "not recorded].")
@@ -130,6 +136,7 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @click.option("--norm", metavar="imagenet|half|MEAN,STD", default=None,
               help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
                    "else half].")
+@click.option("--intensity", metavar="CONVENTION", default=None, help=INTENSITY_HELP)
 @click.option("--layers", metavar="PATH1,PATH2", default=None,
               help="The two layers of S_FU: Conv/Linear modules or weight parameters [default: "
                    "paper table, else the first two convolutions run, else the first two "
@@ -160,7 +167,8 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @user_errors
 def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
-               input_size: int, channels: int | None, norm: str | None, layers: str | None,
+               input_size: int, channels: int | None, norm: str | None, intensity: str | None,
+               layers: str | None,
                head: str | None, features: str | None, name: str | None, pretrained_on: str,
                source_images: str | None, grads_batch: int, seed: int, force: bool,
                fallback: bool, features_only: bool, zoo_dir: Path) -> None:
@@ -179,6 +187,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
     convs = _layer_paths(layers)
     kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
+    parse_intensity(intensity)  # before the model is built
     check_name(name)
     ex = _exporters()
     if channels is not None:  # before the model is built (the export checks it again)
@@ -207,7 +216,7 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         name=name, input_size=input_size, channels=channels, norm=norm,
         pretrained_on=pretrained_on, head=head, convs=convs, grads_batch=grads_batch,
         force=force, features_only=features_only, features_only_fallback=fallback,
-        source_images=count))
+        source_images=count, intensity=intensity))
     from ..zoo import read_manifest
 
     m = read_manifest(out)

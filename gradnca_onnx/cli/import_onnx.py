@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
+from ..data.conventions import parse_intensity
 from ..errors import InputError
 from ..zoo.manifest import check_source_images
 from ._errors import check_zoo_out, user_errors
 from ._member import features_only_options, warn_if_features_only
-from .export import SOURCE_IMAGES_HELP, check_name
+from .export import INTENSITY_HELP, SOURCE_IMAGES_HELP, check_name
 
 
 def _importers() -> Any:
@@ -48,6 +49,7 @@ def _two_nodes(value: str | None) -> list[str] | None:
               help="Input normalisation [default: imagenet if --pretrained-on mentions ImageNet, "
                    "else half]. A graph with an integer input (uint8, int16, int32, int64) takes "
                    "pixel values 0..255 and normalises them itself: no --norm.")
+@click.option("--intensity", metavar="CONVENTION", default=None, help=INTENSITY_HELP)
 @click.option("--features-node", metavar="NODE", default=None,
               help="Node (or tensor) whose output is the feature vector [default: the input of "
                    "the last Gemm/MatMul].")
@@ -66,19 +68,22 @@ def _two_nodes(value: str | None) -> list[str] | None:
                        "two weight-bearing nodes")
 @user_errors
 def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, norm: str | None,
-               features_node: str | None, layers: str | None, pretrained_on: str,
+               intensity: str | None, features_node: str | None, layers: str | None,
+               pretrained_on: str,
                source_images: str | None, grads_batch: int, force: bool, fallback: bool,
                features_only: bool) -> None:
     """Import an ONNX image classifier MODEL.onnx into ZOO_DIR/NAME."""
     convs = _two_nodes(layers)
     count = check_source_images(source_images)
+    parse_intensity(intensity)  # before any work
     check_name(name)
     check_zoo_out(zoo_dir, name, {"MODEL.onnx": model}, force=force)
     out = _importers().import_onnx(model, zoo_dir, name=name, input_size=input_size, norm=norm,
                                    features_node=features_node, layers=convs,
                                    pretrained_on=pretrained_on, grads_batch=grads_batch,
                                    force=force, features_only=features_only,
-                                   features_only_fallback=fallback, source_images=count)
+                                   features_only_fallback=fallback, source_images=count,
+                                   intensity=intensity)
     from ..zoo import read_manifest
 
     m = read_manifest(out)

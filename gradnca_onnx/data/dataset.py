@@ -67,6 +67,17 @@ class TargetData:
     notes : tuple of str
         How the images were read where it is not plain uint8 (e.g. 16-bit values mapped to
         0..255, images resized while loading); shown with the ranking.
+    physical : ndarray, float32 (N, H, W, C), optional
+        The images' physical values (Hounsfield units for CT after the DICOM modality LUT,
+        NIfTI values after ``scl_slope``/``scl_inter``, a 16-bit file's raw values), ``NaN``
+        outside the field of view (DICOM padding): what a member with an intensity
+        convention reads (:mod:`.conventions`). ``images`` then holds the target's 8-bit
+        rendering, which members without one read. ``None``: an 8-bit target.
+    unit : str
+        The unit of ``physical`` (``"HU"``), ``""`` when it has none.
+    modality : str
+        What the images are (DICOM ``Modality`` such as ``CT`` or ``MR``, ``NIfTI``, or
+        ``""`` for 8-bit images).
     """
 
     images: NDArray[np.uint8]
@@ -78,6 +89,9 @@ class TargetData:
     class_names: tuple[str, ...] = ()
     order: str = DATASET_ORDER
     notes: tuple[str, ...] = ()
+    physical: NDArray[np.float32] | None = None
+    unit: str = ""
+    modality: str = ""
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +128,28 @@ class TargetData:
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "order", str(self.order))
         object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
-        object.__setattr__(self, "sha256", content_sha256(images, labels))
+        physical = self._checked_physical(images, where)
+        object.__setattr__(self, "physical", physical)
+        object.__setattr__(self, "sha256", content_sha256(images, labels, physical))
+
+    def _checked_physical(self, images: NDArray[np.uint8], where: str
+                          ) -> NDArray[np.float32] | None:
+        """``physical`` as a read-only float32 array of the images' shape, or ``None``."""
+        if self.physical is None:
+            return None
+        values = np.asarray(self.physical)
+        if values.ndim == 3:
+            values = values[..., None]
+        if values.shape != images.shape or values.dtype.kind != "f":
+            raise InputError(f"{where}: physical values have shape {values.shape} "
+                             f"({values.dtype}) for images of shape {images.shape}; expected "
+                             "float values of the images' shape")
+        if np.isinf(values).any():
+            raise InputError(f"{where}: physical values hold inf; NaN marks pixels outside "
+                             "the field of view, inf has no meaning")
+        values = _frozen(values, np.float32)
+        values.setflags(write=False)
+        return values
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -149,9 +184,10 @@ class TargetData:
         images, labels = self.images[idx], self.labels[idx]  # fresh arrays: no second copy
         images.setflags(write=False)
         labels.setflags(write=False)
+        physical = None if self.physical is None else self.physical[idx]
         return TargetData(images, labels, self.name, self.n_classes, self.source,
                           self.split if split is None else split, self.class_names, self.order,
-                          self.notes)
+                          self.notes, physical, self.unit, self.modality)
 
 
 def _frozen(a: NDArray[Any], dtype: type) -> NDArray[Any]:
@@ -198,14 +234,19 @@ def class_interleaved_order(labels: ArrayLike, *,
     return np.concatenate(idx)[order].astype(np.int64)
 
 
-def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> str:
-    """sha256 of the image and label bytes (with their shapes), independent of file paths."""
+def content_sha256(images: NDArray[np.uint8], labels: NDArray[np.int64],
+                   physical: NDArray[np.float32] | None = None) -> str:
+    """sha256 of the image and label bytes (with their shapes), and of the physical values
+    when there are any, independent of file paths (an 8-bit target hashes as it always did)."""
     h = hashlib.sha256(b"gradnca-onnx target v1\0")
     header = {"images": list(images.shape), "labels": list(labels.shape)}
     h.update(json.dumps(header, sort_keys=True).encode())
     # Buffers, not .tobytes(): no temporary copy of a large image set.
     h.update(np.ascontiguousarray(images, dtype=np.uint8).data)
     h.update(np.ascontiguousarray(labels, dtype="<i8").data)
+    if physical is not None:
+        h.update(b"physical float32\0")
+        h.update(np.ascontiguousarray(physical, dtype="<f4").data)
     return h.hexdigest()
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import sources
+from ..data.conventions import Intensity, parse_intensity
 from ..errors import InputError, first_line
 from ..sources import LoadedModel
 from ..sources.building import stem_channels
@@ -189,6 +190,10 @@ class ExportOptions:
         How many images the source model was pre-trained on, as you state it (the manifest's
         ``source_images``, read by the static baseline of that name; nothing checks it).
         ``None``: not recorded, and that baseline is skipped for the member.
+    intensity : str or Intensity, optional
+        The intensity convention the model expects of a target's physical values
+        (:mod:`gradnca_onnx.data.conventions`: ``window:-1000,1000:HU``, ``percentile:1,99``,
+        ``zscore``); ``None`` or ``8bit``: 8-bit images, the paper's (nothing recorded).
     """
 
     name: str | None = None
@@ -207,6 +212,13 @@ class ExportOptions:
     layer_rule: str | None = None
     split_pass: bool = True
     source_images: int | None = None
+    intensity: str | Intensity | None = None
+
+    def convention(self) -> Intensity:
+        """``intensity`` as an :class:`Intensity` (refused with one line when malformed)."""
+        if isinstance(self.intensity, Intensity):
+            return self.intensity
+        return parse_intensity(self.intensity)
 
     def size(self) -> tuple[int, int]:
         """``input_size`` as (height, width), refused unless positive integers."""
@@ -228,6 +240,7 @@ class ExportOptions:
             raise InputError(f"ort_optimization must be one of {list(ORT_LEVELS)}")
         check_pretrained_on(self.pretrained_on)
         check_source_images(self.source_images)
+        self.convention()
         if self.features_only and self.convs is not None:
             raise InputError("--layers names the layers of S_FU, which a features-only export "
                              "does not compute; drop --layers or --features-only")
@@ -265,7 +278,7 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
     name = opts.name or loaded.default_name
     chans = _channels(loaded.module, opts.channels)
     inp = input_spec(chans, size[0], size[1], opts.norm, opts.pretrained_on,
-                     loaded.normalisation)
+                     loaded.normalisation, opts.convention())
     check_trace_memory(size, chans, opts.grads_batch)
     check_finite_weights(loaded.module)
     try:
@@ -282,7 +295,8 @@ def _described(loaded: LoadedModel, opts: ExportOptions) -> Any:
     from dataclasses import replace as _replace
 
     spec = sources.describe(loaded)
-    origin = normalisation_origin(opts.norm, opts.pretrained_on, loaded.normalisation)
+    origin = normalisation_origin(opts.norm, opts.pretrained_on, loaded.normalisation,
+                                  opts.convention())
     return _replace(spec, options={**spec.options, "normalisation_from": origin})
 
 

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._version import __version__
+from ..data.conventions import Intensity
 from ..errors import InputError
 from ..zoo import InputSpec, Manifest, file_entry, parse_normalisation, write_manifest
+from ..zoo.manifest import write_version
 from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
+
+
+#: The mean/std of a z-scored model unless ``--norm`` says otherwise.
+ZSCORE_NORM = "0,1"
 
 
 def default_normalisation(pretrained_on: str) -> str:
@@ -33,24 +39,32 @@ def check_pretrained_on(pretrained_on: str) -> str:
 
 def input_spec(channels: int, height: int, width: int, norm: str | None,
                pretrained_on: str,
-               library: tuple[tuple[float, ...], tuple[float, ...], str] | None = None
-               ) -> InputSpec:
+               library: tuple[tuple[float, ...], tuple[float, ...], str] | None = None,
+               intensity: Intensity | None = None) -> InputSpec:
     """The manifest's ``input`` block: ``norm`` (``imagenet``, ``half``, ``MEAN,STD``), else the
     model's own config (``library``), else :func:`default_normalisation` of ``pretrained_on``
-    (:func:`normalisation_origin` says which)."""
+    (:func:`normalisation_origin` says which); and the intensity convention (``None`` or
+    ``8bit``: none recorded). A ``zscore`` model's mean and std default to 0 and 1 (its
+    images are z-scores already)."""
+    convention = intensity if intensity is not None else Intensity()
+    if norm is None and convention.kind == "zscore":
+        norm = ZSCORE_NORM
     if norm is None and library is not None:
         mean, std = parse_normalisation(_as_spec(library[0], library[1]), channels)
     else:
         mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
-    return InputSpec(channels=channels, height=height, width=width, mean=mean, std=std)
+    return InputSpec(channels=channels, height=height, width=width, mean=mean, std=std,
+                     intensity=None if convention.is_default else convention.to_dict())
 
 
 def normalisation_origin(norm: str | None, pretrained_on: str,
-                         library: tuple[tuple[float, ...], tuple[float, ...], str] | None
-                         ) -> str:
+                         library: tuple[tuple[float, ...], tuple[float, ...], str] | None,
+                         intensity: Intensity | None = None) -> str:
     """Where :func:`input_spec` took the mean and std from, for the manifest."""
     if norm is not None:
         return "--norm"
+    if intensity is not None and intensity.kind == "zscore":
+        return "zscore (the images are z-scores: mean 0, std 1)"
     if library is not None:
         return library[2]
     return (f"guessed from --pretrained-on ({default_normalisation(pretrained_on)}: "
@@ -77,6 +91,7 @@ def publish_member(zoo_dir: str | os.PathLike, name: str, *, force: bool,
     staging = staging_dir(zoo_dir, name, force=force)
     try:
         fields = write(staging)
+        fields.setdefault("schema_version", write_version(fields["input"].intensity))
         manifest = Manifest(
             **fields, package_version=__version__,
             files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},

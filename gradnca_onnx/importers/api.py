@@ -20,6 +20,7 @@ from ..errors import InputError, first_line
 from ..exporters import DEFAULT_GRADS_BATCH, ExportOptions, export_model
 from ..exporters.errors import check_channels, is_out_of_memory, out_of_memory
 from ..exporters.layers import check_layer_order
+from ..data.conventions import Intensity, parse_intensity
 from ..zoo.manifest import check_source_images
 from .errors import GradientGraphError
 from .features_only import find_features, write_features_only
@@ -113,7 +114,7 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
                 pretrained_on: str = "unknown", grads_batch: int = DEFAULT_GRADS_BATCH,
                 force: bool = False, features_only: bool = False,
                 features_only_fallback: bool = False,
-                source_images: int | None = None) -> Path:
+                source_images: int | None = None, intensity: str | None = None) -> Path:
     """Import an ONNX classifier into ``zoo_dir/<name>/`` and return that directory.
 
     A features-only member (no ``grads.onnx``; S_LP and the baseline metrics, no S_FU) is
@@ -139,9 +140,10 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         The two S_FU layers (Conv, or Gemm/MatMul nodes with constant weights); default: the
         first two Conv nodes in topological order that the features depend on, else (a ViT)
         the first two weight-bearing nodes (see :func:`_conv_paths`).
-    pretrained_on, grads_batch, force, source_images
+    pretrained_on, grads_batch, force, source_images, intensity
         As :func:`gradnca_onnx.exporters.export_model` (``source_images``: how many images
-        the source model was pre-trained on, as you state it; ``None``: not recorded).
+        the source model was pre-trained on, as you state it; ``None``: not recorded;
+        ``intensity``: the model's intensity convention, e.g. ``window:-1000,1000:HU``).
     features_only : bool, default=False
         Write a features-only member without trying the gradient graph.
     features_only_fallback : bool, default=False
@@ -159,6 +161,7 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         ``force``, a ``source_images`` that is not an integer >= 0.
     """
     source_images = check_source_images(source_images)  # before any work on the file
+    convention = parse_intensity(intensity)
     src = Path(path)
     model = load_onnx(src)  # the safety checks run on the file as it is
     opset = opset_version(model)
@@ -171,25 +174,25 @@ def import_onnx(path: str | os.PathLike, zoo_dir: str | os.PathLike, *, name: st
         return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                               features_node=features_node, pretrained_on=pretrained_on,
                               opset=opset, force=force, reason=REQUESTED,
-                              source_images=source_images)
+                              source_images=source_images, intensity=convention)
     try:
         return _full(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                      features_node=features_node, layers=layers, pretrained_on=pretrained_on,
                      grads_batch=grads_batch, opset=opset, force=force,
-                     source_images=source_images)
+                     source_images=source_images, intensity=convention)
     except GradientGraphError as exc:
         if not features_only_fallback:
             raise
         return _features_only(model, src, zoo_dir, name=name, input_size=input_size, norm=norm,
                               features_node=features_node, pretrained_on=pretrained_on,
                               opset=opset, force=force, reason=exc.reason,
-                              source_images=source_images)
+                              source_images=source_images, intensity=convention)
 
 
 def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
           input_size: int | None, norm: str | None, features_node: str | None,
           layers: Sequence[str] | None, pretrained_on: str, grads_batch: int, opset: int,
-          force: bool, source_images: int | None) -> Path:
+          force: bool, source_images: int | None, intensity: Intensity) -> Path:
     """Both graphs, through the torch interpreter and the exporter."""
     try:
         net = OnnxNet(model, features_node=features_node).eval()
@@ -219,7 +222,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
         return export_model(loaded, zoo_dir, ExportOptions(
             name=name, input_size=(height, width), channels=channels, norm=norm,
             pretrained_on=pretrained_on, head=plan.head, convs=convs, grads_batch=grads_batch,
-            force=force, layer_rule=rule, source_images=source_images))
+            force=force, layer_rule=rule, source_images=source_images, intensity=intensity))
     except (RuntimeError, NotImplementedError, TypeError, torch.onnx.errors.OnnxExporterError
             ) as exc:
         if is_out_of_memory(exc):  # what helps is less memory, not a features-only member
@@ -232,7 +235,7 @@ def _full(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
 def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: str,
                    input_size: int | None, norm: str | None, features_node: str | None,
                    pretrained_on: str, opset: int, force: bool, reason: str,
-                   source_images: int | None) -> Path:
+                   source_images: int | None, intensity: Intensity) -> Path:
     """A features-only member: the original graph cut at its features (no torch involved)."""
     cut = find_features(model, features_node)
     height, width, channels = _image_size(cut, input_size)
@@ -244,4 +247,4 @@ def _features_only(model: Any, src: Path, zoo_dir: str | os.PathLike, *, name: s
     return write_features_only(model, src, zoo_dir, name=name, cut=cut, channels=channels,
                                height=height, width=width, reason=reason, norm=norm,
                                pretrained_on=pretrained_on, opset=opset, force=force,
-                               source_images=source_images)
+                               source_images=source_images, intensity=intensity)

@@ -316,7 +316,7 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
                         name: str, cut: FeaturesCut, channels: int, height: int, width: int,
                         reason: str, norm: str | None = None, pretrained_on: str = "unknown",
                         opset: int, force: bool = False,
-                        source_images: int | None = None) -> Path:
+                        source_images: int | None = None, intensity: Any = None) -> Path:
     """Write ``zoo_dir/<name>/`` with ``features.onnx`` and a features-only manifest.
 
     Parameters
@@ -352,7 +352,8 @@ def write_features_only(model: onnx.ModelProto, src: Path, zoo_dir: str | os.Pat
     pretrained_on = check_pretrained_on(pretrained_on)
     source_images = check_source_images(source_images)
     inp = input_spec(channels, height, width, pixel_normalisation(cut.pixels, cut.input_name,
-                                                                  norm), pretrained_on)
+                                                                  norm), pretrained_on,
+                     intensity=intensity)
     check_trace_memory((height, width), channels, 0)
 
     def write(staging: Path) -> dict[str, Any]:

@@ -18,7 +18,11 @@ and residuals to the two weight gradients), so that the engine runs each image f
 budget, and for re-batched passes. Schema 5 adds the optional top-level ``source_images``:
 how many images the source model was pre-trained on, as the exporter's user states it
 (``--source-images``; ``null``: not recorded). The package cannot check it: it is reported
-metadata, read by the static baseline ``source_images``. Writers write schema 5.
+metadata, read by the static baseline ``source_images``. Schema 6 adds the optional
+``input.intensity``: the intensity convention the model expects of a target's physical values
+(:mod:`gradnca_onnx.data.conventions`; absent: 8-bit images, the paper's). Writers write the
+oldest schema that holds a member's fields: 5, or 6 with an intensity convention (so a member
+without one is byte-identical to what earlier versions wrote).
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ from .integrity import FileEntry, verify_files
 #: 1: both graphs always; 2: adds ``features_only`` (no ``grads.onnx``) and source kind ``onnx``;
 #: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``;
 #: 4: adds the optional ``split`` block (``forward.onnx`` and ``backward.onnx``);
-#: 5: adds the optional ``source_images`` (the source dataset's size, as the user states it).
-SCHEMA_VERSION = 5
+#: 5: adds the optional ``source_images`` (the source dataset's size, as the user states it);
+#: 6: adds the optional ``input.intensity`` (the model's intensity convention).
+SCHEMA_VERSION = 6
+#: What writers write unless a member needs a newer field (:func:`write_version`).
+WRITE_VERSION = 5
 #: Oldest layout this package still reads.
 MIN_SCHEMA_VERSION = 1
 #: Smallest per-channel input std a manifest or ``--normalisation`` may give: images are
@@ -184,6 +191,23 @@ class InputSpec:
     width: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: The model's intensity convention (schema 6), as the manifest's ``input.intensity``
+    #: object; ``None``: 8-bit images (:attr:`convention`).
+    intensity: dict[str, Any] | None = None
+
+    @property
+    def convention(self) -> Any:
+        """The :class:`~gradnca_onnx.data.conventions.Intensity` the model expects."""
+        from ..data.conventions import Intensity, intensity_from_dict
+
+        if self.intensity is None:
+            return Intensity()
+        return intensity_from_dict(self.intensity, "input.intensity")
+
+
+def write_version(intensity: dict[str, Any] | None) -> int:
+    """The schema a writer records: :data:`WRITE_VERSION`, or 6 with an intensity convention."""
+    return WRITE_VERSION if intensity is None else 6
 
 
 @dataclass(frozen=True)
@@ -275,7 +299,7 @@ class Manifest:
     features_only: str | None = None
     split: SplitSpec | None = None
     source_images: int | None = None
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = WRITE_VERSION
 
     @property
     def has_grads(self) -> bool:
@@ -290,6 +314,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists), in the layout of ``schema_version``."""
         d = asdict(self)
+        if self.input.intensity is None:
+            d["input"].pop("intensity")  # 8-bit: nothing recorded (schema 1-5 have no field)
         if self.schema_version < 5 and self.source_images is None:
             d.pop("source_images")  # schema 1-4 have no such field (re-serialise unchanged)
         if self.schema_version < 4 and self.split is None:
@@ -442,7 +468,7 @@ def _parse(data: Any, where: str) -> Manifest:
     except ValueError as exc:
         raise top.fail("name", str(exc)) from None
     source = _source(top.sub("source"))
-    input_spec = _input(top.sub("input"))
+    input_spec = _input(top.sub("input"), version)
     layers = _layers(top.sub("layers"), version, features_only)
     policy = _batch_policy(top.sub("batch_policy"), version, features_only)
     ort_level = top.str_("ort_optimization")
@@ -517,7 +543,7 @@ def _source(src: _Fields) -> SourceSpec:
     return source
 
 
-def _input(inp: _Fields) -> InputSpec:
+def _input(inp: _Fields, version: int) -> InputSpec:
     channels = inp.int_("channels")
     mean, std = inp.floats("mean"), inp.floats("std")
     if len(mean) != channels or len(std) != channels:
@@ -531,9 +557,27 @@ def _input(inp: _Fields) -> InputSpec:
                        "(it divides every pixel), the model's real input std (e.g. 0.5 or "
                        "ImageNet's)")
     spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
-                     mean=mean, std=std)
+                     mean=mean, std=std, intensity=_intensity(inp, version))
     inp.done()
     return spec
+
+
+def _intensity(inp: _Fields, version: int) -> dict[str, Any] | None:
+    """The optional ``input.intensity`` (schema 6), validated; ``None``: 8-bit images."""
+    value = inp.get("intensity", optional=True)
+    if value is None:
+        return None
+    if version < 6:
+        raise inp.fail("intensity", f"needs schema_version 6 (the manifest says {version})")
+    from ..data.conventions import intensity_from_dict
+    from ..errors import InputError
+
+    try:
+        convention = intensity_from_dict(value, "input.intensity")
+    except InputError as exc:
+        raise inp.fail("intensity",
+                       str(exc).removeprefix("input.intensity").lstrip(": ")) from None
+    return None if convention.is_default else convention.to_dict()
 
 
 def _layers(lay: _Fields, version: int, features_only: str | None) -> LayerSpec:
