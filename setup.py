@@ -58,8 +58,12 @@ PLOT = ["matplotlib>=3.7"]
 RAY = ["ray[default]>=2.9"]
 #: ``Ranking.to_frame()``.
 FRAME = ["pandas>=2"]
+#: DICOM and NIfTI readers (``gradnca_onnx.data.dicom``, ``.nifti``), with the decoders of
+#: compressed DICOM (JPEG, JPEG-LS, JPEG 2000, RLE), and 16-bit TIFF.
+MEDICAL = ["pydicom>=2.4", "nibabel>=5", "tifffile>=2023", "pylibjpeg>=2", "pylibjpeg-openjpeg>=2",
+           "pylibjpeg-libjpeg>=2", "pylibjpeg-rle>=2"]
 TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", "mypy>=1.10", *TORCH, *ZOO, *CLIP,
-        *PLOT, *RAY, *FRAME]
+        *PLOT, *RAY, *FRAME, *MEDICAL]
 
 setup(
     name="gradnca-onnx",
@@ -90,7 +94,7 @@ setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={"torch": TORCH, "zoo": [*TORCH, *ZOO], "clip": [*TORCH, *ZOO, *CLIP],
-                    "plot": PLOT, "ray": RAY, "frame": FRAME,
+                    "plot": PLOT, "ray": RAY, "frame": FRAME, "medical": MEDICAL,
                     "test": TEST},
     entry_points={"console_scripts": ["gradnca-onnx=gradnca_onnx.cli:main"]},
     zip_safe=False,

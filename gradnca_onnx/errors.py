@@ -126,6 +126,7 @@ EXTRAS = {
     "plot": "pip install 'gradnca-onnx[plot]'",
     "ray": "pip install 'gradnca-onnx[ray]'",
     "frame": "pip install 'gradnca-onnx[frame]'",
+    "medical": "pip install 'gradnca-onnx[medical]'",
 }
 
 

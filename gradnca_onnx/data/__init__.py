@@ -2,9 +2,12 @@
 the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
 
 NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
-:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
-:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`;
-:mod:`.load` (:func:`load_target`, which dispatches to them). No module imports one above it.
+:mod:`.intensity` (pixels), :mod:`.physical` (the :class:`MedicalImage` type: physical values);
+:mod:`.dataset` (the :class:`TargetData` type and its order) and :mod:`.folds` (the paper's
+fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and :mod:`.dicom` and
+:mod:`.nifti` (medical files as :class:`MedicalImage`, with pydicom and nibabel from the
+``medical`` extra, imported on first use); :mod:`.load` (:func:`load_target`, which dispatches
+to them). No module imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
@@ -21,6 +24,7 @@ from .dataset import (
     from_arrays,
     split_target,
 )
+from .dicom import read_dicom, read_dicom_path, read_dicom_series
 from .folders import (
     IMAGE_EXTENSIONS,
     find_duplicates,
@@ -40,6 +44,8 @@ from .medmnist import (
     read_npz,
     write_paper_folds,
 )
+from .nifti import read_nifti
+from .physical import MedicalImage
 from .preprocess import (
     DEFAULT_FILTER,
     HALF_MEAN,
@@ -71,6 +77,7 @@ __all__ = [
     "IntensityMap",
     "MEDMNIST_KEYS",
     "MEDMNIST_SIZES",
+    "MedicalImage",
     "RESIZE_FILTERS",
     "SPLITS",
     "TargetData",
@@ -93,6 +100,10 @@ __all__ = [
     "parse_size",
     "npz_keys",
     "preprocess",
+    "read_dicom",
+    "read_dicom_path",
+    "read_dicom_series",
+    "read_nifti",
     "read_npz",
     "resize",
     "split_subfolders",
