@@ -309,6 +309,10 @@ def _run(args: RankArgs, checked: dict[str, Any]) -> None:
             within_family=args.within_family)
     if not isinstance(result, Rankings):
         result = Rankings([result], several_targets=False)
+    if not args.quiet:
+        for ranking in result:
+            if ranking.target_summary:
+                click.echo(f"Read: {ranking.target_summary}", err=True)
     if args.resamples is not None and not args.quiet:
         n_models = sum(1 for r in result for m in r.models if m.resampling is not None)
         click.echo(f"Resampling: {args.resamples} subsamples x {n_models} model(s) in "

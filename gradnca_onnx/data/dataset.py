@@ -171,6 +171,24 @@ class TargetData:
         """``(height, width)`` of the images."""
         return int(self.images.shape[1]), int(self.images.shape[2])
 
+    def describe(self) -> str:
+        """One line on what was read: images, their size and channels, their values (8-bit,
+        or the modality, range and unit of the physical values), images per class."""
+        h, w = self.image_size
+        chans = "grey" if self.images.shape[-1] == 1 else "RGB"
+        values = "8-bit"
+        if self.physical is not None:
+            finite = self.physical[np.isfinite(self.physical)]
+            span = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite values"
+            what = f"{self.modality} " if self.modality else ""
+            unit = f" {self.unit}" if self.unit else ""
+            values = f"{what}physical values {span}{unit} (with an 8-bit rendering)"
+        counts = ", ".join(f"{name} {int(n)}" for name, n in zip(self.class_names,
+                                                                 self.class_counts()))
+        where = f" from {self.source}" if self.source else ""
+        return (f"{self.name} ({self.split}){where}: {len(self)} images {h}x{w} {chans}, "
+                f"{values}; {self.task}, per class: {counts}")
+
     def class_counts(self) -> NDArray[np.int64]:
         """Images per class (positives per label for a multi-label target)."""
         if self.labels.ndim == 2:

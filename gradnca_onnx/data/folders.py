@@ -26,6 +26,7 @@ from ..io.hashing import sha256_file
 from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
 from .intensity import IntensityMap, ValueRange
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
+from .scans import is_medical_file, load_scans
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -78,7 +79,8 @@ def list_image_folder(root: PathLike) -> tuple[list[Path], NDArray[np.int64], tu
     labels: list[int] = []
     for code, d in enumerate(classes):
         found = sorted((f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
-                        and f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: f.name)
+                        and (f.suffix.lower() in IMAGE_EXTENSIONS or is_medical_file(f))),
+                       key=lambda f: f.name)
         if not found and any(c.is_dir() and not c.name.startswith(".") for c in d.iterdir()):
             raise InputError(f"{d}: holds sub-folders, not images; give the folder whose "
                              "sub-folders are the classes, each holding images")
@@ -261,6 +263,14 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
         files, labels = _deduplicated(folder, files, labels)
     if np.unique(labels).size < 2:
         raise InputError(f"{folder}: only one class sub-folder ({classes}); a target needs at least 2")
+    if name is None:
+        # A split folder is named after the dataset folder above it.
+        is_split = any(root.name.lower() in v for v in SPLIT_DIRS.values())
+        name = (root.name if split != "all" else
+                f"{root.parent.name}-{root.name}" if is_split else root.name)
+    medical = [is_medical_file(f) for f in files]
+    if any(medical):
+        return _scans(files, labels, classes, medical, folder, name, split, size, filter)
     headers = [_header(f) for f in files]
     modes = [m for m, _ in headers]
     if mode == "auto":
@@ -274,24 +284,50 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     imap = _intensity(files, modes, _sibling_split_files(root, split))
     order = class_interleaved_order(labels)
     images: list[NDArray[np.uint8]] = []
+    # Wide (16-bit, 32-bit, float) grey images keep their values as the target's physical
+    # values too, for members with an intensity convention (percentile, zscore, a window).
+    raw: list[NDArray[np.float32]] | None = [] if imap is not None and mode == "L" else None
     for i in order:
         img = _load_one(files[i], mode, imap)
         if size is not None:
             img = resize(img[None], size, filter=filter)[0]
         images.append(img)
+        if raw is not None:
+            raw.append(_raw_values(files[i], img.shape[:2], filter))
     notes = [imap.note] if imap is not None and imap.note else []
     if size is not None and any(_resized_wh(wh, size) != wh for wh in shapes):
         h, w = images[0].shape[:2]
         notes.append(f"images resized to {h}x{w} while loading ({filter})")
-    if name is None:
-        # A split folder is named after the dataset folder above it.
-        is_split = any(root.name.lower() in v for v in SPLIT_DIRS.values())
-        name = (root.name if split != "all" else
-                f"{root.parent.name}-{root.name}" if is_split else root.name)
     stacked = np.stack(images)
     stacked.setflags(write=False)  # ours alone: TargetData keeps it without a copy
+    physical = None if raw is None else np.stack(raw)[..., None]
     return TargetData(stacked, labels[order], name, len(classes), str(folder), split, classes,
-                      FOLDER_ORDER, tuple(notes))
+                      FOLDER_ORDER, tuple(notes), physical)
+
+
+def _raw_values(path: Path, hw: tuple[int, int], filter: str) -> NDArray[np.float32]:
+    """A grey image's stored values as float32 (H, W), resized to ``hw`` in float."""
+    values = np.asarray(_raw_pixels(path, "L"), dtype=np.float32)
+    if values.ndim == 3:  # an LA image: the grey channel
+        values = values[..., 0]
+    if values.shape != hw:
+        pil = Image.fromarray(values, mode="F").resize((hw[1], hw[0]), RESIZE_FILTERS[filter])
+        values = np.asarray(pil, dtype=np.float32)
+    return values
+
+
+def _scans(files: list[Path], labels: NDArray[np.int64], classes: tuple[str, ...],
+           medical: list[bool], folder: Path, name: str, split: str,
+           size: int | tuple[int, int] | None, filter: str) -> TargetData:
+    """A folder of DICOM or NIfTI files (:func:`~.scans.load_scans`), in the folder order."""
+    if not all(medical):
+        other = next(f for f, m in zip(files, medical) if not m)
+        raise InputError(f"{folder}: mixes medical files (DICOM, NIfTI) with other images "
+                         f"(e.g. {other}); give one kind of file per target")
+    order = class_interleaved_order(labels)
+    return load_scans([files[i] for i in order], labels[order], classes, name=name,
+                      source=str(folder), split=split, order=FOLDER_ORDER, size=size,
+                      filter=filter)
 
 
 def _resized_wh(width_height: tuple[int, int], size: int | tuple[int, int]) -> tuple[int, int]:

@@ -230,3 +230,61 @@ def preprocess(images: ArrayLike, *, mean: Sequence[float], std: Sequence[float]
     if size is not None:
         x = resize(x, size, filter=filter)
     return normalize(x, mean, std)
+
+
+#: ITU-R 601-2 luma weights (what Pillow's ``convert("L")`` computes in fixed point).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def preprocess_values(values: ArrayLike, *, mean: Sequence[float], std: Sequence[float],
+                      size: Size | None = None, channels: int = 3,
+                      filter: str = DEFAULT_FILTER) -> NDArray[np.float32]:
+    """The input pipeline of values already on the model's scale (what an intensity
+    convention gives: 0..1 from a window or percentiles, z-scores): channels, resize,
+    normalise, as :func:`preprocess` does for 8-bit images.
+
+    Parameters
+    ----------
+    values : array-like, float (N, H, W[, C])
+    mean, std, size, channels, filter
+        As :func:`preprocess`. Grey values are replicated to 3 channels; 3-channel values
+        become their ITU-R 601-2 luma (:data:`LUMA`) for 1. Resizing uses Pillow's
+        32-bit float images (mode ``F``) with the same filters as 8-bit images.
+
+    Returns
+    -------
+    ndarray, float32 (N, channels, height, width)
+    """
+    x = np.asarray(values, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise InputError(f"values must be (N, H, W[, 1 or 3]); got shape {x.shape}")
+    if channels == 1 and x.shape[-1] == 3:
+        x = np.tensordot(x, np.asarray(LUMA, dtype=np.float32), axes=([3], [0]))[..., None]
+    elif channels not in (1, 3):
+        raise InputError(f"channels must be 1 or 3; got {channels!r}")
+    if size is not None and x.shape[1:3] != _hw(size):
+        x = _resize_float(x, _hw(size), _filter(filter))
+    if channels == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)  # after resizing: one channel resized, not three
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    if m.size != channels or s.size != channels or not np.all(s > 0):
+        raise InputError(f"mean and std need {channels} value(s), std > 0; got {mean!r}, "
+                         f"{std!r}")
+    out = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    out -= m
+    out /= s
+    return out
+
+
+def _resize_float(x: NDArray[np.float32], hw: tuple[int, int],
+                  resample: Image.Resampling) -> NDArray[np.float32]:
+    h, w = hw
+    out = np.empty((x.shape[0], h, w, x.shape[3]), dtype=np.float32)
+    for i in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            pil = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]), mode="F")
+            out[i, :, :, c] = np.asarray(pil.resize((w, h), resample), dtype=np.float32)
+    return out

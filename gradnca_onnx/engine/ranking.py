@@ -241,7 +241,7 @@ def combine_zoo(target: TargetData, results: list[ModelResult],
                       n_classes=target.n_classes, scenario=scenario, models=results,
                       metrics=metric_names, lp_jitters=int(lp_jitters), order=target.order,
                       target_notes=list(target.notes), notes=notes,
-                      within_family=bool(within_family))
+                      within_family=bool(within_family), target_summary=target.describe())
 
 
 def _families(full: list[ModelResult]) -> dict[str, list[ModelResult]]:

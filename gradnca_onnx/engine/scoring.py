@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..data.dataset import TargetData
-from ..data.preprocess import DEFAULT_FILTER, preprocess
+from ..data.preprocess import DEFAULT_FILTER, preprocess, preprocess_values
 from ..errors import InputError
 from ..results import ModelResult
 from ..results.ranking import layer_family
@@ -85,14 +85,46 @@ def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tup
                      f"{spec.height}x{spec.width} ({DEFAULT_FILTER})")
     settings = {"channels": spec.channels, "size": list(size), "mean": list(spec.mean),
                 "std": list(spec.std), "filter": DEFAULT_FILTER}
+    convention = spec.convention
+    notes += _convention_notes(target, manifest, convention)
+    if not convention.is_default:  # an 8-bit member keeps the cache key it always had
+        settings["intensity"] = convention.to_dict()
     return settings, notes
+
+
+def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -> list[str]:
+    """Refuse a member whose intensity convention the target cannot serve; a note when an
+    8-bit member reads the 8-bit rendering of a target with physical values."""
+    kind = f"{target.modality} " if target.modality else ""
+    unit = f" in {target.unit}" if target.unit else ""
+    if convention.physical and target.physical is None:
+        raise InputError(
+            f"{manifest.name} expects physical intensities ({convention.text()}), but the "
+            f"target has 8-bit images without them; give the target as DICOM, NIfTI or 16-bit "
+            "files (or arrays with physical values), or rank without this member")
+    if convention.unit and target.unit and convention.unit != target.unit:
+        raise InputError(f"{manifest.name} expects values in {convention.unit} "
+                         f"({convention.text()}), but the target's are in {target.unit}")
+    if convention.physical:
+        return [f"intensity {convention.text()} applied to the target's {kind}values{unit}"]
+    if target.physical is not None:
+        return [f"{manifest.name} takes 8-bit images (no intensity convention in its "
+                f"manifest), so it reads the target's 8-bit rendering of its {kind}values"
+                f"{unit}; if it was trained on another convention, export it with --intensity "
+                "(e.g. window:-1000,1000:HU) for a ranking you can defend"]
+    return []
 
 
 def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
     spec = manifest.input
     size = (spec.height, spec.width)
-    return preprocess(target.images, mean=spec.mean, std=spec.std,
-                      size=size if target.image_size != size else None, channels=spec.channels)
+    resize_to = size if target.image_size != size else None
+    convention = spec.convention
+    if convention.physical and target.physical is not None:
+        return preprocess_values(convention.apply(target.physical), mean=spec.mean,
+                                 std=spec.std, size=resize_to, channels=spec.channels)
+    return preprocess(target.images, mean=spec.mean, std=spec.std, size=resize_to,
+                      channels=spec.channels)
 
 
 def _features(session: Any, x: NDArray[np.float32], batch: int, manifest: Manifest,

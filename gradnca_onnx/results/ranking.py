@@ -109,6 +109,10 @@ class ZooRanking:
     #: and its notes on how it was read (16-bit values mapped, resized while loading).
     order: str = "dataset"
     target_notes: list[str] = field(default_factory=list)
+    #: One line on what was read (:meth:`~gradnca_onnx.data.TargetData.describe`): images,
+    #: values (8-bit, or modality, range and unit), images per class. ``rank`` prints it to
+    #: standard error; it is not part of the table, CSV or JSON (their bytes stay as before).
+    target_summary: str = field(default="", compare=False)
     #: Notes on the ranking as a whole (S_FU compared across layer families, a zoo of two).
     notes: list[str] = field(default_factory=list)
     #: ``rank --within-family``: each family of S_FU layers combined and ranked on its own.

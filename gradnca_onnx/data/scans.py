@@ -1,0 +1,177 @@
+"""2-D targets of medical files (DICOM, NIfTI): physical values and their 8-bit rendering.
+
+Each file is one 2-D image (a single-frame DICOM, a NIfTI with one slice), read as physical
+values by :mod:`.dicom` and :mod:`.nifti` (HU for CT; padding outside the field of view
+becomes ``NaN``). The target keeps them (:attr:`TargetData.physical`) for the members whose
+manifest states an intensity convention (:mod:`.conventions`), and renders them to 8 bits
+for the others with one linear map for the whole target: the DICOM window when every image
+carries the same one (what a radiologist sees), else the target's range of finite values. A
+note says which. Volumes (several slices or frames in one file) are refused here: a 2-D target
+takes one image per file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from ..errors import InputError
+from .dataset import TargetData
+from .physical import MedicalImage
+from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: File name endings read as medical files (DICOM files without an extension are recognised
+#: by their ``DICM`` preamble).
+MEDICAL_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
+
+
+def is_medical_file(path: PathLike) -> bool:
+    """Whether ``path`` is a DICOM or NIfTI file: by its ending, or (no ending) by the
+    ``DICM`` marker a DICOM file carries after its 128-byte preamble."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(MEDICAL_SUFFIXES):
+        return True
+    if p.suffix:
+        return False
+    try:
+        with open(p, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_scan(path: PathLike) -> MedicalImage:
+    """One medical file as a 2-D :class:`MedicalImage`.
+
+    Raises
+    ------
+    InputError
+        A volume or time series (more than one slice or frame), or what the reader refuses.
+    """
+    p = Path(path)
+    if p.name.lower().endswith((".nii", ".nii.gz")):
+        from .nifti import read_nifti
+
+        image = read_nifti(p)
+    else:
+        from .dicom import read_dicom
+
+        image = read_dicom(p)
+    if image.values.ndim != 2:
+        raise InputError(f"{p}: holds a {'x'.join(map(str, image.values.shape))} volume, not "
+                         "one 2-D image; a 2-D target takes one image per file (export the "
+                         "slices you want as separate files)")
+    return image
+
+
+def _masked(image: MedicalImage) -> NDArray[np.float32]:
+    """The image's values with padding as ``NaN`` (never a statistic's input)."""
+    values = np.array(image.values, dtype=np.float32)
+    if image.padding is not None:
+        values[image.padding] = np.nan
+    return values
+
+
+def _resized(values: NDArray[np.float32], size: tuple[int, int],
+             resample: Image.Resampling) -> NDArray[np.float32]:
+    """``values`` resized (Pillow, 32-bit float); padding stays ``NaN`` where the resized
+    mask is mostly padding."""
+    h, w = size
+    nan = np.isnan(values)
+    filled = np.where(nan, np.nanmin(values) if not nan.all() else 0.0, values)
+    out = np.asarray(Image.fromarray(filled.astype(np.float32), mode="F").resize(
+        (w, h), resample), dtype=np.float32).copy()
+    if nan.any():
+        mask = np.asarray(Image.fromarray(nan.astype(np.float32), mode="F").resize(
+            (w, h), resample))
+        out[mask > 0.5] = np.nan
+    return out
+
+
+def render_8bit(values: NDArray[np.float32], windows: Sequence[tuple[float, float] | None]
+                ) -> tuple[NDArray[np.uint8], str]:
+    """One linear map of the whole target's physical ``values`` (N, H, W) to uint8, and a
+    note saying which: the DICOM window (centre, width) when every image carries the same
+    one, else the range of the finite values. Padding (``NaN``) becomes 0."""
+    same = windows and all(w is not None and w == windows[0] for w in windows)
+    if same:
+        centre, width = windows[0]  # type: ignore[misc]
+        low, high = centre - width / 2.0, centre + width / 2.0
+        how = f"the images' DICOM window (centre {centre:g}, width {width:g})"
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        how = f"the target's value range {low:g}..{high:g}"
+    scale = 255.0 / (high - low) if high > low else 0.0
+    out = np.empty(values.shape, dtype=np.uint8)
+    for i in range(values.shape[0]):  # image by image: no float64 copy of the target
+        y = (values[i].astype(np.float32) - np.float32(low)) * np.float32(scale)
+        y = np.nan_to_num(y, nan=0.0)
+        out[i] = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    return out, f"8-bit rendering (for members without an intensity convention): {how}"
+
+
+def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str], *,
+               name: str, source: str, split: str, order: str,
+               size: int | tuple[int, int] | None = None,
+               filter: str = DEFAULT_FILTER) -> TargetData:
+    """A target of 2-D medical files (in the order given), physical values kept.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        One DICOM or NIfTI file per image.
+    labels : ndarray, int64 (N,) or (N, L)
+        Their class codes (or multi-label indicators).
+    classes : sequence of str
+        Class names.
+    name, source, split, order
+        As :class:`TargetData`.
+    size : int or (height, width), optional
+        Resize every image while loading (needed when they differ in size).
+    filter : str
+        Pillow resize filter.
+    """
+    if filter not in RESIZE_FILTERS:
+        raise InputError(f"unknown resize filter {filter!r}; use one of {sorted(RESIZE_FILTERS)}")
+    hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+    values, windows, modalities, units, notes = [], [], set(), set(), []
+    for f in files:
+        image = read_scan(f)
+        v = _masked(image)
+        if hw is not None and v.shape != hw:
+            v = _resized(v, hw, RESIZE_FILTERS[filter])  # type: ignore[arg-type]
+        values.append(v)
+        windows.append(image.window)
+        modalities.add(image.modality)
+        units.add(image.unit)
+    shapes = {v.shape for v in values}
+    if len(shapes) > 1:
+        sizes = sorted(f"{h}x{w}" for h, w in shapes)
+        raise InputError(f"{source}: images differ in size ({', '.join(sizes[:4])}); give one "
+                         "size to resize them to while loading (--size HxW on the command line, "
+                         "size= in Python)")
+    physical = np.stack(values)
+    images, how = render_8bit(physical, windows)
+    notes.append(how)
+    if hw is not None:
+        notes.append(f"images resized to {hw[0]}x{hw[1]} while loading ({filter}, in physical "
+                     "values)")
+    modality = modalities.pop() if len(modalities) == 1 else "mixed"
+    if modality == "mixed":
+        notes.append(f"the files are of several modalities ({', '.join(sorted(modalities))})")
+    unit = units.pop() if len(units) == 1 else ""
+    padded = int(np.isnan(physical).any(axis=(1, 2)).sum())
+    if padded:
+        notes.append(f"{padded} image(s) have padding outside the field of view (masked)")
+    return TargetData(images[..., None], labels, name, len(classes), source, split,
+                      tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
