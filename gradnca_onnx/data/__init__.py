@@ -1,10 +1,13 @@
-"""Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, arrays; and
-the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
+"""Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, label tables,
+arrays; and the preprocessing that turns their uint8 images into a model's input (REFERENCE
+section 1).
 
 NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
 :mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
-:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`;
-:mod:`.load` (:func:`load_target`, which dispatches to them). No module imports one above it.
+:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and
+:mod:`.table` (label tables, CSV/TSV, and patient-keeping folds; it reads the image suffixes and
+split names of :mod:`.folders`); :mod:`.load` (:func:`load_target`, which dispatches to them).
+No module imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
@@ -40,6 +43,13 @@ from .medmnist import (
     read_npz,
     write_paper_folds,
 )
+from .table import (
+    TABLE_SUFFIXES,
+    LabelTable,
+    group_folds,
+    group_resample_indices,
+    read_label_table,
+)
 from .preprocess import (
     DEFAULT_FILTER,
     HALF_MEAN,
@@ -69,10 +79,12 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "IntensityMap",
+    "LabelTable",
     "MEDMNIST_KEYS",
     "MEDMNIST_SIZES",
     "RESIZE_FILTERS",
     "SPLITS",
+    "TABLE_SUFFIXES",
     "TargetData",
     "ValueRange",
     "as_nhwc",
@@ -81,6 +93,8 @@ __all__ = [
     "content_sha256",
     "find_duplicates",
     "fold_arrays",
+    "group_folds",
+    "group_resample_indices",
     "from_arrays",
     "list_image_folder",
     "load_image_folder",
@@ -93,6 +107,7 @@ __all__ = [
     "parse_size",
     "npz_keys",
     "preprocess",
+    "read_label_table",
     "read_npz",
     "resize",
     "split_subfolders",
