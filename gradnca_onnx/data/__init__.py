@@ -1,5 +1,6 @@
-"""Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, arrays; and
-the preprocessing that turns their uint8 images into a model's input (REFERENCE section 1).
+"""Target datasets: MedMNIST npz files, the paper's fold subsets, image folders, label tables,
+arrays; and the preprocessing that turns their uint8 images into a model's input (REFERENCE
+section 1).
 
 NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
 :mod:`.intensity` (pixels), :mod:`.physical` (the :class:`MedicalImage` type: physical values);
@@ -8,6 +9,11 @@ fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and :mod:`.dicom` 
 :mod:`.nifti` (medical files as :class:`MedicalImage`, with pydicom and nibabel from the
 ``medical`` extra, imported on first use); :mod:`.load` (:func:`load_target`, which dispatches
 to them). No module imports one above it.
+:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
+:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and
+:mod:`.table` (label tables, CSV/TSV, and patient-keeping folds; it reads the image suffixes and
+split names of :mod:`.folders`); :mod:`.load` (:func:`load_target`, which dispatches to them).
+No module imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
@@ -46,6 +52,13 @@ from .medmnist import (
 )
 from .nifti import read_nifti
 from .physical import MedicalImage
+from .table import (
+    TABLE_SUFFIXES,
+    LabelTable,
+    group_folds,
+    group_resample_indices,
+    read_label_table,
+)
 from .preprocess import (
     DEFAULT_FILTER,
     HALF_MEAN,
@@ -75,11 +88,13 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "IntensityMap",
+    "LabelTable",
     "MEDMNIST_KEYS",
     "MEDMNIST_SIZES",
     "MedicalImage",
     "RESIZE_FILTERS",
     "SPLITS",
+    "TABLE_SUFFIXES",
     "TargetData",
     "ValueRange",
     "as_nhwc",
@@ -88,6 +103,8 @@ __all__ = [
     "content_sha256",
     "find_duplicates",
     "fold_arrays",
+    "group_folds",
+    "group_resample_indices",
     "from_arrays",
     "list_image_folder",
     "load_image_folder",
@@ -104,6 +121,7 @@ __all__ = [
     "read_dicom_path",
     "read_dicom_series",
     "read_nifti",
+    "read_label_table",
     "read_npz",
     "resize",
     "split_subfolders",
