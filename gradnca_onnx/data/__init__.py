@@ -2,18 +2,15 @@
 arrays; and the preprocessing that turns their uint8 images into a model's input (REFERENCE
 section 1).
 
-NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess` and
-:mod:`.intensity` (pixels), :mod:`.physical` (the :class:`MedicalImage` type: physical values);
-:mod:`.dataset` (the :class:`TargetData` type and its order) and :mod:`.folds` (the paper's
-fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and :mod:`.dicom` and
-:mod:`.nifti` (medical files as :class:`MedicalImage`, with pydicom and nibabel from the
-``medical`` extra, imported on first use); :mod:`.load` (:func:`load_target`, which dispatches
-to them). No module imports one above it.
-:mod:`.intensity` (pixels); :mod:`.dataset` (the :class:`TargetData` type and its order) and
-:mod:`.folds` (the paper's fold draw); the readers :mod:`.medmnist` and :mod:`.folders`, and
-:mod:`.table` (label tables, CSV/TSV, and patient-keeping folds; it reads the image suffixes and
-split names of :mod:`.folders`); :mod:`.load` (:func:`load_target`, which dispatches to them).
-No module imports one above it.
+NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess`,
+:mod:`.intensity` and :mod:`.conventions` (pixels and intensity conventions), :mod:`.physical`
+(the :class:`MedicalImage` type: physical values); :mod:`.dataset` (the :class:`TargetData`
+type and its order) and :mod:`.folds` (the paper's fold draw); the readers: :mod:`.medmnist`,
+:mod:`.dicom` and :mod:`.nifti` (medical files as :class:`MedicalImage`, with pydicom and
+nibabel from the ``medical`` extra, imported on first use), :mod:`.scans` (2-D targets of
+medical files), :mod:`.folders` (class folders), :mod:`.table` (label tables, CSV/TSV, and
+patient-keeping folds); :mod:`.load` (:func:`load_target`, which dispatches to them). No module
+imports one above it.
 
 >>> from gradnca_onnx import data
 >>> train = data.load_target("breastmnist_224.npz", "fold1")        # paper fold 1, train subset
