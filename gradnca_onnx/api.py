@@ -55,7 +55,8 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
          level: float = 0.95, fu_resample: str = "rebatch", folds: bool = False,
          executor: str | Executor = "local", ray_address: str | None = None,
          max_retries: int = 3, progress: Callable[[str, str, int, int], None] | None = None,
-         errors: str = "record", within_family: bool = False) -> Ranking | Rankings:
+         errors: str = "record", within_family: bool = False,
+         columns: dict[str, str | None] | None = None) -> Ranking | Rankings:
     """Rank the models of a zoo by their transferability to a target, best first.
 
     Parameters
@@ -63,9 +64,13 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
     zoo : path of the zoo directory, or a :class:`~gradnca_onnx.zoo.Zoo`
     target : one target, or a list of targets (then a :class:`Rankings` is returned): a
         path (MedMNIST ``.npz``, a paper fold ``.npz``, a folder with one sub-folder per
-        class; a directory of such targets counts as several), a loaded ``TargetData``, or
-        ``(images, labels)`` arrays (uint8 images ``(N, H, W[, C])``, one label per image)
+        class of images, DICOM or NIfTI files, a label table ``.csv``/``.tsv``; a directory
+        of such targets counts as several), a loaded ``TargetData``, or ``(images, labels)``
+        arrays (uint8 images ``(N, H, W[, C])``, one label per image)
     split, size : how target paths are read (``rank --split``, ``--size``)
+    columns : label tables: the column of each role, ``{"path": ..., "label": ...,
+        "group": ..., "split": ...}`` (``rank --path-column`` and its siblings); roles left
+        out are found by header name
     scenario : ``"dataset"`` or ``"cross-domain"`` (the paper's model scenario)
     models : the members to rank (names, or one comma-separated string; default all)
     metrics : baseline metrics from the same pass (registry names, comma-separated, or
@@ -131,7 +136,7 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
               if isinstance(executor, str) else executor)
     try:
         check_sureness(resampling is not None, folds, runner.in_process)
-        targets = _targets(target, split=split, size=size, folds=folds)
+        targets = _targets(target, split=split, size=size, folds=folds, columns=columns)
         options = RankOptions(scenario=scenario, runtime=runtime, cache=_cache(cache),
                               resize=resize, verify=verify, models=_names(models),
                               metrics=metrics, faithful=faithful, progress=progress,
@@ -193,7 +198,8 @@ def _is_arrays(value: Any) -> bool:
                  or isinstance(value[0], list)))
 
 
-def _targets(target: Target, *, split: str | None, size: Any, folds: bool) -> RankTargets:
+def _targets(target: Target, *, split: str | None, size: Any, folds: bool,
+             columns: dict[str, str | None] | None = None) -> RankTargets:
     """``target`` in any accepted form, loaded; paths as the command line reads them."""
     several = isinstance(target, list) or (isinstance(target, tuple) and not _is_arrays(target))
     # several: a list, or a tuple that is not (images, labels), so iterable
@@ -202,7 +208,8 @@ def _targets(target: Target, *, split: str | None, size: Any, folds: bool) -> Ra
         raise InputError("target is an empty list; give at least one target")
     is_path = [isinstance(t, (str, os.PathLike)) for t in items]
     if all(is_path):
-        loaded = load_rank_targets(cast("list[PathLike]", items), split, size=size, folds=folds)
+        loaded = load_rank_targets(cast("list[PathLike]", items), split, size=size, folds=folds,
+                                   columns=columns)
         return RankTargets(loaded.paths, loaded.data, loaded.several or several)
     if folds:
         raise InputError("folds=True reads the paper's folds from target files: pass the "
@@ -214,7 +221,8 @@ def _targets(target: Target, *, split: str | None, size: Any, folds: bool) -> Ra
     data: list[TargetData] = []
     for i, item in enumerate(items):
         if is_path[i]:
-            loaded = load_rank_targets([cast(PathLike, item)], split, size=size)
+            loaded = load_rank_targets([cast(PathLike, item)], split, size=size,
+                                       columns=columns)
             paths += loaded.paths
             data += loaded.data
         else:

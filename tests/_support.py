@@ -459,3 +459,36 @@ def member_parity(module, model_dir: Path, *, n: int = 2, seed: int = 1) -> dict
                           c.numpy())
     out["ratio"] = abs(float(np.linalg.norm(g2) / np.linalg.norm(g1)) / ref - 1)
     return out
+
+
+# --------------------------------------------------------------------------- DICOM written here
+def write_ct_dicom(path: Path, hu: np.ndarray, *, window: tuple[float, float] | None = None,
+                   pixels: bool = True) -> Path:
+    """A CT image of ``hu`` ((H, W), or (F, H, W) for a multi-frame object) written with
+    pydicom, stored as HU + 1024 in unsigned 16 bits (the usual rescale intercept -1024);
+    ``window``: its (centre, width); ``pixels=False``: no pixel data."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "CT", generate_uid()
+    ds.Rows, ds.Columns = hu.shape[-2:]
+    if hu.ndim == 3:
+        ds.NumberOfFrames = hu.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if pixels:
+        ds.PixelData = (np.asarray(hu) + 1024).astype("<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path

@@ -55,6 +55,16 @@ class RankArgs:
     plot_dir: Path | None
     folds: bool
     within_family: bool
+    path_column: str | None = None
+    label_column: str | None = None
+    group_column: str | None = None
+    split_column: str | None = None
+
+    def columns(self) -> dict[str, str | None] | None:
+        """The label-table columns given (``None``: none, each role found by name)."""
+        given = {"path": self.path_column, "label": self.label_column,
+                 "group": self.group_column, "split": self.split_column}
+        return {k: v for k, v in given.items() if v is not None} or None
 
 
 @contextmanager
@@ -190,6 +200,18 @@ def _plot_files(target_paths) -> list[str]:
               help="Image folders: resize every image to H x W (N: N x N) pixels, bilinear, while "
                    "loading; needed when a folder's images differ in size (the target's notes "
                    "record it). Models then resize to their own input as usual.")
+@click.option("--path-column", "path_column", default=None, metavar="NAME",
+              help="Label tables (.csv/.tsv targets): the column of image paths [default: "
+                   "path, file, filename, image...].")
+@click.option("--label-column", "label_column", default=None, metavar="NAME[,NAME...]",
+              help="Label tables: the label column, or several 0/1 columns (multi-label) "
+                   "[default: label, class, diagnosis...].")
+@click.option("--group-column", "group_column", default=None, metavar="NAME",
+              help="Label tables: the patient column, kept together in resamples [default: "
+                   "patient, patient_id, subject...].")
+@click.option("--split-column", "split_column", default=None, metavar="NAME",
+              help="Label tables: the train/val/test column that --split reads [default: "
+                   "split, subset, partition].")
 @click.option("--demo", is_flag=True,
               help="Rank the bundled demo zoo on the bundled BreastMNIST target (offline).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -306,7 +328,7 @@ def _run(args: RankArgs, checked: dict[str, Any]) -> None:
             fraction=args.fraction, level=args.level, fu_resample=args.fu_resample,
             folds=args.folds, executor=args.executor_name, ray_address=args.ray_address,
             max_retries=args.max_retries, progress=progress,
-            within_family=args.within_family)
+            within_family=args.within_family, columns=args.columns())
     if not isinstance(result, Rankings):
         result = Rankings([result], several_targets=False)
     if not args.quiet:

@@ -78,6 +78,10 @@ class TargetData:
     modality : str
         What the images are (DICOM ``Modality`` such as ``CT`` or ``MR``, ``NIfTI``, or
         ``""`` for 8-bit images).
+    groups : tuple of str, optional
+        The group (patient) of each image, from a label table's patient column: resamples
+        keep a group's images together. Not part of the content hash (it changes which
+        images are drawn together, not any image's features).
     """
 
     images: NDArray[np.uint8]
@@ -92,6 +96,7 @@ class TargetData:
     physical: NDArray[np.float32] | None = None
     unit: str = ""
     modality: str = ""
+    groups: tuple[str, ...] | None = None
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +134,11 @@ class TargetData:
         object.__setattr__(self, "order", str(self.order))
         object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
         physical = self._checked_physical(images, where)
+        if self.groups is not None:
+            groups = tuple(str(g) for g in self.groups)
+            if len(groups) != images.shape[0]:
+                raise InputError(f"{where}: {len(groups)} groups for {images.shape[0]} images")
+            object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "physical", physical)
         object.__setattr__(self, "sha256", content_sha256(images, labels, physical))
 
@@ -186,8 +196,10 @@ class TargetData:
         counts = ", ".join(f"{name} {int(n)}" for name, n in zip(self.class_names,
                                                                  self.class_counts()))
         where = f" from {self.source}" if self.source else ""
+        groups = (f"; {len(set(self.groups))} groups (patients), kept together in resamples"
+                  if self.groups is not None else "")
         return (f"{self.name} ({self.split}){where}: {len(self)} images {h}x{w} {chans}, "
-                f"{values}; {self.task}, per class: {counts}")
+                f"{values}; {self.task}, per class: {counts}{groups}")
 
     def class_counts(self) -> NDArray[np.int64]:
         """Images per class (positives per label for a multi-label target)."""
@@ -203,9 +215,10 @@ class TargetData:
         images.setflags(write=False)
         labels.setflags(write=False)
         physical = None if self.physical is None else self.physical[idx]
+        groups = None if self.groups is None else tuple(self.groups[i] for i in idx)
         return TargetData(images, labels, self.name, self.n_classes, self.source,
                           self.split if split is None else split, self.class_names, self.order,
-                          self.notes, physical, self.unit, self.modality)
+                          self.notes, physical, self.unit, self.modality, groups)
 
 
 def _frozen(a: NDArray[Any], dtype: type) -> NDArray[Any]:

@@ -268,9 +268,42 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
         is_split = any(root.name.lower() in v for v in SPLIT_DIRS.values())
         name = (root.name if split != "all" else
                 f"{root.parent.name}-{root.name}" if is_split else root.name)
+    order = class_interleaved_order(labels)
+    return load_files([files[i] for i in order], labels[order], classes, name=name,
+                      source=str(folder), split=split, order=FOLDER_ORDER, size=size,
+                      filter=filter, mode=mode, siblings=_sibling_split_files(root, split))
+
+
+def load_files(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str], *,
+               name: str, source: str, split: str, order: str,
+               size: int | tuple[int, int] | None = None, filter: str = DEFAULT_FILTER,
+               mode: str = "auto", siblings: Sequence[Path] = ()) -> TargetData:
+    """A target of image files, in the order given (class folders and label tables).
+
+    Image files are read with Pillow (16-bit, 32-bit integer and float values mapped to uint8
+    by one map for the whole target, their raw values kept as physical values); DICOM and
+    NIfTI files by :func:`~.scans.load_scans`. The two kinds do not mix in one target.
+
+    Parameters
+    ----------
+    files : sequence of Path
+    labels : ndarray, int64 (N,) or (N, L)
+    classes : sequence of str
+    name, source, split, order
+        As :class:`TargetData`.
+    size, filter, mode
+        As :func:`load_image_folder`.
+    siblings : sequence of Path
+        Files of the other splits, whose values share the 16-bit map.
+    """
     medical = [is_medical_file(f) for f in files]
     if any(medical):
-        return _scans(files, labels, classes, medical, folder, name, split, size, filter)
+        if not all(medical):
+            other = next(f for f, m in zip(files, medical) if not m)
+            raise InputError(f"{source}: mixes medical files (DICOM, NIfTI) with other images "
+                             f"(e.g. {other}); give one kind of file per target")
+        return load_scans(files, labels, classes, name=name, source=source, split=split,
+                          order=order, size=size, filter=filter)
     headers = [_header(f) for f in files]
     modes = [m for m, _ in headers]
     if mode == "auto":
@@ -278,22 +311,21 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     shapes = {wh for _, wh in headers}
     if size is None and len(shapes) > 1:
         sizes = sorted(f"{w}x{h}" for w, h in shapes)
-        raise InputError(f"{folder}: images differ in size ({', '.join(sizes[:4])}); give one "
+        raise InputError(f"{source}: images differ in size ({', '.join(sizes[:4])}); give one "
                          "size to resize them to while loading (--size HxW on the command line, "
                          "size= in Python)")
-    imap = _intensity(files, modes, _sibling_split_files(root, split))
-    order = class_interleaved_order(labels)
+    imap = _intensity(list(files), modes, list(siblings))
     images: list[NDArray[np.uint8]] = []
     # Wide (16-bit, 32-bit, float) grey images keep their values as the target's physical
     # values too, for members with an intensity convention (percentile, zscore, a window).
     raw: list[NDArray[np.float32]] | None = [] if imap is not None and mode == "L" else None
-    for i in order:
-        img = _load_one(files[i], mode, imap)
+    for f in files:
+        img = _load_one(f, mode, imap)
         if size is not None:
             img = resize(img[None], size, filter=filter)[0]
         images.append(img)
         if raw is not None:
-            raw.append(_raw_values(files[i], img.shape[:2], filter))
+            raw.append(_raw_values(f, img.shape[:2], filter))
     notes = [imap.note] if imap is not None and imap.note else []
     if size is not None and any(_resized_wh(wh, size) != wh for wh in shapes):
         h, w = images[0].shape[:2]
@@ -301,8 +333,8 @@ def load_image_folder(root: PathLike, *, split: str = "all", name: str | None = 
     stacked = np.stack(images)
     stacked.setflags(write=False)  # ours alone: TargetData keeps it without a copy
     physical = None if raw is None else np.stack(raw)[..., None]
-    return TargetData(stacked, labels[order], name, len(classes), str(folder), split, classes,
-                      FOLDER_ORDER, tuple(notes), physical)
+    return TargetData(stacked, labels, name, len(classes), source, split, tuple(classes),
+                      order, tuple(notes), physical)
 
 
 def _raw_values(path: Path, hw: tuple[int, int], filter: str) -> NDArray[np.float32]:
@@ -314,20 +346,6 @@ def _raw_values(path: Path, hw: tuple[int, int], filter: str) -> NDArray[np.floa
         pil = Image.fromarray(values, mode="F").resize((hw[1], hw[0]), RESIZE_FILTERS[filter])
         values = np.asarray(pil, dtype=np.float32)
     return values
-
-
-def _scans(files: list[Path], labels: NDArray[np.int64], classes: tuple[str, ...],
-           medical: list[bool], folder: Path, name: str, split: str,
-           size: int | tuple[int, int] | None, filter: str) -> TargetData:
-    """A folder of DICOM or NIfTI files (:func:`~.scans.load_scans`), in the folder order."""
-    if not all(medical):
-        other = next(f for f, m in zip(files, medical) if not m)
-        raise InputError(f"{folder}: mixes medical files (DICOM, NIfTI) with other images "
-                         f"(e.g. {other}); give one kind of file per target")
-    order = class_interleaved_order(labels)
-    return load_scans([files[i] for i in order], labels[order], classes, name=name,
-                      source=str(folder), split=split, order=FOLDER_ORDER, size=size,
-                      filter=filter)
 
 
 def _resized_wh(width_height: tuple[int, int], size: int | tuple[int, int]) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """The one entry point that loads any supported target: it dispatches on what a path holds (an
-official MedMNIST npz, a paper fold npz, or a folder of class sub-folders) to the readers.
+official MedMNIST npz, a paper fold npz, a folder of class sub-folders, or a label table) to
+the readers.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import numpy as np
 
 from ..errors import InputError
 from .dataset import SPLITS, TargetData
-from .folders import load_image_folder
+from .dataset import DATASET_ORDER, FOLDER_ORDER, class_interleaved_order
+from .folders import load_files, load_image_folder
 from .medmnist import load_npz_target
+from .table import TABLE_SUFFIXES, read_label_table
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -41,7 +44,8 @@ def parse_split(split: str | None, fold: int | None) -> tuple[str | None, int | 
 def load_target(path: PathLike, split: str | None = None, *, fold: int | None = None,
                 name: str | None = None, dedupe: bool = False,
                 size: int | tuple[int, int] | None = None, filter: str = "bilinear",
-                n_folds: int = 5, stratified: bool = False) -> TargetData:
+                n_folds: int = 5, stratified: bool = False,
+                columns: dict[str, str | None] | None = None) -> TargetData:
     """Load one split of a target dataset from a file or folder.
 
     Parameters
@@ -76,6 +80,11 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
     n_folds, stratified : int, bool
         Passed to :func:`~gradnca_onnx.data.folds.make_paper_folds` when folds are drawn from
         an official npz.
+    columns : dict, optional
+        Label tables only: the column of each role, ``{"path": ..., "label": ...,
+        "group": ..., "split": ...}`` (``label`` may name several 0/1 columns, comma
+        separated); roles left out are found by header name
+        (:func:`~gradnca_onnx.data.table.read_label_table`).
 
     Returns
     -------
@@ -86,6 +95,17 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
     if not p.exists():
         raise FileNotFoundError(f"target {str(p)!r} does not exist; give a MedMNIST npz, a fold npz "
                                 "or a folder of class sub-folders")
+    if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
+        if fold is not None:
+            raise InputError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
+                             "a label table; give a split of the table (its split column) "
+                             "instead")
+        return load_table_target(p, split, name=name, size=size, filter=filter,
+                                 columns=columns)
+    if columns:
+        raise InputError(f"{p}: the column options (--path-column, --label-column, "
+                         "--group-column, --split-column) apply to label tables (.csv, .tsv) "
+                         "only")
     if p.is_dir():
         if fold is not None:
             raise InputError(f"{p}: the paper's folds exist for MedMNIST npz files only, not for "
@@ -100,3 +120,49 @@ def load_target(path: PathLike, split: str | None = None, *, fold: int | None = 
                          "leave the size out")
     return load_npz_target(p, "train" if split is None else split, fold=fold, name=name,
                            n_folds=n_folds, stratified=stratified)
+
+
+def load_table_target(path: PathLike, split: str | None = None, *, name: str | None = None,
+                      size: int | tuple[int, int] | None = None, filter: str = "bilinear",
+                      columns: dict[str, str | None] | None = None) -> TargetData:
+    """A target from a label table (:func:`~gradnca_onnx.data.table.read_label_table`): its
+    files (images, DICOM or NIfTI) with their labels, the rows of ``split`` (default all),
+    patients kept as the target's groups.
+
+    A table is often sorted by class, so the images of a single-label target come in the
+    class-interleaved order of image folders (:data:`~.dataset.FOLDER_ORDER`): S_FU's batches
+    of consecutive images then hold every class.
+    """
+    p = Path(path)
+    cols = dict(columns or {})
+    unknown = set(cols) - {"path", "label", "group", "split"}
+    if unknown:
+        raise InputError(f"columns: unknown role(s) {sorted(unknown)}; use path, label, group, "
+                         "split")
+    label = cols.get("label")
+    table = read_label_table(
+        p, path_column=cols.get("path"),
+        label_columns=None if label is None else [c.strip() for c in label.split(",")],
+        group_column=cols.get("group"), split_column=cols.get("split"))
+    rows = np.arange(len(table))
+    split = "all" if split is None else split
+    if split != "all":
+        if table.splits is None:
+            raise InputError(f"{p}: split {split!r} asked for, but the table has no split column "
+                             "(name it with --split-column, or leave the split out)")
+        rows = np.array([i for i, s in enumerate(table.splits) if s == split], dtype=np.int64)
+        if rows.size == 0:
+            raise InputError(f"{p}: no row of split {split!r} (the split column has "
+                             f"{', '.join(sorted(set(table.splits)))})")
+    order = DATASET_ORDER
+    if table.labels.ndim == 1:
+        rows = rows[class_interleaved_order(table.labels[rows])]
+        order = FOLDER_ORDER
+    labels = table.labels[rows]
+    target = load_files([table.paths[i] for i in rows], labels, table.class_names,
+                        name=name or p.stem, source=str(p), split=split, order=order,
+                        size=size, filter=filter)
+    groups = None if table.groups is None else tuple(table.groups[i] for i in rows)
+    from dataclasses import replace
+
+    return replace(target, notes=(*table.notes, *target.notes), groups=groups)

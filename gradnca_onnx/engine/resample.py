@@ -145,12 +145,16 @@ def _draws(target: TargetData, resampling: Resampling,
     Drawn (:mod:`gradnca_onnx.evaluation.resampling`) unless explicit ``subsamples`` are
     given; with those, the ``"batches"`` estimator takes every cached batch once.
     """
-    from ..evaluation.resampling import batch_draws, stratified_subsamples
+    from ..evaluation.resampling import batch_draws, grouped_subsamples, stratified_subsamples
 
     if subsamples is None:
         resampling.check()
-        drawn = stratified_subsamples(target.labels, resampling.n_resamples,
-                                      fraction=resampling.fraction, seed=resampling.seed)
+        if target.groups is not None:  # a label table's patients: each drawn whole
+            drawn = grouped_subsamples(target.labels, target.groups, resampling.n_resamples,
+                                       fraction=resampling.fraction, seed=resampling.seed)
+        else:
+            drawn = stratified_subsamples(target.labels, resampling.n_resamples,
+                                          fraction=resampling.fraction, seed=resampling.seed)
         return drawn, batch_draws(len(target), len(drawn), seed=resampling.seed)
     Resampling(max(2, len(subsamples)), resampling.seed, 1.0, resampling.level,
                resampling.fu).check()

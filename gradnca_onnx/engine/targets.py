@@ -72,7 +72,8 @@ class RankTargets:
 
 def load_rank_targets(values: Iterable[str | os.PathLike], split: str | None = None, *,
                       size: int | tuple[int, int] | None = None,
-                      folds: bool = False) -> RankTargets:
+                      folds: bool = False,
+                      columns: dict[str, str | None] | None = None) -> RankTargets:
     """Expand ``values`` (:func:`expand_targets`) and load each target's ``split``.
 
     Parameters
@@ -81,6 +82,7 @@ def load_rank_targets(values: Iterable[str | os.PathLike], split: str | None = N
     split : as :func:`~gradnca_onnx.data.dataset.load_target` (default per kind of target)
     size : folders: resize every image to this size while loading
     folds : load nothing (``rank --folds`` loads the folds of each path)
+    columns : label tables: the column of each role (``load_target``'s ``columns``)
 
     Raises
     ------
@@ -93,5 +95,6 @@ def load_rank_targets(values: Iterable[str | os.PathLike], split: str | None = N
     paths, expanded = expand_targets(values)
     if not paths:
         raise InputError(f"no target found in {', '.join(map(str, values))}")
-    data = [None if folds else load_target(p, split, size=size) for p in paths]
+    data = [None if folds else load_target(p, split, size=size, columns=columns)
+            for p in paths]
     return RankTargets(paths, data, expanded or len(paths) > 1)

@@ -77,6 +77,52 @@ def stratified_subsamples(labels: ArrayLike, n_resamples: int, *,
     return out
 
 
+def grouped_subsamples(labels: ArrayLike, groups: Sequence[str], n_resamples: int, *,
+                       fraction: float, seed: int = 0) -> list[NDArray[np.int64]]:
+    """Subsamples that keep each group (patient) whole: :func:`stratified_subsamples` with
+    groups in place of images.
+
+    Each group joins the stratum of its most frequent class (ties: the lower code); a
+    resample takes a stratum's groups in a seeded random order until it holds at least
+    ``max(2, floor(fraction * n_c + 1/2))`` of the stratum's ``n_c`` images. A patient's
+    correlated images are thus drawn together or not at all, so the spread of a resampled
+    score is not understated.
+
+    Returns
+    -------
+    list of int64 index arrays into the target, each sorted (the target's order)
+    """
+    y = np.asarray(labels).reshape(-1)
+    if len(groups) != y.size:
+        raise InputError(f"{len(groups)} groups for {y.size} images")
+    if not 0.0 < float(fraction) <= 1.0:
+        raise InputError(f"fraction must be in (0, 1]; got {fraction!r}")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    strata: dict[int, list[NDArray[np.int64]]] = {}
+    for rows in members.values():
+        idx = np.asarray(rows, dtype=np.int64)
+        strata.setdefault(int(np.bincount(y[idx]).argmax()), []).append(idx)
+    rng, _ = _rngs(seed)
+    out = []
+    for _ in range(int(n_resamples)):
+        parts = []
+        for c in sorted(strata):
+            pool = strata[c]
+            need = max(2, int(np.floor(fraction * sum(g.size for g in pool) + 0.5)))
+            taken = 0
+            for k in rng.permutation(len(pool)):
+                if taken >= need:
+                    break
+                parts.append(pool[k])
+                taken += pool[k].size
+        out.append(np.sort(np.concatenate(parts)).astype(np.int64))
+    if min(r.size for r in out) < 6:
+        raise InputError("a resample is too small for S_FU (six batches); raise --fraction")
+    return out
+
+
 def batch_draws(n_samples: int, n_resamples: int, *, seed: int = 0) -> NDArray[np.int64]:
     """For the cheap S_FU estimator: per resample, the S_FU batches drawn with replacement.
 

@@ -14,7 +14,7 @@ from gradnca_onnx.cli import main
 from gradnca_onnx.data import load_target
 from gradnca_onnx.errors import InputError
 
-from _support import assert_one_line_error, copy_zoo, edit_manifest, snapshot
+from _support import assert_one_line_error, copy_zoo, edit_manifest, snapshot, write_ct_dicom
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -79,27 +79,8 @@ def test_a_16bit_png_folder_ranks_with_a_percentile_member(tmp_path):
 
 
 def _one_ct(path, frames: int = 1, pixels: bool = True):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID = "CT", generate_uid()
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if pixels:
-        ds.PixelData = np.zeros((frames, 8, 8), "<i2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    hu = np.zeros((frames, 8, 8) if frames > 1 else (8, 8), np.int16)
+    write_ct_dicom(path, hu, pixels=pixels)
 
 
 @pytest.mark.parametrize("case,fragment", [

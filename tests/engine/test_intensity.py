@@ -22,7 +22,7 @@ from gradnca_onnx.engine import scoring
 from gradnca_onnx.errors import InputError
 from gradnca_onnx.zoo import load_manifest
 
-from _support import copy_zoo, edit_manifest, small_target
+from _support import copy_zoo, edit_manifest, small_target, write_ct_dicom
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -148,30 +148,6 @@ def test_an_8bit_member_keeps_its_cache_key_and_a_convention_changes_it(tmp_path
 # --------------------------------------------------------------------------- end to end
 
 
-def _write_ct(path, hu: np.ndarray, window=None):
-    """A CT slice of ``hu`` (stored as HU + 1024, the usual rescale)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID = "CT", generate_uid()
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = (hu + 1024).astype("<u2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-
-
 def _ct_folder(root, n: int = 12, side: int = 28):
     """Two classes of CT slices: air with a soft-tissue disc, or with a bone disc."""
     rng = np.random.default_rng(0)
@@ -182,7 +158,7 @@ def _ct_folder(root, n: int = 12, side: int = 28):
             disc = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 < r * r
             hu = np.where(disc, hu_disc, -1000) + rng.normal(0, 20, (side, side))
             hu = np.maximum(hu, -1024)  # stored as HU + 1024 in unsigned 16 bits
-            _write_ct(root / cls / f"{i:02d}.dcm", hu.astype(np.int16), window=(40, 400))
+            write_ct_dicom(root / cls / f"{i:02d}.dcm", hu.astype(np.int16), window=(40, 400))
     return root
 
 
