@@ -266,16 +266,17 @@ def preprocess_values(values: ArrayLike, *, mean: Sequence[float], std: Sequence
         raise InputError(f"channels must be 1 or 3; got {channels!r}")
     if size is not None and x.shape[1:3] != _hw(size):
         x = _resize_float(x, _hw(size), _filter(filter))
-    if channels == 3 and x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)  # after resizing: one channel resized, not three
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    m = np.asarray(mean, dtype=np.float32).reshape(-1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1)
     if m.size != channels or s.size != channels or not np.all(s > 0):
         raise InputError(f"mean and std need {channels} value(s), std > 0; got {mean!r}, "
                          f"{std!r}")
-    out = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    out -= m
-    out /= s
+    # Written channel by channel into the output: no replicated or transposed copy of the
+    # target (grey values replicated to 3 channels here).
+    out = np.empty((x.shape[0], channels, x.shape[1], x.shape[2]), dtype=np.float32)
+    for c in range(channels):
+        np.subtract(x[..., c if x.shape[-1] > 1 else 0], m[c], out=out[:, c])
+        out[:, c] /= s[c]
     return out
 
 

@@ -75,8 +75,9 @@ def read_scan(path: PathLike) -> MedicalImage:
 
 def _masked(image: MedicalImage) -> NDArray[np.float32]:
     """The image's values with padding as ``NaN`` (never a statistic's input)."""
-    values = np.array(image.values, dtype=np.float32)
-    if image.padding is not None:
+    values = np.asarray(image.values, dtype=np.float32)  # the reader's own array: no copy
+    if image.padding is not None and image.padding.any():
+        values = values.copy()
         values[image.padding] = np.nan
     return values
 
@@ -87,10 +88,13 @@ def _resized(values: NDArray[np.float32], size: tuple[int, int],
     mask is mostly padding."""
     h, w = size
     nan = np.isnan(values)
-    filled = np.where(nan, np.nanmin(values) if not nan.all() else 0.0, values)
-    out = np.asarray(Image.fromarray(filled.astype(np.float32), mode="F").resize(
-        (w, h), resample), dtype=np.float32).copy()
-    if nan.any():
+    padded = bool(nan.any())
+    filled = np.where(nan, np.nanmin(values) if not nan.all() else 0.0, values) if padded \
+        else values
+    out = np.asarray(Image.fromarray(np.ascontiguousarray(filled, dtype=np.float32), mode="F")
+                     .resize((w, h), resample), dtype=np.float32)
+    if padded:
+        out = out.copy()
         mask = np.asarray(Image.fromarray(nan.astype(np.float32), mode="F").resize(
             (w, h), resample))
         out[mask > 0.5] = np.nan
@@ -144,23 +148,27 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
     if filter not in RESIZE_FILTERS:
         raise InputError(f"unknown resize filter {filter!r}; use one of {sorted(RESIZE_FILTERS)}")
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-    values, windows, modalities, units, notes = [], [], set(), set(), []
-    for f in files:
+    windows, modalities, units, notes = [], set(), set(), []
+    physical: NDArray[np.float32] | None = None
+    for k, f in enumerate(files):
         image = read_scan(f)
         v = _masked(image)
         if hw is not None and v.shape != hw:
             v = _resized(v, hw, RESIZE_FILTERS[filter])  # type: ignore[arg-type]
-        values.append(v)
+        if physical is None:  # one array for the target, filled slice by slice
+            physical = np.empty((len(files), *v.shape), dtype=np.float32)
+        elif v.shape != physical.shape[1:]:
+            sizes = sorted({f"{v.shape[0]}x{v.shape[1]}",
+                            f"{physical.shape[1]}x{physical.shape[2]}"})
+            raise InputError(f"{source}: images differ in size ({', '.join(sizes)}, at {f}); "
+                             "give one size to resize them to while loading (--size HxW on "
+                             "the command line, size= in Python)")
+        physical[k] = v
         windows.append(image.window)
         modalities.add(image.modality)
         units.add(image.unit)
-    shapes = {v.shape for v in values}
-    if len(shapes) > 1:
-        sizes = sorted(f"{h}x{w}" for h, w in shapes)
-        raise InputError(f"{source}: images differ in size ({', '.join(sizes[:4])}); give one "
-                         "size to resize them to while loading (--size HxW on the command line, "
-                         "size= in Python)")
-    physical = np.stack(values)
+    if physical is None:
+        raise InputError(f"{source}: no files to read")
     images, how = render_8bit(physical, windows)
     notes.append(how)
     if hw is not None:
