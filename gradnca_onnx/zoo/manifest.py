@@ -737,11 +737,12 @@ def load_manifest(model_dir: str | os.PathLike, *, verify: bool = True) -> Manif
 def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
     """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``.
 
-    The file is always written in the current layout (:data:`SCHEMA_VERSION`); every older
-    manifest is a valid one of the current schema (each schema only added fields or values),
-    so upgrading loses nothing.
+    The file is written in the oldest layout that holds its fields (:func:`write_version`:
+    :data:`WRITE_VERSION`, or 6 with an intensity convention); every older manifest is a valid
+    one of that schema (each schema only added fields or values), so upgrading loses nothing,
+    and a member without a convention is written as earlier versions wrote it.
     """
-    manifest = replace(manifest, schema_version=SCHEMA_VERSION)
+    manifest = replace(manifest, schema_version=write_version(manifest.input.intensity))
     manifest.validate(where=f"manifest for {manifest.name!r}")
     path = Path(model_dir) / MANIFEST_FILE
     atomic_write_text(path, manifest.to_json())

@@ -212,3 +212,38 @@ def test_unit_mismatch_is_refused(tmp_path):
                            physical=t.images.astype(np.float32), unit="a.u.", modality="MR")
     ranking = g.rank(zoo, mr, cache=False, threads=1)
     assert "expects values in HU" in ranking.models[0].error
+
+
+# --------------------------------------------------------------------------- export and import
+
+
+def test_import_records_the_convention_and_export_refuses_a_bad_one_first(tmp_path):
+    from _support import import_lrn
+
+    member = import_lrn(tmp_path, tmp_path / "zoo", "lrn", 0, "--intensity", "zscore")
+    m = load_manifest(member)
+    assert m.schema_version == 6 and m.input.intensity == {"kind": "zscore"}
+    assert m.input.mean == (0.0, 0.0, 0.0) and m.input.std == (1.0, 1.0, 1.0)
+    assert m.source.options.get("normalisation_from", "zscore").startswith(("zscore", "--norm"))
+    plain = load_manifest(import_lrn(tmp_path, tmp_path / "zoo", "plain", 0))
+    assert plain.schema_version == 5 and plain.input.intensity is None
+    res = CliRunner().invoke(main, ["export", "--arch", "resnet18", "--intensity",
+                                    "window:1000,-1000", "--out", str(tmp_path / "z2")])
+    assert res.exit_code == 2 and "LOW must be below HIGH" in res.output
+    assert not (tmp_path / "z2").exists()
+
+
+def test_the_python_api_ranks_2d_nifti_with_a_zscore_member(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    rng = np.random.default_rng(4)
+    for cls, level in (("a", 100.0), ("b", 130.0)):
+        (tmp_path / "nii" / cls).mkdir(parents=True)
+        for i in range(10):
+            data = rng.normal(level, 60.0, (28, 28, 1)).astype(np.float32)
+            nib.Nifti1Image(data, np.eye(4)).to_filename(tmp_path / "nii" / cls / f"{i}.nii")
+    zoo = _window_member(tmp_path, intensity={"kind": "zscore"})
+    ranking = g.rank(zoo, tmp_path / "nii", cache=False, threads=1)
+    assert ranking.ok, ranking.models[0].error
+    assert any("intensity zscore applied to the target's NIfTI values" in n
+               for n in ranking.models[0].notes)
+    assert "NIfTI physical values" in ranking.target_summary
