@@ -492,3 +492,17 @@ def write_ct_dicom(path: Path, hu: np.ndarray, *, window: tuple[float, float] | 
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
+
+
+def tiny_training_target(path: Path) -> Path:
+    """A two-class 28 px MedMNIST-style npz (16/8/8 images) for fine-tuning tests: grey
+    squares, class 1 brighter."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 16), ("val", 8), ("test", 8)):
+        y = np.arange(n) % 2
+        arrays[f"{split}_images"] = (rng.integers(0, 60, (n, 28, 28))
+                                     + 120 * y[:, None, None]).astype(np.uint8)
+        arrays[f"{split}_labels"] = y.reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import SourceError
 from .base import LoadedModel, Member, ModelSource
@@ -124,3 +124,29 @@ class ConstructorSource(ModelSource):
         return self.load(src.reference, ckpt, kwargs=options.get(self.kwargs_key),
                          channels=member.manifest.input.channels, trust_pickle=trust_pickle,
                          seed=seed)
+
+
+def rebuild_located(source: "ConstructorSource", member: Member,
+                    checkpoint: str | os.PathLike | None, trust_pickle: bool,
+                    weights: Callable[[str], Path | None]) -> LoadedModel:
+    """A timm or open_clip member whose reference is a Hub name or a directory, rebuilt: a
+    ``local-dir:NAME`` from the directory of that name beside the member (or given), a Hub
+    name from the same cache entry (``weights(reference)``: its weights file), the weights'
+    sha256 checked either way; then built with the manifest's options and seed."""
+    from .hub import is_directory_reference
+
+    seed, options = check_options(member)
+    src = member.source
+    reference = src.reference
+    ckpt: Path | None
+    if is_directory_reference(reference):  # recorded by name: found beside the member
+        directory = find_directory(member, checkpoint)
+        reference, ckpt = str(directory), directory / (src.checkpoint or "")
+    elif checkpoint is not None:
+        ckpt = find_checkpoint(member, checkpoint)
+    else:
+        found = weights(reference)
+        ckpt = find_checkpoint(member, found) if found is not None else None
+    return source.load(reference, ckpt, kwargs=options.get(source.kwargs_key),
+                       channels=member.manifest.input.channels, trust_pickle=trust_pickle,
+                       seed=seed)

@@ -40,7 +40,7 @@ from ..errors import SourceError, first_line, optional_import
 from .base import LoadedModel, Member
 from .building import build_for_state, jsonable, seeded, stem_channels
 from .checkpoints import read_checkpoint
-from .from_manifest import ConstructorSource, check_options, find_checkpoint, find_directory
+from .from_manifest import ConstructorSource, rebuild_located
 from .hub import hub_directory, is_directory_reference, recorded_directory
 
 #: The config file of an open_clip Hub repository or directory.
@@ -379,18 +379,8 @@ class OpenClipSource(ConstructorSource):
         src = member.source
         if _is_named(src.reference):
             return super().rebuild(member, checkpoint=checkpoint, trust_pickle=trust_pickle)
-        seed, options = check_options(member)
-        reference = src.reference
-        if is_directory_reference(reference):  # recorded by name: found beside the member
-            directory = find_directory(member, checkpoint)
-            reference, ckpt = str(directory), directory / (src.checkpoint or "")
-        elif checkpoint is not None:
-            ckpt = find_checkpoint(member, checkpoint)
-        else:
-            ckpt = find_checkpoint(member, _named(reference, trust_pickle).weights)
-        return self.load(reference, ckpt, kwargs=options.get(self.kwargs_key),
-                         channels=member.manifest.input.channels, trust_pickle=trust_pickle,
-                         seed=seed)
+        return rebuild_located(self, member, checkpoint, trust_pickle,
+                               lambda ref: _named(ref, trust_pickle).weights)
 
 
 SOURCES = (OpenClipSource(),)

@@ -30,7 +30,7 @@ from .base import LoadedModel, Member
 from .building import build_for_state, jsonable, kwargs_signature, seeded, stem_channels
 from .checkpoints import read_checkpoint
 from .custom import pickled_module
-from .from_manifest import ConstructorSource, check_options, find_checkpoint, find_directory
+from .from_manifest import ConstructorSource, rebuild_located
 from .hub import hub_directory, is_directory_reference, recorded_directory
 
 #: Weight files of a timm Hub/local directory, in the order they are read.
@@ -316,19 +316,8 @@ class TimmSource(ConstructorSource):
         src = member.source
         if not (src.reference.startswith("hf-hub:") or is_directory_reference(src.reference)):
             return super().rebuild(member, checkpoint=checkpoint, trust_pickle=trust_pickle)
-        seed, options = check_options(member)
-        reference = src.reference
-        if is_directory_reference(reference):  # recorded by name: found beside the member
-            directory = find_directory(member, checkpoint)
-            reference, ckpt = str(directory), directory / (src.checkpoint or "")
-        elif checkpoint is not None:
-            ckpt = find_checkpoint(member, checkpoint)
-        else:
-            weights = _named(reference).weights
-            ckpt = find_checkpoint(member, weights) if weights is not None else None
-        return self.load(reference, ckpt, kwargs=options.get(self.kwargs_key),
-                         channels=member.manifest.input.channels, trust_pickle=trust_pickle,
-                         seed=seed)
+        return rebuild_located(self, member, checkpoint, trust_pickle,
+                               lambda ref: _named(ref).weights)
 
 
 SOURCES = (TimmSource(),)

@@ -15,6 +15,8 @@ from gradnca_onnx.training.grid import grid_from_mapping  # noqa: E402
 from gradnca_onnx.training.store import RunStore  # noqa: E402
 from gradnca_onnx.zoo import read_manifest  # noqa: E402
 
+from _support import tiny_training_target  # noqa: E402
+
 #: ViT-B-32's config made tiny (--arch-kwarg), random init with a seed other than 0.
 TINY = {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32,
         "embed_dim": 8}
@@ -24,19 +26,6 @@ GRID = {"base": "quick", "lr": [0.01], "weight_decay": [0.0], "momentum": [0.9],
         "max_epochs": 1, "patience": 1, "image_size": 32}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _tiny_target(path):
-    """A two-class 28 px MedMNIST-style npz (16/8/8 images): grey squares, class 1 brighter."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 16), ("val", 8), ("test", 8)):
-        y = np.arange(n) % 2
-        arrays[f"{split}_images"] = (rng.integers(0, 60, (n, 28, 28))
-                                     + 120 * y[:, None, None]).astype(np.uint8)
-        arrays[f"{split}_labels"] = y.reshape(-1, 1)
-    np.savez(path, **arrays)
-    return path
 
 
 def test_open_clip_member_is_fine_tuned_with_a_head_on_its_image_embedding(tmp_path):
@@ -53,7 +42,7 @@ def test_open_clip_member_is_fine_tuned_with_a_head_on_its_image_embedding(tmp_p
     src = training.load_source(member)
     assert src.head == "head" and isinstance(src.module, training.head.WithHead)
     assert src.identity["kind"] == "open_clip"
-    target = _tiny_target(tmp_path / "tiny.npz")
+    target = tiny_training_target(tmp_path / "tiny.npz")
     res = training.run_grid(member, training.load_target_splits(target, fold=None),
                             grid_from_mapping(GRID), tmp_path / "runs.sqlite",
                             batch_sizes=(4,), stop_on_error=True)

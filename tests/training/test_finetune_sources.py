@@ -30,6 +30,8 @@ from gradnca_onnx.training.grid import grid_from_mapping  # noqa: E402
 from gradnca_onnx.training.store import RunStore  # noqa: E402
 from gradnca_onnx.zoo import read_manifest  # noqa: E402
 
+from _support import tiny_training_target  # noqa: E402
+
 #: The members: name -> (--arch, constructor keyword arguments), all at 32 px, random init.
 TIMM = ("timm:vit_tiny_patch16_224", {"img_size": 32, "depth": 2})
 MONAI = ("monai:DenseNet121", {"init_features": 8, "growth_rate": 4})
@@ -42,19 +44,6 @@ GRID = {"base": "quick", "lr": [0.01], "weight_decay": [0.0], "momentum": [0.9],
 
 # Tiny tensors on a shared 2-core machine: one thread is fastest and keeps runs deterministic.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _tiny_target(path: Path) -> Path:
-    """A two-class 28 px MedMNIST-style npz (16/8/8 images): grey squares, class 1 brighter."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 16), ("val", 8), ("test", 8)):
-        y = np.arange(n) % 2
-        arrays[f"{split}_images"] = (rng.integers(0, 60, (n, 28, 28))
-                                     + 120 * y[:, None, None]).astype(np.uint8)
-        arrays[f"{split}_labels"] = y.reshape(-1, 1)
-    np.savez(path, **arrays)
-    return path
 
 
 def _hf_vit(directory: Path) -> None:
@@ -101,7 +90,7 @@ def test_member_is_rebuilt_with_the_weights_it_was_exported_with(zoo, name):
 @pytest.mark.parametrize("name", MEMBERS)
 def test_member_is_fine_tuned_through_the_cli_and_the_python_api(zoo, name, tmp_path):
     root, exported = zoo
-    target = _tiny_target(tmp_path / "tiny.npz")
+    target = tiny_training_target(tmp_path / "tiny.npz")
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps(GRID))
     member = root / "zoo" / name
@@ -145,7 +134,7 @@ def test_finetune_names_sources_as_export_does(zoo, tmp_path):
     assert again.identity["checkpoint_sha256"] is not None
     # Through the CLI: an unknown timm name is the timm source's error, not a factory's.
     res = CliRunner().invoke(main, ["finetune", "--source", "timm:no_such_model_x", "--target",
-                                    str(_tiny_target(tmp_path / "t.npz")), "--store",
+                                    str(tiny_training_target(tmp_path / "t.npz")), "--store",
                                     str(tmp_path / "s.sqlite")])
     assert res.exit_code == 2 and "unknown timm model" in res.stderr, res.output
 
@@ -364,7 +353,7 @@ def test_headless_encoders_get_a_new_head_on_their_embedding(tmp_path):
     members = {"timm-headless": sources.create_model(
         TIMM[0], arch_kwargs={**TIMM[1], "num_classes": 0}),
         "hf-dinov2": sources.create_model(f"hf:{tmp_path / 'dinov2'}")}
-    target = _tiny_target(tmp_path / "tiny.npz")
+    target = tiny_training_target(tmp_path / "tiny.npz")
     for name, loaded in members.items():
         assert loaded.head == ""
         member = export_model(loaded, tmp_path / "zoo", ExportOptions(
