@@ -24,6 +24,7 @@ import numpy as np
 from .._version import __version__
 from ..data import TargetData, load_target, split_subfolders, split_target
 from ..data.medmnist import npz_keys, npz_kind
+from ..data.table import TABLE_SUFFIXES, group_folds, read_label_table
 from ..errors import InputError
 from ..io.loaders import load_json
 from .grid import PROTOCOL, GridSpec, RunConfig, check_seeds, load_grid
@@ -94,6 +95,10 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
     * Image folder of class sub-folders only: a stratified 60/20/20 split seeded by ``seed``
       (:func:`~gradnca_onnx.data.split_target`), after removing byte-identical duplicates
       (``dedupe``) so that no image is in two splits.
+    * Label table (``.csv``/``.tsv``): its split column's train/val/test rows; without one, a
+      60/20/20 split of whole patients when it has a patient column (five folds of
+      :func:`~gradnca_onnx.data.table.group_folds`: three train, one val, one test, so no
+      patient's images are in two splits), else the stratified split of a folder.
 
     Raises
     ------
@@ -120,6 +125,8 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
             _check_split(everything, "images")
             tr, va, te = split_target(everything, seed=seed)
             desc = f"stratified 60/20/20 split, seed {seed}" + (", deduplicated" if dedupe else "")
+    elif p.suffix.lower() in TABLE_SUFFIXES:
+        tr, va, te, desc = _table_splits(p, name=name, size=size, seed=seed)
     else:
         kind = npz_kind(npz_keys(p))
         if kind == "folds":
@@ -142,6 +149,29 @@ def load_target_splits(path: PathLike, *, fold: int | None = 1, test: PathLike |
     for d, what in ((tr, "train"), (va, "val"), (te, "test")):
         _check_split(d, what)
     return TargetSplits(tr, va, te, name or tr.name, str(p), desc)
+
+
+def _table_splits(p: Path, *, name: str | None, size: int | None, seed: int
+                  ) -> tuple[TargetData, TargetData, TargetData, str]:
+    """Train, val and test of a label table (see :func:`load_target_splits`)."""
+    splits = read_label_table(p).splits
+    if splits is not None:
+        missing = [s for s in ("train", "val", "test") if s not in splits]
+        if missing:
+            raise InputError(f"{p}: the split column has no {', '.join(missing)} rows; give "
+                             "train, val and test rows, or drop the split column")
+        tr, va, te = (load_target(p, s, size=size, name=name) for s in ("train", "val", "test"))
+        return tr, va, te, f"the split column of {p.name}"
+    everything = load_target(p, "all", size=size, name=name)
+    _check_split(everything, "images")
+    if everything.groups is None:
+        tr, va, te = split_target(everything, seed=seed)
+        return tr, va, te, f"stratified 60/20/20 split, seed {seed}"
+    fold = group_folds(everything.groups, everything.labels, 5, seed=seed)
+    tr, va, te = (everything.subset(np.flatnonzero(np.isin(fold, f)), split=s)
+                  for f, s in (([0, 1, 2], "train"), ([3], "val"), ([4], "test")))
+    return tr, va, te, (f"60/20/20 split of whole patients ({len(set(everything.groups))}; "
+                        f"five patient-keeping folds), seed {seed}")
 
 
 class Progress(Protocol):

@@ -116,3 +116,32 @@ def test_a_table_of_dicom_ct_ranks_with_a_window_member(tmp_path):
                                     str(tmp_path / "ct.csv"), "--no-cache", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "window:-1000,1000:HU applied" in res.stdout
+
+
+def test_fine_tuning_splits_of_a_table_keep_patients_whole(tmp_path):
+    from gradnca_onnx.training.runner import load_target_splits
+
+    table = _png_table(tmp_path, n=20)
+    lines = table.read_text().splitlines()
+    (tmp_path / "nosplit.csv").write_text(  # the same rows without the split column
+        "\n".join(",".join(line.split(",")[:3]) for line in lines) + "\n")
+    splits = load_target_splits(tmp_path / "nosplit.csv")
+    seen = [set(t.groups) for t in (splits.train, splits.val, splits.test)]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert sum(len(t) for t in (splits.train, splits.val, splits.test)) == 40
+    assert "whole patients" in splits.description
+    rows = [line.rsplit(",", 1) for line in lines[1:]]
+    relabelled = [f"{r},{'val' if s == 'test' and (k // 2) % 2 else s}"  # whole patients
+                  for k, (r, s) in enumerate(rows)]
+    (tmp_path / "withval.csv").write_text("\n".join([lines[0], *relabelled]) + "\n")
+    by_column = load_target_splits(tmp_path / "withval.csv")
+    assert by_column.description == "the split column of withval.csv"
+    assert (len(by_column.train), len(by_column.val), len(by_column.test)) == (32, 4, 4)
+
+
+def test_a_split_column_without_val_rows_is_one_line(tmp_path):
+    from gradnca_onnx.errors import InputError
+    from gradnca_onnx.training.runner import load_target_splits
+
+    with pytest.raises(InputError, match="no val rows"):
+        load_target_splits(_png_table(tmp_path))
