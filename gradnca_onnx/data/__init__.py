@@ -56,6 +56,7 @@ from .table import (
     group_resample_indices,
     read_label_table,
 )
+from .scans import from_physical, is_medical_file, read_scan
 from .preprocess import (
     DEFAULT_FILTER,
     HALF_MEAN,
@@ -103,6 +104,9 @@ __all__ = [
     "group_folds",
     "group_resample_indices",
     "from_arrays",
+    "from_physical",
+    "is_medical_file",
+    "read_scan",
     "list_image_folder",
     "load_image_folder",
     "load_npz_target",

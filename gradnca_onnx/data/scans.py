@@ -183,3 +183,37 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
         notes.append(f"{padded} image(s) have padding outside the field of view (masked)")
     return TargetData(images[..., None], labels, name, len(classes), source, split,
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
+
+
+def from_physical(values: NDArray, labels: NDArray, *, unit: str = "", modality: str = "",
+                  name: str = "arrays", class_names: Sequence[str] | None = None,
+                  window: tuple[float, float] | None = None, split: str = "all") -> TargetData:
+    """A :class:`TargetData` from physical values given in Python (HU slices, MR values): the
+    values are kept for members with an intensity convention and rendered to 8 bits for the
+    others (``window`` (centre, width) when given, else their range; a note says which).
+
+    Parameters
+    ----------
+    values : array-like, float or integer (N, H, W) or (N, H, W, 1)
+        Physical values; ``NaN`` marks pixels outside the field of view; inf is refused.
+    labels : array-like (N,)
+        Class codes 0..C-1 (``class_names`` names them) or any class values (coded in sorted
+        order, as :func:`~.dataset.from_arrays` does).
+    unit, modality : str
+        What the values are (``"HU"``, ``"CT"``): checked against a member's convention.
+    """
+    from .dataset import from_arrays
+
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim == 4 and v.shape[-1] == 1:
+        v = v[..., 0]
+    if v.ndim != 3:
+        raise InputError(f"{name}: physical values must be (N, H, W) or (N, H, W, 1) grey "
+                         f"images; got shape {v.shape}")
+    if np.isinf(v).any():
+        raise InputError(f"{name}: physical values hold inf; use NaN for pixels outside the "
+                         "field of view")
+    images, how = render_8bit(v, [window] * len(v) if window is not None else [None])
+    coded = from_arrays(images, labels, name=name, class_names=class_names, split=split)
+    return TargetData(coded.images, coded.labels, name, coded.n_classes, "", split,
+                      coded.class_names, coded.order, (how,), v[..., None], unit, modality)

@@ -247,3 +247,20 @@ def test_the_python_api_ranks_2d_nifti_with_a_zscore_member(tmp_path):
     assert any("intensity zscore applied to the target's NIfTI values" in n
                for n in ranking.models[0].notes)
     assert "NIfTI physical values" in ranking.target_summary
+
+
+def test_physical_arrays_from_python_rank_with_a_window_member(tmp_path):
+    rng = np.random.default_rng(5)
+    y = np.tile([0, 1], 12)  # interleaved: S_FU batches of consecutive images hold both
+    hu = rng.normal(-200, 400, (24, 28, 28)) + 150 * y[:, None, None]
+    hu[:, 0, :4] = np.nan  # outside the field of view
+    t = g.data.from_physical(hu, y, unit="HU", modality="CT", name="hu",
+                             window=(40, 400))
+    assert t.physical.dtype == np.float32 and np.isnan(t.physical[:, 0, :4]).all()
+    assert t.notes == ("8-bit rendering (for members without an intensity convention): the "
+                       "images' DICOM window (centre 40, width 400)",)
+    assert (t.images[:, 0, :4] == 0).all()
+    ranking = g.rank(_window_member(tmp_path), t, cache=False, threads=1)
+    assert ranking.ok, ranking.models[0].error
+    with pytest.raises(InputError, match="inf"):
+        g.data.from_physical(np.full((4, 8, 8), np.inf), [0, 1, 0, 1])
