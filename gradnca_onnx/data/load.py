@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Union
 
@@ -163,6 +164,4 @@ def load_table_target(path: PathLike, split: str | None = None, *, name: str | N
                         name=name or p.stem, source=str(p), split=split, order=order,
                         size=size, filter=filter)
     groups = None if table.groups is None else tuple(table.groups[i] for i in rows)
-    from dataclasses import replace
-
     return replace(target, notes=(*table.notes, *target.notes), groups=groups)

@@ -102,9 +102,14 @@ def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -
             f"{manifest.name} expects physical intensities ({convention.text()}), but the "
             f"target has 8-bit images without them; give the target as DICOM, NIfTI or 16-bit "
             "files (or arrays with physical values), or rank without this member")
-    if convention.unit and target.unit and convention.unit != target.unit:
+    if convention.unit and convention.unit != target.unit:
+        # A window in HU read on values of another or no unit (MR, a 16-bit PNG export)
+        # would be a confident ranking of meaningless inputs.
+        theirs = f"in {target.unit}" if target.unit else "without a unit"
         raise InputError(f"{manifest.name} expects values in {convention.unit} "
-                         f"({convention.text()}), but the target's are in {target.unit}")
+                         f"({convention.text()}), but the target's {kind}values are {theirs}; "
+                         "give a target in that unit (CT DICOM for HU), or a member whose "
+                         "convention fits it")
     if convention.physical:
         return [f"intensity {convention.text()} applied to the target's {kind}values{unit}"]
     if target.physical is not None:

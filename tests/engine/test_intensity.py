@@ -264,3 +264,13 @@ def test_physical_arrays_from_python_rank_with_a_window_member(tmp_path):
     assert ranking.ok, ranking.models[0].error
     with pytest.raises(InputError, match="inf"):
         g.data.from_physical(np.full((4, 8, 8), np.inf), [0, 1, 0, 1])
+
+
+def test_a_hu_window_on_values_without_a_unit_is_refused(tmp_path):
+    zoo = _window_member(tmp_path, name="adrenal")
+    t = load_target(small_target(tmp_path / "t.npz"))
+    raw = g.data.TargetData(t.images, t.labels, "png16", t.n_classes,
+                            physical=t.images.astype(np.float32) * 16)
+    ranking = g.rank(zoo, raw, cache=False, threads=1)
+    assert "expects values in HU" in ranking.models[0].error
+    assert "without a unit" in ranking.models[0].error
