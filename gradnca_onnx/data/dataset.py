@@ -82,6 +82,11 @@ class TargetData:
         The group (patient) of each image, from a label table's patient column: resamples
         keep a group's images together. Not part of the content hash (it changes which
         images are drawn together, not any image's features).
+    eight_bit : bool
+        Whether ``images`` are 8-bit images a model without an intensity convention may read
+        (the default; for DICOM, the images' window). ``False``: physical values without an
+        8-bit scale (an npz of floats in HU), whose ``images`` only display them; members
+        without a convention are then refused, never fed a guessed scale.
     """
 
     images: NDArray[np.uint8]
@@ -97,6 +102,7 @@ class TargetData:
     unit: str = ""
     modality: str = ""
     groups: tuple[str, ...] | None = None
+    eight_bit: bool = True
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +198,9 @@ class TargetData:
             span = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite values"
             what = f"{self.modality} " if self.modality else ""
             unit = f" {self.unit}" if self.unit else ""
-            values = f"{what}physical values {span}{unit} (with an 8-bit rendering)"
+            shown = ("with an 8-bit rendering" if self.eight_bit else
+                     "no 8-bit scale: members without an intensity convention are refused")
+            values = f"{what}physical values {span}{unit} ({shown})"
         counts = ", ".join(f"{name} {int(n)}" for name, n in zip(self.class_names,
                                                                  self.class_counts()))
         where = f" from {self.source}" if self.source else ""
@@ -218,7 +226,8 @@ class TargetData:
         groups = None if self.groups is None else tuple(self.groups[i] for i in idx)
         return TargetData(images, labels, self.name, self.n_classes, self.source,
                           self.split if split is None else split, self.class_names, self.order,
-                          self.notes, physical, self.unit, self.modality, groups)
+                          self.notes, physical, self.unit, self.modality, groups,
+                          self.eight_bit)
 
 
 def _frozen(a: NDArray[Any], dtype: type) -> NDArray[Any]:

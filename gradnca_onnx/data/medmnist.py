@@ -181,19 +181,54 @@ def _image_keys(keys: Iterable[str]) -> list[str]:
             or ((m := _FOLD_KEY.match(k)) is not None and m.group(2) == "imgs")]
 
 
-def _converted(x: NDArray, p: Path, keys: list[str], where: str) -> tuple[NDArray, tuple[str, ...]]:
-    """``x`` as uint8 pixel values, and a note on how, like a folder's images
-    (:mod:`.intensity`): booleans 0/255, floats within 0..1 times 255, 16-bit integers by the
-    bit depth of the largest value over all the file's image arrays (one map for every split)."""
+def _physical_only(x: NDArray) -> bool:
+    """Whether ``x`` holds grey physical values without an 8-bit scale: finite floats outside
+    0..1 or integers outside 0..65535 (an npz of CT slices in HU)."""
+    grey = x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1)
+    if not grey or not x.size or x.dtype.kind not in "fiu":
+        return False
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype.kind == "f":
+        return bool(np.isfinite(x).all()) and (lo < 0.0 or hi > 1.0)
+    return lo < 0 or hi > 65535
+
+
+def _file_range(p: Path, keys: list[str]) -> tuple[float, float]:
+    """The smallest and largest value over the file's image arrays (every split)."""
+    lo, hi = math.inf, -math.inf
+    for k in _image_keys(keys):
+        a = read_npz(p, [k])[k]
+        if a.size:
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    return lo, hi
+
+
+def _converted(x: NDArray, p: Path, keys: list[str], where: str
+               ) -> tuple[NDArray, tuple[str, ...], NDArray | None]:
+    """``x`` as uint8 pixel values, a note on how, and its physical values when it has no
+    8-bit scale, like a folder's images (:mod:`.intensity`): booleans 0/255, floats within 0..1
+    times 255, 16-bit integers by the bit depth of the largest value over all the file's image
+    arrays (one map for every split). Grey floats outside 0..1 and integers outside 0..65535
+    are physical values (``None`` otherwise): kept for members with an intensity convention,
+    displayed by the file's value range, refused by 8-bit members
+    (:attr:`TargetData.eight_bit`)."""
     if x.dtype == np.uint8:
-        return x, ()
+        return x, (), None
+    if _physical_only(x):
+        lo, hi = _file_range(p, keys)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        shown = np.clip(np.rint((x.astype(np.float32) - np.float32(lo)) * np.float32(scale)),
+                        0, 255).astype(np.uint8)
+        note = (f"{x.dtype} values {lo:g}..{hi:g} have no 8-bit scale: kept as physical values "
+                "for members with an intensity convention (8-bit members are refused)")
+        return shown, (note,), x.astype(np.float32)
     seen = ValueRange(advice=_NPZ_ADVICE)
     seen.add(x, where)
     if x.dtype.kind in "ui":
         for k in _image_keys(keys):
             seen.add(read_npz(p, [k])[k], f"{p} {k}")
     imap = seen.mapping()
-    return imap.apply(x), tuple(n for n in (imap.note,) if n)
+    return imap.apply(x), tuple(n for n in (imap.note,) if n), None
 
 
 def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
@@ -214,14 +249,21 @@ def _n_classes(labels: list[NDArray], where: str = "labels") -> int:
 def _target(images: NDArray, labels: NDArray, *, where: str, name: str, n_classes: int,
             p: Path, keys: list[str], split: str, notes: tuple[str, ...] = ()) -> TargetData:
     """A split of an npz file, in the file's order (the paper's), its pixels as uint8."""
-    x, more = _converted(images, p, keys, f"{where} images")
+    x, more, physical = _converted(images, p, keys, f"{where} images")
+    return _split_target(x, labels, physical, where=where, name=name, n_classes=n_classes, p=p,
+                         split=split, notes=notes + more)
+
+
+def _split_target(x: NDArray, labels: NDArray, physical: NDArray | None, *, where: str,
+                  name: str, n_classes: int, p: Path, split: str,
+                  notes: tuple[str, ...]) -> TargetData:
     x = _images(x, f"{where} images")
     y = check_label_codes(labels, x.shape[0], name=f"{where} labels")
     # These arrays are ours alone (fresh from the file): read-only, TargetData keeps them uncopied.
     x.setflags(write=False)
     y.setflags(write=False)
     return TargetData(x, y, name, n_classes, str(p), split, (), DATASET_ORDER,
-                      tuple(dict.fromkeys(notes + more)))
+                      tuple(dict.fromkeys(notes)), physical, eight_bit=physical is None)
 
 
 def load_npz_target(path: PathLike, split: str = "train", *, fold: int | None = None,
@@ -271,15 +313,22 @@ def _load_medmnist(p: Path, keys: list[str], split: str, *, fold: int | None, na
         arrays = read_npz(p, [f"{s}_images" for s in MEDMNIST_SPLITS])
         converted = [_converted(arrays[f"{s}_images"], p, keys, f"{p} {s}_images")
                      for s in MEDMNIST_SPLITS]
-        parts = [_images(x, f"{p} {s}_images") for (x, _), s in zip(converted, MEDMNIST_SPLITS)]
+        parts = [_images(x, f"{p} {s}_images") for (x, _, _), s in zip(converted,
+                                                                       MEDMNIST_SPLITS)]
         if len({a.shape[1:] for a in parts}) != 1:
             raise InputError(f"{p}: the splits have different image shapes; load one split at a "
                              "time (--split train|val|test on the command line, split= in "
                              "Python)")
-        images = np.concatenate(parts)
+        physical = [ph for _, _, ph in converted]
+        if any(ph is None for ph in physical) and not all(ph is None for ph in physical):
+            raise InputError(f"{p}: some splits hold 8-bit images and others physical values; "
+                             "load one split at a time (--split train|val|test)")
         y = np.concatenate([labels[f"{s}_labels"] for s in MEDMNIST_SPLITS])
-        return _target(images, y, where=str(p), name=name, n_classes=n_classes, p=p, keys=keys,
-                       split="all", notes=tuple(n for _, ns in converted for n in ns))
+        joined = None if physical[0] is None else np.concatenate(
+            [ph.reshape(len(ph), *parts[0].shape[1:]) for ph in physical])
+        return _split_target(np.concatenate(parts), y, joined, where=str(p), name=name,
+                             n_classes=n_classes, p=p, split="all",
+                             notes=tuple(n for _, ns, _ in converted for n in ns))
     arr = read_npz(p, [f"{split_name}_images"])[f"{split_name}_images"]
     return _target(arr, labels[f"{split_name}_labels"], where=f"{p} {split_name}", name=name,
                    n_classes=n_classes, p=p, keys=keys, split=split_name)

@@ -112,6 +112,12 @@ def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -
                          "convention fits it")
     if convention.physical:
         return [f"intensity {convention.text()} applied to the target's {kind}values{unit}"]
+    if not target.eight_bit:
+        raise InputError(
+            f"{manifest.name} takes 8-bit images (no intensity convention in its manifest), but "
+            f"the target holds physical values without an 8-bit scale; store the images as "
+            "uint8 (0..255) or floats within 0..1, or export the member with the convention it "
+            "was trained on (--intensity window:LOW,HIGH, percentile:PLOW,PHIGH or zscore)")
     if target.physical is not None:
         return [f"{manifest.name} takes 8-bit images (no intensity convention in its "
                 f"manifest), so it reads the target's 8-bit rendering of its {kind}values"

@@ -274,3 +274,22 @@ def test_a_hu_window_on_values_without_a_unit_is_refused(tmp_path):
     ranking = g.rank(zoo, raw, cache=False, threads=1)
     assert "expects values in HU" in ranking.models[0].error
     assert "without a unit" in ranking.models[0].error
+
+
+def test_an_npz_of_hu_floats_is_physical_for_convention_members_only(tmp_path):
+    arrays = small_target(tmp_path / "t8.npz")
+    d = dict(np.load(arrays))
+    for split in ("train", "val", "test"):  # HU-like floats: no 8-bit scale
+        d[f"{split}_images"] = d[f"{split}_images"].astype(np.float32) * 8 - 1000
+    np.savez(tmp_path / "hu.npz", **d)
+    t = load_target(tmp_path / "hu.npz")
+    assert not t.eight_bit and t.physical is not None and t.unit == ""
+    np.testing.assert_array_equal(t.physical[..., 0], d["train_images"])
+    assert "have no 8-bit scale" in t.notes[0]
+    zoo = _window_member(tmp_path, intensity={"kind": "window", "low": -1000.0,
+                                              "high": 1000.0})
+    copy_zoo(zoo, models=("retina",))
+    ranking = g.rank(zoo, tmp_path / "hu.npz", cache=False, threads=1)
+    by_name = {m.name: m for m in ranking.models}
+    assert by_name["adrenal"].ok, by_name["adrenal"].error
+    assert "takes 8-bit images" in by_name["retina"].error and "uint8" in by_name["retina"].error
