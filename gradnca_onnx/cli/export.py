@@ -24,7 +24,8 @@ JSON_STARTS = ("{", "[", '"')
 #: ``--intensity`` (export and import).
 INTENSITY_HELP = ("The intensity convention the model expects of a target's physical values "
                   "(HU for CT): window:LOW,HIGH[:UNIT] (e.g. window:-1000,1000:HU), "
-                  "percentile:PLOW,PHIGH, zscore, or 8bit [default: 8bit, 8-bit images as the "
+                  "percentile:PLOW,PHIGH, zscore, windows:LOW1,HIGH1;LOW2,HIGH2;... (one "
+                  "window per input channel), or 8bit [default: 8bit, 8-bit images as the "
                   "paper's models take]. Recorded in the manifest and applied by rank.")
 SOURCE_IMAGES_HELP = ("How many images the source model was pre-trained on, as you state it "
                       "(manifest metadata, not checked; the source_images baseline) [default: "

@@ -17,6 +17,10 @@ images):
 ``zscore``
     Each image minus its mean, over its standard deviation (inside its field of view): the
     usual MR normalisation; the manifest's mean/std then stay 0 and 1.
+``windows:LOW1,HIGH1;LOW2,HIGH2;...[:UNIT]``
+    One window per input channel (a CT model fed a brain, a subdural and a bone window as its
+    three channels). The other conventions give one grey channel, replicated to the model's
+    channels as 8-bit grey images are.
 
 Pixels outside the field of view (DICOM padding) are ``NaN`` in a target's physical values:
 they become the convention's lowest value (0 for a window or percentiles, the image's minimum
@@ -35,9 +39,10 @@ from numpy.typing import NDArray
 from ..errors import InputError
 
 #: The convention kinds, in the order the help lists them.
-KINDS = ("8bit", "window", "percentile", "zscore")
+KINDS = ("8bit", "window", "percentile", "zscore", "windows")
 #: The forms ``--intensity`` takes, for messages.
-FORMS = "8bit, window:LOW,HIGH[:UNIT], percentile:PLOW,PHIGH or zscore"
+FORMS = ("8bit, window:LOW,HIGH[:UNIT], percentile:PLOW,PHIGH, zscore or "
+         "windows:LOW1,HIGH1;LOW2,HIGH2;...[:UNIT]")
 
 
 @dataclass(frozen=True)
@@ -46,28 +51,37 @@ class Intensity:
 
     Attributes
     ----------
-    kind : {"8bit", "window", "percentile", "zscore"}
+    kind : {"8bit", "window", "percentile", "zscore", "windows"}
     low, high : float or None
         The window (physical units) or the percentiles (0..100); ``None`` otherwise.
     unit : str
         The window's unit (``"HU"``), or ``""`` when it states none.
+    windows : tuple of (float, float)
+        ``windows``: one (low, high) per input channel; empty otherwise.
     """
 
     kind: str = "8bit"
     low: float | None = None
     high: float | None = None
     unit: str = ""
+    windows: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"intensity {self.kind!r} is not a convention; use {FORMS}")
+        if (self.kind == "windows") != bool(self.windows):
+            raise InputError(f"intensity {self.kind}: "
+                             + ("give one LOW,HIGH per channel" if self.kind == "windows"
+                                else "takes no list of windows"))
+        for lo, hi in self.windows:
+            _check_bounds("windows", float(lo), float(hi))
         bounded = self.kind in ("window", "percentile")
         if bounded != (self.low is not None and self.high is not None):
             raise InputError(f"intensity {self.kind}: "
                              + ("give LOW,HIGH" if bounded else "takes no bounds"))
         if bounded:
             _check_bounds(self.kind, float(self.low), float(self.high))  # type: ignore[arg-type]
-        if self.unit and self.kind != "window":
+        if self.unit and self.kind not in ("window", "windows"):
             raise InputError(f"intensity {self.kind}: only a window states a unit")
 
     @property
@@ -80,8 +94,17 @@ class Intensity:
         """Whether it reads a target's physical values (every convention but ``8bit``)."""
         return self.kind != "8bit"
 
+    @property
+    def channels(self) -> int | None:
+        """The channels the convention gives (``windows``: one per window), ``None``: one grey
+        channel, replicated to the model's."""
+        return len(self.windows) if self.windows else None
+
     def text(self) -> str:
         """The ``--intensity`` form of this convention."""
+        if self.kind == "windows":
+            listed = ";".join(f"{_num(lo)},{_num(hi)}" for lo, hi in self.windows)
+            return f"windows:{listed}" + (f":{self.unit}" if self.unit else "")
         if self.kind in ("window", "percentile"):
             bounds = f"{_num(self.low)},{_num(self.high)}"
             return f"{self.kind}:{bounds}" + (f":{self.unit}" if self.unit else "")
@@ -90,6 +113,8 @@ class Intensity:
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``input.intensity`` object."""
         out: dict[str, Any] = {"kind": self.kind}
+        if self.windows:
+            out["windows"] = [[float(lo), float(hi)] for lo, hi in self.windows]
         if self.low is not None:
             out.update(low=float(self.low), high=float(self.high))  # type: ignore[arg-type]
         if self.unit:
@@ -103,9 +128,15 @@ class Intensity:
         if not self.physical:
             raise InputError("the 8bit convention reads the target's 8-bit images, not its "
                              "physical values")
-        out = np.empty(values.shape, dtype=np.float32)
+        shape = values.shape if not self.windows else (*values.shape[:-1], len(self.windows))
+        out = np.empty(shape, dtype=np.float32)
         for i in range(values.shape[0]):  # one image at a time: no float64 copy of the target
-            out[i] = self._one(np.asarray(values[i], dtype=np.float32))
+            x = np.asarray(values[i], dtype=np.float32)
+            if self.windows:
+                for c, (lo, hi) in enumerate(self.windows):
+                    out[i, ..., c] = _window(x[..., 0], float(lo), float(hi))
+            else:
+                out[i] = self._one(x)
         return out
 
     def _one(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -118,12 +149,18 @@ class Intensity:
             lo, hi = (float(v) for v in np.percentile(x[inside], [self.low, self.high]))
         else:
             return _zscore(x, inside)
-        if hi <= lo:  # a constant image: every pixel is the window's low end
-            return np.zeros_like(x)
-        y = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-        np.clip(y, 0.0, 1.0, out=y)
-        y[~inside] = 0.0
-        return y
+        return _window(x, lo, hi)
+
+
+def _window(x: NDArray[np.float32], lo: float, hi: float) -> NDArray[np.float32]:
+    """``x`` clipped to ``[lo, hi]`` and mapped to 0..1; ``NaN`` (outside the field of view)
+    to 0; a constant image (``hi <= lo``, percentiles of one value) to 0."""
+    if hi <= lo:
+        return np.zeros_like(x)
+    y = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    np.clip(y, 0.0, 1.0, out=y)
+    y[~np.isfinite(x)] = 0.0
+    return y
 
 
 def _zscore(x: NDArray[np.float32], inside: NDArray[np.bool_]) -> NDArray[np.float32]:
@@ -169,6 +206,8 @@ def parse_intensity(text: str | None, option: str = "--intensity") -> Intensity:
             if rest:
                 raise InputError("takes no bounds")
             return Intensity(kind)
+        if kind == "windows":
+            return _parse_windows(rest)
         if kind not in ("window", "percentile"):
             raise InputError("is not a convention")
         bounds, _, unit = rest.partition(":")
@@ -186,13 +225,34 @@ def parse_intensity(text: str | None, option: str = "--intensity") -> Intensity:
         raise InputError(f"{option} {text!r}: {exc}; use {FORMS}") from None
 
 
+def _parse_windows(rest: str) -> Intensity:
+    """``LOW1,HIGH1;LOW2,HIGH2;...[:UNIT]`` as a ``windows`` convention."""
+    listed, _, unit = rest.partition(":")
+    windows = []
+    for part in listed.split(";"):
+        bounds = [b.strip() for b in part.split(",")]
+        if len(bounds) != 2:
+            raise InputError("needs LOW,HIGH for each channel, separated by ';'")
+        try:
+            windows.append((float(bounds[0]), float(bounds[1])))
+        except ValueError:
+            raise InputError("bounds must be numbers") from None
+    return Intensity("windows", unit=unit.strip(), windows=tuple(windows))
+
+
 def intensity_from_dict(data: Any, where: str) -> Intensity:
     """The :class:`Intensity` of a manifest's ``input.intensity`` object."""
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
         raise InputError(f"{where} must be an object with a 'kind' ({FORMS})")
-    extra = set(data) - {"kind", "low", "high", "unit"}
+    extra = set(data) - {"kind", "low", "high", "unit", "windows"}
     if extra:
         raise InputError(f"{where}: unknown field(s) {sorted(extra)}")
+    listed = data.get("windows", [])
+    if not isinstance(listed, list) or not all(
+            isinstance(w, list) and len(w) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) for b in w)
+            for w in listed):
+        raise InputError(f"{where}.windows must be a list of [low, high] pairs")
     low, high, unit = data.get("low"), data.get("high"), data.get("unit", "")
     for name, v in (("low", low), ("high", high)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -201,6 +261,7 @@ def intensity_from_dict(data: Any, where: str) -> Intensity:
         raise InputError(f"{where}.unit must be a string")
     try:
         return Intensity(data["kind"], None if low is None else float(low),
-                         None if high is None else float(high), unit)
+                         None if high is None else float(high), unit,
+                         tuple((float(lo), float(hi)) for lo, hi in listed))
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None

@@ -47,6 +47,10 @@ def input_spec(channels: int, height: int, width: int, norm: str | None,
     ``8bit``: none recorded). A ``zscore`` model's mean and std default to 0 and 1 (its
     images are z-scores already)."""
     convention = intensity if intensity is not None else Intensity()
+    if convention.channels is not None and convention.channels != channels:
+        raise InputError(f"--intensity {convention.text()} gives {convention.channels} "
+                         f"channels (one per window), but the model takes {channels}; give one "
+                         "window per input channel")
     if norm is None and convention.kind == "zscore":
         norm = ZSCORE_NORM
     if norm is None and library is not None:

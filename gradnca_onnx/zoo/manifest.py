@@ -558,6 +558,10 @@ def _input(inp: _Fields, version: int) -> InputSpec:
                        "ImageNet's)")
     spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
                      mean=mean, std=std, intensity=_intensity(inp, version))
+    windows = (spec.intensity or {}).get("windows")
+    if windows and len(windows) != channels:
+        raise inp.fail("intensity", f"lists {len(windows)} windows for {channels} channels "
+                       "(one window per channel)")
     inp.done()
     return spec
 

@@ -293,3 +293,31 @@ def test_an_npz_of_hu_floats_is_physical_for_convention_members_only(tmp_path):
     by_name = {m.name: m for m in ranking.models}
     assert by_name["adrenal"].ok, by_name["adrenal"].error
     assert "takes 8-bit images" in by_name["retina"].error and "uint8" in by_name["retina"].error
+
+
+def test_one_window_per_channel(tmp_path):
+    c = parse_intensity("windows:-1000,1000;40,400;300,1500:HU")
+    assert c.windows == ((-1000.0, 1000.0), (40.0, 400.0), (300.0, 1500.0)) and c.unit == "HU"
+    assert parse_intensity(c.text()) == c and c.channels == 3
+    x = np.random.default_rng(0).normal(0, 800, (2, 6, 6, 1)).astype(np.float32)
+    y = c.apply(x)
+    assert y.shape == (2, 6, 6, 3)
+    for k, (lo, hi) in enumerate(c.windows):
+        np.testing.assert_allclose(y[..., k], np.clip((x[..., 0] - lo) / (hi - lo), 0, 1),
+                                   atol=1e-6)
+    with pytest.raises(InputError, match="LOW must be below HIGH"):
+        parse_intensity("windows:1,0;2,3")
+    zoo = _window_member(tmp_path, intensity=c.to_dict())
+    m = load_manifest(zoo / "adrenal", verify=False)
+    t = load_target(small_target(tmp_path / "t.npz"))
+    ct = g.data.TargetData(t.images, t.labels, "ct", t.n_classes,
+                           physical=t.images.astype(np.float32) * 8 - 1000, unit="HU")
+    want = preprocess_values(c.apply(ct.physical), mean=m.input.mean, std=m.input.std)
+    np.testing.assert_allclose(scoring._prepare(ct, m), want, atol=1e-6)
+
+    def two(d):
+        d["input"]["intensity"] = {"kind": "windows", "windows": [[0, 1], [2, 3]]}
+
+    edit_manifest(zoo / "adrenal", two)
+    with pytest.raises(ValueError, match="2 windows for 3 channels"):
+        load_manifest(zoo / "adrenal", verify=False)
