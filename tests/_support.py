@@ -506,3 +506,16 @@ def tiny_training_target(path: Path) -> Path:
         arrays[f"{split}_labels"] = y.reshape(-1, 1)
     np.savez(path, **arrays)
     return path
+
+
+def hub_snapshot(cache: Path, repo: str) -> Path:
+    """The snapshot directory of ``repo`` (``ORG/NAME``) in a Hugging Face cache rooted at
+    ``cache``, laid out as huggingface_hub writes it (``models--ORG--NAME/snapshots/COMMIT``
+    and ``refs/main`` naming the commit); created empty, for the test to save a model in."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = cache / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True, exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    snapshot_dir = base / "snapshots" / commit
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    return snapshot_dir

@@ -22,7 +22,7 @@ from gradnca_onnx.errors import SourceError  # noqa: E402
 from gradnca_onnx.exporters import export_model  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
-from _support import assert_one_line_error, member_parity  # noqa: E402
+from _support import assert_one_line_error, hub_snapshot, member_parity  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,13 +161,9 @@ def test_hf_choices_and_a_classifiers_encoder(tmp_path):
 
 
 def _hf_cache(cache, repo: str):
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-    base = cache / f"models--{repo.replace('/', '--')}"
     torch.manual_seed(5)
     model = transformers.Dinov2Model(transformers.Dinov2Config(**HF_TINY)).eval()
-    model.save_pretrained(base / "snapshots" / commit)
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(commit)
+    model.save_pretrained(hub_snapshot(cache, repo))
     return model
 
 

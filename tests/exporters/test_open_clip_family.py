@@ -36,7 +36,7 @@ from gradnca_onnx.exporters.layers import default_layers  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _support import member_parity  # noqa: E402
+from _support import hub_snapshot, member_parity  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,13 +98,8 @@ def clip_dir(directory: Path, model_cfg: dict, seed: int, text_cfg: dict | None 
 
 
 def hub_cache(cache: Path, repo: str, model_cfg: dict, seed: int, text_cfg: dict | None):
-    """The Hugging Face cache layout of ``repo`` (as huggingface_hub writes it)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    base = cache / f"models--{repo.replace('/', '--')}"
-    model = clip_dir(base / "snapshots" / commit, model_cfg, seed, text_cfg)
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(commit)
-    return model
+    """``repo`` in a Hugging Face cache (:func:`_support.hub_snapshot`)."""
+    return clip_dir(hub_snapshot(cache, repo), model_cfg, seed, text_cfg)
 
 
 # --------------------------------------------------------------------------- embedding

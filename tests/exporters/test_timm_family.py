@@ -26,7 +26,7 @@ from gradnca_onnx.errors import SourceError  # noqa: E402
 from gradnca_onnx.exporters import export_model  # noqa: E402
 from gradnca_onnx.zoo import load_manifest  # noqa: E402
 
-from _support import member_parity  # noqa: E402
+from _support import hub_snapshot, member_parity  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -168,13 +168,8 @@ def _save_for_hf(directory: Path, seed: int) -> torch.nn.Module:
 
 
 def _hub_cache(cache: Path, repo: str, seed: int) -> torch.nn.Module:
-    """The Hugging Face cache layout of ``repo`` (as huggingface_hub writes it)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    base = cache / f"models--{repo.replace('/', '--')}"
-    model = _save_for_hf(base / "snapshots" / commit, seed)
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(commit)
-    return model
+    """``repo`` in a Hugging Face cache (:func:`_support.hub_snapshot`)."""
+    return _save_for_hf(hub_snapshot(cache, repo), seed)
 
 
 def test_hf_hub_name_is_read_offline_from_the_local_cache(tmp_path, monkeypatch):
