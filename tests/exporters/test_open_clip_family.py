@@ -87,7 +87,7 @@ def clip_dir(directory: Path, model_cfg: dict, seed: int, text_cfg: dict | None 
 
     ``text_cfg`` builds the saved model with another text tower than the config names (the
     image tower, all the source reads, is the config's)."""
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "open_clip_config.json").write_text(json.dumps(
         {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS}))
     torch.manual_seed(seed)
