@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import InputError
 from ..io.hashing import sha256_file
 from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
-from .intensity import IntensityMap, ValueRange
+from .intensity import FILE_ADVICE, IntensityMap, ValueRange, without_8bit_scale
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
 from .scans import is_medical_file, load_scans
 
@@ -314,6 +314,9 @@ def load_files(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
         raise InputError(f"{source}: images differ in size ({', '.join(sizes[:4])}); give one "
                          "size to resize them to while loading (--size HxW on the command line, "
                          "size= in Python)")
+    if mode == "L" and _physical_folder(files, modes):
+        return _physical_files(files, labels, classes, name=name, source=source, split=split,
+                               order=order, size=size, filter=filter, siblings=siblings)
     imap = _intensity(list(files), modes, list(siblings))
     images: list[NDArray[np.uint8]] = []
     # Wide (16-bit, 32-bit, float) grey images keep their values as the target's physical
@@ -335,6 +338,43 @@ def load_files(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
     physical = None if raw is None else np.stack(raw)[..., None]
     return TargetData(stacked, labels, name, len(classes), source, split, tuple(classes),
                       order, tuple(notes), physical)
+
+
+def _physical_folder(files: Sequence[Path], modes: Sequence[str]) -> bool:
+    """Whether a grey folder's wide files hold physical values without an 8-bit scale
+    (:func:`~.intensity.without_8bit_scale`: float TIFFs in HU, negative int32 TIFFs)."""
+    return any(_is_wide(m) and without_8bit_scale(_raw_pixels(f, "L"))
+               for f, m in zip(files, modes))
+
+
+def _physical_files(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str],
+                    *, name: str, source: str, split: str, order: str,
+                    size: int | tuple[int, int] | None, filter: str,
+                    siblings: Sequence[Path]) -> TargetData:
+    """A grey folder of physical values (float or signed TIFFs): kept for members with an
+    intensity convention, shown by the range of the folder's (and its split siblings') values,
+    refused by 8-bit members (``eight_bit`` false)."""
+    first = np.asarray(_raw_pixels(files[0], "L"))
+    hw = first.shape[:2] if size is None else (
+        (size, size) if isinstance(size, int) else tuple(size))
+    physical = np.empty((len(files), *hw), dtype=np.float32)
+    for k, f in enumerate(files):
+        physical[k] = _raw_values(f, hw, filter)  # type: ignore[arg-type]
+        if not np.isfinite(physical[k]).all():
+            raise InputError(f"{f}: pixel values include NaN or inf; {FILE_ADVICE}")
+    lo, hi = float(physical.min()), float(physical.max())
+    for f in siblings:  # one display scale for every split of the folder
+        try:
+            raw = np.asarray(_raw_pixels(f, "L"), dtype=np.float32)
+        except ValueError:
+            continue  # reported when that split is loaded
+        lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
+    scale = np.float32(255.0 / (hi - lo)) if hi > lo else np.float32(0.0)
+    shown = np.clip(np.rint((physical - np.float32(lo)) * scale), 0, 255).astype(np.uint8)
+    note = (f"pixel values {lo:g}..{hi:g} have no 8-bit scale: kept as physical values for "
+            "members with an intensity convention (8-bit members are refused)")
+    return TargetData(shown[..., None], labels, name, len(classes), source, split,
+                      tuple(classes), order, (note,), physical[..., None], eight_bit=False)
 
 
 def _raw_values(path: Path, hw: tuple[int, int], filter: str) -> NDArray[np.float32]:

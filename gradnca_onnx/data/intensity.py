@@ -144,3 +144,16 @@ class IntensityMap:
         if self.bools:
             parts.append("boolean images as 0 (False) and 255 (True)")
         return "; ".join(parts) or None
+
+
+def without_8bit_scale(x: NDArray) -> bool:
+    """Whether grey pixel values ``x`` are physical values without an 8-bit scale: finite
+    floats outside 0..1, or integers outside 0..65535 (CT slices in HU as float or int16).
+    Such values are kept as a target's physical values (for members with an intensity
+    convention) instead of being mapped to uint8 by a guessed scale."""
+    if not x.size or x.dtype.kind not in "fiu":
+        return False
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype.kind == "f":
+        return bool(np.isfinite(x).all()) and (lo < 0.0 or hi > 1.0)
+    return lo < 0 or hi > MAX_INTEGER

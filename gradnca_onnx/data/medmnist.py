@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_savez
 from .dataset import DATASET_ORDER, TargetData
 from .folds import fold_arrays, make_paper_folds
-from .intensity import ValueRange
+from .intensity import ValueRange, without_8bit_scale
 from .preprocess import as_nhwc
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -185,12 +185,7 @@ def _physical_only(x: NDArray) -> bool:
     """Whether ``x`` holds grey physical values without an 8-bit scale: finite floats outside
     0..1 or integers outside 0..65535 (an npz of CT slices in HU)."""
     grey = x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1)
-    if not grey or not x.size or x.dtype.kind not in "fiu":
-        return False
-    lo, hi = float(x.min()), float(x.max())
-    if x.dtype.kind == "f":
-        return bool(np.isfinite(x).all()) and (lo < 0.0 or hi > 1.0)
-    return lo < 0 or hi > 65535
+    return grey and without_8bit_scale(x)
 
 
 def _file_range(p: Path, keys: list[str]) -> tuple[float, float]:

@@ -123,17 +123,28 @@ def test_int32_tiffs_take_the_16_bit_path(tmp_path) -> None:
     wide = {c: [a.astype(np.int32) * 257 for a in arrays] for c, arrays in src.items()}
     t = data.load_target(_folder(tmp_path / "i32", wide, "tif"))
     np.testing.assert_array_equal(t.images[..., 0], _listed(src)[0])
+    # Negative integers have no 8-bit scale: physical values, never a guessed map.
     neg = {"a": [np.full((8, 8), -5, np.int32)] * 3, "b": [np.zeros((8, 8), np.int32)] * 3}
-    with pytest.raises(ValueError, match=r"-5\.\.-5 .*outside 0\.\.65535"):
-        data.load_target(_folder(tmp_path / "neg", neg, "tif"))
+    t = data.load_target(_folder(tmp_path / "neg", neg, "tif"))
+    assert not t.eight_bit and sorted(np.unique(t.physical).tolist()) == [-5.0, 0.0]
 
 
-def test_float_tiff_out_of_range_is_one_line(state, tmp_path, monkeypatch) -> None:
+def test_float_tiffs_out_of_range_are_physical_and_8bit_members_refuse_them(
+        state, tmp_path, monkeypatch) -> None:
     flt = {c: [np.full((28, 28), 0.5, np.float32)] * 4 for c in ("a", "b")}
     root = _folder(tmp_path / "f", flt, "tif")
     Image.fromarray(np.full((28, 28), 300.0, np.float32)).save(root / "b" / "001.tif")
-    line = _cli_refuses(state, tmp_path, monkeypatch, ["--target", str(root)], "001.tif")
-    assert "300" in line and "0..1" in line and "PNG" in line
+    t = data.load_target(root)
+    assert not t.eight_bit and float(t.physical.max()) == 300.0
+    assert "0.5..300 have no 8-bit scale" in t.notes[0]
+    # Every member of the demo zoo takes 8-bit images: one line, nothing written.
+    line = _cli_refuses(state, tmp_path, monkeypatch, ["--target", str(root)], "8-bit")
+    assert "uint8" in line and "--intensity" in line
+    nan = _folder(tmp_path / "n", {c: [np.full((8, 8), 300.0, np.float32)] * 3 for c in "ab"},
+                  "tif")
+    Image.fromarray(np.full((8, 8), np.nan, np.float32)).save(nan / "a" / "009.tif")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        data.load_target(nan)
 
 
 def test_boolean_and_uint16_npz_images(tmp_path) -> None:
