@@ -59,8 +59,8 @@ RAY = ["ray[default]>=2.9"]
 #: ``Ranking.to_frame()``.
 FRAME = ["pandas>=2"]
 #: DICOM and NIfTI readers (``gradnca_onnx.data.dicom``, ``.nifti``), with the decoders of
-#: compressed DICOM (JPEG, JPEG-LS, JPEG 2000, RLE), and 16-bit TIFF.
-#: (No tifffile: Pillow reads the 16-bit, int32 and float32 grey TIFFs the tests write.)
+#: compressed DICOM (JPEG, JPEG-LS, JPEG 2000, RLE). No tifffile: Pillow reads the 16-bit,
+#: int32 and float32 grey TIFFs the tests write.
 MEDICAL = ["pydicom>=2.4", "nibabel>=5", "pylibjpeg>=2", "pylibjpeg-openjpeg>=2",
            "pylibjpeg-libjpeg>=2", "pylibjpeg-rle>=2"]
 TEST = ["pytest>=7", "hypothesis>=6", "import-linter>=2.1", "mypy>=1.10", *TORCH, *ZOO, *CLIP,
