@@ -3,7 +3,8 @@ arrays; and the preprocessing that turns their uint8 images into a model's input
 section 1).
 
 NumPy and Pillow only; never imports torch. Layers, bottom up: :mod:`.preprocess`,
-:mod:`.intensity` and :mod:`.conventions` (pixels and intensity conventions), :mod:`.physical`
+:mod:`.volumes` (3-D resampling), :mod:`.intensity` and :mod:`.conventions` (pixels and
+intensity conventions), :mod:`.physical`
 (the :class:`MedicalImage` type: physical values); :mod:`.dataset` (the :class:`TargetData`
 type and its order) and :mod:`.folds` (the paper's fold draw); the readers: :mod:`.medmnist`,
 :mod:`.dicom` and :mod:`.nifti` (medical files as :class:`MedicalImage`, with pydicom and
