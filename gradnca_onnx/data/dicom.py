@@ -114,7 +114,7 @@ def _check_decoder(uid: Any, path: Path) -> None:
 
     try:
         decoder = get_decoder(uid)
-    except NotImplementedError:
+    except NotImplementedError:  # pydicom's answer for a syntax no plugin of it knows
         raise InputError(f"{path}: pydicom cannot decode the transfer syntax {uid.name} ({uid}); "
                          "convert the file to an uncompressed one (e.g. gdcmconv --raw)") from None
     if not decoder.is_available:

@@ -409,3 +409,18 @@ def test_importing_the_package_imports_neither_pydicom_nor_nibabel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_transfer_syntax_pydicom_cannot_decode_is_one_line(tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    from _support import write_ct_dicom
+
+    ds = pydicom.dcmread(write_ct_dicom(tmp_path / "x.dcm", np.zeros((4, 4), np.int16)))
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG-2 video
+    ds.PixelData = encapsulate([b"\x00" * 32])
+    ds.save_as(tmp_path / "mpeg2.dcm", enforce_file_format=True)
+    with pytest.raises(InputError) as exc:
+        read_dicom(tmp_path / "mpeg2.dcm")
+    assert "cannot decode the transfer syntax MPEG2" in one_line(exc)
