@@ -163,6 +163,18 @@ def _window(x: NDArray[np.float32], lo: float, hi: float) -> NDArray[np.float32]
     return y
 
 
+def linear_uint8(values: NDArray, low: float, high: float) -> NDArray[np.uint8]:
+    """``values`` mapped linearly from ``[low, high]`` to 0..255 (float32 arithmetic,
+    rounded, clipped; ``NaN`` to 0), image by image (no float64 copy of a target): the one
+    display rendering of physical values for 8-bit members and ``images``."""
+    scale = np.float32(255.0 / (high - low)) if high > low else np.float32(0.0)
+    out = np.empty(values.shape, dtype=np.uint8)
+    for i in range(values.shape[0]):
+        y = (np.asarray(values[i], dtype=np.float32) - np.float32(low)) * scale
+        out[i] = np.clip(np.rint(np.nan_to_num(y, nan=0.0)), 0, 255)
+    return out
+
+
 def _zscore(x: NDArray[np.float32], inside: NDArray[np.bool_]) -> NDArray[np.float32]:
     if not inside.any():
         return np.zeros_like(x)

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 from ..io.hashing import sha256_file
+from .conventions import linear_uint8
 from .dataset import FOLDER_ORDER, TargetData, class_interleaved_order
 from .intensity import FILE_ADVICE, IntensityMap, ValueRange, without_8bit_scale
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS, resize
@@ -369,8 +370,7 @@ def _physical_files(files: Sequence[Path], labels: NDArray[np.int64], classes: S
         except ValueError:
             continue  # reported when that split is loaded
         lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
-    scale = np.float32(255.0 / (hi - lo)) if hi > lo else np.float32(0.0)
-    shown = np.clip(np.rint((physical - np.float32(lo)) * scale), 0, 255).astype(np.uint8)
+    shown = linear_uint8(physical, lo, hi)
     note = (f"pixel values {lo:g}..{hi:g} have no 8-bit scale: kept as physical values for "
             "members with an intensity convention (8-bit members are refused)")
     return TargetData(shown[..., None], labels, name, len(classes), source, split,

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from .._validation import check_label_codes
 from ..errors import InputError
 from ..io.atomic import atomic_savez
+from .conventions import linear_uint8
 from .dataset import DATASET_ORDER, TargetData
 from .folds import fold_arrays, make_paper_folds
 from .intensity import ValueRange, without_8bit_scale
@@ -211,9 +212,7 @@ def _converted(x: NDArray, p: Path, keys: list[str], where: str
         return x, (), None
     if _physical_only(x):
         lo, hi = _file_range(p, keys)
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        shown = np.clip(np.rint((x.astype(np.float32) - np.float32(lo)) * np.float32(scale)),
-                        0, 255).astype(np.uint8)
+        shown = linear_uint8(x, lo, hi)
         note = (f"{x.dtype} values {lo:g}..{hi:g} have no 8-bit scale: kept as physical values "
                 "for members with an intensity convention (8-bit members are refused)")
         return shown, (note,), x.astype(np.float32)

@@ -266,14 +266,21 @@ def preprocess_values(values: ArrayLike, *, mean: Sequence[float], std: Sequence
         raise InputError(f"channels must be 1 or 3; got {channels!r}")
     if size is not None and x.shape[1:3] != _hw(size):
         x = _resize_float(x, _hw(size), _filter(filter))
+    return channels_first(x, mean, std, channels)
+
+
+def channels_first(x: NDArray[np.float32], mean: Sequence[float], std: Sequence[float],
+                   channels: int) -> NDArray[np.float32]:
+    """Values on the model's scale, channels last ``(N, ..., C)`` with C = 1 or ``channels``,
+    as ``(N, channels, ...)`` normalised per channel, ``(x - mean) / std``: written channel by
+    channel into the output, with no replicated or transposed copy of the target (a grey
+    channel is replicated here). The images' (2-D) and the volumes' (3-D) last step."""
     m = np.asarray(mean, dtype=np.float32).reshape(-1)
     s = np.asarray(std, dtype=np.float32).reshape(-1)
     if m.size != channels or s.size != channels or not np.all(s > 0):
         raise InputError(f"mean and std need {channels} value(s), std > 0; got {mean!r}, "
                          f"{std!r}")
-    # Written channel by channel into the output: no replicated or transposed copy of the
-    # target (grey values replicated to 3 channels here).
-    out = np.empty((x.shape[0], channels, x.shape[1], x.shape[2]), dtype=np.float32)
+    out = np.empty((x.shape[0], channels, *x.shape[1:-1]), dtype=np.float32)
     for c in range(channels):
         np.subtract(x[..., c if x.shape[-1] > 1 else 0], m[c], out=out[:, c])
         out[:, c] /= s[c]

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import InputError
+from .conventions import linear_uint8
 from .dataset import TargetData
 from .physical import MedicalImage
 from .preprocess import DEFAULT_FILTER, RESIZE_FILTERS
@@ -115,13 +116,8 @@ def render_8bit(values: NDArray[np.float32], windows: Sequence[tuple[float, floa
         finite = values[np.isfinite(values)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         how = f"the target's value range {low:g}..{high:g}"
-    scale = 255.0 / (high - low) if high > low else 0.0
-    out = np.empty(values.shape, dtype=np.uint8)
-    for i in range(values.shape[0]):  # image by image: no float64 copy of the target
-        y = (values[i].astype(np.float32) - np.float32(low)) * np.float32(scale)
-        y = np.nan_to_num(y, nan=0.0)
-        out[i] = np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    return out, f"8-bit rendering (for members without an intensity convention): {how}"
+    return (linear_uint8(values, low, high),
+            f"8-bit rendering (for members without an intensity convention): {how}")
 
 
 def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str], *,

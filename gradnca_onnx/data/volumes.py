@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from .preprocess import channels_first
 
 Size3 = int | Sequence[int]
 
@@ -99,13 +100,4 @@ def preprocess_volumes(volumes: ArrayLike, *, mean: Sequence[float], std: Sequen
         raw.astype(np.float32)
     if size is not None:
         x = resize_volumes(x, size)
-    m = np.asarray(mean, dtype=np.float32).reshape(-1)
-    s = np.asarray(std, dtype=np.float32).reshape(-1)
-    if m.size != channels or s.size != channels or not np.all(s > 0):
-        raise InputError(f"mean and std need {channels} value(s), std > 0; got {mean!r}, "
-                         f"{std!r}")
-    out = np.empty((x.shape[0], channels, *x.shape[1:]), dtype=np.float32)
-    for c in range(channels):  # channel by channel: no replicated copy of the volumes
-        np.subtract(x, m[c], out=out[:, c])
-        out[:, c] /= s[c]
-    return out
+    return channels_first(x[..., None], mean, std, channels)
