@@ -132,6 +132,15 @@ def _layer_paths(value: str | None) -> list[str] | None:
                    "plain string; a VALUE starting with {, [ or \" must be valid JSON.")
 @click.option("--input-size", type=click.IntRange(min=1), default=224, show_default=True,
               help="Image height = width the graphs are traced at.")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="A 3-D model's input depth: the graphs take (B, C, DEPTH, SIZE, SIZE) "
+                   "volumes (torchvision video models, MONAI with spatial_dims=3, a factory "
+                   "with Conv3d). Volume targets are resampled to it (trilinear).")
+@click.option("--inflate-3d", "inflate", type=click.IntRange(min=1), default=None,
+              metavar="DEPTH",
+              help="Inflate a 2-D CNN to 3-D and export it at input depth DEPTH (an extension "
+                   "beyond the paper; I3D's rule: each kh x kw kernel becomes kh x kh x kw, "
+                   "repeated along depth and divided by kh).")
 @click.option("--channels", type=click.IntRange(min=1), default=None,
               help="Input channels [default: the model's first convolution].")
 @click.option("--norm", metavar="imagenet|half|MEAN,STD", default=None,
@@ -168,8 +177,8 @@ def _layer_paths(value: str | None) -> list[str] | None:
 @user_errors
 def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                checkpoint: Path | None, trust_pickle: bool, arch_kwargs: tuple[str, ...],
-               input_size: int, channels: int | None, norm: str | None, intensity: str | None,
-               layers: str | None,
+               input_size: int, depth: int | None, inflate: int | None, channels: int | None,
+               norm: str | None, intensity: str | None, layers: str | None,
                head: str | None, features: str | None, name: str | None, pretrained_on: str,
                source_images: str | None, grads_batch: int, seed: int, force: bool,
                fallback: bool, features_only: bool, zoo_dir: Path) -> None:
@@ -185,6 +194,9 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         option, value = _one_source(named)
     if features is not None and head is not None:
         raise InputError("--features and --head both name the features: give one")
+    if inflate is not None and depth is not None and inflate != depth:
+        raise InputError(f"--inflate-3d {inflate} and --depth {depth} give two input depths: "
+                         "give one (--inflate-3d DEPTH sets the depth)")
     convs = _layer_paths(layers)
     kwargs = parse_pairs(arch_kwargs, "--arch-kwarg")
     count = check_source_images(source_images)
@@ -212,12 +224,17 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
         from ..sources import choose_features
 
         loaded = choose_features(loaded, features)
+    if inflate is not None:
+        from ..sources import inflate_3d
+
+        loaded = inflate_3d(loaded)
     check_zoo_out(zoo_dir, name or loaded.default_name, force=force, inputs=inputs)
     out = ex.export_model(loaded, zoo_dir, ex.ExportOptions(
         name=name, input_size=input_size, channels=channels, norm=norm,
         pretrained_on=pretrained_on, head=head, convs=convs, grads_batch=grads_batch,
         force=force, features_only=features_only, features_only_fallback=fallback,
-        source_images=count, intensity=intensity))
+        source_images=count, intensity=intensity,
+        depth=inflate if inflate is not None else depth))
     from ..zoo import read_manifest
 
     m = read_manifest(out)
@@ -260,7 +277,7 @@ def zoo_ls(zoo_dir: Path, verify: bool, as_json: bool) -> None:
                 continue
             i = m.input
             rows.append(tuple(printable(c) for c in (
-                m.name, m.architecture, m.pretrained_on, f"{i.channels}x{i.height}x{i.width}",
+                m.name, m.architecture, m.pretrained_on, f"{i.channels}x{i.size_text}",
                 _norm_label(i.mean, i.std), str(m.feature_dim), str(m.num_classes or "-"),
                 *((f"{m.layers.conv1}, {m.layers.conv2}", str(m.batch_policy.grads_batch))
                   if m.has_grads else ("features-only (no S_FU)", "-")),

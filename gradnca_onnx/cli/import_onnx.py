@@ -94,6 +94,6 @@ def import_cmd(model: Path, name: str, zoo_dir: Path, input_size: int | None, no
     click.echo(f"imported {m.name} to {out}: D={m.feature_dim}, "
                f"K={m.num_classes if m.num_classes is not None else '-'}, "
                f"input {m.source.options.get('input_layout')} "
-               f"{m.input.channels}x{m.input.height}x{m.input.width}"
+               f"{m.input.channels}x{m.input.size_text}"
                f"{f' ({pixels} pixels 0..255)' if pixels else ''}, {what}")
     warn_if_features_only(m, features_only)

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_label_codes, check_labels
 from ..errors import InputError
-from .preprocess import as_nhwc
+from .preprocess import as_images
 
 SPLITS = ("train", "val", "test", "all")
 #: ``TargetData.order`` of a target in its source's own order (npz files, arrays).
@@ -44,8 +44,9 @@ class TargetData:
 
     Parameters
     ----------
-    images : ndarray, uint8 (N, H, W, C)
-        C = 1 (grey) or 3 (RGB). Stored read-only.
+    images : ndarray, uint8 (N, H, W, C), or (N, D, H, W, 1) for volumes
+        C = 1 (grey) or 3 (RGB). Grey volumes (MedMNIST 3-D, NIfTI volumes, DICOM series)
+        are 3-D targets for 3-D members (:attr:`volumetric`). Stored read-only.
     labels : ndarray, int64 (N,) or (N, L)
         Class codes 0..n_classes-1, or 0/1 indicators for a multi-label target (L labels).
     name : str
@@ -107,7 +108,7 @@ class TargetData:
 
     def __post_init__(self) -> None:
         where = self.source or self.name
-        images = as_nhwc(self.images, name=f"{where}: images")
+        images = as_images(self.images, name=f"{where}: images")
         labels = np.asarray(self.labels)
         if labels.dtype != np.int64:
             labels = labels.astype(np.int64)
@@ -154,7 +155,7 @@ class TargetData:
         if self.physical is None:
             return None
         values = np.asarray(self.physical)
-        if values.ndim == 3:
+        if values.ndim == images.ndim - 1:
             values = values[..., None]
         if values.shape != images.shape or values.dtype.kind != "f":
             raise InputError(f"{where}: physical values have shape {values.shape} "
@@ -184,14 +185,29 @@ class TargetData:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the images."""
-        return int(self.images.shape[1]), int(self.images.shape[2])
+        """``(height, width)`` of the images (of each slice of a volume)."""
+        return int(self.images.shape[-3]), int(self.images.shape[-2])
+
+    @property
+    def volumetric(self) -> bool:
+        """Whether the target holds volumes ``(N, D, H, W, 1)`` (a 3-D target)."""
+        return self.images.ndim == 5
+
+    @property
+    def spatial_size(self) -> tuple[int, ...]:
+        """``(height, width)``, or ``(depth, height, width)`` for volumes."""
+        return tuple(int(s) for s in self.images.shape[1:-1])
+
+    @property
+    def size_text(self) -> str:
+        """``HxW`` or ``DxHxW``."""
+        return "x".join(str(s) for s in self.spatial_size)
 
     def describe(self) -> str:
         """One line on what was read: images, their size and channels, their values (8-bit,
         or the modality, range and unit of the physical values), images per class."""
-        h, w = self.image_size
         chans = "grey" if self.images.shape[-1] == 1 else "RGB"
+        kind = "volumes" if self.volumetric else "images"
         values = "8-bit"
         if self.physical is not None:
             finite = self.physical[np.isfinite(self.physical)]
@@ -206,7 +222,7 @@ class TargetData:
         where = f" from {self.source}" if self.source else ""
         groups = (f"; {len(set(self.groups))} groups (patients), kept together in resamples"
                   if self.groups is not None else "")
-        return (f"{self.name} ({self.split}){where}: {len(self)} images {h}x{w} {chans}, "
+        return (f"{self.name} ({self.split}){where}: {len(self)} {kind} {self.size_text} {chans}, "
                 f"{values}; {self.task}, per class: {counts}{groups}")
 
     def class_counts(self) -> NDArray[np.int64]:
@@ -296,7 +312,8 @@ def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
 
     Parameters
     ----------
-    images : array-like, uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3)
+    images : array-like, uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3); or grey volumes
+        (N, D, H, W) / (N, D, H, W, 1) for a 3-D target (a last axis of 1..4 is channels)
     labels : array-like (N,) or (N, 1)
         Any class values (integers or strings); they are coded 0..C-1 in sorted order of the
         distinct values (like scikit-learn's ``LabelEncoder``), and the values become the class
@@ -311,7 +328,7 @@ def from_arrays(images: ArrayLike, labels: ArrayLike, *, name: str = "arrays",
     -------
     TargetData
     """
-    x = as_nhwc(images)
+    x = as_images(images)
     y = np.asarray(labels)
     where = f"{name} labels"
     if y.ndim == 2 and y.shape[1] > 1:

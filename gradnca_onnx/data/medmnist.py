@@ -21,7 +21,7 @@ from .conventions import linear_uint8
 from .dataset import DATASET_ORDER, TargetData
 from .folds import fold_arrays, make_paper_folds
 from .intensity import ValueRange, without_8bit_scale
-from .preprocess import as_nhwc
+from .preprocess import as_images, is_volume_stack
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -167,13 +167,11 @@ def fold_numbers(keys: Iterable[str]) -> list[int]:
 
 
 def _images(x: NDArray, where: str) -> NDArray[np.uint8]:
-    if x.ndim == 4 and x.shape[-1] not in (1, 3):
-        if x.shape[-1] in (2, 4):
-            raise InputError(f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); only "
-                             "grey (1) or RGB (3) images are supported: drop the alpha channel")
-        raise InputError(f"{where}: images have shape {x.shape}; 3-D volumes (MedMNIST3D) are not "
-                         "supported, only 2-D images (N, H, W[, 3])")
-    return as_nhwc(x, name=where)
+    """2-D images as uint8 (N, H, W, C); MedMNIST 3-D volumes (N, D, H, W) as (N, D, H, W, 1)."""
+    if x.ndim == 4 and x.shape[-1] in (2, 4):
+        raise InputError(f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); only "
+                         "grey (1) or RGB (3) images are supported: drop the alpha channel")
+    return as_images(x, name=where)
 
 
 def _image_keys(keys: Iterable[str]) -> list[str]:
@@ -185,7 +183,7 @@ def _image_keys(keys: Iterable[str]) -> list[str]:
 def _physical_only(x: NDArray) -> bool:
     """Whether ``x`` holds grey physical values without an 8-bit scale: finite floats outside
     0..1 or integers outside 0..65535 (an npz of CT slices in HU)."""
-    grey = x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1)
+    grey = x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1) or is_volume_stack(x)
     return grey and without_8bit_scale(x)
 
 

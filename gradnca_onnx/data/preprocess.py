@@ -12,7 +12,7 @@ first, then ``(x - mean) / std`` per channel, all in float32 like torchvision's 
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -69,16 +69,47 @@ def as_nhwc(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
                             and x.shape[-1] in (2, 4) else
                             "; 3-D volumes are not supported" if x.ndim == 4 else "")
         )
+    return _as_uint8(x, name)
+
+
+def _as_uint8(x: NDArray[Any], name: str) -> NDArray[np.uint8]:
     if x.dtype == np.bool_:
-        x = np.where(x, np.uint8(255), np.uint8(0))
-    elif x.dtype != np.uint8:
+        return np.where(x, np.uint8(255), np.uint8(0))
+    if x.dtype != np.uint8:
         if x.size and (x.min() < 0 or x.max() > 255):
             raise InputError(
                 f"{name} has values outside 0..255 (min {x.min()}, max {x.max()}); give uint8 "
                 "pixel values (16-bit images: load them with load_target, which maps them to "
                 "0..255 by their bit depth)")
-        x = x.astype(np.uint8)
+        return x.astype(np.uint8)
     return x
+
+
+def is_volume_stack(x: NDArray[Any]) -> bool:
+    """Whether ``x`` is a stack of grey volumes: ``(N, D, H, W)`` (a last axis other than 1 or
+    3 channels, as MedMNIST 3-D stores them) or ``(N, D, H, W, 1)``."""
+    return (x.ndim == 4 and x.shape[-1] not in (1, 2, 3, 4)) or (x.ndim == 5
+                                                                 and x.shape[-1] == 1)
+
+
+def as_ndhwc(volumes: ArrayLike, *, name: str = "volumes") -> NDArray[np.uint8]:
+    """Return grey ``volumes`` as uint8 ``(N, D, H, W, 1)`` (checked as :func:`as_nhwc`)."""
+    x = np.asarray(volumes)
+    if x.dtype.kind not in "uib":
+        raise InputError(f"{name} must be uint8 values 0..255; got dtype {x.dtype}")
+    if x.ndim == 4:
+        x = x[..., None]
+    if x.ndim != 5 or x.shape[-1] != 1:
+        raise InputError(f"{name} must be grey volumes (N, D, H, W) or (N, D, H, W, 1); got "
+                         f"shape {x.shape}")
+    return _as_uint8(x, name)
+
+
+def as_images(images: ArrayLike, *, name: str = "images") -> NDArray[np.uint8]:
+    """:func:`as_ndhwc` for a stack of volumes (:func:`is_volume_stack`), else
+    :func:`as_nhwc`."""
+    x = np.asarray(images)
+    return as_ndhwc(x, name=name) if is_volume_stack(x) else as_nhwc(x, name=name)
 
 
 def to_rgb(images: ArrayLike) -> NDArray[np.uint8]:

@@ -81,23 +81,28 @@ def preprocess_volumes(volumes: ArrayLike, *, mean: Sequence[float], std: Sequen
 
     Parameters
     ----------
-    volumes : array-like, (N, D, H, W), uint8 or float (the model's scale)
+    volumes : array-like, (N, D, H, W) or (N, D, H, W, C), uint8 or float (the model's scale)
+        Grey volumes, or C = ``channels`` channels last (an intensity convention with one
+        window per channel).
     mean, std : sequence of float
         One value per input channel.
     size : int or (depth, height, width), optional
         The model's input size; ``None`` keeps the volumes' size.
     channels : int
-        Input channels: the grey volume is replicated to each.
+        Input channels: a grey volume is replicated to each.
 
     Returns
     -------
     ndarray, float32 (N, channels, D, H, W)
     """
     raw = np.asarray(volumes)
-    if raw.ndim != 4:
-        raise InputError(f"volumes must be grey (N, D, H, W); got shape {raw.shape}")
+    if raw.ndim == 4:
+        raw = raw[..., None]
+    if raw.ndim != 5 or raw.shape[-1] not in (1, channels):
+        raise InputError(f"volumes must be (N, D, H, W) or (N, D, H, W, {channels}); got shape "
+                         f"{raw.shape}")
     x = raw.astype(np.float32) / np.float32(255.0) if raw.dtype == np.uint8 else \
         raw.astype(np.float32)
     if size is not None:
         x = resize_volumes(x, size)
-    return channels_first(x[..., None], mean, std, channels)
+    return channels_first(x, mean, std, channels)

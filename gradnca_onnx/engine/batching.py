@@ -119,7 +119,7 @@ def run_grads(session: Any, images: ArrayLike, cotangent: ArrayLike
     c = np.ascontiguousarray(cotangent, dtype=np.float32)
     in_shape = tuple(session.get_inputs()[0].shape[1:])
     d = session.get_inputs()[1].shape[1]
-    if x.ndim != 4 or x.shape[1:] != in_shape:
+    if x.ndim != 1 + len(in_shape) or x.shape[1:] != in_shape:
         raise ZooError(f"images must have shape (n, {', '.join(map(str, in_shape))}); "
                        f"got {x.shape}")
     if c.shape != (x.shape[0], d):

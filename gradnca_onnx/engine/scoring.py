@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from ..data.dataset import TargetData
 from ..data.preprocess import DEFAULT_FILTER, preprocess, preprocess_values
+from ..data.volumes import preprocess_volumes
 from ..errors import InputError
 from ..results import ModelResult
 from ..results.ranking import layer_family
@@ -70,21 +71,41 @@ def check_scoring_target(target: TargetData) -> None:
         raise InputError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
 
 
+def _member_size(manifest: Manifest) -> tuple[int, ...]:
+    spec = manifest.input
+    return (*((spec.depth,) if spec.depth is not None else ()), spec.height, spec.width)
+
+
+def check_dimensions(target: TargetData, manifest: Manifest) -> None:
+    """Refuse (one line) a 2-D member on a volume target or a 3-D member on 2-D images: in a
+    zoo of both, each member scores the data it can take and the others say why not."""
+    spec = manifest.input
+    if spec.volumetric and not target.volumetric:
+        raise InputError(f"{manifest.name} is a 3-D model (it takes {spec.size_text} volumes) "
+                         f"but the target holds 2-D images ({target.size_text}); rank it on a "
+                         "volume target (MedMNIST 3-D npz, NIfTI volumes, DICOM series)")
+    if target.volumetric and not spec.volumetric:
+        raise InputError(f"{manifest.name} is a 2-D model ({spec.size_text} images) but the "
+                         f"target holds {target.size_text} volumes; rank 3-D members on it "
+                         "(export --depth, or --inflate-3d DEPTH for a 2-D CNN)")
+
+
 def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tuple[dict, list[str]]:
     """The preprocessing a model asks of this target (part of the cache key), and notes."""
     spec = manifest.input
-    size = (spec.height, spec.width)
+    check_dimensions(target, manifest)
+    size = _member_size(manifest)
+    kind = "volumes" if spec.volumetric else "images"
+    filt = "trilinear" if spec.volumetric else DEFAULT_FILTER
     notes = []
-    if target.image_size != size:
+    if target.spatial_size != size:
         if not resize:
             raise InputError(
-                f"{manifest.name} takes {spec.height}x{spec.width} images but the target's are "
-                f"{target.image_size[0]}x{target.image_size[1]}; allow resizing or export the "
-                "model at the target's size")
-        notes.append(f"images resized {target.image_size[0]}x{target.image_size[1]} -> "
-                     f"{spec.height}x{spec.width} ({DEFAULT_FILTER})")
+                f"{manifest.name} takes {spec.size_text} {kind} but the target's are "
+                f"{target.size_text}; allow resizing or export the model at the target's size")
+        notes.append(f"{kind} resized {target.size_text} -> {spec.size_text} ({filt})")
     settings = {"channels": spec.channels, "size": list(size), "mean": list(spec.mean),
-                "std": list(spec.std), "filter": DEFAULT_FILTER}
+                "std": list(spec.std), "filter": filt}
     convention = spec.convention
     notes += _convention_notes(target, manifest, convention)
     if not convention.is_default:  # an 8-bit member keeps the cache key it always had
@@ -128,9 +149,14 @@ def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -
 
 def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
     spec = manifest.input
-    size = (spec.height, spec.width)
-    resize_to = size if target.image_size != size else None
+    size = _member_size(manifest)
+    resize_to = size if target.spatial_size != size else None
     convention = spec.convention
+    if spec.volumetric:
+        values = (convention.apply(target.physical) if convention.physical
+                  and target.physical is not None else target.images)
+        return preprocess_volumes(values, mean=spec.mean, std=spec.std, size=resize_to,
+                                  channels=spec.channels)
     if convention.physical and target.physical is not None:
         return preprocess_values(convention.apply(target.physical), mean=spec.mean,
                                  std=spec.std, size=resize_to, channels=spec.channels)

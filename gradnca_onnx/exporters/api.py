@@ -194,6 +194,9 @@ class ExportOptions:
         The intensity convention the model expects of a target's physical values
         (:mod:`gradnca_onnx.data.conventions`: ``window:-1000,1000:HU``, ``percentile:1,99``,
         ``zscore``); ``None`` or ``8bit``: 8-bit images, the paper's (nothing recorded).
+    depth : int, optional
+        A 3-D model's input depth: the graphs take ``(B, channels, depth, height, width)``
+        volumes (manifest ``input.depth``, schema 7). ``None``: a 2-D model.
     """
 
     name: str | None = None
@@ -213,6 +216,16 @@ class ExportOptions:
     split_pass: bool = True
     source_images: int | None = None
     intensity: str | Intensity | None = None
+    depth: int | None = None
+
+    def spatial(self) -> tuple[int, ...]:
+        """The input's spatial shape: (height, width), or (depth, height, width)."""
+        d = self.depth
+        if d is None:
+            return self.size()
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise InputError(f"depth must be a positive integer; got {d!r}")
+        return (d, *self.size())
 
     def convention(self) -> Intensity:
         """``intensity`` as an :class:`Intensity` (refused with one line when malformed)."""
@@ -232,7 +245,7 @@ class ExportOptions:
 
     def check(self) -> None:
         """Refuse, before any work, options that cannot make a member."""
-        self.size()
+        self.spatial()
         gb = self.grads_batch
         if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:
             raise InputError(f"grads batch must be a positive integer; got {gb!r}")
@@ -276,18 +289,52 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
     opts.check()
     size = opts.size()
     name = opts.name or loaded.default_name
-    chans = _channels(loaded.module, opts.channels)
+    chans = _channels(loaded.module, opts.channels, volumes=opts.depth is not None)
+    check_dimensions(loaded.module, opts.depth, chans, opts.size())
     inp = input_spec(chans, size[0], size[1], opts.norm, opts.pretrained_on,
-                     loaded.normalisation, opts.convention())
-    check_trace_memory(size, chans, opts.grads_batch)
+                     loaded.normalisation, opts.convention(), depth=opts.depth)
+    check_trace_memory(opts.spatial(), chans, opts.grads_batch)
     check_finite_weights(loaded.module)
     try:
         return publish_member(zoo_dir, name, force=opts.force, write=lambda staging: _write(
             loaded, staging, name, inp, opts))
     except (RuntimeError, MemoryError) as exc:
         if is_out_of_memory(exc):  # torch's allocator, wherever it failed
-            raise out_of_memory(exc, f"exporting {name} at {size[0]}x{size[1]}") from None
+            raise out_of_memory(exc, f"exporting {name} at {inp.size_text}") from None
         raise
+
+
+def check_dimensions(module: Any, depth: int | None, channels: int,
+                     size: tuple[int, int]) -> None:
+    """Refuse a 3-D model without ``depth`` and a 2-D CNN with one (one line, before tracing).
+
+    Judged by the first convolution module, when its kind (Conv2d, Conv3d) disagrees with
+    ``depth`` and a forward pass on such an input fails (a 2-D model may use a Conv3d inside,
+    over its channels). A fixed graph (TorchScript, torch.export) is judged by its forward
+    pass alone.
+    """
+    if not isinstance(module, nn.Module) or isinstance(module, torch.jit.ScriptModule):
+        return
+    first = next(((n, m) for n, m in module.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    if first is None or isinstance(first[1], nn.Conv3d) == (depth is not None):
+        return
+    shape = (1, channels, *((depth,) if depth is not None else ()), *size)
+    try:
+        with torch.no_grad():
+            module(torch.zeros(shape))
+        return
+    except Exception:  # noqa: BLE001 - any failure here is the dimension mismatch said below
+        pass
+    name, conv = first
+    if isinstance(conv, nn.Conv3d) and depth is None:
+        raise InputError(f"the model is 3-D (its first convolution {name!r} is a Conv3d): give "
+                         "--depth D (in Python depth=D), the volume depth it takes, with "
+                         "--input-size for height and width")
+    if isinstance(conv, nn.Conv2d) and depth is not None:
+        raise InputError(f"--depth {depth} is for 3-D models, but the model is 2-D (its first "
+                         f"convolution {name!r} is a Conv2d): drop --depth, or inflate it to "
+                         f"3-D with --inflate-3d {depth}")
 
 
 def _described(loaded: LoadedModel, opts: ExportOptions) -> Any:
@@ -300,11 +347,12 @@ def _described(loaded: LoadedModel, opts: ExportOptions) -> Any:
     return _replace(spec, options={**spec.options, "normalisation_from": origin})
 
 
-def _channels(module: nn.Module, channels: int | None) -> int:
-    """The input channels: ``channels``, else the model's first convolution's; refused unless
-    a target can give them."""
-    chans = channels if channels is not None else (stem_channels(module.named_parameters())
-                                                   or 3)
+def _channels(module: nn.Module, channels: int | None, *, volumes: bool = False) -> int:
+    """The input channels: ``channels``, else the model's first convolution's (a Conv3d's
+    for ``volumes``, a Conv2d's otherwise); refused unless a target can give them."""
+    ndims = (5,) if volumes else (4,)
+    chans = channels if channels is not None else (
+        stem_channels(module.named_parameters(), ndims) or 3)
     if isinstance(chans, bool) or not isinstance(chans, int) or chans < 1:
         raise InputError(f"channels must be a positive integer; got {channels!r}")
     check_channels(chans, f"--channels {chans}" if channels is not None else
@@ -316,7 +364,7 @@ def _write(loaded: LoadedModel, staging: Path, name: str, inp: InputSpec,
            opts: ExportOptions) -> dict[str, Any]:
     """Trace and write the graphs into ``staging``; the manifest's fields (but files,
     package version and time)."""
-    size = (inp.height, inp.width)
+    size = (*((inp.depth,) if inp.depth is not None else ()), inp.height, inp.width)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, inp.channels, *size, generator=gen)
     head = opts.head if opts.head is not None else loaded.head  # --head wins over the source
@@ -393,18 +441,21 @@ def check_finite_weights(module: nn.Module) -> None:
                              "there; fix the checkpoint (or its training) and export again")
 
 
-def check_trace_memory(size: tuple[int, int], channels: int, grads_batch: int) -> None:
+def check_trace_memory(size: tuple[int, ...], channels: int, grads_batch: int) -> None:
     """Refuse, before any work, an export whose images alone exceed this machine's memory.
 
     The gradient graph is traced on ``grads_batch`` images (and the features on 2) of
-    ``channels x size`` float32 values; the activations need more still, so this is a lower
-    bound: a size past it can never export here (torch's allocator would fail after minutes).
-    ``grads_batch=0``: a features-only member (2 images).
+    ``channels x size`` float32 values (``size``: (height, width) or (depth, height, width));
+    the activations need more still, so this is a lower bound: a size past it can never export
+    here (torch's allocator would fail after minutes). ``grads_batch=0``: a features-only
+    member (2 images).
     """
     total = physical_memory()
-    need = (grads_batch + 2) * channels * size[0] * size[1] * 4
+    need = (grads_batch + 2) * channels * int(np.prod(size)) * 4
     if total and need > total:
-        given = f"--input-size {size[0]}" + (f"x{size[1]}" if size[1] != size[0] else "")
+        h, w = size[-2:]
+        given = f"--input-size {h}" + (f"x{w}" if w != h else "")
+        given += f" with --depth {size[0]}" if len(size) == 3 else ""
         given += f" with --grads-batch {grads_batch}" if grads_batch else ""
         advice = OOM_ADVICE if grads_batch else ("give a smaller --input-size, or use a "
                                                  "machine with more memory")
@@ -429,7 +480,7 @@ def _export_features(module: nn.Module, example: torch.Tensor, path: Path,
                          ) from None
 
 
-def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int, int],
+def _grads_or_reason(prep: _Prepared, staging: Path, chans: int, size: tuple[int, ...],
                      grads_batch: int, feature_dim: int, gen: torch.Generator,
                      out_names: list[str], *, fallback: bool, split: bool
                      ) -> tuple[str | None, SplitSpec | None]:

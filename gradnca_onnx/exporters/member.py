@@ -40,12 +40,12 @@ def check_pretrained_on(pretrained_on: str) -> str:
 def input_spec(channels: int, height: int, width: int, norm: str | None,
                pretrained_on: str,
                library: tuple[tuple[float, ...], tuple[float, ...], str] | None = None,
-               intensity: Intensity | None = None) -> InputSpec:
+               intensity: Intensity | None = None, depth: int | None = None) -> InputSpec:
     """The manifest's ``input`` block: ``norm`` (``imagenet``, ``half``, ``MEAN,STD``), else the
     model's own config (``library``), else :func:`default_normalisation` of ``pretrained_on``
     (:func:`normalisation_origin` says which); and the intensity convention (``None`` or
     ``8bit``: none recorded). A ``zscore`` model's mean and std default to 0 and 1 (its
-    images are z-scores already)."""
+    images are z-scores already). ``depth``: a 3-D model's input depth."""
     convention = intensity if intensity is not None else Intensity()
     if convention.channels is not None and convention.channels != channels:
         raise InputError(f"--intensity {convention.text()} gives {convention.channels} "
@@ -58,7 +58,8 @@ def input_spec(channels: int, height: int, width: int, norm: str | None,
     else:
         mean, std = parse_normalisation(norm or default_normalisation(pretrained_on), channels)
     return InputSpec(channels=channels, height=height, width=width, mean=mean, std=std,
-                     intensity=None if convention.is_default else convention.to_dict())
+                     intensity=None if convention.is_default else convention.to_dict(),
+                     depth=depth)
 
 
 def normalisation_origin(norm: str | None, pretrained_on: str,
@@ -95,7 +96,8 @@ def publish_member(zoo_dir: str | os.PathLike, name: str, *, force: bool,
     staging = staging_dir(zoo_dir, name, force=force)
     try:
         fields = write(staging)
-        fields.setdefault("schema_version", write_version(fields["input"].intensity))
+        fields.setdefault("schema_version", write_version(fields["input"].intensity,
+                                                          fields["input"].depth))
         manifest = Manifest(
             **fields, package_version=__version__,
             files={p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},

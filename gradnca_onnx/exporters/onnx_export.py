@@ -23,7 +23,7 @@ from ..zoo import (
 )
 from . import onnx_split
 from .onnx_split import SplitGraphs
-from .translations import GRAD_TRANSLATIONS, OPSET
+from .translations import FEATURE_TRANSLATIONS, GRAD_TRANSLATIONS, OPSET
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def export_features(model: nn.Module, example: torch.Tensor, path: str | os.Path
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=OPSET, input_names=["images"],
             output_names=list(output_names), dynamic_shapes=({0: batch},), verbose=False,
-            optimize=False,
+            optimize=False, custom_translation_table=FEATURE_TRANSLATIONS,
         )
         _optimize(program)
     _save(program, path)

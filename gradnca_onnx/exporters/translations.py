@@ -238,6 +238,62 @@ def _pool_backward(grad_output: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
     return op.MatMul(op.Constant(value=ir.tensor(np.ascontiguousarray(rows.T, np.float32))), g)
 
 
+def _const(a: np.ndarray) -> Any:
+    return op.Constant(value=ir.tensor(np.ascontiguousarray(a, np.float32)))
+
+
+def _pool3d_backward(grad_output: Any, n: int, c: int, depth: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray) -> Any:
+    """The input gradient of a separable 3-D pooling ``depth ⊗ rows ⊗ cols`` (each an
+    (out, in) matrix): three products, one per axis, with no transposes (the depth axis is
+    reached by folding H and W into one)."""
+    (do, d), (ho, h), (wo, w) = depth.shape, rows.shape, cols.shape
+    g = op.MatMul(grad_output, _const(cols))                      # (n, c, do, ho, w)
+    g = op.MatMul(_const(rows.T), g)                              # (n, c, do, h, w)
+    g = op.Reshape(g, _ints([n, c, do, h * w]))
+    g = op.MatMul(_const(depth.T), g)                             # (n, c, d, h * w)
+    return op.Reshape(g, _ints([n, c, d, h, w]))
+
+
+def avg_pool3d_backward(grad_output: Any, self: Any, kernel_size: Sequence[int],
+                        stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
+                        count_include_pad: bool, divisor_override: int | None = None) -> Any:
+    """``aten.avg_pool3d_backward`` as three products with constant pooling matrices (the
+    3-D divisor is the product of the three axes' divisors, as in 2-D)."""
+    k = _per_dim(kernel_size, 3)
+    s = _per_dim(stride, 3) if len(stride) else k
+    p = _per_dim(padding, 3)
+    n, c, *size = (int(v) for v in self.shape)
+    out = [int(v) for v in grad_output.shape[2:]]
+    mats = [pool_matrix(size[i], out[i], k[i], s[i], p[i], count_include_pad)
+            for i in range(3)]
+    if divisor_override:
+        mats = [(m > 0).astype(np.float64) for m in mats]
+        mats[0] = mats[0] / float(divisor_override)
+    return _pool3d_backward(grad_output, n, c, *mats)
+
+
+def adaptive_avg_pool3d(self: Any, output_size: Sequence[int]) -> Any:
+    """``aten._adaptive_avg_pool3d`` (no ONNX translation exists for an output other than
+    1x1x1) as three products with ATen's constant window matrices; any batch size (Reshape's
+    0 copies the batch and channel axes)."""
+    d, h, w = (int(v) for v in self.shape[2:])
+    do, ho, wo = _per_dim(output_size, 3)
+    y = op.MatMul(self, _const(adaptive_pool_matrix(w, wo).T))    # (n, c, d, h, wo)
+    y = op.MatMul(_const(adaptive_pool_matrix(h, ho)), y)         # (n, c, d, ho, wo)
+    y = op.Reshape(y, _ints([0, 0, d, ho * wo]))
+    y = op.MatMul(_const(adaptive_pool_matrix(d, do)), y)         # (n, c, do, ho * wo)
+    return op.Reshape(y, _ints([0, 0, do, ho, wo]))
+
+
+def adaptive_avg_pool3d_backward(grad_output: Any, self: Any) -> Any:
+    """``aten._adaptive_avg_pool3d_backward`` as three products with constant matrices."""
+    n, c, *size = (int(v) for v in self.shape)
+    out = [int(v) for v in grad_output.shape[2:]]
+    return _pool3d_backward(grad_output, n, c,
+                            *(adaptive_pool_matrix(size[i], out[i]) for i in range(3)))
+
+
 def avg_pool2d_backward(grad_output: Any, self: Any, kernel_size: Sequence[int],
                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
                         count_include_pad: bool, divisor_override: int | None = None) -> Any:
@@ -262,10 +318,11 @@ def adaptive_avg_pool2d_backward(grad_output: Any, self: Any) -> Any:
 
 
 def _pool_args(kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-               dilation: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:
-    k = _per_dim(kernel_size, 2)
-    s = _per_dim(stride, 2) if len(stride) else k
-    return k, s, _per_dim(padding, 2), _per_dim(dilation, 2)
+               dilation: Sequence[int], nsp: int = 2
+               ) -> tuple[list[int], list[int], list[int], list[int]]:
+    k = _per_dim(kernel_size, nsp)
+    s = _per_dim(stride, nsp) if len(stride) else k
+    return k, s, _per_dim(padding, nsp), _per_dim(dilation, nsp)
 
 
 def max_pool2d_with_indices(self: Any, kernel_size: Sequence[int], stride: Sequence[int] = (),
@@ -278,18 +335,63 @@ def max_pool2d_with_indices(self: Any, kernel_size: Sequence[int], stride: Seque
     (kernel 1, with indices) over the whole input, which took as long as the pooling itself;
     with the static shapes of the gradient graph the offsets are ``(n * C + c) * H * W``.
     """
-    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation)
-    n, c, h, w = (int(v) for v in self.shape)
+    return _max_pool_with_indices(self, kernel_size, stride, padding, dilation, ceil_mode, 2)
+
+
+def max_pool3d_with_indices(self: Any, kernel_size: Sequence[int], stride: Sequence[int] = (),
+                            padding: Sequence[int] = (0, 0, 0),
+                            dilation: Sequence[int] = (1, 1, 1),
+                            ceil_mode: bool = False) -> tuple[Any, Any]:
+    """``aten.max_pool3d_with_indices``: as :func:`max_pool2d_with_indices`, the offsets
+    ``(n * C + c) * D * H * W`` a constant."""
+    return _max_pool_with_indices(self, kernel_size, stride, padding, dilation, ceil_mode, 3)
+
+
+def _max_pool_with_indices(self: Any, kernel_size: Sequence[int], stride: Sequence[int],
+                           padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
+                           nsp: int) -> tuple[Any, Any]:
+    k, s, p, d = _pool_args(kernel_size, stride, padding, dilation, nsp)
+    n, c, *size = (int(v) for v in self.shape)
     values, flat = op.MaxPool(self, kernel_shape=k, strides=s, pads=p * 2, dilations=d,
                               ceil_mode=int(bool(ceil_mode)))
-    offsets = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    plane = int(np.prod(size))
+    offsets = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, *([1] * nsp))
     return values, op.Sub(flat, op.Constant(value=ir.tensor(offsets)))
 
 
+def max_pool3d_with_indices_backward(grad_output: Any, self: Any, kernel_size: Sequence[int],
+                                     stride: Sequence[int], padding: Sequence[int],
+                                     dilation: Sequence[int], ceil_mode: bool,
+                                     indices: Any) -> Any:
+    """``aten.max_pool3d_with_indices_backward`` (no ONNX translation exists): each output
+    gradient added at its window's argmax, one ScatterElements per (image, channel) plane
+    (ATen's indices count within the plane). Overlapping windows that share an argmax add up,
+    as in ATen."""
+    n, c, *size = (int(v) for v in self.shape)
+    plane = int(np.prod(size))
+    g = op.Reshape(grad_output, _ints([n * c, -1]))
+    idx = op.Reshape(indices, _ints([n * c, -1]))
+    zeros = op.ConstantOfShape(_ints([n * c, plane]),
+                               value=ir.tensor(np.zeros(1, np.float32)))
+    out = op.ScatterElements(zeros, idx, g, axis=1, reduction="add")
+    return op.Reshape(out, _ints([n, c, *size]))
+
+
+#: The ``custom_translation_table`` given to ``torch.onnx.export`` for feature graphs: forward
+#: ops without an ONNX translation.
+FEATURE_TRANSLATIONS: dict[Callable, Callable] = {
+    torch.ops.aten._adaptive_avg_pool3d.default: adaptive_avg_pool3d,
+}
+
 #: The ``custom_translation_table`` given to ``torch.onnx.export`` for gradient graphs.
 GRAD_TRANSLATIONS: dict[Callable, Callable] = {
+    **FEATURE_TRANSLATIONS,
     torch.ops.aten.max_pool2d_with_indices.default: max_pool2d_with_indices,
     torch.ops.aten.convolution_backward.default: convolution_backward,
     torch.ops.aten.avg_pool2d_backward.default: avg_pool2d_backward,
     torch.ops.aten._adaptive_avg_pool2d_backward.default: adaptive_avg_pool2d_backward,
+    torch.ops.aten.max_pool3d_with_indices.default: max_pool3d_with_indices,
+    torch.ops.aten.max_pool3d_with_indices_backward.default: max_pool3d_with_indices_backward,
+    torch.ops.aten.avg_pool3d_backward.default: avg_pool3d_backward,
+    torch.ops.aten._adaptive_avg_pool3d_backward.default: adaptive_avg_pool3d_backward,
 }

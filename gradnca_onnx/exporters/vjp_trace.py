@@ -143,7 +143,8 @@ def shape_only_inputs(graph: fx.GraphModule) -> None:
             continue
         if node.target is _aten.convolution_backward.default and not node.args[-1][1]:
             _stand_in(graph.graph, node, 1)
-        elif node.target is _aten.max_pool2d_with_indices_backward.default:
+        elif node.target in (_aten.max_pool2d_with_indices_backward.default,
+                             _aten.max_pool3d_with_indices_backward.default):
             _stand_in(graph.graph, node, 1)
     graph.recompile()
 

@@ -62,16 +62,17 @@ _LAZY = {
     "load_exported_program": "exported_program",
     "read_checkpoint": "checkpoints", "unwrap_state_dict": "checkpoints",
     "stem_channels": "building", "ConstructorSource": "from_manifest",
+    "inflate_3d": "inflate", "video_architectures": "torchvision_models",
 }
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PAPER_ARCHITECTURES", "ArchSpec", "ConstructorSource",
     "HFImageClassifier", "LoadedModel", "Member", "ModelSource", "TORCH_MODULES", "addressable",
-    "choose_features", "create_model", "describe", "from_module", "get", "kinds",
+    "choose_features", "create_model", "describe", "from_module", "get", "inflate_3d", "kinds",
     "load_exported_program", "load_factory", "load_hf", "load_monai", "load_open_clip",
     "load_plugins", "load_timm", "load_torchscript", "load_torchvision",
     "read_checkpoint", "rebuild", "register", "require_torch", "resolve", "stem_channels",
-    "torchvision_architectures", "unwrap_state_dict",
+    "torchvision_architectures", "unwrap_state_dict", "video_architectures",
 ]
 
 

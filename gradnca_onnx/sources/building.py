@@ -39,12 +39,14 @@ def _with_in_channels(conv: nn.Conv2d, channels: int) -> nn.Conv2d:
                      conv.dilation, 1, conv.bias is not None, conv.padding_mode)
 
 
-def stem_channels(named: Iterable[tuple[str, Any]]) -> int | None:
-    """The input channels of the first 4-D weight among ``named`` (name, tensor) pairs, a
-    module's parameters or a state dict's items: the stem convolution's, in registration
-    order, for every common architecture (``None``: no convolution)."""
+def stem_channels(named: Iterable[tuple[str, Any]], ndims: tuple[int, ...] = (4, 5)
+                  ) -> int | None:
+    """The input channels of the first weight of ``ndims`` dimensions (4: a 2-D convolution,
+    5: a 3-D one) among ``named`` (name, tensor) pairs, a module's parameters or a state
+    dict's items: the stem convolution's, in registration order, for every common
+    architecture (``None``: no convolution)."""
     return next((int(t.shape[1]) for name, t in named
-                 if name.endswith("weight") and t.ndim == 4), None)
+                 if name.endswith("weight") and t.ndim in ndims), None)
 
 
 def seeded(seed: int, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

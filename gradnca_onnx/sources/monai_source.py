@@ -29,9 +29,17 @@ CLASS_ARGS = ("out_channels", "num_classes")
 DEFAULT_CLASSES = 2
 
 
-def _parameters(cls: type) -> set[str]:
+def _parameters(cls: Callable[..., nn.Module]) -> set[str]:
     """The keyword names ``cls`` takes: its own, and for a constructor that passes
-    ``**kwargs`` on (``SEResNet50``), those of the classes it builds on."""
+    ``**kwargs`` on (``SEResNet50``), those of the classes it builds on; for a builder function
+    (``resnet10``), its own and those of the class it returns."""
+    if not isinstance(cls, type):
+        own = inspect.signature(cls).parameters
+        names = {n for n, p in own.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        built = _built_class(cls)
+        if built is not None and any(p.kind is p.VAR_KEYWORD for p in own.values()):
+            names |= _parameters(built)
+        return names
     names: set[str] = set()
     for klass in cls.__mro__:
         if klass in (nn.Module, object):
@@ -45,6 +53,28 @@ def _parameters(cls: type) -> set[str]:
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             break
     return names
+
+
+def _built_class(fn: Callable[..., Any]) -> type | None:
+    """The ``nn.Module`` class a builder function declares it returns (``-> ResNet``)."""
+    import typing
+
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: not a builder we can read
+        return None
+    return ret if isinstance(ret, type) and issubclass(ret, nn.Module) else None
+
+
+def _network(monai: Any, name: str) -> Callable[..., nn.Module] | None:
+    """``monai.networks.nets.<name>``: a network class, or a builder function that declares an
+    ``nn.Module`` class as its return (MONAI's ``resnet10`` ... ``resnet200``)."""
+    fn = getattr(monai.networks.nets, name, None) if name and not name.startswith("_") else None
+    if isinstance(fn, type) and issubclass(fn, nn.Module):
+        return fn
+    if inspect.isfunction(fn) and _built_class(fn) is not None:
+        return fn
+    return None
 
 
 def _arg(names: set[str], choices: tuple[str, ...], what: str, net: str) -> str:
@@ -62,16 +92,16 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
     ``checkpoint``.
 
     Defaults for MONAI's arguments, under the names the constructor takes:
-    ``spatial_dims=2`` (2-D images), the input channels (``in_channels`` or
+    ``spatial_dims=2`` (2-D images; 3 for volumes, exported with ``--depth``), the input channels (``in_channels`` or
     ``n_input_channels``) = ``channels`` or the checkpoint's or 3, the classes
     (``out_channels`` or ``num_classes``) = the checkpoint's, else 2, and ``pretrained=False``
     (nothing is downloaded: give the weights with ``checkpoint``).
     """
     monai = optional_import("monai", "zoo", "--arch monai:...")
-    fn = getattr(monai.networks.nets, name, None) if name and not name.startswith("_") else None
-    if not (isinstance(fn, type) and issubclass(fn, nn.Module)):
+    fn = _network(monai, name)
+    if fn is None:
         raise SourceError(f"unknown MONAI network {name!r}; see monai.networks.nets (e.g. "
-                          "DenseNet121, EfficientNetBN, SEResNet50)")
+                          "DenseNet121, EfficientNetBN, SEResNet50, resnet18)")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = read_checkpoint(ckpt, trust_pickle=trust_pickle) if ckpt is not None else None
     if isinstance(state, nn.Module):
@@ -82,9 +112,9 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
     kwargs = dict(arch_kwargs or {})
     if "spatial_dims" in names:
         kwargs.setdefault("spatial_dims", 2)
-    if kwargs.get("spatial_dims", 2) != 2:
-        raise SourceError(f"monai:{name} with spatial_dims={kwargs['spatial_dims']!r}: only 2-D "
-                          "networks (spatial_dims=2) take the 2-D images a target holds")
+    if kwargs.get("spatial_dims", 2) not in (2, 3):
+        raise SourceError(f"monai:{name} with spatial_dims={kwargs['spatial_dims']!r}: give 2 "
+                          "(2-D images) or 3 (volumes, exported with --depth)")
     if "pretrained" in names:
         if kwargs.get("pretrained"):
             raise SourceError(f"monai:{name} with pretrained=true would download weights; give "
@@ -106,7 +136,7 @@ def load_monai(name: str, checkpoint: str | os.PathLike | None = None, *,
                        options=jsonable({"arch_kwargs": used, "seed": seed, **notes}))
 
 
-def _constructor(fn: type, name: str, classes_arg: str) -> Callable[..., nn.Module]:
+def _constructor(fn: Callable[..., nn.Module], name: str, classes_arg: str) -> Callable[..., nn.Module]:
     """``fn(**kw)`` with the classes defaulted, its failures as one SourceError line."""
     def create(**kw: Any) -> nn.Module:
         kw.setdefault(classes_arg, DEFAULT_CLASSES)
@@ -122,7 +152,8 @@ def _constructor(fn: type, name: str, classes_arg: str) -> Callable[..., nn.Modu
 
 
 class MonaiSource(ConstructorSource):
-    """``--arch monai:NAME``: ``monai.networks.nets.NAME(**kwargs)``, 2-D."""
+    """``--arch monai:NAME``: ``monai.networks.nets.NAME(**kwargs)``, 2-D or 3-D
+    (``spatial_dims``)."""
 
     kind = "monai"
     addressable = True

@@ -270,6 +270,15 @@ def rebuild(model_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | Non
             raise SourceError(f"{member.where('options.features')} must be a string; "
                               "re-export the model")
         loaded = choose_features(loaded, recorded)
+    inflated = member.source.options.get("inflate_3d")
+    if inflated is not None:
+        from .inflate import INFLATE_RULE, inflate_3d
+
+        if inflated != INFLATE_RULE:
+            raise SourceError(f"{member.where('options.inflate_3d')} names another inflation "
+                              f"rule ({inflated!r}); this version inflates by {INFLATE_RULE!r}: "
+                              "export the model again")
+        loaded = inflate_3d(loaded)
     if loaded.architecture != member.manifest.architecture:
         raise SourceError(f"{path}: the rebuilt model is a {loaded.architecture}, but the "
                           f"manifest says {member.manifest.architecture}; the source changed "

@@ -1,4 +1,10 @@
-"""torchvision's classification architectures (``--arch NAME``), random or from a checkpoint."""
+"""torchvision's classification architectures (``--arch NAME``), random or from a checkpoint.
+
+The video classifiers (``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ...) are 3-D CNNs over
+``(B, 3, T, H, W)`` clips: exported with ``--depth`` they rank volume targets, each volume's
+depth taking the place of time, with the Kinetics normalisation their weights' own transforms
+define (an extension beyond the paper, which ranks 2-D CNNs).
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,29 @@ from .from_manifest import ConstructorSource
 
 
 def torchvision_architectures() -> list[str]:
-    """Names of torchvision's image-classification architectures."""
+    """Names of torchvision's image- and video-classification architectures."""
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(torchvision.models.list_models(module=torchvision.models)
+                  + video_architectures())
+
+
+def video_architectures() -> list[str]:
+    """Names of torchvision's video classifiers (3-D inputs ``(B, 3, T, H, W)``)."""
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models.video)
+
+
+def video_normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """The mean and std of a video classifier's weights' own transforms (Kinetics-400), and
+    where they came from (the manifest's ``normalisation_from``)."""
+    import torchvision
+
+    weights = list(torchvision.models.get_model_weights(arch))[0]
+    t = weights.transforms()
+    return (tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std),
+            f"torchvision {type(weights).__name__}.{weights.name} transforms (mean/std)")
 
 
 def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
@@ -79,8 +104,10 @@ def load_torchvision(arch: str, checkpoint: str | os.PathLike | None = None, *,
         build, kwargs, state, spec.head if spec else "", spec.conv1 if spec else None, channels,
         where, "Check --arch (and --arch-kwarg), or name the right checkpoint.", notes=options)
     options["arch_kwargs"] = used
+    norm = video_normalisation(arch) if arch in video_architectures() else None
     return LoadedModel(module=model, kind="torchvision", reference=arch, architecture=arch,
-                       checkpoint=ckpt, options=jsonable(options), spec=spec)
+                       checkpoint=ckpt, options=jsonable(options), spec=spec,
+                       normalisation=norm)
 
 
 class TorchvisionSource(ConstructorSource):
@@ -88,7 +115,7 @@ class TorchvisionSource(ConstructorSource):
 
     kind = "torchvision"
     addressable = True
-    summary = "a torchvision classification architecture, e.g. resnet18"
+    summary = "a torchvision image or video classification architecture, e.g. resnet18, r3d_18"
 
     def names(self) -> list[str]:
         """The architectures it knows (:func:`torchvision_architectures`)."""

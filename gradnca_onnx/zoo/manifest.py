@@ -21,8 +21,10 @@ how many images the source model was pre-trained on, as the exporter's user stat
 metadata, read by the static baseline ``source_images``. Schema 6 adds the optional
 ``input.intensity``: the intensity convention the model expects of a target's physical values
 (:mod:`gradnca_onnx.data.conventions`; absent: 8-bit images, the paper's). Writers write the
-oldest schema that holds a member's fields: 5, or 6 with an intensity convention (so a member
-without one is byte-identical to what earlier versions wrote).
+oldest schema that holds a member's fields: 5, 6 with an intensity convention, 7 with a
+depth (so a member without either is byte-identical to what earlier versions wrote). Schema 7
+adds the optional ``input.depth``: a 3-D model takes ``float32 [B, channels, depth, height,
+width]`` volumes (absent: 2-D images).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ from .integrity import FileEntry, verify_files
 #: 3: adds ``layers.rule`` and the source kinds ``timm``, ``hf`` and ``monai``;
 #: 4: adds the optional ``split`` block (``forward.onnx`` and ``backward.onnx``);
 #: 5: adds the optional ``source_images`` (the source dataset's size, as the user states it);
-#: 6: adds the optional ``input.intensity`` (the model's intensity convention).
-SCHEMA_VERSION = 6
+#: 6: adds the optional ``input.intensity`` (the model's intensity convention);
+#: 7: adds the optional ``input.depth`` (a 3-D model's input depth).
+SCHEMA_VERSION = 7
 #: What writers write unless a member needs a newer field (:func:`write_version`).
 WRITE_VERSION = 5
 #: Oldest layout this package still reads.
@@ -180,7 +183,8 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The image tensor a model takes: ``float32 [B, channels, height, width]``.
+    """The image tensor a model takes: ``float32 [B, channels, height, width]``, or with
+    ``depth`` (schema 7, a 3-D model) ``float32 [B, channels, depth, height, width]``.
 
     Pixels are scaled to [0, 1] (uint8 / 255), then normalised per channel:
     ``(x - mean[c]) / std[c]``.
@@ -194,6 +198,19 @@ class InputSpec:
     #: The model's intensity convention (schema 6), as the manifest's ``input.intensity``
     #: object; ``None``: 8-bit images (:attr:`convention`).
     intensity: dict[str, Any] | None = None
+    #: A 3-D model's input depth (schema 7); ``None``: a 2-D model.
+    depth: int | None = None
+
+    @property
+    def volumetric(self) -> bool:
+        """Whether the model takes volumes (``depth`` is set)."""
+        return self.depth is not None
+
+    @property
+    def size_text(self) -> str:
+        """``HxW``, or ``DxHxW`` for a 3-D model."""
+        hw = f"{self.height}x{self.width}"
+        return f"{self.depth}x{hw}" if self.depth is not None else hw
 
     @property
     def convention(self) -> Any:
@@ -205,8 +222,11 @@ class InputSpec:
         return intensity_from_dict(self.intensity, "input.intensity")
 
 
-def write_version(intensity: dict[str, Any] | None) -> int:
-    """The schema a writer records: :data:`WRITE_VERSION`, or 6 with an intensity convention."""
+def write_version(intensity: dict[str, Any] | None, depth: int | None = None) -> int:
+    """The schema a writer records: :data:`WRITE_VERSION`, 6 with an intensity convention, 7
+    with a depth (a 3-D model)."""
+    if depth is not None:
+        return 7
     return WRITE_VERSION if intensity is None else 6
 
 
@@ -316,6 +336,8 @@ class Manifest:
         d = asdict(self)
         if self.input.intensity is None:
             d["input"].pop("intensity")  # 8-bit: nothing recorded (schema 1-5 have no field)
+        if self.input.depth is None:
+            d["input"].pop("depth")  # a 2-D model: nothing recorded (schema 1-6 have no field)
         if self.schema_version < 5 and self.source_images is None:
             d.pop("source_images")  # schema 1-4 have no such field (re-serialise unchanged)
         if self.schema_version < 4 and self.split is None:
@@ -557,13 +579,23 @@ def _input(inp: _Fields, version: int) -> InputSpec:
                        "(it divides every pixel), the model's real input std (e.g. 0.5 or "
                        "ImageNet's)")
     spec = InputSpec(channels=channels, height=inp.int_("height"), width=inp.int_("width"),
-                     mean=mean, std=std, intensity=_intensity(inp, version))
+                     mean=mean, std=std, intensity=_intensity(inp, version),
+                     depth=_depth(inp, version))
     windows = (spec.intensity or {}).get("windows")
     if windows and len(windows) != channels:
         raise inp.fail("intensity", f"lists {len(windows)} windows for {channels} channels "
                        "(one window per channel)")
     inp.done()
     return spec
+
+
+def _depth(inp: _Fields, version: int) -> int | None:
+    """The optional ``input.depth`` (schema 7); ``None``: a 2-D model."""
+    if inp.get("depth", optional=True) is None:
+        return None
+    if version < 7:
+        raise inp.fail("depth", f"needs schema_version 7 (the manifest says {version})")
+    return inp.int_("depth")
 
 
 def _intensity(inp: _Fields, version: int) -> dict[str, Any] | None:
@@ -742,11 +774,12 @@ def write_manifest(model_dir: str | os.PathLike, manifest: Manifest) -> Path:
     """Validate ``manifest`` and write it atomically as ``model_dir/manifest.json``.
 
     The file is written in the oldest layout that holds its fields (:func:`write_version`:
-    :data:`WRITE_VERSION`, or 6 with an intensity convention); every older manifest is a valid
+    :data:`WRITE_VERSION`, 6 with an intensity convention, 7 with a depth); every older manifest is a valid
     one of that schema (each schema only added fields or values), so upgrading loses nothing,
     and a member without a convention is written as earlier versions wrote it.
     """
-    manifest = replace(manifest, schema_version=write_version(manifest.input.intensity))
+    manifest = replace(manifest, schema_version=write_version(manifest.input.intensity,
+                                                              manifest.input.depth))
     manifest.validate(where=f"manifest for {manifest.name!r}")
     path = Path(model_dir) / MANIFEST_FILE
     atomic_write_text(path, manifest.to_json())

@@ -221,8 +221,6 @@ def test_bad_npz_files(tmp_path):
     cases.append((_write(tmp_path / "frac.npz", **frac), "must be integers"))
     one = dict(raw, train_labels=np.zeros_like(raw["train_labels"]))
     cases.append((_write(tmp_path / "one.npz", **one), "only 1 class"))
-    vol = _npz(ADRENAL3D)
-    cases.append((_write(tmp_path / "vol.npz", **vol), "3-D volumes"))
     for path, match in cases:
         with pytest.raises(ValueError, match=match) as exc:
             data.load_target(path, "train")

@@ -47,7 +47,7 @@ def test_real_adrenal_volumes_resampled_as_torch_does():
 
 
 def test_bad_shapes_and_sizes_are_one_line():
-    with pytest.raises(InputError, match="grey"):
+    with pytest.raises(InputError, match=r"\(N, D, H, W\)"):
         preprocess_volumes(np.zeros((2, 4, 4)), mean=[0.5], std=[0.5])
     with pytest.raises(InputError, match="depth, height, width"):
         resize_volumes(np.zeros((1, 4, 4, 4)), (4, 4))

@@ -53,7 +53,7 @@ def _edit(d: Path, fn) -> None:
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("feature_dim"), "'feature_dim' is missing"),
     (lambda d: d.update(feature_dim="512"), "'feature_dim' must be an integer"),
-    (lambda d: d.update(schema_version=7), "schema_version 7 is newer"),
+    (lambda d: d.update(schema_version=8), "schema_version 8 is newer"),
     (lambda d: d.update(split={"residuals": 3, "residual_bytes": 10}),
      "'files.forward.onnx' is missing"),
     (lambda d: d.update(schema_version=3, split=None), "'split' needs schema_version 4"),
