@@ -196,10 +196,11 @@ def _plot_files(target_paths) -> list[str]:
 @click.option("--no-resize", is_flag=True,
               help="Refuse targets whose image size differs from a model's input size instead of "
                    "resizing them (bilinear).")
-@click.option("--size", "size", default=None, metavar="HxW|N",
+@click.option("--size", "size", default=None, metavar="HxW|N|DxHxW",
               help="Image folders: resize every image to H x W (N: N x N) pixels, bilinear, while "
                    "loading; needed when a folder's images differ in size (the target's notes "
-                   "record it). Models then resize to their own input as usual.")
+                   "record it). Volumes (NIfTI): DxHxW (N: a cube), trilinear. Models then "
+                   "resize to their own input as usual.")
 @click.option("--path-column", "path_column", default=None, metavar="NAME",
               help="Label tables (.csv/.tsv targets): the column of image paths [default: "
                    "path, file, filename, image...].")

@@ -305,6 +305,9 @@ def load_files(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
                              f"(e.g. {other}); give one kind of file per target")
         return load_scans(files, labels, classes, name=name, source=source, split=split,
                           order=order, size=size, filter=filter)
+    if size is not None and not isinstance(size, int) and len(size) == 3:
+        raise InputError(f"{source}: a DxHxW size is for volume targets (NIfTI volumes); these "
+                         "are 2-D images: give --size HxW")
     headers = [_header(f) for f in files]
     modes = [m for m, _ in headers]
     if mode == "auto":

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from ..errors import InputError, first_line, optional_import
 from .physical import MedicalImage
 
-__all__ = ["read_nifti"]
+__all__ = ["read_nifti", "spatial_shape"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -124,6 +124,12 @@ def _notes(img: Any, shape: tuple[int, ...]) -> list[str]:
         notes.append(f"4-D kept whole: {shape[3]} volumes first (t, z, y, x); time step "
                      f"pixdim[4] = {step:g} ({unit} by xyzt_units)")
     return notes
+
+
+def spatial_shape(path: PathLike) -> tuple[int, ...]:
+    """The file's shape (trailing axes of length 1 dropped), read from its header alone."""
+    path = Path(path)
+    return _shape(_load(path), path)
 
 
 def read_nifti(path: PathLike) -> MedicalImage:

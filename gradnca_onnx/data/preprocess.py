@@ -150,8 +150,9 @@ def _hw(size: Size) -> tuple[int, int]:
 MAX_SIDE = 8192
 
 
-def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
-    """``(height, width)`` of a size written ``N`` (square) or ``HxW`` (e.g. ``224``, ``64x96``).
+def parse_size(text: str, option: str = "--size") -> tuple[int, ...]:
+    """``(height, width)`` of a size written ``N`` (square) or ``HxW`` (e.g. ``224``, ``64x96``),
+    or ``(depth, height, width)`` of a volume size written ``DxHxW`` (a volume target's).
 
     Raises
     ------
@@ -159,12 +160,13 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
         Naming ``option``: not of that form, a side below 1 or above :data:`MAX_SIDE`.
     """
     parts = str(text).strip().lower().split("x")
-    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
-        raise InputError(f"{option} must be N or HxW in pixels (e.g. 224 or 64x96); got {text!r}")
-    h, w = (int(parts[0]), int(parts[-1]))
-    if min(h, w) < 1 or max(h, w) > MAX_SIDE:
+    if not 1 <= len(parts) <= 3 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"{option} must be N or HxW in pixels (e.g. 224 or 64x96), or DxHxW for "
+                         f"volumes; got {text!r}")
+    sides = [int(p) for p in parts] if len(parts) > 1 else [int(parts[0])] * 2
+    if min(sides) < 1 or max(sides) > MAX_SIDE:
         raise InputError(f"{option} {text}: each side must be 1..{MAX_SIDE} pixels")
-    return h, w
+    return tuple(sides)
 
 
 def _filter(name: str) -> Image.Resampling:

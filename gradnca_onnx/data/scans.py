@@ -50,13 +50,14 @@ def is_medical_file(path: PathLike) -> bool:
         return False
 
 
-def read_scan(path: PathLike) -> MedicalImage:
-    """One medical file as a 2-D :class:`MedicalImage`.
+def read_scan(path: PathLike, *, volume: bool = False) -> MedicalImage:
+    """One medical file as a 2-D :class:`MedicalImage`, or with ``volume`` a 3-D one.
 
     Raises
     ------
     InputError
-        A volume or time series (more than one slice or frame), or what the reader refuses.
+        A volume or time series (more than one slice or frame; with ``volume``, anything but
+        one 3-D volume), or what the reader refuses.
     """
     p = Path(path)
     if p.name.lower().endswith((".nii", ".nii.gz")):
@@ -67,11 +68,26 @@ def read_scan(path: PathLike) -> MedicalImage:
         from .dicom import read_dicom
 
         image = read_dicom(p)
-    if image.values.ndim != 2:
-        raise InputError(f"{p}: holds a {'x'.join(map(str, image.values.shape))} volume, not "
-                         "one 2-D image; a 2-D target takes one image per file (export the "
-                         "slices you want as separate files)")
+    shape = "x".join(map(str, image.values.shape))
+    if volume and image.values.ndim != 3:
+        raise InputError(f"{p}: holds {shape} values, not one 3-D volume; a volume target "
+                         "takes one volume per file (a 4-D series: save the volume you want "
+                         "as its own file)")
+    if not volume and image.values.ndim != 2:
+        raise InputError(f"{p}: holds a {shape} volume, not one 2-D image; a 2-D target takes "
+                         "one image per file (export the slices you want as separate files)")
     return image
+
+
+def is_volume_file(path: PathLike) -> bool:
+    """Whether a NIfTI file holds one 3-D volume (read from its header alone); DICOM files
+    are single images here."""
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    from .nifti import spatial_shape
+
+    return len(spatial_shape(p)) == 3
 
 
 def _masked(image: MedicalImage) -> NDArray[np.float32]:
@@ -143,6 +159,12 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
     """
     if filter not in RESIZE_FILTERS:
         raise InputError(f"unknown resize filter {filter!r}; use one of {sorted(RESIZE_FILTERS)}")
+    if files and is_volume_file(files[0]):
+        return load_volumes(files, labels, classes, name=name, source=source, split=split,
+                            order=order, size=size)
+    if size is not None and not isinstance(size, int) and len(size) == 3:
+        raise InputError(f"{source}: a DxHxW size is for volume targets; these files are 2-D "
+                         "images: give --size HxW")
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     windows, modalities, units, notes = [], set(), set(), []
     physical: NDArray[np.float32] | None = None
@@ -179,6 +201,47 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
         notes.append(f"{padded} image(s) have padding outside the field of view (masked)")
     return TargetData(images[..., None], labels, name, len(classes), source, split,
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
+
+
+def load_volumes(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str], *,
+                 name: str, source: str, split: str, order: str,
+                 size: int | Sequence[int] | None = None) -> TargetData:
+    """A volume target: one NIfTI volume per file (``(z, y, x)`` as :func:`read_nifti`
+    reads it), physical values kept, resampled trilinearly to ``size`` (an int for a cube, or
+    ``(depth, height, width)``) when given; volumes of different sizes need it."""
+    from .volumes import resize_volumes
+
+    if isinstance(size, int):
+        size = (size, size, size)
+    if size is not None and len(size) != 3:
+        raise InputError(f"{source}: the files are 3-D volumes: give --size DxHxW (or N for a "
+                         "cube) to resample them while loading")
+    windows, units, physical = [], set(), None
+    for k, f in enumerate(files):
+        image = read_scan(f, volume=True)
+        v = _masked(image)
+        if size is not None and v.shape != tuple(size):
+            v = resize_volumes(v[None], tuple(size))[0]
+        if physical is None:
+            physical = np.empty((len(files), *v.shape), dtype=np.float32)
+        elif v.shape != physical.shape[1:]:
+            sizes = sorted({"x".join(map(str, v.shape)), "x".join(map(str, physical.shape[1:]))})
+            raise InputError(f"{source}: volumes differ in size ({', '.join(sizes)}, at {f}); "
+                             "give one size to resample them to while loading (--size DxHxW "
+                             "on the command line, size= in Python)")
+        physical[k] = v
+        windows.append(image.window)
+        units.add(image.unit)
+    if physical is None:
+        raise InputError(f"{source}: no files to read")
+    images, how = render_8bit(physical, windows)
+    notes = [how]
+    if size is not None:
+        notes.append(f"volumes resampled to {'x'.join(map(str, size))} while loading "
+                     "(trilinear, in physical values)")
+    unit = units.pop() if len(units) == 1 else ""
+    return TargetData(images[..., None], labels, name, len(classes), source, split,
+                      tuple(classes), order, tuple(notes), physical[..., None], unit, "NIfTI")
 
 
 def from_physical(values: NDArray, labels: NDArray, *, unit: str = "", modality: str = "",

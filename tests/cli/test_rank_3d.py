@@ -1,0 +1,120 @@
+"""Ranking 3-D members on volume targets (issue 29): a zoo of 2-D and 3-D members, the
+baselines and uncertainty on a 3-D zoo, and the Done-when zoo of five 3-D members from three
+source kinds on AdrenalMNIST3D at 64^3 from the CLI and the Python API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _support import ADRENAL3D, BREAST, MEDICAL, needs_data
+from click.testing import CliRunner
+from torch import nn
+
+import gradnca_onnx
+from gradnca_onnx import sources
+from gradnca_onnx.cli import main
+from gradnca_onnx.exporters import export_model
+
+pytest.importorskip("onnxscript")
+
+
+class Tiny3d(nn.Module):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, width, 3, padding=1)
+        self.bn = nn.BatchNorm3d(width)
+        self.pool = nn.MaxPool3d(2)
+        self.conv2 = nn.Conv3d(width, 2 * width, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(2 * width, 2)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.bn(self.conv1(x))))
+        return self.fc(torch.flatten(self.gap(torch.relu(self.conv2(x))), 1))
+
+
+class Tiny2d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def mixed_zoo(tmp_path_factory):
+    zoo = tmp_path_factory.mktemp("zoo3d")
+    for seed, width in ((0, 4), (1, 6)):
+        torch.manual_seed(seed)
+        export_model(sources.from_module(Tiny3d(width).eval(), name=f"tiny3d-{width}"), zoo,
+                     input_size=16, depth=16, grads_batch=8)
+    torch.manual_seed(2)
+    export_model(sources.from_module(Tiny2d().eval(), name="tiny2d"), zoo, input_size=28,
+                 grads_batch=8)
+    return zoo
+
+
+def test_each_member_gets_the_data_it_can_take(mixed_zoo):
+    r = gradnca_onnx.rank(mixed_zoo, ADRENAL3D, split="val")
+    by = {m.name: m for m in r.models}
+    assert by["tiny3d-4"].error is None and by["tiny3d-6"].error is None
+    assert by["tiny3d-4"].fu is not None and 0 <= by["tiny3d-4"].lp <= 1
+    assert any("volumes resized 28x28x28 -> 16x16x16 (trilinear)" in n
+               for n in by["tiny3d-4"].notes)
+    assert "is a 2-D model" in by["tiny2d"].error and "\n" not in by["tiny2d"].error
+    flat = gradnca_onnx.rank(mixed_zoo, BREAST, split="val")
+    by = {m.name: m for m in flat.models}
+    assert by["tiny2d"].error is None
+    assert "is a 3-D model" in by["tiny3d-4"].error
+
+
+def test_baselines_resamples_and_folds_on_a_3d_zoo(mixed_zoo, tmp_path):
+    runner = CliRunner()
+    base = ["rank", "--zoo", str(mixed_zoo), "--target", str(ADRENAL3D), "--models",
+            "tiny3d-4,tiny3d-6", "--format", "json"]
+    res = runner.invoke(main, base + ["--split", "val", "--metrics", "all", "--resamples", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert len(out["models"]) == 2
+    metrics = out["models"][0]["metrics"]
+    assert {"logme", "leep", "nleep", "parc", "sfda"} <= set(metrics)
+    assert out["resampling"]["n_resamples"] == 3
+    res = runner.invoke(main, base + ["--folds"])
+    assert res.exit_code == 0, res.output
+    folds = json.loads(res.stdout)["folds"]
+    assert folds["n_folds"] == 5 and len(folds["n_samples"]) == 5
+
+
+@pytest.mark.slow
+def test_done_when_five_3d_members_from_three_kinds(tmp_path):
+    """The issue's Done-when: MONAI (resnet10, resnet18), torchvision video (r3d_18,
+    mc3_18) and an inflated 2-D resnet18, exported from the CLI and ranked on
+    AdrenalMNIST3D at 64^3 (its validation split) from the CLI and the Python API."""
+    target = needs_data(MEDICAL / "adrenalmnist3d" / "adrenalmnist3d_64.npz")
+    runner = CliRunner()
+    zoo = tmp_path / "zoo"
+    common = ["--input-size", "16", "--grads-batch", "8", "--out", str(zoo)]
+    for args in (["--arch", "monai:resnet10", "--arch-kwarg", "spatial_dims=3", "--channels",
+                  "1", "--depth", "16"],
+                 ["--arch", "monai:resnet18", "--arch-kwarg", "spatial_dims=3", "--channels",
+                  "1", "--depth", "16"],
+                 ["--arch", "r3d_18", "--depth", "16"],
+                 ["--arch", "mc3_18", "--depth", "16"],
+                 ["--arch", "resnet18", "--inflate-3d", "16"]):
+        res = runner.invoke(main, ["export", *args, *common])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["rank", "--zoo", str(zoo), "--target", str(target), "--split",
+                               "val", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    cli = json.loads(res.stdout)
+    assert len(cli["models"]) == 5 and all(m.get("error") is None for m in cli["models"])
+    api = gradnca_onnx.rank(zoo, target, split="val")
+    assert [m.name for m in api.models] == [m["name"] for m in cli["models"]]
+    kinds = {m["name"]: m for m in cli["models"]}
+    assert {"monai-resnet10", "r3d_18", "resnet18-inflated3d"} <= set(kinds)
