@@ -110,6 +110,15 @@ def _labels(data: TargetData) -> torch.Tensor:
     return y.float() if data.task == "multi-label" else y.long()
 
 
+def check_trainable(train: TargetData) -> None:
+    """Refuse a volume target: 3-D fine-tuning (flips as augmentation, trilinear resizing) is
+    not built yet, and 2-D transforms must never be applied to volumes."""
+    if train.volumetric:
+        raise InputError(f"{train.name}: fine-tuning on volume targets (3-D) is not supported "
+                         "yet; rank 3-D members with gradnca-onnx rank, and fine-tune them with "
+                         "your own training loop for ground truth")
+
+
 def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, *,
                    image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                    channels: int = 3, resize_filter: str = "bilinear") -> PreparedTarget:
@@ -120,6 +129,7 @@ def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, 
     """
     if channels not in (1, 3):
         raise InputError(f"the model takes {channels} input channels; only 1 or 3 are supported")
+    check_trainable(train)
     for part in (val, test):
         if part is not None and (part.n_classes != train.n_classes or part.task != train.task):
             raise InputError(f"{part.name} {part.split}: {part.n_classes} classes ({part.task}) "

