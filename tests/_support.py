@@ -464,10 +464,11 @@ def member_parity(module, model_dir: Path, *, n: int = 2, seed: int = 1) -> dict
 
 # --------------------------------------------------------------------------- DICOM written here
 def write_ct_dicom(path: Path, hu: np.ndarray, *, window: tuple[float, float] | None = None,
-                   pixels: bool = True) -> Path:
+                   pixels: bool = True, **attributes: object) -> Path:
     """A CT image of ``hu`` ((H, W), or (F, H, W) for a multi-frame object) written with
     pydicom, stored as HU + 1024 in unsigned 16 bits (the usual rescale intercept -1024);
-    ``window``: its (centre, width); ``pixels=False``: no pixel data."""
+    ``window``: its (centre, width); ``pixels=False``: no pixel data; ``attributes``: further
+    DICOM attributes by keyword (``ImagePositionPatient``, ``SeriesInstanceUID``, ...)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -488,6 +489,8 @@ def write_ct_dicom(path: Path, hu: np.ndarray, *, window: tuple[float, float] | 
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     if pixels:
         ds.PixelData = (np.asarray(hu) + 1024).astype("<u2").tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)

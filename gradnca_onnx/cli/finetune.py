@@ -212,9 +212,9 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
                       trust_code=trust_code, arch_kwargs=kwargs or None)
     tgt = runner.load_target_splits(target, fold=fold or None, test=test_path, name=target_name)
     grid.expand(tgt.name)  # unknown batch sizes fail here, before any run
-    from ..training.loop import check_batch_size, check_trainable
+    from ..training.loop import check_batch_size, check_trainable, is_3d_model
 
-    check_trainable(tgt.train)  # a volume target: refused before the store is created
+    check_trainable(tgt.train, is_3d_model(src.module))  # before the store is created
 
     for size in grid.batch_sizes(tgt.name):  # batch size 1 with BatchNorm: before the store
         check_batch_size(src.module, size, src.name)

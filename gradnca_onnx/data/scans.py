@@ -37,6 +37,8 @@ def is_medical_file(path: PathLike) -> bool:
     """Whether ``path`` is a DICOM or NIfTI file: by its ending, or (no ending) by the
     ``DICM`` marker a DICOM file carries after its 128-byte preamble."""
     p = Path(path)
+    if p.is_dir():  # a DICOM series: one volume (:func:`read_scan` with ``volume``)
+        return True
     name = p.name.lower()
     if name.endswith(MEDICAL_SUFFIXES):
         return True
@@ -60,7 +62,14 @@ def read_scan(path: PathLike, *, volume: bool = False) -> MedicalImage:
         one 3-D volume), or what the reader refuses.
     """
     p = Path(path)
-    if p.name.lower().endswith((".nii", ".nii.gz")):
+    if p.is_dir():
+        from .dicom import read_dicom_series
+
+        if not volume:
+            raise InputError(f"{p}: a directory (a DICOM series) is one volume, not a 2-D "
+                             "image; name every row of the table by a directory")
+        image = read_dicom_series(p)
+    elif p.name.lower().endswith((".nii", ".nii.gz")):
         from .nifti import read_nifti
 
         image = read_nifti(p)
@@ -80,9 +89,11 @@ def read_scan(path: PathLike, *, volume: bool = False) -> MedicalImage:
 
 
 def is_volume_file(path: PathLike) -> bool:
-    """Whether a NIfTI file holds one 3-D volume (read from its header alone); DICOM files
-    are single images here."""
+    """Whether ``path`` is one volume: a directory (a DICOM series) or a NIfTI file whose
+    header gives three axes; DICOM files are single images here."""
     p = Path(path)
+    if p.is_dir():
+        return True
     if not p.name.lower().endswith((".nii", ".nii.gz")):
         return False
     from .nifti import spatial_shape
@@ -203,25 +214,40 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
 
 
+def _resampled(values: NDArray[np.float32], size: tuple[int, ...]) -> NDArray[np.float32]:
+    """``values`` resampled trilinearly; padding (``NaN``) filled with the volume's minimum
+    first (never spread into the field of view), and ``NaN`` again where the resampled mask
+    is mostly padding, as :func:`_resized` does for images."""
+    from .volumes import resize_volumes
+
+    nan = np.isnan(values)
+    if not nan.any():
+        return resize_volumes(values[None], size)[0]
+    filled = np.where(nan, np.nanmin(values) if not nan.all() else 0.0, values)
+    out = resize_volumes(filled[None], size)[0]
+    out[resize_volumes(nan[None].astype(np.float32), size)[0] > 0.5] = np.nan
+    return out
+
+
 def load_volumes(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequence[str], *,
                  name: str, source: str, split: str, order: str,
                  size: int | Sequence[int] | None = None) -> TargetData:
     """A volume target: one NIfTI volume per file (``(z, y, x)`` as :func:`read_nifti`
-    reads it), physical values kept, resampled trilinearly to ``size`` (an int for a cube, or
+    reads it) or one DICOM series per directory (:func:`read_dicom_series`), physical values
+    kept (padding outside the field of view as NaN), resampled trilinearly to ``size`` (an int for a cube, or
     ``(depth, height, width)``) when given; volumes of different sizes need it."""
-    from .volumes import resize_volumes
-
     if isinstance(size, int):
         size = (size, size, size)
     if size is not None and len(size) != 3:
         raise InputError(f"{source}: the files are 3-D volumes: give --size DxHxW (or N for a "
                          "cube) to resample them while loading")
-    windows, units, physical = [], set(), None
+    windows, units, physical, modalities = [], set(), None, []
     for k, f in enumerate(files):
         image = read_scan(f, volume=True)
+        modalities.append(image.modality)
         v = _masked(image)
         if size is not None and v.shape != tuple(size):
-            v = resize_volumes(v[None], tuple(size))[0]
+            v = _resampled(v, tuple(size))
         if physical is None:
             physical = np.empty((len(files), *v.shape), dtype=np.float32)
         elif v.shape != physical.shape[1:]:
@@ -240,8 +266,10 @@ def load_volumes(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequ
         notes.append(f"volumes resampled to {'x'.join(map(str, size))} while loading "
                      "(trilinear, in physical values)")
     unit = units.pop() if len(units) == 1 else ""
+    modality = image.modality if all(
+        read_modality == image.modality for read_modality in modalities) else "mixed"
     return TargetData(images[..., None], labels, name, len(classes), source, split,
-                      tuple(classes), order, tuple(notes), physical[..., None], unit, "NIfTI")
+                      tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
 
 
 def from_physical(values: NDArray, labels: NDArray, *, unit: str = "", modality: str = "",

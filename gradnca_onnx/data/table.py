@@ -352,7 +352,8 @@ def _resolve(sheet: _Sheet, column: str, base: Path) -> tuple[Path, ...]:
         if "\\" in cell and os.sep == "/" and not (base / p).exists():
             p = Path(cell.replace("\\", "/"))  # a table written on Windows
         paths.append((base / p).resolve())
-    missing = [k for k, p in enumerate(paths) if not p.is_file()]
+    # A directory is a DICOM series (one volume): read as such by the volume loader.
+    missing = [k for k, p in enumerate(paths) if not (p.is_file() or p.is_dir())]
     if missing:
         shown = "; ".join(f"row {sheet.rows[k][0]}: {paths[k]}" for k in missing[:_SHOWN])
         raise InputError(f"{sheet.name}: {len(missing)} of {len(paths)} files in column "

@@ -87,7 +87,7 @@ class RunResult:
 class PreparedTarget:
     """A target's splits turned into tensors for one input size and normalisation."""
 
-    train_images: torch.Tensor          # uint8 (N, C, S, S): input of the augmentation
+    train_images: torch.Tensor          # uint8 (N, C, S, S): input of the augmentation (2-D)
     train_labels: torch.Tensor
     train_inputs: torch.Tensor          # float32 normalised, for runs without augmentation
     val_inputs: torch.Tensor
@@ -99,6 +99,23 @@ class PreparedTarget:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int
+    #: Volume targets: the inputs are ``(N, C, S, S, S)`` cubes of side ``image_size`` and the
+    #: augmentation is random flips along each axis (:func:`flip_volumes`).
+    volumetric: bool = False
+
+
+def flip_volumes(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each volume of ``x`` (N, C, D, H, W) flipped along each spatial axis with p = 0.5: the
+    3-D augmentation (the 2-D pipeline's crops, rotations and histogram steps have no
+    standard 3-D counterpart in the paper; flips are what 3-D medical training commonly
+    uses and keep the voxel values)."""
+    flips = torch.rand(len(x), 3, generator=gen) < 0.5
+    out = x.clone()
+    for i in range(len(x)):
+        dims = [2 + a for a in range(3) if flips[i, a]]
+        if dims:
+            out[i] = torch.flip(x[i:i + 1], dims)[0]
+    return out
 
 
 def _channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -110,13 +127,23 @@ def _labels(data: TargetData) -> torch.Tensor:
     return y.float() if data.task == "multi-label" else y.long()
 
 
-def check_trainable(train: TargetData) -> None:
-    """Refuse a volume target: 3-D fine-tuning (flips as augmentation, trilinear resizing) is
-    not built yet, and 2-D transforms must never be applied to volumes."""
+def is_3d_model(model: nn.Module) -> bool | None:
+    """Whether ``model``'s first convolution module is a Conv3d (``None``: it has neither a
+    Conv2d nor a Conv3d)."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    return None if first is None else isinstance(first, nn.Conv3d)
+
+
+def check_trainable(train: TargetData, volumetric_model: bool | None = None) -> None:
+    """Refuse a source whose dimensions do not match the target's: a 2-D model on volumes
+    or a 3-D model on 2-D images (``volumetric_model`` ``None``: not known yet)."""
+    if volumetric_model is None or volumetric_model == train.volumetric:
+        return
     if train.volumetric:
-        raise InputError(f"{train.name}: fine-tuning on volume targets (3-D) is not supported "
-                         "yet; rank 3-D members with gradnca-onnx rank, and fine-tune them with "
-                         "your own training loop for ground truth")
+        raise InputError(f"{train.name} holds volumes, but the source is a 2-D model: "
+                         "fine-tune a 3-D source on it (export --depth, or --inflate-3d)")
+    raise InputError(f"{train.name} holds 2-D images, but the source is a 3-D model: "
+                     "fine-tune it on a volume target")
 
 
 def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, *,
@@ -129,11 +156,13 @@ def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, 
     """
     if channels not in (1, 3):
         raise InputError(f"the model takes {channels} input channels; only 1 or 3 are supported")
-    check_trainable(train)
     for part in (val, test):
         if part is not None and (part.n_classes != train.n_classes or part.task != train.task):
             raise InputError(f"{part.name} {part.split}: {part.n_classes} classes ({part.task}) "
                              f"but train has {train.n_classes} ({train.task})")
+    if train.volumetric:
+        return _prepare_volumes(train, val, test, image_size=image_size, mean=mean, std=std,
+                                channels=channels)
 
     def inputs(d: TargetData) -> tuple[torch.Tensor, np.ndarray]:
         x = resize(_channels(d.images, channels), image_size, filter=resize_filter)
@@ -149,6 +178,43 @@ def prepare_target(train: TargetData, val: TargetData, test: TargetData | None, 
         test_inputs=test_inputs, test_labels=_labels(test) if test is not None else None,
         task=train.task, n_classes=train.n_classes, mean=tuple(mean), std=tuple(std),
         image_size=image_size)
+
+
+#: Most bytes the prepared float32 inputs of a volume target may take (the paper grid's
+#: image_size 224 is for 2-D: 224^3 voxels per volume would need tens of GiB).
+MAX_VOLUME_BYTES = 8 << 30
+
+
+def _prepare_volumes(train: TargetData, val: TargetData, test: TargetData | None, *,
+                     image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                     channels: int) -> PreparedTarget:
+    """:func:`prepare_target` for volumes: trilinear resampling to ``image_size``^3 and
+    normalisation, exactly the scoring pipeline's (:func:`~gradnca_onnx.data.volumes.
+    preprocess_volumes`)."""
+    from ..data.volumes import preprocess_volumes
+
+    n = len(train) + len(val) + (len(test) if test is not None else 0)
+    need = n * channels * image_size ** 3 * 4
+    if need > MAX_VOLUME_BYTES:
+        raise InputError(f"{train.name}: {n} volumes at the grid's image_size {image_size} "
+                         f"({image_size}^3 voxels, {channels} channel(s)) need "
+                         f"{need / 2 ** 30:.1f} GiB as float32 inputs; give a grid with a "
+                         "smaller image_size for volumes (e.g. --preset quick, 28, or a grid "
+                         "file with image_size 32 or 64)")
+
+    def inputs(d: TargetData) -> torch.Tensor:
+        size = None if d.spatial_size == (image_size,) * 3 else image_size
+        return torch.from_numpy(preprocess_volumes(d.images[..., 0], mean=mean, std=std,
+                                                   size=size, channels=channels))
+
+    train_inputs = inputs(train)
+    return PreparedTarget(
+        train_images=train_inputs, train_labels=_labels(train), train_inputs=train_inputs,
+        val_inputs=inputs(val), val_labels=_labels(val),
+        test_inputs=inputs(test) if test is not None else None,
+        test_labels=_labels(test) if test is not None else None, task=train.task,
+        n_classes=train.n_classes, mean=tuple(mean), std=tuple(std), image_size=image_size,
+        volumetric=True)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean") -> torch.Tensor:
@@ -264,7 +330,9 @@ def finetune(model: nn.Module, data: PreparedTarget, config: RunConfig, *,
             idx = order[i:i + config.batch_size]
             if len(idx) < 2 and n > 1 and config.batch_size > 1:
                 continue  # a last batch of one: BatchNorm cannot train on it
-            if config.augment:
+            if config.augment and data.volumetric:
+                x = flip_volumes(data.train_inputs[idx], gen)
+            elif config.augment:
                 x = _augment_batch(transform, data.train_images, idx)
             else:
                 x = data.train_inputs[idx]

@@ -103,3 +103,34 @@ def test_a_volume_size_for_2d_images_is_refused():
     assert data.parse_size("32") == (32, 32)
     with pytest.raises(InputError, match="DxHxW"):
         data.parse_size("1x2x3x4")
+
+
+def test_dicom_series_table_is_a_volume_target(tmp_path):
+    """A label table whose rows name DICOM series folders: one volume per folder, slices
+    sorted by ImagePositionPatient along the normal (the files are named in another order),
+    values in HU as pydicom's modality LUT gives them."""
+    pytest.importorskip("pydicom")
+    from pydicom.uid import generate_uid
+
+    from _support import write_ct_dicom
+
+    with np.load(ADRENAL3D) as f:
+        x, y = f["train_images"], f["train_labels"][:, 0]
+    idx = [*np.flatnonzero(y == 1)[:3], *np.flatnonzero(y == 0)[:3]]
+    rows, expected = ["path,label"], {}
+    for k, i in enumerate(idx):
+        series, uid = tmp_path / f"s{k}", generate_uid()
+        hu = x[i][8:14].astype(np.int32) * 4 - 600            # six slices, (z, y, x)
+        for z in range(6):
+            write_ct_dicom(series / f"im{(5 - z) * 7 % 6}.dcm", hu[z],
+                           SeriesInstanceUID=uid, ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                           ImagePositionPatient=[0.0, 0.0, 2.5 * z], PixelSpacing=[0.8, 0.8])
+        rows.append(f"s{k},{'adrenal' if y[i] else 'normal'}")
+        expected[k] = hu.astype(np.float32)
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    t = data.load_target(tmp_path / "labels.csv")
+    assert t.volumetric and t.spatial_size == (6, 28, 28) and t.unit == "HU"
+    assert t.modality == "CT"
+    codes = [0 if r.endswith("adrenal") else 1 for r in rows[1:]]
+    order = data.class_interleaved_order(codes)
+    np.testing.assert_array_equal(t.physical[..., 0], np.stack([expected[k] for k in order]))
