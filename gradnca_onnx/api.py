@@ -66,7 +66,9 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         path (MedMNIST ``.npz``, a paper fold ``.npz``, a folder with one sub-folder per
         class of images, DICOM or NIfTI files, a label table ``.csv``/``.tsv``; a directory
         of such targets counts as several), a loaded ``TargetData``, or ``(images, labels)``
-        arrays (uint8 images ``(N, H, W[, C])``, one label per image)
+        arrays (uint8 images ``(N, H, W[, C])`` or grey volumes ``(N, D, H, W)`` for 3-D
+        members, one label per image); MedMNIST 3-D npz files, NIfTI volumes and DICOM series
+        folders named by a label table are volume targets
     split, size : how target paths are read (``rank --split``, ``--size``)
     columns : label tables: the column of each role, ``{"path": ..., "label": ...,
         "group": ..., "split": ...}`` (``rank --path-column`` and its siblings); roles left

@@ -247,7 +247,7 @@ def _pool3d_backward(grad_output: Any, n: int, c: int, depth: np.ndarray, rows: 
     """The input gradient of a separable 3-D pooling ``depth ⊗ rows ⊗ cols`` (each an
     (out, in) matrix): three products, one per axis, with no transposes (the depth axis is
     reached by folding H and W into one)."""
-    (do, d), (ho, h), (wo, w) = depth.shape, rows.shape, cols.shape
+    (do, d), (_, h), (_, w) = depth.shape, rows.shape, cols.shape
     g = op.MatMul(grad_output, _const(cols))                      # (n, c, do, ho, w)
     g = op.MatMul(_const(rows.T), g)                              # (n, c, do, h, w)
     g = op.Reshape(g, _ints([n, c, do, h * w]))
