@@ -431,8 +431,7 @@ def member_parity(module, model_dir: Path, *, n: int = 2, seed: int = 1) -> dict
 
     m = load_manifest(model_dir, verify=False)
     g = torch.Generator().manual_seed(seed)
-    depth = (m.input.depth,) if m.input.depth is not None else ()
-    x = torch.randn(n, m.input.channels, *depth, m.input.height, m.input.width, generator=g)
+    x = torch.randn(n, m.input.channels, *m.input.spatial, generator=g)
     c = torch.randn(n, m.feature_dim, generator=g)
 
     def weight(model, path):

@@ -195,8 +195,7 @@ _Shapes = dict[str, tuple[int | None, ...] | None]
 def _expected_io(manifest: Manifest, graph: str) -> tuple[_Shapes, _Shapes]:
     """The inputs and outputs a graph must have, name -> shape (``None``: any size)."""
     spec = manifest.input
-    image = (None, spec.channels, *((spec.depth,) if spec.depth is not None else ()),
-             spec.height, spec.width)
+    image = (None, spec.channels, *spec.spatial)
     d = manifest.feature_dim
     if graph == "features":
         outputs: _Shapes = {"features": (None, d)}

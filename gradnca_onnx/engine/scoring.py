@@ -71,11 +71,6 @@ def check_scoring_target(target: TargetData) -> None:
         raise InputError(f"{where}: S_FU needs at least 6 images (six batches); got {len(target)}")
 
 
-def _member_size(manifest: Manifest) -> tuple[int, ...]:
-    spec = manifest.input
-    return (*((spec.depth,) if spec.depth is not None else ()), spec.height, spec.width)
-
-
 def check_dimensions(target: TargetData, manifest: Manifest) -> None:
     """Refuse (one line) a 2-D member on a volume target or a 3-D member on 2-D images: in a
     zoo of both, each member scores the data it can take and the others say why not."""
@@ -94,7 +89,7 @@ def _input_settings(target: TargetData, manifest: Manifest, resize: bool) -> tup
     """The preprocessing a model asks of this target (part of the cache key), and notes."""
     spec = manifest.input
     check_dimensions(target, manifest)
-    size = _member_size(manifest)
+    size = manifest.input.spatial
     kind = "volumes" if spec.volumetric else "images"
     filt = "trilinear" if spec.volumetric else DEFAULT_FILTER
     notes = []
@@ -149,7 +144,7 @@ def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -
 
 def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
     spec = manifest.input
-    size = _member_size(manifest)
+    size = manifest.input.spatial
     resize_to = size if target.spatial_size != size else None
     convention = spec.convention
     if spec.volumetric:

@@ -364,7 +364,7 @@ def _write(loaded: LoadedModel, staging: Path, name: str, inp: InputSpec,
            opts: ExportOptions) -> dict[str, Any]:
     """Trace and write the graphs into ``staging``; the manifest's fields (but files,
     package version and time)."""
-    size = (*((inp.depth,) if inp.depth is not None else ()), inp.height, inp.width)
+    size = inp.spatial
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, inp.channels, *size, generator=gen)
     head = opts.head if opts.head is not None else loaded.head  # --head wins over the source

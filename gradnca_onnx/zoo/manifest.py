@@ -207,10 +207,15 @@ class InputSpec:
         return self.depth is not None
 
     @property
+    def spatial(self) -> tuple[int, ...]:
+        """``(height, width)``, or ``(depth, height, width)`` for a 3-D model."""
+        hw = (self.height, self.width)
+        return hw if self.depth is None else (self.depth, *hw)
+
+    @property
     def size_text(self) -> str:
         """``HxW``, or ``DxHxW`` for a 3-D model."""
-        hw = f"{self.height}x{self.width}"
-        return f"{self.depth}x{hw}" if self.depth is not None else hw
+        return "x".join(map(str, self.spatial))
 
     @property
     def convention(self) -> Any:

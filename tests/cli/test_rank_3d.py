@@ -169,3 +169,34 @@ def test_3d_member_is_fine_tuned_and_resumes(mixed_zoo, tmp_path):
     res = CliRunner().invoke(main, flat)
     assert res.exit_code == 2 and "the source is a 2-D model" in res.output, res.output
     assert not store.exists()
+
+
+def test_hu_volumes_through_a_windowed_3d_member_and_the_cache(tmp_path):
+    """A 3-D member exported with an intensity window reads the target's HU volumes through
+    it (window, trilinear resampling, normalisation, in that order), and a second rank reads
+    the cache."""
+    import numpy as np
+
+    from gradnca_onnx.data import TargetData
+    from gradnca_onnx.data.volumes import resize_volumes
+    from gradnca_onnx.engine.scoring import _prepare
+    from gradnca_onnx.zoo import load_manifest
+
+    torch.manual_seed(0)
+    out = export_model(sources.from_module(Tiny3d().eval(), name="ct3d"), tmp_path / "zoo",
+                       input_size=12, depth=10, grads_batch=6, norm="0.5,0.25",
+                       intensity="window:-200,300:HU")
+    g = np.random.default_rng(0)
+    hu = g.normal(0, 400, (24, 14, 16, 16)).astype(np.float32)
+    shown = np.clip((hu + 1000) / 2000 * 255, 0, 255).astype(np.uint8)
+    target = TargetData(shown, np.arange(24) % 2, "ct", 2, physical=hu, unit="HU",
+                        modality="CT")
+    x = _prepare(target, load_manifest(out, verify=False))
+    windowed = np.clip((hu + 200) / 500, 0, 1)
+    ref = (resize_volumes(windowed, (10, 12, 12)) - 0.5) / 0.25
+    np.testing.assert_allclose(x[:, 0], ref, rtol=0, atol=1e-5)
+    first = gradnca_onnx.rank(tmp_path / "zoo", target, cache=tmp_path / "cache")
+    assert any("intensity window" in n for n in first.models[0].notes)
+    again = gradnca_onnx.rank(tmp_path / "zoo", target, cache=tmp_path / "cache")
+    assert again.models[0].cached and again.models[0].lp == first.models[0].lp
+    assert again.models[0].fu == first.models[0].fu
