@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,20 +32,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_concurrency import cpu_model  # next to this file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "medical" / "adrenalmnist3d" / "adrenalmnist3d_64.npz"
 MODELS = (("r3d_18", None, None), ("monai:resnet18", {"spatial_dims": 3}, 1))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def volumes(n: int, seed: int = 0):

@@ -102,51 +102,58 @@ def _train(model: Any, x: Any, y: Any, xv: Any, yv: Any, *, epochs: int, seed: i
     return best
 
 
-def pretrain(work: Path, size: int) -> dict[str, Any]:
+def _pretrain_one(ckpt: Path, arch: str, kwargs: dict[str, Any], data_path: Path,
+                  prep: Any, *, epochs: int, seed: int, flip_dims: tuple[int, ...]
+                  ) -> dict[str, Any]:
+    """Pre-train ``arch`` on a dataset's train split (best validation loss kept) into
+    ``ckpt`` with its ``.json`` record, unless it is there; returns the record."""
     import torch
 
     from gradnca_onnx import sources
-    from gradnca_onnx.data import load_target, normalization, preprocess
+    from gradnca_onnx.data import load_target
+
+    if not ckpt.exists():
+        t0 = time.perf_counter()
+        train, val = load_target(data_path, "train"), load_target(data_path, "val")
+        model = sources.create_model(arch, arch_kwargs={**kwargs,
+                                                        "num_classes": train.n_classes},
+                                     seed=seed).module
+        best = _train(model, prep(train), torch.from_numpy(np.array(train.labels)), prep(val),
+                      torch.from_numpy(np.array(val.labels)), epochs=epochs, seed=seed,
+                      flip_dims=flip_dims)
+        torch.save(best.pop("state"), ckpt)
+        write_json(ckpt.with_suffix(".json"), {**best, "seconds": time.perf_counter() - t0,
+                                               "n_train": len(train)})
+        log(f"pre-trained {ckpt.stem}: {best}")
+    return json.loads(ckpt.with_suffix(".json").read_text())
+
+
+def pretrain(work: Path, size: int) -> dict[str, Any]:
+    import torch
+
+    from gradnca_onnx.data import normalization, preprocess
     from gradnca_onnx.data.volumes import preprocess_volumes
 
     out = work / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
     mean, std = normalization("half")
+
+    def volumes(d: Any) -> Any:
+        return torch.from_numpy(preprocess_volumes(d.images[..., 0], mean=mean[:1],
+                                                   std=std[:1], size=size, channels=1))
+
+    def images(d: Any) -> Any:
+        return torch.from_numpy(preprocess(d.images, mean=mean, std=std, channels=3))
+
     info = {}
     for k, (name, path) in enumerate(TARGETS.items()):
-        ckpt = out / f"resnet10-{name}.pt"
-        if not ckpt.exists():
-            t0 = time.perf_counter()
-            train, val = load_target(path, "train"), load_target(path, "val")
-            prep = lambda d: torch.from_numpy(preprocess_volumes(  # noqa: E731
-                d.images[..., 0], mean=mean[:1], std=std[:1], size=size, channels=1))
-            model = sources.create_model("monai:resnet10", arch_kwargs=dict(
-                RESNET10, num_classes=train.n_classes), seed=SEED + k).module
-            best = _train(model, prep(train), torch.from_numpy(np.array(train.labels)),
-                          prep(val), torch.from_numpy(np.array(val.labels)), epochs=10,
-                          seed=SEED + k, flip_dims=(2, 3, 4))
-            torch.save(best.pop("state"), ckpt)
-            write_json(ckpt.with_suffix(".json"), {**best, "seconds": time.perf_counter() - t0,
-                                                   "n_train": len(train)})
-            log(f"pre-trained resnet10 on {name}: {best}")
-        info[f"resnet10-{name}"] = json.loads(ckpt.with_suffix(".json").read_text())
+        info[f"resnet10-{name}"] = _pretrain_one(
+            out / f"resnet10-{name}.pt", "monai:resnet10", RESNET10, path, volumes, epochs=10,
+            seed=SEED + k, flip_dims=(2, 3, 4))
     for k, (name, path) in enumerate(SOURCES_2D.items()):
-        ckpt = out / f"resnet18-{name}.pt"
-        if not ckpt.exists():
-            t0 = time.perf_counter()
-            train, val = load_target(path, "train"), load_target(path, "val")
-            prep = lambda d: torch.from_numpy(preprocess(  # noqa: E731
-                d.images, mean=mean, std=std, channels=3))
-            model = sources.create_model("resnet18", arch_kwargs={
-                "num_classes": train.n_classes}, seed=SEED + 10 + k).module
-            best = _train(model, prep(train), torch.from_numpy(np.array(train.labels)),
-                          prep(val), torch.from_numpy(np.array(val.labels)), epochs=15,
-                          seed=SEED + 10 + k, flip_dims=(3,))
-            torch.save(best.pop("state"), ckpt)
-            write_json(ckpt.with_suffix(".json"), {**best, "seconds": time.perf_counter() - t0,
-                                                   "n_train": len(train)})
-            log(f"pre-trained resnet18 on {name}: {best}")
-        info[f"resnet18-{name}"] = json.loads(ckpt.with_suffix(".json").read_text())
+        info[f"resnet18-{name}"] = _pretrain_one(
+            out / f"resnet18-{name}.pt", "resnet18", {}, path, images, epochs=15,
+            seed=SEED + 10 + k, flip_dims=(3,))
     return info
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -177,29 +177,16 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
         raise InputError(f"{source}: a DxHxW size is for volume targets; these files are 2-D "
                          "images: give --size HxW")
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-    windows, modalities, units, notes = [], set(), set(), []
-    physical: NDArray[np.float32] | None = None
-    for k, f in enumerate(files):
-        image = read_scan(f)
-        v = _masked(image)
-        if hw is not None and v.shape != hw:
-            v = _resized(v, hw, RESIZE_FILTERS[filter])  # type: ignore[arg-type]
-        if physical is None:  # one array for the target, filled slice by slice
-            physical = np.empty((len(files), *v.shape), dtype=np.float32)
-        elif v.shape != physical.shape[1:]:
-            sizes = sorted({f"{v.shape[0]}x{v.shape[1]}",
-                            f"{physical.shape[1]}x{physical.shape[2]}"})
-            raise InputError(f"{source}: images differ in size ({', '.join(sizes)}, at {f}); "
-                             "give one size to resize them to while loading (--size HxW on "
-                             "the command line, size= in Python)")
-        physical[k] = v
-        windows.append(image.window)
-        modalities.add(image.modality)
-        units.add(image.unit)
-    if physical is None:
-        raise InputError(f"{source}: no files to read")
+    def fit(v: NDArray[np.float32]) -> NDArray[np.float32]:
+        return v if hw is None or v.shape == hw else _resized(
+            v, hw, RESIZE_FILTERS[filter])  # type: ignore[arg-type]
+
+    physical, read = _stacked(files, read_scan, fit, source=source, what="images",
+                              advice="resize them to while loading (--size HxW")
+    windows, modalities = [r.window for r in read], {r.modality for r in read}
+    units = {r.unit for r in read}
     images, how = render_8bit(physical, windows)
-    notes.append(how)
+    notes = [how]
     if hw is not None:
         notes.append(f"images resized to {hw[0]}x{hw[1]} while loading ({filter}, in physical "
                      "values)")
@@ -212,6 +199,39 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
         notes.append(f"{padded} image(s) have padding outside the field of view (masked)")
     return TargetData(images[..., None], labels, name, len(classes), source, split,
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
+
+
+class _Read(NamedTuple):
+    """What a target keeps of each file besides its values."""
+
+    window: tuple[float, float] | None
+    modality: str
+    unit: str
+
+
+def _stacked(files: Sequence[Path], read: Callable[[Path], MedicalImage],
+             fit: Callable[[NDArray[np.float32]], NDArray[np.float32]], *, source: str,
+             what: str, advice: str) -> tuple[NDArray[np.float32], list[_Read]]:
+    """Each file read (padding as ``NaN``) and fitted to the target's size, stacked into one
+    array filled file by file, and each file's window, modality and unit. Files of different
+    sizes without a size to fit them to are one line naming ``advice``."""
+    physical: NDArray[np.float32] | None = None
+    read_: list[_Read] = []
+    for k, f in enumerate(files):
+        image = read(f)
+        v = fit(_masked(image))
+        if physical is None:
+            physical = np.empty((len(files), *v.shape), dtype=np.float32)
+        elif v.shape != physical.shape[1:]:
+            sizes = sorted({"x".join(map(str, v.shape)), "x".join(map(str, physical.shape[1:]))})
+            raise InputError(f"{source}: {what} differ in size ({', '.join(sizes)}, at {f}); "
+                             f"give one size to {advice} on the command line, size= in "
+                             "Python)")
+        physical[k] = v
+        read_.append(_Read(image.window, image.modality, image.unit))
+    if physical is None:
+        raise InputError(f"{source}: no files to read")
+    return physical, read_
 
 
 def _resampled(values: NDArray[np.float32], size: tuple[int, ...]) -> NDArray[np.float32]:
@@ -241,33 +261,21 @@ def load_volumes(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequ
     if size is not None and len(size) != 3:
         raise InputError(f"{source}: the files are 3-D volumes: give --size DxHxW (or N for a "
                          "cube) to resample them while loading")
-    windows, units, physical, modalities = [], set(), None, []
-    for k, f in enumerate(files):
-        image = read_scan(f, volume=True)
-        modalities.append(image.modality)
-        v = _masked(image)
-        if size is not None and v.shape != tuple(size):
-            v = _resampled(v, tuple(size))
-        if physical is None:
-            physical = np.empty((len(files), *v.shape), dtype=np.float32)
-        elif v.shape != physical.shape[1:]:
-            sizes = sorted({"x".join(map(str, v.shape)), "x".join(map(str, physical.shape[1:]))})
-            raise InputError(f"{source}: volumes differ in size ({', '.join(sizes)}, at {f}); "
-                             "give one size to resample them to while loading (--size DxHxW "
-                             "on the command line, size= in Python)")
-        physical[k] = v
-        windows.append(image.window)
-        units.add(image.unit)
-    if physical is None:
-        raise InputError(f"{source}: no files to read")
+    def fit(v: NDArray[np.float32]) -> NDArray[np.float32]:
+        return v if size is None or v.shape == tuple(size) else _resampled(v, tuple(size))
+
+    physical, read = _stacked(files, lambda f: read_scan(f, volume=True), fit, source=source,
+                              what="volumes", advice="resample them to while loading (--size "
+                              "DxHxW")
+    windows, units = [r.window for r in read], {r.unit for r in read}
+    modalities = {r.modality for r in read}
     images, how = render_8bit(physical, windows)
     notes = [how]
     if size is not None:
         notes.append(f"volumes resampled to {'x'.join(map(str, size))} while loading "
                      "(trilinear, in physical values)")
     unit = units.pop() if len(units) == 1 else ""
-    modality = image.modality if all(
-        read_modality == image.modality for read_modality in modalities) else "mixed"
+    modality = modalities.pop() if len(modalities) == 1 else "mixed"
     return TargetData(images[..., None], labels, name, len(classes), source, split,
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
 
