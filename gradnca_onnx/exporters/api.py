@@ -41,7 +41,14 @@ from .errors import (
     physical_memory,
 )
 from .feature_model import FeatureModel, global_pools_as_means
-from .layers import LayerChoice, feature_layer, forward_failed, locate_layers, weight_name
+from .layers import (
+    FORWARD_FAILED,
+    LayerChoice,
+    feature_layer,
+    forward_failed,
+    locate_layers,
+    weight_name,
+)
 from .member import (
     check_pretrained_on,
     default_normalisation,
@@ -301,6 +308,16 @@ def export_model(loaded: LoadedModel, zoo_dir: str | os.PathLike,
     except (RuntimeError, MemoryError) as exc:
         if is_out_of_memory(exc):  # torch's allocator, wherever it failed
             raise out_of_memory(exc, f"exporting {name} at {inp.size_text}") from None
+        raise
+    except InputError as exc:
+        if loaded.options.get("inflate_3d") and str(exc).startswith(FORWARD_FAILED):
+            # The usual advice (--input-size, --channels) misleads here: the 2-D network's
+            # own forward code is what cannot take a volume.
+            raise InputError(f"{first_line(exc).split('; check')[0]}; the inflated network "
+                             "cannot run on volumes: its forward calls 2-D operations itself "
+                             "(x.mean([2, 3]), F.adaptive_avg_pool2d, a reshape to 4-D), which "
+                             "inflating its layers cannot change; inflate another 2-D CNN, or "
+                             "give a 3-D model") from None
         raise
 
 

@@ -134,6 +134,10 @@ def weight_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], se
     return order, convs
 
 
+#: How the one-line error of a failed forward pass begins (:func:`forward_failed`).
+FORWARD_FAILED = "the model's forward pass failed"
+
+
 def forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
     """The one-line error of a model whose forward pass failed on ``example``."""
     if isinstance(exc, InputError):  # our own wrapper's one line (--features, --head) says it
@@ -141,7 +145,7 @@ def forward_failed(example: torch.Tensor, exc: Exception) -> ValueError:
     if is_out_of_memory(exc):
         return out_of_memory(exc, f"running the model on an input of shape "
                                   f"{tuple(example.shape)}")
-    return InputError(f"the model's forward pass failed on an input of shape "
+    return InputError(f"{FORWARD_FAILED} on an input of shape "
                       f"{tuple(example.shape)}: {type(exc).__name__}: "
                       f"{first_line(exc, 200)}; check "
                       "--input-size and --channels")

@@ -174,6 +174,16 @@ def test_inflation_refuses_what_the_rule_does_not_cover():
         inflate_module(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ConvTranspose2d(2, 2, 3)))
 
 
+def test_an_inflated_network_whose_own_code_is_2d_is_one_line(tmp_path):
+    """MNASNet averages with x.mean([2, 3]) in its forward: inflating its layers cannot make
+    it take volumes, and the error says so (not the usual --input-size advice)."""
+    loaded = sources.inflate_3d(sources.create_model("mnasnet0_5"))
+    with pytest.raises(InputError, match="inflated network cannot run on volumes") as exc:
+        export_model(loaded, tmp_path, input_size=32, depth=16)
+    assert "--input-size" not in str(exc.value) and "\n" not in str(exc.value)
+    assert not any(tmp_path.iterdir())
+
+
 def test_depth_and_model_dimensions_must_agree(tmp_path):
     video = sources.create_model("r3d_18")
     with pytest.raises(InputError, match="give --depth"):
