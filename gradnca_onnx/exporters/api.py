@@ -336,13 +336,8 @@ def check_dimensions(module: Any, depth: int | None, channels: int,
                   if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
     if first is None or isinstance(first[1], nn.Conv3d) == (depth is not None):
         return
-    shape = (1, channels, *((depth,) if depth is not None else ()), *size)
-    try:
-        with torch.no_grad():
-            module(torch.zeros(shape))
+    if _runs_on(module, (1, channels, *((depth,) if depth is not None else ()), *size)):
         return
-    except Exception:  # noqa: BLE001 - any failure here is the dimension mismatch said below
-        pass
     name, conv = first
     if isinstance(conv, nn.Conv3d) and depth is None:
         raise InputError(f"the model is 3-D (its first convolution {name!r} is a Conv3d): give "
@@ -352,6 +347,16 @@ def check_dimensions(module: Any, depth: int | None, channels: int,
         raise InputError(f"--depth {depth} is for 3-D models, but the model is 2-D (its first "
                          f"convolution {name!r} is a Conv2d): drop --depth, or inflate it to "
                          f"3-D with --inflate-3d {depth}")
+
+
+def _runs_on(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether ``module``'s forward pass runs on zeros of ``shape``."""
+    try:
+        with torch.no_grad():
+            module(torch.zeros(shape))
+    except Exception:  # noqa: BLE001 - whatever fails, the input's dimensions do not fit
+        return False
+    return True
 
 
 def _described(loaded: LoadedModel, opts: ExportOptions) -> Any:
