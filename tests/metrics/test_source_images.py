@@ -42,8 +42,9 @@ def _with_count(model_dir: Path, count: int | None) -> Manifest:
 
 
 def test_schema_5_round_trip_with_and_without_the_field(tmp_path) -> None:
-    # Schema 6 adds only input.intensity: a member without one is still written as schema 5.
-    assert SCHEMA_VERSION == 6
+    # Schema 6 adds only input.intensity and 7 only input.depth: a member without either is
+    # still written as schema 5.
+    assert SCHEMA_VERSION == 7
     d = make_model_dir(tmp_path)
     m = load_manifest(d)
     data = json.loads((d / "manifest.json").read_text())

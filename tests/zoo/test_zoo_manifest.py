@@ -332,3 +332,21 @@ def test_layer_rule_is_validated_and_needs_schema_3(tmp_path):
     data["layers"]["rule"], data["schema_version"] = "user", 2
     with pytest.raises(ValueError, match="'layers.rule' needs schema_version 3"):
         Manifest.from_dict(data)
+
+
+def test_schema_7_depth_round_trips_and_needs_its_schema(tmp_path):
+    """``input.depth`` (a 3-D member) is schema 7's only addition: read back as written, and
+    refused in an older schema; a 2-D member does not carry the field."""
+    d = make_model_dir(tmp_path)
+    data = json.loads((d / "manifest.json").read_text())
+    assert "depth" not in data["input"] and data["schema_version"] == 5
+    data["input"]["depth"] = 8
+    with pytest.raises(ValueError, match="'input.depth' needs schema_version 7"):
+        Manifest.from_dict(data)
+    data["schema_version"] = 7
+    m = Manifest.from_dict(data)
+    assert m.input.depth == 8 and m.input.spatial == (8, m.input.height, m.input.width)
+    assert json.loads(m.to_json()) == data
+    data["input"]["depth"] = 0
+    with pytest.raises(ValueError, match="'input.depth' must be an integer >= 1"):
+        Manifest.from_dict(data)
