@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,10 @@ def evaluate(store: Path, docs: dict[str, Any], pre: dict[str, Any], results: Pa
     truth = ground_truth(store)
     names = list(candidates())
     targets = list(TARGETS)
+    # source_images is a static baseline that reads what the exporter's user stated; the
+    # study's sources state nothing, so it has no score to compare.
     metrics = ["gradnca", "lp", "fu"] + [m for m in next(iter(docs.values()))["metrics"]
-                                         if m not in ("gradnca", "lp", "fu")]
+                                         if m not in ("gradnca", "lp", "fu", "source_images")]
     tables = {}
     for metric in metrics:
         values = np.full((len(names), len(targets)), np.nan)
@@ -261,22 +264,42 @@ def evaluate(store: Path, docs: dict[str, Any], pre: dict[str, Any], results: Pa
                     values[names.index(m["model"]), j] = float(v)
         tables[metric] = SourceTargetTable(names, targets, values, metric)
     rows = {}
-    for metric, table in tables.items():
-        tau, regret = weighted_tau(table, truth), top1_regret(table, truth)
-        rows[metric] = {"tau": dict(zip(targets, tau.tolist())),
-                        "regret": dict(zip(targets, regret.tolist())),
-                        "mean_tau": float(np.nanmean(tau)), "mean_regret": float(
-                            np.nanmean(regret))}
+    with warnings.catch_warnings():  # a metric's NaN for a member is reported below
+        warnings.simplefilter("ignore")
+        for metric, table in tables.items():
+            tau, regret = weighted_tau(table, truth), top1_regret(table, truth)
+            rows[metric] = {"tau": dict(zip(targets, tau.tolist())),
+                            "regret": dict(zip(targets, regret.tolist())),
+                            "mean_tau": _mean(tau), "mean_regret": _mean(regret)}
     p1 = {t: {m["model"]: m.get("resampling", {}).get("p_rank1") for m in docs[t]["models"]}
           for t in targets}
+    intervals = {t: {m["model"]: {k: m.get("resampling", {}).get(k) for k in ("score", "lp", "fu")}
+                     for m in docs[t]["models"]} for t in targets}
+    missing = sorted({f"{metric} on {t}: no score for {m['model']} ("
+                      + next((n for n in m["notes"] if n.startswith(metric)), "no note") + ")"
+                      for t in targets for m in docs[t]["models"] for metric in metrics[3:]
+                      if m["metrics"].get(metric) is None})
     gt = {t: {s: truth.values[truth.sources.index(s), truth.targets.index(t)]
               for s in truth.sources if s != t} for t in targets}
     summary = {"size": size, "grid": GRID, "pretrain": pre, "truth": gt, "metrics": rows,
-               "p_rank1": p1, "date": time.strftime("%Y-%m-%d")}
+               "p_rank1": p1, "intervals": intervals, "missing": missing,
+               "date": time.strftime("%Y-%m-%d")}
     results.mkdir(parents=True, exist_ok=True)
+    (results / "rank").mkdir(exist_ok=True)
+    for t, doc in docs.items():  # every metric's value and 95% interval, per candidate
+        write_json(results / "rank" / f"{t}.json", doc)
     write_json(results / "summary.json", summary)
     (results / "README.md").write_text(report(summary))
     log(f"report in {results}")
+
+
+def _mean(values: Any) -> float | None:
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _ci(iv: Any) -> str:
+    return "-" if not iv else f"{iv['median']:.3f} [{iv['lo']:.3f}, {iv['hi']:.3f}]"
 
 
 def _f(v: Any, d: int = 3) -> str:
@@ -298,17 +321,26 @@ def report(s: dict[str, Any]) -> str:
               "| metric | " + " | ".join(f"tau {t}" for t in targets) + " | mean tau | "
               + " | ".join(f"regret {t}" for t in targets) + " |",
               "|---|" + "---|" * (2 * len(targets) + 1)]
-    for metric, r in sorted(s["metrics"].items(), key=lambda kv: -np.nan_to_num(
-            kv[1]["mean_tau"], nan=-9)):
+    for metric, r in sorted(s["metrics"].items(), key=lambda kv: -(
+            kv[1]["mean_tau"] if kv[1]["mean_tau"] is not None else -9)):
         lines.append(f"| {metric} | " + " | ".join(_f(r["tau"][t]) for t in targets)
                      + f" | {_f(r['mean_tau'])} | "
                      + " | ".join(_f(r["regret"][t]) for t in targets) + " |")
-    lines += ["", "## How sure GradNCA's first choice is (20 class-stratified resamples)", "",
-              "| target | " + " | ".join(c for c in candidates()) + " |",
-              "|---|" + "---|" * len(candidates())]
+    if s["missing"]:
+        lines += ["", "Metrics without a score for a candidate (NaN there, the pair left out of "
+                  "its tau):", ""] + [f"* {m}" for m in s["missing"]]
+    lines += ["", "## How sure GradNCA is (20 class-stratified resamples of the fold-1 train "
+              "split)", "", "Median and 95% interval of S, S_LP and S_FU over the resamples, "
+              "and how often each candidate ranked first. Every metric's interval is in "
+              "`rank/<target>.json`.", ""]
     for t in targets:
-        lines.append(f"| {t} | " + " | ".join(_f(s["p_rank1"][t].get(c), 2)
-                                             for c in candidates()) + " |")
+        lines += [f"**{t}**", "", "| candidate | test AUC | S | S_LP | S_FU | P(rank 1) |",
+                  "|---|---|---|---|---|---|"]
+        for c, iv in s["intervals"][t].items():
+            lines.append(f"| {c} | {_f(s['truth'][t].get(c))} | {_ci(iv['score'])} | "
+                         f"{_ci(iv['lp'])} | {_ci(iv['fu'])} | "
+                         f"{_f(s['p_rank1'][t].get(c), 2)} |")
+        lines.append("")
     lines += ["", "## What two targets can and cannot show", "",
               "Each target has five candidate sources, so a tau moves by 0.2 or more when two "
               "neighbours swap, and two targets give two such numbers per metric: the study "
