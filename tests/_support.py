@@ -497,6 +497,34 @@ def write_ct_dicom(path: Path, hu: np.ndarray, *, window: tuple[float, float] | 
     return path
 
 
+def write_nifti_volumes(folder: Path, n_per_class: int = 6, *, sizes=None):
+    """NIfTI volumes from real AdrenalMNIST3D shapes, stored int16 with scl_slope/inter (so
+    the physical values differ from the stored ones), and their label table."""
+    import nibabel as nib
+
+    from gradnca_onnx import data
+
+    with np.load(ADRENAL3D) as f:
+        x, y = f["train_images"], f["train_labels"][:, 0]
+    idx = [*np.flatnonzero(y == 1)[:n_per_class], *np.flatnonzero(y == 0)[:n_per_class]]
+    rows, expected = ["path,label"], []
+    for k, i in enumerate(idx):
+        vol = x[i]
+        if sizes is not None:
+            vol = vol[: sizes[k % len(sizes)]]
+        stored = vol.T.astype(np.int16) * 4 - 100  # (x, y, z) on disk
+        img = nib.Nifti1Image(stored, np.diag([1.5, 1.5, 2.0, 1.0]))
+        img.header.set_slope_inter(0.5, 10.0)
+        path = folder / f"v{k:02d}.nii.gz"
+        nib.save(img, path)
+        expected.append(np.asarray(nib.load(path).get_fdata(), np.float64).T)  # (z, y, x)
+        rows.append(f"{path.name},{'adrenal' if y[i] else 'normal'}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    # A table is read in the class-interleaved order of image folders (S_FU's batches).
+    codes = [0 if r.endswith("adrenal") else 1 for r in rows[1:]]
+    return folder / "labels.csv", [expected[i] for i in data.class_interleaved_order(codes)]
+
+
 def tiny_training_target(path: Path) -> Path:
     """A two-class 28 px MedMNIST-style npz (16/8/8 images) for fine-tuning tests: grey
     squares, class 1 brighter."""

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from _support import ADRENAL3D, BREAST, MEDICAL, needs_data
+from _support import ADRENAL3D, BREAST, MEDICAL, needs_data, write_nifti_volumes
 from click.testing import CliRunner
 from torch import nn
 
@@ -200,3 +200,17 @@ def test_hu_volumes_through_a_windowed_3d_member_and_the_cache(tmp_path):
     again = gradnca_onnx.rank(tmp_path / "zoo", target, cache=tmp_path / "cache")
     assert again.models[0].cached and again.models[0].lp == first.models[0].lp
     assert again.models[0].fu == first.models[0].fu
+
+
+def test_a_nifti_volume_table_ranks(mixed_zoo, tmp_path):
+    """The Done-when's NIfTI case: 24 NIfTI volumes (real AdrenalMNIST3D shapes, int16 with
+    scl_slope) named by a label table, ranked from the CLI by the 3-D members."""
+    pytest.importorskip("nibabel")
+    table, _ = write_nifti_volumes(tmp_path, 12)
+    res = CliRunner().invoke(main, ["rank", "--zoo", str(mixed_zoo), "--target", str(table),
+                                    "--models", "tiny3d-4,tiny3d-6", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["target"]["n_samples"] == 24 and len(out["models"]) == 2
+    assert all(m["error"] is None and m["fu"] is not None for m in out["models"])
+    assert "NIfTI physical values" in res.stderr

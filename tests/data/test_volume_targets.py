@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _support import ADRENAL3D
+from _support import ADRENAL3D, write_nifti_volumes
 
 from gradnca_onnx import data
 from gradnca_onnx.errors import InputError
@@ -38,32 +38,8 @@ def test_volumes_from_arrays():
         data.from_arrays(vols.astype(np.int32) * 2, [0, 1] * 4)
 
 
-def _write_volumes(folder, n_per_class=6, *, sizes=None):
-    """NIfTI volumes from real AdrenalMNIST3D shapes, stored int16 with scl_slope/inter (so
-    the physical values differ from the stored ones), and their label table."""
-    with np.load(ADRENAL3D) as f:
-        x, y = f["train_images"], f["train_labels"][:, 0]
-    idx = [*np.flatnonzero(y == 1)[:n_per_class], *np.flatnonzero(y == 0)[:n_per_class]]
-    rows, expected = ["path,label"], []
-    for k, i in enumerate(idx):
-        vol = x[i]
-        if sizes is not None:
-            vol = vol[: sizes[k % len(sizes)]]
-        stored = vol.T.astype(np.int16) * 4 - 100  # (x, y, z) on disk
-        img = nib.Nifti1Image(stored, np.diag([1.5, 1.5, 2.0, 1.0]))
-        img.header.set_slope_inter(0.5, 10.0)
-        path = folder / f"v{k:02d}.nii.gz"
-        nib.save(img, path)
-        expected.append(np.asarray(nib.load(path).get_fdata(), np.float64).T)  # (z, y, x)
-        rows.append(f"{path.name},{'adrenal' if y[i] else 'normal'}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    # A table is read in the class-interleaved order of image folders (S_FU's batches).
-    codes = [0 if r.endswith("adrenal") else 1 for r in rows[1:]]
-    return folder / "labels.csv", [expected[i] for i in data.class_interleaved_order(codes)]
-
-
 def test_nifti_volume_table_keeps_nibabels_values(tmp_path):
-    table, expected = _write_volumes(tmp_path)
+    table, expected = write_nifti_volumes(tmp_path)
     t = data.load_target(table)
     assert t.volumetric and len(t) == 12 and t.modality == "NIfTI"
     np.testing.assert_allclose(t.physical[..., 0], np.stack(expected), rtol=0, atol=1e-4)
@@ -72,7 +48,7 @@ def test_nifti_volume_table_keeps_nibabels_values(tmp_path):
 
 
 def test_nifti_volumes_resampled_as_torch_trilinear(tmp_path):
-    table, expected = _write_volumes(tmp_path, 3)
+    table, expected = write_nifti_volumes(tmp_path, 3)
     t = data.load_target(table, size=(20, 24, 16))
     ref = torch.nn.functional.interpolate(
         torch.from_numpy(np.stack(expected))[:, None], size=(20, 24, 16), mode="trilinear",
@@ -83,7 +59,7 @@ def test_nifti_volumes_resampled_as_torch_trilinear(tmp_path):
 
 
 def test_volume_tables_refuse_what_they_cannot_read(tmp_path):
-    table, _ = _write_volumes(tmp_path, 2, sizes=[28, 20])
+    table, _ = write_nifti_volumes(tmp_path, 2, sizes=[28, 20])
     with pytest.raises(InputError, match="volumes differ in size.*--size DxHxW"):
         data.load_target(table)
     with pytest.raises(InputError, match="give --size DxHxW"):
