@@ -142,7 +142,29 @@ def _convention_notes(target: TargetData, manifest: Manifest, convention: Any) -
     return []
 
 
+def check_input_memory(target: TargetData, manifest: Manifest) -> None:
+    """Refuse, in one line, a member whose float32 input of the whole target would not fit in
+    the memory available now (a 3-channel 64^3 member on thousands of volumes): the member
+    becomes a note and the others are ranked, instead of the OOM killer ending the run.
+
+    The estimate is the input itself plus two float32 copies of the target at its own size
+    (the scale and resampling steps before the input is written)."""
+    from ..metrics._memory import available_memory
+
+    spec = manifest.input
+    need = 4 * len(target) * (spec.channels * int(np.prod(spec.spatial))
+                              + 2 * int(np.prod(target.images.shape[1:])))
+    room = available_memory()
+    if room is not None and need > room:
+        raise InputError(f"{manifest.name}: its float32 input for {len(target)} "
+                         f"{'volumes' if spec.volumetric else 'images'} of "
+                         f"{spec.channels}x{spec.size_text} needs {need / 2 ** 30:.1f} GiB and "
+                         f"{room / 2 ** 30:.1f} GiB are available; rank a split or a subset of "
+                         "the target, or export the member at a smaller input size")
+
+
 def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
+    check_input_memory(target, manifest)
     spec = manifest.input
     size = manifest.input.spatial
     resize_to = size if target.spatial_size != size else None

@@ -110,3 +110,32 @@ def test_dicom_series_table_is_a_volume_target(tmp_path):
     codes = [0 if r.endswith("adrenal") else 1 for r in rows[1:]]
     order = data.class_interleaved_order(codes)
     np.testing.assert_array_equal(t.physical[..., 0], np.stack([expected[k] for k in order]))
+
+
+def test_real_nifti_volumes_and_a_dicom_series_in_one_table(tmp_path):
+    """Files other libraries wrote (nibabel's and pydicom's sample data in ../shared): NIfTI
+    volumes of three sizes and a CT series folder, resampled to one size while loading, the
+    NIfTI values as nibabel reads them resampled as torch does."""
+    from _support import MEDICAL, needs_data
+
+    nifti = needs_data(MEDICAL / "nifti-samples")
+    series = needs_data(MEDICAL / "dicom-samples" / "pydicom" / "ct-series-CT5N")
+    pytest.importorskip("pydicom")
+    files = [nifti / "anatomical.nii", nifti / "someones_anatomy.nii.gz",
+             nifti / "anatomical_label.nii.gz", series]
+    rows = [f"{files[0]},a", f"{files[2]},b", f"{files[1]},a", f"{series},b"]
+    (tmp_path / "t.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    t = data.load_target(tmp_path / "t.csv", size=12)
+    assert t.volumetric and t.spatial_size == (12, 12, 12) and t.modality == "mixed"
+    # Rows are read in the class-interleaved order; row i names files[[0, 2, 1, 3][i]].
+    for k, row in enumerate(data.class_interleaved_order([0, 1, 0, 1])):
+        path = files[[0, 2, 1, 3][row]]
+        if path == series:
+            ct = t.physical[k, ..., 0]
+            assert np.isfinite(ct).any() and np.nanmin(ct) >= -1100 and np.nanmax(ct) < 3000
+            continue
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(np.asarray(nib.load(path).get_fdata(), np.float64).T[None, None]),
+            size=(12, 12, 12), mode="trilinear", align_corners=False)[0, 0].numpy()
+        scale = max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(t.physical[k, ..., 0], ref, rtol=0, atol=1e-5 * scale)
