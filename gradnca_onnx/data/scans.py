@@ -183,20 +183,28 @@ def load_scans(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequen
 
     physical, read = _stacked(files, read_scan, fit, source=source, what="images",
                               advice="resize them to while loading (--size HxW")
-    windows, modalities = [r.window for r in read], {r.modality for r in read}
-    units = {r.unit for r in read}
-    images, how = render_8bit(physical, windows)
-    notes = [how]
-    if hw is not None:
-        notes.append(f"images resized to {hw[0]}x{hw[1]} while loading ({filter}, in physical "
-                     "values)")
+    resized = None if hw is None else (f"images resized to {hw[0]}x{hw[1]} while loading "
+                                       f"({filter}, in physical values)")
+    return _scan_target(physical, read, resized, labels, classes, name=name, source=source,
+                        split=split, order=order)
+
+
+def _scan_target(physical: NDArray[np.float32], read: Sequence["_Read"], resized: str | None,
+                 labels: NDArray[np.int64], classes: Sequence[str], *, name: str, source: str,
+                 split: str, order: str) -> TargetData:
+    """The target of stacked physical values (images or volumes): their one 8-bit rendering,
+    and notes on how they were read (resized, modalities, padding)."""
+    images, how = render_8bit(physical, [r.window for r in read])
+    notes = [how] + ([resized] if resized else [])
+    modalities, units = {r.modality for r in read}, {r.unit for r in read}
     modality = modalities.pop() if len(modalities) == 1 else "mixed"
     if modality == "mixed":
         notes.append(f"the files are of several modalities ({', '.join(sorted(modalities))})")
     unit = units.pop() if len(units) == 1 else ""
-    padded = int(np.isnan(physical).any(axis=(1, 2)).sum())
+    padded = int(np.isnan(physical).reshape(len(physical), -1).any(axis=1).sum())
     if padded:
-        notes.append(f"{padded} image(s) have padding outside the field of view (masked)")
+        kind = "volume" if physical.ndim == 4 else "image"
+        notes.append(f"{padded} {kind}(s) have padding outside the field of view (masked)")
     return TargetData(images[..., None], labels, name, len(classes), source, split,
                       tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
 
@@ -267,17 +275,10 @@ def load_volumes(files: Sequence[Path], labels: NDArray[np.int64], classes: Sequ
     physical, read = _stacked(files, lambda f: read_scan(f, volume=True), fit, source=source,
                               what="volumes", advice="resample them to while loading (--size "
                               "DxHxW")
-    windows, units = [r.window for r in read], {r.unit for r in read}
-    modalities = {r.modality for r in read}
-    images, how = render_8bit(physical, windows)
-    notes = [how]
-    if size is not None:
-        notes.append(f"volumes resampled to {'x'.join(map(str, size))} while loading "
-                     "(trilinear, in physical values)")
-    unit = units.pop() if len(units) == 1 else ""
-    modality = modalities.pop() if len(modalities) == 1 else "mixed"
-    return TargetData(images[..., None], labels, name, len(classes), source, split,
-                      tuple(classes), order, tuple(notes), physical[..., None], unit, modality)
+    resized = None if size is None else (f"volumes resampled to {'x'.join(map(str, size))} "
+                                         "while loading (trilinear, in physical values)")
+    return _scan_target(physical, read, resized, labels, classes, name=name, source=source,
+                        split=split, order=order)
 
 
 def from_physical(values: NDArray, labels: NDArray, *, unit: str = "", modality: str = "",
