@@ -149,12 +149,12 @@ def check_input_memory(target: TargetData, manifest: Manifest) -> None:
 
     The estimate is the input itself plus two float32 copies of the target at its own size
     (the scale and resampling steps before the input is written)."""
-    from ..metrics._memory import available_memory
+    from .. import _memory
 
     spec = manifest.input
     need = 4 * len(target) * (spec.channels * int(np.prod(spec.spatial))
                               + 2 * int(np.prod(target.images.shape[1:])))
-    room = available_memory()
+    room = _memory.available_memory()
     if room is not None and need > room:
         raise InputError(f"{manifest.name}: its float32 input for {len(target)} "
                          f"{'volumes' if spec.volumetric else 'images'} of "

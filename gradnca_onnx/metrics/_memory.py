@@ -15,9 +15,9 @@ magnitude (a 16k x 16k matrix is 2 GiB; the span forms need a few N x D arrays i
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Callable
+
+from .._memory import available_memory
 
 #: Bytes of one float64.
 F8 = 8
@@ -96,38 +96,6 @@ ESTIMATES: dict[str, Callable[..., float]] = {
     "logme": _logme, "leep": _logits, "nleep": _nleep, "parc": _parc, "sfda": _sfda,
     "ncti": _ncti, "gbc": _gbc, "hscore": _hscore, "nce": _logits, "transrate": _transrate,
 }
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _cgroup_room() -> int | None:
-    """What a cgroup v2 memory limit (a container's) still allows, or None without one."""
-    root = Path("/sys/fs/cgroup")
-    try:
-        limit = (root / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return max(int(limit) - int((root / "memory.current").read_text().strip()), 0)
-    except (OSError, ValueError):
-        return None
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate without swapping or the OOM killer, or None
-    when the system does not say (then nothing is refused)."""
-    known = [v for v in (_meminfo_available(), _cgroup_room()) if v is not None]
-    return min(known) if known else None
 
 
 def memory_budget() -> int | None:

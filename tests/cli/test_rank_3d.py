@@ -219,7 +219,7 @@ def test_a_nifti_volume_table_ranks(mixed_zoo, tmp_path):
 def test_an_input_that_cannot_fit_is_a_member_note(mixed_zoo, monkeypatch):
     """A member whose float32 input of the whole target would exceed the memory available is
     refused in one line (the others ranked), never left to the OOM killer."""
-    import gradnca_onnx.metrics._memory as mem
+    import gradnca_onnx._memory as mem
 
     monkeypatch.setattr(mem, "available_memory", lambda: 4 << 20)  # 4 MiB free
     r = gradnca_onnx.rank(mixed_zoo, ADRENAL3D, split="val", models="tiny3d-4,tiny3d-6")
