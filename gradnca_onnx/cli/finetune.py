@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,20 @@ def _batch_sizes(value: str | None) -> tuple[int, ...] | None:
 
 
 class _Bars:
-    """Rich progress bars on stderr: one over the grid, one over the epochs of the current run."""
+    """Progress on stderr: on a terminal, rich bars (one over the grid, one over the epochs of
+    the current run); in a log (``lines``), one line per run as it ends."""
 
-    def __init__(self, title: str, enabled: bool) -> None:
+    def __init__(self, title: str, enabled: bool, lines: bool = False) -> None:
         from ._progress import rich_bars
 
-        self.progress = rich_bars("{task.fields[info]}", enabled=enabled)
+        self.progress = rich_bars("{task.fields[info]}", enabled=enabled and not lines)
         self.title = title
+        self.lines = lines and enabled
+        self.total = 0
+        self.ended = 0
         self.grid_task: Any = None
         self.run_task: Any = None
+        self.started: float | None = None  # the run in flight's start (runs in this process)
 
     def __enter__(self) -> "_Bars":
         self.progress.__enter__()
@@ -62,10 +68,13 @@ class _Bars:
         self.progress.__exit__(*exc)
 
     def grid_start(self, total: int, done: int) -> None:
+        self.total, self.ended = total, done
         self.grid_task = self.progress.add_task(self.title, total=total, completed=done,
                                                 info=f"{done} already in the store")
+        self._line(f"{self.title}: {total} runs, {done} already in the store")
 
     def run_start(self, config: Any, index: int) -> None:
+        self.started = time.perf_counter()
         if self.run_task is not None:
             self.progress.remove_task(self.run_task)
         self.run_task = self.progress.add_task(f"  run {index + 1}: {config.label()}",
@@ -79,11 +88,23 @@ class _Bars:
     def run_end(self, config: Any, result: Any, skipped: bool) -> None:
         if skipped:
             return
+        self.ended += 1
+        took = "" if self.started is None else f" in {time.perf_counter() - self.started:.1f} s"
+        self.started = None
+        if result is None:
+            self._line(f"[{self.ended}/{self.total}] {config.label()}: failed{took}")
+        else:
+            self._line(f"[{self.ended}/{self.total}] {config.label()}: {result.stop_reason} at "
+                       f"epoch {result.epochs_run}, test AUC {result.test_auc:.3f}{took}")
         if self.run_task is not None and result is not None:
             self.progress.update(self.run_task, completed=config.max_epochs,
                                  info=f"{result.stop_reason} at epoch {result.epochs_run}, "
                                       f"test AUC {result.test_auc:.3f}")
         self.progress.update(self.grid_task, advance=1, info="")
+
+    def _line(self, text: str) -> None:
+        if self.lines:
+            click.echo(f"gradnca-onnx finetune: {text}", err=True)
 
 
 @click.group("finetune", invoke_without_command=True)
@@ -129,7 +150,8 @@ class _Bars:
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (on a busy machine 1 is often fastest).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress: no bars on a terminal, no line per run in a log.")
 @click.option("--executor", "executor_name", default="local", show_default=True,
               metavar="local|ray",
               help="local: runs one after the other here; ray: one Ray task per grid run (the "
@@ -224,8 +246,8 @@ def finetune(ctx: click.Context, source: str | None, target: str | None, store: 
             click.echo(f"source {src.name}; target {tgt.name} ({tgt.description}: "
                        f"{len(tgt.train)}/{len(tgt.val)}/{len(tgt.test) if tgt.test else 0} "
                        f"images, {tgt.n_classes} classes); grid {grid.name}", err=True)
-            with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]",
-                       enabled=not no_progress and sys.stderr.isatty()) as bars:
+            with _Bars(f"{src.name} -> {tgt.name} [{grid.name}]", enabled=not no_progress,
+                       lines=not sys.stderr.isatty()) as bars:
                 if seeds is not None:
                     reps = runner.run_seeds(src, tgt, grid, st, seeds, device=device,
                                             progress=bars)

@@ -69,11 +69,23 @@ class RankArgs:
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator:
-    """A progress callback drawing one bar per model and stage, started on first use (so an
-    error raised before any work prints nothing but its own line)."""
+    """How ``rank`` shows its progress on standard error: bars on a terminal; a line per
+    member scored in a log (standard error redirected), where bars would print nothing until
+    the end (:mod:`gradnca_onnx.engine.log`); nothing when not ``enabled`` (``--quiet``)."""
     if not enabled:
         yield None
-        return
+    elif sys.stderr.isatty():
+        with _bars() as update:
+            yield update
+    else:
+        with _log_lines():
+            yield None
+
+
+@contextmanager
+def _bars() -> Iterator:
+    """A progress callback drawing one bar per model and stage, started on first use (so an
+    error raised before any work prints nothing but its own line)."""
     state: dict = {}
 
     def update(model: str, stage: str, done: int, total: int) -> None:
@@ -93,6 +105,26 @@ def _progress(enabled: bool) -> Iterator:
     finally:
         if "bar" in state:
             state["bar"].stop()
+
+
+@contextmanager
+def _log_lines() -> Iterator:
+    """The engine's log records on standard error, one line each, while the ranking runs."""
+    import logging
+
+    from ._progress import LogLines
+
+    logger = logging.getLogger("gradnca_onnx")
+    handler = LogLines("rank")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.summary()
 
 
 _OWN = ("gradnca", "lp", "fu")
@@ -215,7 +247,8 @@ def _plot_files(target_paths) -> list[str]:
                    "split, subset, partition].")
 @click.option("--demo", is_flag=True,
               help="Rank the bundled demo zoo on the bundled BreastMNIST target (offline).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True,
+              help="No progress: no bars on a terminal, no line per model in a log.")
 @click.option("--executor", "executor_name", default="local", show_default=True,
               metavar="local|ray",
               help="local: score in this process; ray: one Ray task per model x target.")

@@ -38,6 +38,7 @@ from ..scores.combine import check_scenario, inverts_terms
 from ..scores.label_prediction import check_jitters
 from ..zoo import list_zoo, verify_files
 from .cache import FeatureCache
+from .log import StageClock, log_member, log_plan
 from .member import read_member_facts
 from .options import Progress, RankOptions, callbacks_propagate, guarded
 from .runtime import RuntimeConfig, ort_errors
@@ -126,6 +127,7 @@ def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
                     verify=options.verify, metric_names=tuple(metric_names),
                     faithful=options.faithful, lp_jitters=options.lp_jitters,
                     within_family=options.within_family)
+    log_plan(len(entries), len(targets), str(zoo_dir))
     return plan, entries
 
 
@@ -145,7 +147,17 @@ def score_entry_arrays(entry: Any, target: TargetData, plan: RankPlan,
                        progress: Progress | None = None
                        ) -> tuple[ModelResult, dict | None, dict[str, NDArray] | None]:
     """:func:`score_entry`, plus the model's arrays (features, logits, gradient norms, S_LP;
-    ``None`` when it failed), as the cache holds them: what ``rank --resamples`` resamples."""
+    ``None`` when it failed), as the cache holds them: what ``rank --resamples`` resamples.
+    Logs one line for the member (:mod:`gradnca_onnx.engine.log`)."""
+    clock = StageClock(progress)
+    out = _score_entry_arrays(entry, target, plan, clock.progress)
+    log_member(out[0], f"{target.name} ({target.split})", clock)
+    return out
+
+
+def _score_entry_arrays(entry: Any, target: TargetData, plan: RankPlan,
+                        progress: Progress | None
+                        ) -> tuple[ModelResult, dict | None, dict[str, NDArray] | None]:
     if not entry.ok:
         return ModelResult(name=entry.path.name, path=entry.path, error=entry.error), None, None
     manifest = entry.manifest

@@ -378,6 +378,12 @@ def test_cli_grid_and_summarize(tiny_dir, tmp_path):
     res = _cli(*args)
     assert res.exit_code == 0, res.output
     assert "1 runs: 1 done now, 0 already" in res.stdout
+    # standard error is not a terminal here (a batch job's log): one line per run as it ends
+    run_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("gradnca-onnx finetune: [")]
+    assert len(run_lines) == 1 and "[1/1] " in run_lines[0] and "test AUC 0." in run_lines[0]
+    assert " in " in run_lines[0] and run_lines[0].endswith(" s")
+    quiet = _cli(*args[:-4], "--source-name", "tiny3", "--threads", "1", "--no-progress")
+    assert "gradnca-onnx finetune:" not in quiet.stderr
     res = _cli(*args[:-4], "--source-name", "tiny2", "--threads", "1")
     assert "0 done now, 1 already" in res.stdout
     res = _cli("summarize", "--store", str(store))
