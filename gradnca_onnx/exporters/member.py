@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..zoo import InputSpec, Manifest, file_entry, parse_normalisation, write_manifest
 from ..zoo.manifest import write_version
 from ..zoo.publish import missing_dirs, publish, remove_empty, staging_dir
+from .weights import share_weights
 
 
 #: The mean/std of a z-scored model unless ``--norm`` says otherwise.
@@ -96,6 +97,7 @@ def publish_member(zoo_dir: str | os.PathLike, name: str, *, force: bool,
     staging = staging_dir(zoo_dir, name, force=force)
     try:
         fields = write(staging)
+        share_weights(staging, sorted(p.name for p in staging.glob("*.onnx")))
         fields.setdefault("schema_version", write_version(fields["input"].intensity,
                                                           fields["input"].depth))
         manifest = Manifest(

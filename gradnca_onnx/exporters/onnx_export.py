@@ -51,12 +51,35 @@ FOLD_OUTPUT_LIMIT = 8192
 
 
 def _optimize(program: "torch.onnx.ONNXProgram") -> None:
-    # What torch.onnx.export(optimize=True) runs, with the smaller fold limit.
+    # What torch.onnx.export(optimize=True) runs, with the smaller fold limit, and without
+    # folding BatchNorm into the convolution before it: the folded weights would be new bytes,
+    # while unfolded the features graph holds the checkpoint's own weights, which the gradient
+    # graphs hold too, so the member stores them once (exporters.weights). onnxruntime folds
+    # Conv + BatchNormalization itself when it loads the graph, so nothing runs slower.
     from onnxscript import optimizer
     from onnxscript.rewriter import onnx_fusions
 
-    optimizer.optimize_ir(program.model, output_size_limit=FOLD_OUTPUT_LIMIT)
+    with _without_batchnorm_folding():
+        optimizer.optimize_ir(program.model, output_size_limit=FOLD_OUTPUT_LIMIT)
     onnx_fusions.fuse(program.model)
+
+
+@contextlib.contextmanager
+def _without_batchnorm_folding() -> Iterator[None]:
+    # optimize_ir reads the rewriter's default rules when it runs and takes no rule list, so
+    # the BatchNorm rules (public objects) are left out of that tuple for the call.
+    from onnxscript import rewriter
+    from onnxscript.rewriter.rules import common
+
+    folding = {common.fuse_batchnorm_into_conv_rule,
+               common.fuse_batchnorm_into_conv_transpose_rule,
+               common.fuse_batchnorm_into_gemm_rule}
+    rules = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in rules if r not in folding)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = rules
 
 
 def _save(program: "torch.onnx.ONNXProgram", path: str | os.PathLike) -> None:

@@ -28,6 +28,7 @@ from .manifest import (
     LayerSpec,
     Manifest,
     SourceSpec,
+    WEIGHTS_FILE,
     SplitSpec,
     check_model_name,
     load_manifest,
@@ -39,7 +40,7 @@ from .normalisation import parse_normalisation
 
 __all__ = [
     "BACKWARD_FILE", "BACKWARD_OUTPUTS", "CHUNK_SUM", "FEATURES_FILE", "FORWARD_FILE", "GRADS_FILE", "GRADS_INPUTS", "GRADS_OUTPUTS",
-    "LAYER_RULES", "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION",
+    "LAYER_RULES", "MANIFEST_FILE", "MIN_SCHEMA_VERSION", "ORT_LEVELS", "PAD_ZERO", "SCHEMA_VERSION", "WEIGHTS_FILE",
     "BatchPolicy", "FileEntry", "InputSpec", "LayerSpec", "Manifest", "SourceSpec", "SplitSpec", "Zoo", "ZooEntry",
     "check_model_name", "file_entry", "list_zoo", "load_manifest", "load_zoo",
     "parse_normalisation", "read_manifest", "residual_names", "verify_files", "write_manifest",

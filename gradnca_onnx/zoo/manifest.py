@@ -66,6 +66,8 @@ FEATURES_FILE = "features.onnx"
 GRADS_FILE = "grads.onnx"
 FORWARD_FILE = "forward.onnx"
 BACKWARD_FILE = "backward.onnx"
+#: The weights the graphs of a member share (ONNX external data; exporters.weights).
+WEIGHTS_FILE = "weights.bin"
 
 #: Graph inputs and outputs, fixed by the schema.
 FEATURES_INPUTS = ("images",)
