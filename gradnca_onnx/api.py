@@ -23,6 +23,7 @@ from .engine import (
     RuntimeConfig,
     default_cache_dir,
 )
+from .engine.bounded import check_max_samples, check_sample_seed
 from .engine.options import DEFAULT_FRACTION, check_resample_options
 from .engine.runtime import memory_size
 from .engine.targets import RankTargets, load_rank_targets
@@ -56,7 +57,8 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
          executor: str | Executor = "local", ray_address: str | None = None,
          max_retries: int = 3, progress: Callable[[str, str, int, int], None] | None = None,
          errors: str = "record", within_family: bool = False,
-         columns: dict[str, str | None] | None = None) -> Ranking | Rankings:
+         columns: dict[str, str | None] | None = None, max_samples: int | None = None,
+         sample_seed: int = 0) -> Ranking | Rankings:
     """Rank the models of a zoo by their transferability to a target, best first.
 
     Parameters
@@ -101,6 +103,9 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         and reaches the caller unchanged
     within_family : combine and rank each family of S_FU layers (``conv+conv``,
         ``conv+linear``...) on its own (``rank --within-family``; an extension for mixed zoos)
+    max_samples, sample_seed : a target of more images is scored on a class-stratified
+        subsample of ``max_samples`` drawn with ``sample_seed``, stated in the notes
+        (``rank --max-samples``; ``None``: 5,000, ``0``: every image)
     errors : ``"record"``: a member that cannot be scored gets its ``error`` and the rest is
         ranked; ``"raise"``: :class:`~gradnca_onnx.errors.RankingError` instead of a result
         with failed members
@@ -142,7 +147,9 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         options = RankOptions(scenario=scenario, runtime=runtime, cache=_cache(cache),
                               resize=resize, verify=verify, models=_names(models),
                               metrics=metrics, faithful=faithful, progress=progress,
-                              lp_jitters=lp_jitters, within_family=within_family)
+                              lp_jitters=lp_jitters, within_family=within_family,
+                              max_samples=check_max_samples(max_samples),
+                              sample_seed=check_sample_seed(sample_seed))
         # threads bounds every pool of this call (onnxruntime's, the NCA products, OpenMP,
         # numba, BLAS), restored afterwards; Ray workers get it through the runtime config.
         with limited_threads(threads if runner.in_process else None):

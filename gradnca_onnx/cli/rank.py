@@ -47,6 +47,7 @@ class RankArgs:
     executor_name: str
     ray_address: str | None
     max_retries: int
+    max_samples: int | None
     resamples: int | None
     seed: int
     fraction: float
@@ -206,6 +207,10 @@ def _plot_files(target_paths) -> list[str]:
                    "needing logits are skipped, with a note, for headless models.")
 @click.option("--faithful", is_flag=True,
               help="Baseline metrics with the released code's quirks (README, Baseline metrics).")
+@click.option("--max-samples", "max_samples", type=int, default=None, metavar="N",
+              help="Above N images, score a class-stratified subsample of N (seed 0; the same "
+                   "images for every model), stated in the notes: S_LP's NCA is quadratic in "
+                   "the number of images. 0 scores every image. [default: 5000]")
 @click.option("--lp-jitters", "lp_jitters", type=int, default=0, show_default=True,
               metavar="K",
               help="S_LP as the mean over K >= 2 copies of the features jittered by 1e-6 "
@@ -314,6 +319,7 @@ def _check(args: RankArgs) -> dict[str, Any]:
     """
     from ..data.preprocess import parse_size
     from ..engine import FeatureCache, RuntimeConfig, default_cache_dir
+    from ..engine.bounded import check_max_samples
     from ..engine.runtime import cap_threads, memory_size
     from ..scores.label_prediction import check_jitters
 
@@ -340,6 +346,7 @@ def _check(args: RankArgs) -> dict[str, Any]:
     RuntimeConfig(device=args.device).providers()  # an unusable --device fails now
     memory = memory_size(args.residual_memory, "--residual-memory")
     check_jitters(args.lp_jitters, "--lp-jitters")
+    check_max_samples(args.max_samples, "--max-samples")
     return {"size": size, "threads": threads, "cache": cache, "residual_memory": memory}
 
 
@@ -362,7 +369,8 @@ def _run(args: RankArgs, checked: dict[str, Any]) -> None:
             fraction=args.fraction, level=args.level, fu_resample=args.fu_resample,
             folds=args.folds, executor=args.executor_name, ray_address=args.ray_address,
             max_retries=args.max_retries, progress=progress,
-            within_family=args.within_family, columns=args.columns())
+            within_family=args.within_family, columns=args.columns(),
+            max_samples=args.max_samples)
     if not isinstance(result, Rankings):
         result = Rankings([result], several_targets=False)
     if not args.quiet:

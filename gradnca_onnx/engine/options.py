@@ -91,6 +91,10 @@ class RankOptions:
     lp_jitters : K >= 2: S_LP as the mean over K feature jitters (an extension); 0: the paper's
     within_family : combine and rank each family of S_FU layers (``conv+conv``,
         ``conv+linear``...) on its own (an extension for mixed zoos)
+    max_samples : above this many images a target is scored on a class-stratified subsample
+        of that size (:mod:`gradnca_onnx.engine.bounded`); ``None``: the default (5,000),
+        ``0``: every image
+    sample_seed : the seed of that subsample
     """
 
     scenario: str = "dataset"
@@ -104,6 +108,8 @@ class RankOptions:
     progress: Progress | None = None
     lp_jitters: int = 0
     within_family: bool = False
+    max_samples: int | None = None
+    sample_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "progress", guarded(self.progress))

@@ -37,6 +37,7 @@ from ..scores import combine
 from ..scores.combine import check_scenario, inverts_terms
 from ..scores.label_prediction import check_jitters
 from ..zoo import list_zoo, verify_files
+from .bounded import bounded_target, check_max_samples
 from .cache import FeatureCache
 from .log import StageClock, log_member, log_plan
 from .member import read_member_facts
@@ -92,21 +93,28 @@ class RankPlan:
     faithful: bool
     lp_jitters: int
     within_family: bool = False
+    #: The note of each subsampled target (by its sha256): ``engine.bounded``.
+    sample_notes: tuple[tuple[str, str], ...] = ()
 
     def combine(self, target: TargetData,
                 scored: Sequence[tuple[ModelResult, dict | None]]) -> ZooRanking:
         """The zoo step over one target's ``(result, per-model metric results)`` pairs."""
         per_model = {r.name: m for r, m in scored if m is not None}
-        return combine_zoo(target, [r for r, _ in scored], per_model, scenario=self.scenario,
-                           metric_names=self.metric_names, faithful=self.faithful,
-                           lp_jitters=self.lp_jitters, within_family=self.within_family)
+        ranking = combine_zoo(target, [r for r, _ in scored], per_model, scenario=self.scenario,
+                              metric_names=self.metric_names, faithful=self.faithful,
+                              lp_jitters=self.lp_jitters, within_family=self.within_family)
+        # first among the zoo's notes: the table, the CSV (every row) and the JSON show it
+        ranking.notes[:0] = [note for sha, note in self.sample_notes if sha == target.sha256]
+        return ranking
 
 
 def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
-                 options: RankOptions) -> tuple[RankPlan, list[Any]]:
+                 options: RankOptions) -> tuple[RankPlan, list[Any], list[TargetData]]:
     """The preamble of every ranking: settings checked, the zoo listed, before any work.
 
-    Returns the plan and the zoo's entries (restricted to ``options.models``).
+    Returns the plan, the zoo's entries (restricted to ``options.models``) and the targets to
+    score: each one, or its subsample when it holds more than ``options.max_samples`` images
+    (:func:`~gradnca_onnx.engine.bounded.bounded_target`; the plan keeps the notes).
 
     Raises
     ------
@@ -121,14 +129,17 @@ def plan_ranking(zoo_dir: str | Path, targets: Sequence[TargetData],
     check_jitters(options.lp_jitters, "lp_jitters")
     for target in targets:
         check_scoring_target(target)
+    bound = check_max_samples(options.max_samples)
+    bounded = [bounded_target(t, bound, options.sample_seed) for t in targets]
     entries = zoo_entries(zoo_dir, options.models)
     plan = RankPlan(scenario=options.scenario, runtime=options.runtime or RuntimeConfig(),
                     cache=options.cache or FeatureCache(None), resize=options.resize,
                     verify=options.verify, metric_names=tuple(metric_names),
                     faithful=options.faithful, lp_jitters=options.lp_jitters,
-                    within_family=options.within_family)
+                    within_family=options.within_family,
+                    sample_notes=tuple((t.sha256, n) for t, n in bounded if n is not None))
     log_plan(len(entries), len(targets), str(zoo_dir))
-    return plan, entries
+    return plan, entries, [t for t, _ in bounded]
 
 
 def score_entry(entry: Any, target: TargetData, plan: RankPlan,
@@ -359,7 +370,7 @@ def rank_each(zoo_dir: str | Path, targets: Sequence[TargetData], options: RankO
     Exceptions that are bugs propagate; a member that cannot be scored is reported in its
     result.
     """
-    plan, entries = plan_ranking(zoo_dir, targets, options)
+    plan, entries, targets = plan_ranking(zoo_dir, targets, options)
     per_target = ([guarded(p) for p in progress] if progress is not None
                   else [options.progress] * len(targets))
     return [plan.combine(target, [score_entry(e, target, plan, tick) for e in entries])

@@ -199,8 +199,10 @@ def resample_ranking(zoo_dir: str | Path, target: TargetData, resampling: Resamp
     """:func:`resample_zoo` with its settings as options objects."""
     from ..evaluation.resampling import attach_resampling
 
+    if subsamples is None:
+        resampling.check()  # bad settings fail before the zoo is read
+    plan, entries, (target,) = plan_ranking(zoo_dir, [target], options)
     subsamples, draws = _draws(target, resampling, subsamples)
-    plan, entries = plan_ranking(zoo_dir, [target], options)
     scored = []
     for entry in entries:
         result, per_model, arrays = score_entry_arrays(entry, target, plan, options.progress)

@@ -78,7 +78,7 @@ def rank_targets(zoo_dir: str | Path, targets: Sequence[TargetData], *,
     if options.cache is not None and options.cache.root is not None:
         options = RankOptions.of(options, cache=FeatureCache(options.cache.root.resolve()))
     # Workers may start in another directory: give them absolute paths.
-    plan, entries = plan_ranking(Path(zoo_dir).resolve(), targets, options)
+    plan, entries, targets = plan_ranking(Path(zoo_dir).resolve(), targets, options)
     slots = _run(executor, plan, entries, targets, options.progress)
     return [plan.combine(target, row) for target, row in zip(targets, slots)]
 
