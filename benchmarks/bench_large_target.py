@@ -104,7 +104,9 @@ def big_run(args: argparse.Namespace) -> dict:
     images, labels = grown_target(args.big, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "big.npz"
-        np.savez(target, train_images=images, train_labels=labels[:, None])
+        np.savez(target, train_images=images, train_labels=labels[:, None],
+                 val_images=images[:6], val_labels=labels[:6, None],
+                 test_images=images[:6], test_labels=labels[:6, None])
         cmd = [sys.executable, "-m", "gradnca_onnx", "rank", "--zoo", str(zoo), "--target",
                str(target), "--split", "train", "--models", "retina", "--no-cache", "--quiet",
                "--threads", str(args.threads)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-import gradnca_onnx
+from gradnca_onnx.api import rank as api_rank
 from gradnca_onnx.cli import main
 from gradnca_onnx.demo import demo_paths
 
@@ -71,7 +71,7 @@ def test_a_failed_member_is_its_line_with_the_error(tmp_path: Path) -> None:
 
 def test_the_python_api_logs_the_same_records(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="gradnca_onnx"):
-        gradnca_onnx.api.rank(DEMO_ZOO, DEMO_TARGET, split="train", models=TWO,
+        api_rank(DEMO_ZOO, DEMO_TARGET, split="train", models=TWO,
                               cache=tmp_path / "c")
     members = [r for r in caplog.records if getattr(r, "gradnca_member", None)]
     assert [r.gradnca_member for r in members] == ["ranked", "ranked"]
