@@ -43,7 +43,7 @@ from .log import StageClock, log_member, log_plan
 from .member import read_member_facts
 from .options import Progress, RankOptions, callbacks_propagate, guarded
 from .runtime import RuntimeConfig, ort_errors
-from .scoring import check_scoring_target, score_arrays
+from .scoring import PREPARED, check_scoring_target, score_arrays
 
 if TYPE_CHECKING:
     from ..metrics.static import MemberFacts
@@ -100,6 +100,7 @@ class RankPlan:
                 scored: Sequence[tuple[ModelResult, dict | None]]) -> ZooRanking:
         """The zoo step over one target's ``(result, per-model metric results)`` pairs."""
         per_model = {r.name: m for r, m in scored if m is not None}
+        PREPARED.clear()  # every member has been scored: the shared input is not needed
         ranking = combine_zoo(target, [r for r, _ in scored], per_model, scenario=self.scenario,
                               metric_names=self.metric_names, faithful=self.faithful,
                               lp_jitters=self.lp_jitters, within_family=self.within_family)

@@ -6,6 +6,8 @@ A features-only member (manifest schema 2, no ``grads.onnx``) gets S_LP but no S
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -163,6 +165,45 @@ def check_input_memory(target: TargetData, manifest: Manifest) -> None:
                          "the target, or export the member at a smaller input size")
 
 
+class PreparedInputs:
+    """The last preprocessed target, kept for the next member that asks for the same
+    preprocessing of the same data (its cache-key settings: channels, size, mean/std, filter,
+    intensity convention): a zoo of models that share an input convention preprocesses the
+    target once, not once per member.
+
+    One slot: the array is as large as the target's input to a member, which the member held
+    anyway, so the peak does not grow; members of other conventions replace it. The array is
+    made read-only. Thread-safe (rankings may run in threads of one process).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._value: NDArray[np.float32] | None = None
+        self.made = 0  # how many arrays were made (tests read it)
+
+    def get(self, key: tuple, make: Callable[[], NDArray[np.float32]]) -> NDArray[np.float32]:
+        with self._lock:
+            if self._key == key and self._value is not None:
+                return self._value
+            # the old array is dropped before the new one is made: one at a time in memory
+            self._key, self._value = None, None
+        value = make()
+        value.setflags(write=False)
+        with self._lock:
+            self._key, self._value = key, value
+            self.made += 1
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._value = None, None
+
+
+#: The process's one slot (:class:`PreparedInputs`).
+PREPARED = PreparedInputs()
+
+
 def _prepare(target: TargetData, manifest: Manifest) -> NDArray[np.float32]:
     check_input_memory(target, manifest)
     spec = manifest.input
@@ -285,7 +326,8 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
         kept = cache.meta(key).get("pass_notes")
         notes.extend(str(n) for n in (kept if isinstance(kept, list) else ()))
         return _smoothed_lp(hit, target, manifest, lp_jitters, notes), True, notes
-    x = _prepare(target, manifest)
+    x = PREPARED.get((target.sha256, json.dumps(settings, sort_keys=True)),
+                     lambda: _prepare(target, manifest))
     labels = target.labels
     pass_notes: list[str] = []
     if split:

@@ -17,6 +17,7 @@ from gradnca_onnx.demo import demo_paths
 
 DEMO_ZOO, DEMO_TARGET = demo_paths()
 TWO = "retina,vit-blood-cells"
+TWO_CNNS = "retina,adrenal"
 LINE = re.compile(r"^gradnca-onnx rank: \[(\d)/2\] (\S+) on breastmnist \(train\): (\S+) in "
                   r"\d+\.\d s(.*)$")
 
@@ -78,3 +79,15 @@ def test_the_python_api_logs_the_same_records(tmp_path: Path, caplog) -> None:
     assert [r.getMessage().split(" on ")[0] for r in members] == TWO.split(",")
     plans = [r for r in caplog.records if getattr(r, "gradnca_tasks", None)]
     assert [r.gradnca_tasks for r in plans] == [2]
+
+
+def test_members_of_one_input_convention_share_one_preprocessed_target(tmp_path):
+    from gradnca_onnx.engine import scoring
+    from gradnca_onnx.zoo import load_manifest
+
+    a, b = (load_manifest(DEMO_ZOO / n).input for n in TWO_CNNS.split(","))
+    assert (a.channels, a.height, a.mean, a.std) == (b.channels, b.height, b.mean, b.std)
+    made = scoring.PREPARED.made
+    api_rank(DEMO_ZOO, DEMO_TARGET, split="train", models=TWO_CNNS)
+    assert scoring.PREPARED.made == made + 1
+    assert scoring.PREPARED._value is None  # released when the ranking ends
