@@ -111,10 +111,11 @@ def test_a_bug_in_the_unit_keeps_its_traceback_locally(demo, monkeypatch) -> Non
 
 def test_the_plan_travels_to_workers(demo) -> None:
     zoo, a, _, cache = demo
-    plan, entries = plan_ranking(zoo, [a], RankOptions(models=MODELS, cache=cache,
-                                                       progress=lambda *a: None))
+    plan, entries, targets = plan_ranking(zoo, [a], RankOptions(models=MODELS, cache=cache,
+                                                                progress=lambda *a: None))
     assert pickle.loads(pickle.dumps(plan)).metric_names == plan.metric_names
     assert [e.path.name for e in entries] == sorted(MODELS)
+    assert targets == [a]  # below the sample bound the target is used whole
 
 
 def test_best_first_ranks_share_the_better_rank() -> None:
