@@ -550,3 +550,17 @@ def hub_snapshot(cache: Path, repo: str) -> Path:
     snapshot_dir = base / "snapshots" / commit
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     return snapshot_dir
+
+
+def small_cnn():
+    """A small CNN in eval mode: Conv + BatchNorm, a strided conv, a max-pool, a head (the
+    split pass's residual kinds and the shared weights are checked on it)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 3),
+    ).eval()

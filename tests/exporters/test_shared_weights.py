@@ -24,18 +24,9 @@ from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import WEIGHTS_FILE, load_manifest
 
 
+from _support import small_cnn
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_cnn() -> torch.nn.Module:
-    """Conv + BatchNorm (unfolded in every graph), a strided conv, a max-pool, a head."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16),
-        torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-        torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 3),
-    ).eval()
 
 
 def _matmul_graph(weight: np.ndarray, extra: np.ndarray | None = None,

@@ -11,24 +11,15 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from gradnca_onnx.engine.batching import open_session
 from gradnca_onnx.exporters.api import export_model
 from gradnca_onnx.sources import from_module
 from gradnca_onnx.zoo import load_manifest
 
+from _support import small_cnn
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_cnn() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16),
-        torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-        torch.nn.MaxPool2d(3, 2, 1), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 3),
-    ).eval()
 
 
 def test_residuals_are_what_the_backward_needs(tmp_path):
