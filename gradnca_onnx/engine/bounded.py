@@ -13,6 +13,8 @@ The paper's targets (C x 100 images for C classes) are far below the default.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from ..data.dataset import TargetData
 from ..errors import InputError
 
@@ -25,9 +27,10 @@ def check_max_samples(value: int | None, option: str = "max_samples") -> int:
     """``value`` as a bound: ``None`` gives the default, ``0`` means no bound."""
     if value is None:
         return DEFAULT_MAX_SAMPLES
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise InputError(f"{option} must be a whole number >= 0 (0: score every image); got "
                          f"{value!r}")
+    value = int(value)  # numpy integers too
     if 0 < value < 6:
         raise InputError(f"{option} {value} is too small: S_FU needs at least 6 images")
     return value
@@ -59,6 +62,6 @@ def bounded_target(target: TargetData, max_samples: int, seed: int = 0
 
 def check_sample_seed(value: int, option: str = "sample_seed") -> int:
     """``value`` as the subsample's seed (a whole number >= 0)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise InputError(f"{option} must be a whole number >= 0; got {value!r}")
-    return value
+    return int(value)

@@ -106,3 +106,9 @@ def test_cli_bad_bound_is_one_line_exit_2(tmp_path):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--max-samples" in lines[0]
     assert not (tmp_path / "c").exists()
+
+
+def test_numpy_integers_are_bounds():
+    from gradnca_onnx.engine.bounded import check_max_samples, check_sample_seed
+
+    assert check_max_samples(np.int64(300)) == 300 and check_sample_seed(np.int32(2)) == 2
