@@ -34,6 +34,9 @@ from pathlib import Path
 import numpy as np
 from bench_concurrency import cpu_model  # next to this file
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "medical" / "adrenalmnist3d" / "adrenalmnist3d_64.npz"
 MODELS = (("r3d_18", None, None), ("monai:resnet18", {"spatial_dims": 3}, 1))
@@ -110,6 +113,7 @@ def main() -> None:
     ap.add_argument("--memory-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
 
     from gradnca_onnx import data, sources
     from gradnca_onnx.engine.scoring import _prepare

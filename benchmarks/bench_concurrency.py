@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,16 +51,6 @@ base = hwm()
 g.rank(zoo, (x, y), threads=1, models=members)
 print(json.dumps({{"base_mib": base, "peak_mib": hwm()}}))
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _calls(zoo: Path, x: np.ndarray, y: np.ndarray, threads: int | None,
@@ -128,8 +120,8 @@ def main() -> None:
     ap.add_argument("--members", type=int, nargs="+", default=[1, 3, 7])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    print(f"CPU: {cpu_model()}", flush=True)
-    result = {"cpu": cpu_model(), "n": args.n,
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
+    result = {"cpu": machine()["cpu"], "machine": machine(), "n": args.n,
               "concurrency": concurrency(args.n, args.repeats),
               "memory": memory(args.sizes, args.members)}
     if args.out:

@@ -15,6 +15,8 @@ No assertion: ratios are reported, never absolute goals (machines are noisy).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 import json
 import subprocess
@@ -24,6 +26,9 @@ import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
 
 
 def problem(n: int, d: int, c: int, seed: int = 0):
@@ -141,6 +146,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     results: dict = {"slp": [], "triplet": None}
     if not args.memory_only:
         results["slp"].append(bench_slp(1100, 512, args.repeat))

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -115,6 +118,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     try:
         import monai  # noqa: F401
         methods = ["gradnca", "pydicom-numpy", "monai"]

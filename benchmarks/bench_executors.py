@@ -21,9 +21,16 @@ No assertion on speed: figures are reported, never goals (the machine may be sha
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sys
+
 import argparse
 import json
 import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
 
 
 def _targets(k: int) -> list:
@@ -65,6 +72,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="Timed repeats per mode (best kept).")
     ap.add_argument("--json", default=None, help="Also write the figures to this file.")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
 
     import os
 

@@ -19,6 +19,8 @@ exactly the two weights the manifest names, with its own default attention kerne
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import json
 import shutil
@@ -34,6 +36,9 @@ from gradnca_onnx.exporters import FeatureModel, export_model
 from gradnca_onnx.exporters.layers import weight_name
 from gradnca_onnx.sources import PAPER_ARCHITECTURES, create_model
 from gradnca_onnx.zoo import load_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
 
 #: Transformers of the zoo and the constructor arguments a given input size needs.
 TRANSFORMERS = {
@@ -144,6 +149,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     if len(args.batch) != len(args.sizes):
         ap.error("give one --batch per --sizes entry")
     archs = args.archs or (list(TRANSFORMERS) if args.transformers

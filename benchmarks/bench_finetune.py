@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BREAST64 = ROOT.parent / "shared" / "data" / "medical" / "breastmnist" / "breastmnist_64.npz"
 
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--data", type=Path, default=BREAST64, help="the BreastMNIST 64 px npz")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     import torch
 
     if args.threads:

@@ -23,6 +23,10 @@ and the SD ratio to ``paper`` (below 1: less noise; "removes most" = below 0.5).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sys
+
 import argparse
 import tempfile
 import time
@@ -37,6 +41,9 @@ from gradnca_onnx.engine.scoring import model_passes
 from gradnca_onnx.scores import label_prediction_probabilities, label_prediction_score
 from gradnca_onnx.scores.label_prediction import jittered_features
 from gradnca_onnx.zoo import list_zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
 
 
 def lp(x, y, iters, threads=None) -> float:
@@ -85,6 +92,7 @@ def main() -> None:
     ap.add_argument("--variants", default=None, metavar="paper,converged,seeds5",
                     help="Also measure the noise of these S_LP variants ('paper' is added).")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     zoo, path = demo_paths()
     target = load_target(path)
     cache = FeatureCache(args.cache or tempfile.mkdtemp(prefix="bench_lp_noise_"))

@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -54,6 +57,7 @@ def main() -> None:
                     help="onnxruntime's CPU memory arena: as the engine runs (off for the split "
                          "pass's sessions, on otherwise), or on / off in every session.")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
 
     from gradnca_onnx.exporters.api import export_model
     from gradnca_onnx.sources import load_torchvision

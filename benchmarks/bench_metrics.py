@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="limit BLAS threads in every case (default: library default)")
     args = parser.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     q = args.quick
     cases = [
         # (case, N, D, C)

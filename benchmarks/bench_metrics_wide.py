@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import signal
 import subprocess
@@ -41,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_metrics import (
     features,  # noqa: E402  (one generator for every metric benchmark)
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
 
 #: The target-based metrics (the static ones, params and source_images, read files only).
 METRICS = ("logme", "leep", "nleep", "parc", "sfda", "ncti", "gbc", "hscore", "nce", "transrate")
@@ -97,29 +99,6 @@ def run_case(name: str, n: int, d: int, c: int, timeout: float, blas_threads: in
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(("MemTotal", "MemAvailable")):
-                key, value = line.split(":", 1)
-                mem.append(f"{key} {int(value.split()[0]) / 2**20:.1f} GiB")
-    except OSError:
-        pass
-    import scipy
-
-    return (f"CPU: {cpu} ({os.cpu_count()} logical cores); {', '.join(mem) or '?'}; Python "
-            f"{platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
@@ -138,7 +117,7 @@ def main() -> None:
         return
     import gradnca_onnx
 
-    print(machine())
+    print(f"machine: {machine_line()}", flush=True)
     print(f"gradnca_onnx from {Path(gradnca_onnx.__file__).parent}; {args.classes} classes, "
           f"features float32, {SOURCE_CLASSES} source logits; BLAS threads: "
           f"{args.blas_threads or 'library default'}; load average {os.getloadavg()[0]:.1f}")

@@ -36,6 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -228,6 +231,7 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
 
     import torch
     import torchvision

@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MEDICAL = ROOT.parent / "shared" / "data" / "medical"
 TARGETS = {"breastmnist": MEDICAL / "breastmnist" / "breastmnist.npz",
@@ -139,6 +142,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--targets", default="breastmnist")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     import torch
 
     from gradnca_onnx.training import default_seeds

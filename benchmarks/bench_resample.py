@@ -12,6 +12,10 @@ under both. Nothing is asserted.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sys
+
 import argparse
 import tempfile
 import time
@@ -21,6 +25,9 @@ from gradnca_onnx.demo import demo_paths
 from gradnca_onnx.engine import FeatureCache, rank_zoo
 from gradnca_onnx.engine.resample import resample_zoo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_line  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -28,6 +35,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="cache directory (default: a fresh one)")
     args = ap.parse_args()
+    print(f"machine: {machine_line()}", flush=True)  # with every figure
     zoo, path = demo_paths()
     target = load_target(path)
     cache = FeatureCache(args.cache or tempfile.mkdtemp(prefix="bench_resample_"))
