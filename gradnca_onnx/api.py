@@ -51,7 +51,8 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
          faithful: bool = False, lp_jitters: int = 0,
          cache: PathLike | FeatureCache | bool | None = None, device: str = "auto",
          threads: int | None = None, features_batch: int = 64,
-         residual_memory: int | str = 2 << 30, resize: bool = True, verify: bool = True,
+         residual_memory: int | str = 2 << 30, gradient_pass: str = "auto",
+         resize: bool = True, verify: bool = True,
          resamples: int | None = None, seed: int = 0, fraction: float = DEFAULT_FRACTION,
          level: float = 0.95, fu_resample: str = "rebatch", folds: bool = False,
          executor: str | Executor = "local", ray_address: str | None = None,
@@ -92,6 +93,9 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
         when the last concurrent call ends
     features_batch : images per call of ``features.onnx``
     residual_memory : bytes (or a size such as ``"512MiB"``) the split gradient pass may hold
+    gradient_pass : ``"auto"`` (the split pass where a whole S_FU batch's residuals fit
+        ``residual_memory``), ``"split"`` (whenever one chunk fits) or ``"whole"``
+        (``rank --gradient-pass``)
     resize : resize target images to each model's input (else refuse other sizes)
     verify : check each member's files against their sha256 first
     resamples, seed, fraction, level, fu_resample : ``rank --resamples`` (how sure the
@@ -134,7 +138,8 @@ def rank(zoo: PathLike, target: Target, *, split: str | None = None,
     if errors not in ("record", "raise"):
         raise InputError(f"errors must be 'record' or 'raise'; got {errors!r}")
     runtime = RuntimeConfig(device=device, threads=threads, features_batch=features_batch,
-                            residual_memory=memory_size(residual_memory, "residual_memory"))
+                            residual_memory=memory_size(residual_memory, "residual_memory"),
+                            gradient_pass=gradient_pass)
     runtime.providers()  # an unusable device raises now, not once per model
     resampling = _resampling(resamples, seed=seed, fraction=fraction, level=level,
                              fu_resample=fu_resample)

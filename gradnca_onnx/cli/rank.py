@@ -40,6 +40,7 @@ class RankArgs:
     device: str
     threads: int | None
     residual_memory: str
+    gradient_pass: str
     no_resize: bool
     size: str | None
     demo: bool
@@ -207,6 +208,12 @@ def _plot_files(target_paths) -> list[str]:
                    "needing logits are skipped, with a note, for headless models.")
 @click.option("--faithful", is_flag=True,
               help="Baseline metrics with the released code's quirks (README, Baseline metrics).")
+@click.option("--gradient-pass", "gradient_pass", default="auto", show_default=True,
+              type=click.Choice(["auto", "split", "whole"]),
+              help="auto: the split pass (each image forward once) for a model whose residuals "
+                   "of a whole S_FU batch fit --residual-memory, else features.onnx + "
+                   "grads.onnx, said in its notes; split: whenever one chunk fits (the rest "
+                   "recomputed); whole: never.")
 @click.option("--max-samples", "max_samples", type=int, default=None, metavar="N",
               help="Above N images, score a class-stratified subsample of N (seed 0; the same "
                    "images for every model), stated in the notes: S_LP's NCA is quadratic in "
@@ -370,7 +377,7 @@ def _run(args: RankArgs, checked: dict[str, Any]) -> None:
             folds=args.folds, executor=args.executor_name, ray_address=args.ray_address,
             max_retries=args.max_retries, progress=progress,
             within_family=args.within_family, columns=args.columns(),
-            max_samples=args.max_samples)
+            max_samples=args.max_samples, gradient_pass=args.gradient_pass)
     if not isinstance(result, Rankings):
         result = Rankings([result], several_targets=False)
     if not args.quiet:

@@ -110,12 +110,18 @@ class RuntimeConfig:
         Bytes of residuals the split gradient pass may hold per S_FU batch (default 2 GiB;
         see :mod:`gradnca_onnx.engine.split_pass`). 0 turns the split pass off: every member
         then runs ``features.onnx`` and ``grads.onnx``.
+    gradient_pass : {"auto", "split", "whole"}
+        ``auto``: the split pass for a member whose residuals of a whole S_FU batch fit the
+        budget, else ``features.onnx`` + ``grads.onnx`` (said in its notes); ``split``: the
+        split pass whenever one chunk fits (the rest recomputed); ``whole``: never the split
+        (:func:`gradnca_onnx.engine.split_pass.choose_pass`).
     """
 
     device: str = "auto"
     threads: int | None = None
     features_batch: int = 64
     residual_memory: int = 2 << 30
+    gradient_pass: str = "auto"
 
     def __post_init__(self) -> None:
         # Every setting is checked here, so that a bad one raises where it is made, before any
@@ -125,6 +131,9 @@ class RuntimeConfig:
                              f"{self.device!r}")
         _check_count(self.features_batch, "features_batch", minimum=1)
         _check_count(self.residual_memory, "residual_memory", minimum=0)
+        if self.gradient_pass not in ("auto", "split", "whole"):
+            raise InputError(f"gradient_pass must be 'auto', 'split' or 'whole'; got "
+                             f"{self.gradient_pass!r}")
         # More intra-op threads than cores only makes them wait on each other (measured: 60
         # images took 107 s with 1000 threads on 2 cores, 2.3 s with 2): cap, and say so.
         threads, capped = cap_threads(self.threads, "threads")

@@ -33,7 +33,7 @@ from .batching import run_grads
 from .cache import FeatureCache, cache_key, environment
 from .options import Progress
 from .runtime import RuntimeConfig, run_session
-from .split_pass import split_passes, uses_split
+from .split_pass import choose_pass, split_passes
 
 #: S_LP settings of the paper (REFERENCE section 3); part of every cache key.
 LP_SETTINGS = {"n_components": 50, "n_neighbors": 5, "random_state": 42}
@@ -308,7 +308,10 @@ def model_passes(model_dir: Path, manifest: Manifest, target: TargetData, *,
     env = environment(runtime.providers())
     # The split pass's features come from forward.onnx, not features.onnx: equal within fp32
     # rounding, not bit for bit, so the key says which pass made them.
-    split = uses_split(manifest, runtime.residual_memory)
+    split, why_whole = choose_pass(manifest, runtime.residual_memory, len(target),
+                                   runtime.gradient_pass)
+    if why_whole:
+        notes.append(why_whole)
     key = cache_key({
         "model": {k: v.sha256 for k, v in sorted(manifest.files.items())},
         "data": target.sha256, "preprocessing": settings, "lp": paper_lp,

@@ -187,7 +187,36 @@ def _check_width(out: NDArray, size: int | None, name: str, manifest: Manifest) 
                          "manifest.json disagree: re-export the model")
 
 
-def uses_split(manifest: Manifest, budget: int) -> bool:
-    """Whether the engine runs the split pass for this member: it has one, and the budget
-    holds at least one chunk (else ``features.onnx`` and ``grads.onnx`` do the work)."""
-    return manifest.split is not None and chunks_held(manifest, budget) >= 1
+#: How the gradient pass is chosen (``RuntimeConfig.gradient_pass``, ``rank --gradient-pass``).
+GRADIENT_PASSES = ("auto", "split", "whole")
+
+
+def choose_pass(manifest: Manifest, budget: int, n_images: int, mode: str = "auto"
+                ) -> tuple[bool, str | None]:
+    """Whether the engine runs the split pass for this member, and the note that says why
+    not when the rule chose the whole pass for a member that has a split.
+
+    ``split`` runs it whenever the budget holds at least one chunk (the chunks past it are
+    recomputed with ``grads.onnx``); ``whole`` never (``features.onnx`` then ``grads.onnx``);
+    ``auto`` (the default) only when the budget holds every chunk of the largest S_FU batch.
+    The rule is measured: a recomputed chunk runs its forward twice, and ``forward.onnx``
+    costs more than ``features.onnx`` (it writes the residuals), so a split that recomputes
+    chunks only pays when most are held: the break-even share of chunks held was 0.64 for
+    resnet18 and 0.93 for densenet121 (224 px, batch 32, this machine; README, gradient pass).
+    """
+    if manifest.split is None or mode == "whole":
+        return False, None
+    held = chunks_held(manifest, budget)
+    if mode == "split" or held < 1:
+        return held >= 1, None
+    b = manifest.batch_policy.grads_batch or 1
+    largest = max((sl.stop - sl.start for sl in fu_batch_slices(n_images)), default=0)
+    needed = -(-largest // b)
+    if held >= needed:
+        return True, None
+    mib = manifest.split.residual_bytes / 2**20
+    return False, (f"gradient pass: features.onnx + grads.onnx, not the split pass: the "
+                   f"{budget / 2**20:.0f} MiB residual budget holds {held} of the {needed} "
+                   f"chunks of {b} images of an S_FU batch ({mib:.0f} MiB each), and recomputing "
+                   f"the rest costs more than the split saves; --residual-memory "
+                   f"{needed * mib:.0f}MiB holds them all (--gradient-pass split forces it)")

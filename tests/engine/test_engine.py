@@ -284,8 +284,11 @@ def test_split_pass_matches_the_whole_gradient_pass(zoo, tmp_path) -> None:
     assert m.split is not None and m.split.residual_bytes > 0
     runs = {}
     for label, budget in [("whole", 0), ("split", 2 << 30), ("mixed", m.split.residual_bytes)]:
+        # "split": hold what fits, recompute the rest (the automatic choice would run the
+        # whole pass for "mixed": test_automatic_pass_choice)
         runs[label] = model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
-                                   runtime=RuntimeConfig(threads=1, residual_memory=budget))
+                                   runtime=RuntimeConfig(threads=1, residual_memory=budget,
+                                                         gradient_pass="split"))
     whole, split, mixed = (runs[k][0] for k in ("whole", "split", "mixed"))
     for arrays in (split, mixed):
         # Same graph nodes, so the same fp32 operations: bit for bit on this machine.
@@ -304,10 +307,43 @@ def test_split_pass_matches_the_whole_gradient_pass(zoo, tmp_path) -> None:
     assert chunks > 1 and not any(n.startswith("gradient pass:") for n in runs["split"][2])
     # A cache hit reports the pass's notes too (they are kept with the entry).
     cache = FeatureCache(tmp_path / "cache")
-    rt = RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes)
+    rt = RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes, gradient_pass="split")
     first = model_passes(root / "cnn0", m, target, cache=cache, runtime=rt)
     again = model_passes(root / "cnn0", m, target, cache=cache, runtime=rt)
     assert not first[1] and again[1] and again[2] == first[2] == runs["mixed"][2]
+
+
+def test_automatic_pass_choice(zoo, tmp_path) -> None:
+    """auto: the split pass only when the budget holds every chunk of the largest S_FU batch;
+    else the whole pass (bit for bit what --gradient-pass whole gives) and a note saying why."""
+    from gradnca_onnx.engine import RuntimeConfig
+    from gradnca_onnx.engine.scoring import model_passes
+    from gradnca_onnx.engine.split_pass import choose_pass
+    from gradnca_onnx.zoo import load_manifest
+
+    root, _ = zoo
+    target = load_target(BREAST, "fold1")
+    m = load_manifest(root / "cnn0")
+    one, b = m.split.residual_bytes, m.batch_policy.grads_batch
+    needed = -(-(len(target) - 5 * (len(target) // 6)) // b)  # the last batch is the largest
+    assert needed > 1
+    assert choose_pass(m, needed * one, len(target)) == (True, None)
+    split, note = choose_pass(m, (needed - 1) * one, len(target))
+    assert not split and f"holds {needed - 1} of the {needed} chunks" in note
+    assert choose_pass(m, one, len(target), "split") == (True, None)
+    assert choose_pass(m, 2 << 30, len(target), "whole") == (False, None)
+
+    def run(budget, mode):
+        return model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
+                            runtime=RuntimeConfig(threads=1, residual_memory=budget,
+                                                  gradient_pass=mode))
+    auto, whole = run(one, "auto"), run(2 << 30, "whole")
+    for key in ("features", "grad_norms_w1", "grad_norms_w2"):
+        np.testing.assert_array_equal(auto[0][key], whole[0][key])
+    assert any(n.startswith("gradient pass: features.onnx + grads.onnx") for n in auto[2])
+    assert not any(n.startswith("gradient pass:") for n in whole[2])
+    bad = CliRunner().invoke(main, ["rank", "--demo", "--gradient-pass", "fast"])
+    assert bad.exit_code == 2 and "--gradient-pass" in bad.output
 
 
 def test_residual_memory_option(zoo, tmp_path) -> None:
@@ -317,7 +353,8 @@ def test_residual_memory_option(zoo, tmp_path) -> None:
     one_chunk = load_manifest(root / "cnn0").split.residual_bytes
     args = ["rank", "--zoo", str(root), "--target", str(BREAST), "--split", "fold1",
             "--no-cache", "--quiet", "--format", "json"]
-    ok = CliRunner().invoke(main, args + ["--residual-memory", f"{one_chunk / 1024:.3f}KiB"])
+    ok = CliRunner().invoke(main, args + ["--residual-memory", f"{one_chunk / 1024:.3f}KiB",
+                                          "--gradient-pass", "split"])
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.output)
     assert all(any("recomputed with grads.onnx" in n for n in m["notes"]) for m in data["models"])
@@ -348,7 +385,8 @@ def test_split_pass_sessions_run_without_the_memory_arena(zoo, monkeypatch) -> N
     monkeypatch.setattr(rt.RuntimeConfig, "open", spy)
     target = load_target(BREAST, "fold1")
     model_passes(root / "cnn0", m, target, cache=FeatureCache(None),
-                 runtime=RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes))
+                 runtime=RuntimeConfig(threads=1, residual_memory=m.split.residual_bytes,
+                                       gradient_pass="split"))
     assert {"forward", "backward", "grads"} <= {g for g, _ in opened}
     assert all(arena is False for _, arena in opened)
     opened.clear()
