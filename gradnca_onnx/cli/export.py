@@ -182,7 +182,8 @@ def export_cmd(arch: str | None, torchscript: Path | None, factory: str | None,
                head: str | None, features: str | None, name: str | None, pretrained_on: str,
                source_images: str | None, grads_batch: int, seed: int, force: bool,
                fallback: bool, features_only: bool, zoo_dir: Path) -> None:
-    """Export one PyTorch model into ZOO_DIR/NAME (features.onnx, grads.onnx, manifest.json).
+    """Export one PyTorch model into ZOO_DIR/NAME: its graphs (features, grads and the split
+    pass's forward and backward .onnx), the weights they share (weights.bin), manifest.json.
 
     --arch takes a torchvision name, timm:NAME, hf:DIR or monai:NAME; a checkpoint that
     pickles a whole model needs none (--checkpoint FILE --trust-pickle).
